@@ -1,0 +1,161 @@
+import { describe, expect, it } from 'vitest';
+import { incumbentTransition, initialIncumbentState } from './incumbent-machine.js';
+import type { IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState } from './incumbent-machine.js';
+import type { ToDaemonMessage } from './messages.js';
+
+const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: 0, heartbeatMs: 500, livenessMs: 3000 };
+const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
+  HelloAck: { type: 'HelloAck', version: 1, handoffId: null, capabilities: 0 },
+  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100 },
+  SealRequest: { type: 'SealRequest', handoffId: 'h1' },
+  Begin: { type: 'Begin', handoffId: 'h1', seal: null },
+  Commit: { type: 'Commit', handoffId: 'h1' },
+  Abort: { type: 'Abort', handoffId: 'h1', code: 'HANDOFF_CANCELLED', reason: 'x' },
+  ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
+  Heartbeat: { type: 'Heartbeat', ts: 1 },
+};
+const EVENTS: Record<string, IncumbentEvent> = {
+  sessionOpened: { type: 'sessionOpened' },
+  sessionClosed: { type: 'sessionClosed', reason: 'EOF' },
+  ...Object.fromEntries(Object.entries(MESSAGES).map(([t, message]) => [`M:${t}`, { type: 'message', message }])),
+  drainDone: { type: 'drainDone', openConnsRemaining: 0, acceptClosed: true },
+  drainFailed: { type: 'drainFailed', error: 'boom' },
+  sealProgress: { type: 'sealProgress', completed: 1, total: 3 },
+  sealDone: { type: 'sealDone', report: { revisions: [5], fingerprint: 'f' } },
+  sealFailed: { type: 'sealFailed', error: 'EIO' },
+  lockReleased: { type: 'lockReleased' },
+  resumed: { type: 'resumed' },
+  resumeFailed: { type: 'resumeFailed', error: 'lock held by 300', lockTaken: true },
+  'T:supervisorLiveness': { type: 'timeout', timer: 'supervisorLiveness', now: 1 },
+  'T:heartbeat': { type: 'timeout', timer: 'heartbeat', now: 1 },
+};
+const COLUMNS = Object.keys(EVENTS);
+
+function drive(...keys: string[]): IncumbentState {
+  let state = initialIncumbentState(CONFIG);
+  for (const key of keys) {
+    const r = incumbentTransition(state, EVENTS[key] as IncumbentEvent);
+    expect(r.violation, key).toBeUndefined();
+    state = r.state;
+  }
+  return state;
+}
+const OPEN = ['sessionOpened', 'M:HelloAck'];
+const STATES: Record<string, IncumbentState> = {
+  'serving/none': drive(),
+  'serving/hello': drive('sessionOpened'),
+  'serving/established': drive(...OPEN),
+  draining: drive(...OPEN, 'M:PrepareHandoff'),
+  drained: drive(...OPEN, 'M:PrepareHandoff', 'drainDone'),
+  sealing: drive(...OPEN, 'M:PrepareHandoff', 'drainDone', 'M:SealRequest'),
+  releasing: drive(...OPEN, 'M:PrepareHandoff', 'drainDone', 'M:SealRequest', 'sealDone'),
+  sealed: drive(...OPEN, 'M:PrepareHandoff', 'drainDone', 'M:SealRequest', 'sealDone', 'lockReleased'),
+  resuming: drive(...OPEN, 'M:PrepareHandoff', 'M:Abort'),
+  committed: drive(...OPEN, 'M:PrepareHandoff', 'drainDone', 'M:SealRequest', 'sealDone', 'lockReleased', 'M:Commit'),
+  exited: drive(...OPEN, 'M:PrepareHandoff', 'M:Abort', 'resumeFailed'),
+};
+
+const H = '!resuming';
+// sessionOpened sessionClosed | HelloAck Prepare SealRequest Begin Commit Abort Resume Heartbeat | drainDone drainFailed sealProgress sealDone sealFailed lockReleased resumed resumeFailed | T:live T:hb
+const TABLE: Record<string, string> = {
+  'serving/none': `serving = | ! ! ! ! ! ! ! ! | = = = = = = = = | = =`,
+  'serving/hello': `serving = | = ! ! ! ! ! ! ! | = = = = = = = = | = =`,
+  'serving/established': `serving = | ! draining ! ! ! = = = | = = = = = = = = | = =`,
+  draining: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = | drained resuming = = = = = = | resuming =`,
+  drained: `resuming resuming | ${H} ${H} sealing ${H} ${H} resuming resuming = | = = = = = = = = | resuming =`,
+  sealing: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = | = = = releasing resuming = = = | resuming =`,
+  releasing: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = | = = = = = sealed = = | resuming =`,
+  sealed: `resuming resuming | ${H} ${H} ${H} ${H} committed resuming resuming = | = = = = = = = = | resuming =`,
+  resuming: `= = | ! ! ! ! ! = = = | = = = = = = serving exited | = =`,
+  committed: `= = | = = = = = = = = | = = = = = = = = | = =`,
+  exited: `= = | = = = = = = = = | = = = = = = = = | = =`,
+};
+
+describe('incumbent machine: every (state, event) pair', () => {
+  it('covers every phase and event', () => {
+    const phases: IncumbentPhase[] = ['serving', 'draining', 'drained', 'sealing', 'releasing', 'sealed', 'resuming', 'committed', 'exited'];
+    expect(new Set(Object.values(STATES).map((s) => s.phase))).toEqual(new Set(phases));
+    for (const [name, state] of Object.entries(STATES)) expect(name.split('/')[0]).toBe(state.phase);
+    for (const row of Object.values(TABLE)) expect(row.split(/\s+/).filter((t) => t !== '|')).toHaveLength(COLUMNS.length);
+  });
+
+  for (const [name, state] of Object.entries(STATES)) {
+    const cells = (TABLE[name] as string).split(/\s+/).filter((t) => t !== '|');
+    for (const [i, column] of COLUMNS.entries()) {
+      const expected = cells[i] as string;
+      it(`${name} + ${column} -> ${expected}`, () => {
+        const r = incumbentTransition(state, EVENTS[column] as IncumbentEvent);
+        if (expected.startsWith('!')) {
+          expect(r.violation?.code).toBe('HANDOFF_PROTOCOL_VIOLATION');
+          expect(r.effects).toContainEqual({ type: 'closeSession' });
+          expect(r.state.session).toBe('none');
+          expect(r.state.phase).toBe(expected.slice(1) || state.phase);
+        } else {
+          expect(r.violation, r.violation?.message).toBeUndefined();
+          expect(r.state.phase).toBe(expected === '=' ? state.phase : expected);
+        }
+      });
+    }
+  }
+});
+
+describe('incumbent machine: decisions', () => {
+  const types = (effects: readonly IncumbentEffect[]) => effects.map((e) => (e.type === 'send' ? `send:${e.message.type}` : e.type));
+
+  it('releases the lock after seal and only then sends SealComplete with the report', () => {
+    const a = incumbentTransition(STATES.sealing as IncumbentState, EVENTS.sealDone as IncumbentEvent);
+    expect(types(a.effects)).toEqual(['releaseLock']);
+    expect(a.state.lockHeld).toBe(true);
+    const b = incumbentTransition(a.state, EVENTS.lockReleased as IncumbentEvent);
+    expect(b.effects).toEqual([{ type: 'send', message: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f' } }]);
+    expect(b.state.lockHeld).toBe(false);
+  });
+
+  it('re-takes the lock on resume only when it released it', () => {
+    const resumeOf = (r: { effects: readonly IncumbentEffect[] }) => r.effects.find((e) => e.type === 'resume');
+    expect(resumeOf(incumbentTransition(STATES.draining as IncumbentState, EVENTS.sessionClosed as IncumbentEvent))).toMatchObject({ reacquireLock: false });
+    expect(resumeOf(incumbentTransition(STATES.sealing as IncumbentState, EVENTS['M:Abort'] as IncumbentEvent))).toMatchObject({ reacquireLock: false });
+    expect(resumeOf(incumbentTransition(STATES.releasing as IncumbentState, EVENTS.sessionClosed as IncumbentEvent))).toMatchObject({ reacquireLock: true });
+    expect(resumeOf(incumbentTransition(STATES.sealed as IncumbentState, EVENTS['T:supervisorLiveness'] as IncumbentEvent))).toMatchObject({ reacquireLock: true });
+  });
+
+  it('resumes when the supervisor is silent past the liveness timeout, and closes the session', () => {
+    const r = incumbentTransition(STATES.drained as IncumbentState, EVENTS['T:supervisorLiveness'] as IncumbentEvent);
+    expect(types(r.effects)).toEqual(['closeSession', 'cancelTimer', 'cancelTimer', 'resume']);
+    expect(r.state.session).toBe('none');
+  });
+
+  it('keeps its lock and tells the supervisor when the seal fails', () => {
+    const r = incumbentTransition(STATES.sealing as IncumbentState, EVENTS.sealFailed as IncumbentEvent);
+    expect(r.effects[0]).toEqual({ type: 'send', message: { type: 'SealFailed', handoffId: 'h1', error: 'EIO' } });
+    expect(r.effects.find((e) => e.type === 'resume')).toMatchObject({ reacquireLock: false });
+  });
+
+  it('exits 0 when the successor took the lock, 1 when resume failed otherwise', () => {
+    const taken = incumbentTransition(STATES.resuming as IncumbentState, EVENTS.resumeFailed as IncumbentEvent);
+    expect(taken.effects.find((e) => e.type === 'exit')).toMatchObject({ code: 0 });
+    const broken = incumbentTransition(STATES.resuming as IncumbentState, { type: 'resumeFailed', error: 'EACCES', lockTaken: false });
+    expect(broken.effects.find((e) => e.type === 'exit')).toMatchObject({ code: 1 });
+  });
+
+  it('heartbeats during a handoff and not while serving', () => {
+    expect(incumbentTransition(STATES.sealing as IncumbentState, { type: 'timeout', timer: 'heartbeat', now: 9.9 }).effects).toEqual([
+      { type: 'send', message: { type: 'Heartbeat', ts: 9 } },
+      { type: 'setTimer', timer: 'heartbeat', ms: 500 },
+    ]);
+    expect(incumbentTransition(STATES['serving/established'] as IncumbentState, EVENTS['T:heartbeat'] as IncumbentEvent).effects).toEqual([]);
+  });
+
+  it('refuses a HelloAck outside its version range, and Abort for another handoff', () => {
+    const r = incumbentTransition(STATES['serving/hello'] as IncumbentState, { type: 'message', message: { ...MESSAGES.HelloAck, version: 2 } as ToDaemonMessage });
+    expect(r.violation?.message).toMatch(/version 2, outside 1\.\.1/);
+    const other = incumbentTransition(STATES.draining as IncumbentState, { type: 'message', message: { ...MESSAGES.Abort, handoffId: 'h2' } as ToDaemonMessage });
+    expect(other.violation).toBeDefined();
+    expect(other.state.phase).toBe('resuming');
+  });
+
+  it('greets a new supervisor that replaces the one driving a handoff, after starting to resume', () => {
+    const r = incumbentTransition(STATES.sealed as IncumbentState, EVENTS.sessionOpened as IncumbentEvent);
+    expect(types(r.effects)).toEqual(['cancelTimer', 'cancelTimer', 'resume', 'send:Hello']);
+  });
+});

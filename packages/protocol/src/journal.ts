@@ -1,0 +1,123 @@
+/**
+ * The supervisor's journal record: the phase of the handoff in progress, written durably
+ * (temp file, fsync, rename, fsync dir) before each irreversible step, and read back by a
+ * restarted supervisor to converge. The record is JSON, so an operator can read it.
+ */
+import { HandoffProtocolError, ProtocolErrorCode, describe } from './errors.js';
+import type { SealReport } from './messages.js';
+import { FieldLimits } from './messages.js';
+
+/**
+ * Journal phases, in the order a handoff writes them:
+ * - `idle`: no handoff in progress (or the last one finished).
+ * - `spawning`: a successor is about to be spawned.
+ * - `preparing`: the successor said Hello; PrepareHandoff is about to go to the incumbent.
+ * - `sealing`: the incumbent drained; SealRequest is about to go (after it the lock is released).
+ * - `beginning`: Begin is about to go to the successor (it will take the lock).
+ * - `committed`: a valid Ready arrived: the successor is the incumbent from now on.
+ * - `aborting`: the handoff is being rolled back.
+ */
+export const JOURNAL_PHASES = ['idle', 'spawning', 'preparing', 'sealing', 'beginning', 'committed', 'aborting'] as const;
+/** One of {@link JOURNAL_PHASES}. */
+export type JournalPhase = (typeof JOURNAL_PHASES)[number];
+
+/** A daemon process known to the journal. */
+export interface JournalProcess {
+  readonly pid: number;
+  /** Process start time (e.g. from /proc/<pid>/stat), to tell a reused pid apart. */
+  readonly startTime: string | null;
+}
+
+/** The durable record of the handoff in progress. */
+export interface JournalRecord {
+  /** Record format version. */
+  readonly v: 1;
+  readonly phase: JournalPhase;
+  readonly handoffId: string | null;
+  /** Wall clock of the write, ms since the epoch. */
+  readonly writtenAt: number;
+  readonly supervisorPid: number;
+  readonly incumbent: JournalProcess | null;
+  readonly successor: JournalProcess | null;
+  readonly seal: SealReport | null;
+}
+
+function bad(what: string, got: unknown): HandoffProtocolError {
+  return new HandoffProtocolError(
+    ProtocolErrorCode.JournalInvalid,
+    `journal record: ${what}, got ${describe(got)}; the file is damaged or from another version — move it aside and restart (recovery then checks the lock and control socket)`,
+    { field: what },
+  );
+}
+
+function own(obj: object, key: string): unknown {
+  return Object.prototype.hasOwnProperty.call(obj, key) ? (obj as Record<string, unknown>)[key] : undefined;
+}
+
+function isUint(v: unknown, max = Number.MAX_SAFE_INTEGER): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
+}
+
+function parseProcess(v: unknown, field: string): JournalProcess | null {
+  if (v === null) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) throw bad(`${field} must be an object or null`, v);
+  const pid = own(v, 'pid');
+  const startTime = own(v, 'startTime');
+  if (!isUint(pid, FieldLimits.pidMax) || pid === 0) throw bad(`${field}.pid must be a pid`, pid);
+  if (startTime !== null && (typeof startTime !== 'string' || startTime.length > 64)) throw bad(`${field}.startTime must be a short string or null`, startTime);
+  return { pid, startTime };
+}
+
+function parseSeal(v: unknown): SealReport | null {
+  if (v === null) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) throw bad('seal must be an object or null', v);
+  const revisions = own(v, 'revisions');
+  const fingerprint = own(v, 'fingerprint');
+  if (!Array.isArray(revisions) || revisions.length > FieldLimits.revisionsMax || !revisions.every((r) => isUint(r))) {
+    throw bad('seal.revisions must be an array of non-negative integers', revisions);
+  }
+  if (typeof fingerprint !== 'string' || fingerprint.length > FieldLimits.fingerprintMax) throw bad('seal.fingerprint must be a string', fingerprint);
+  return { revisions: revisions, fingerprint };
+}
+
+/** Serialises a record (one line of JSON with a trailing newline). */
+export function encodeJournal(record: JournalRecord): string {
+  parseJournal(JSON.stringify(record)); // never write what cannot be read back
+  return `${JSON.stringify(record)}\n`;
+}
+
+/**
+ * Parses and validates a journal record.
+ * @throws HandoffProtocolError JOURNAL_INVALID naming the bad field.
+ */
+export function parseJournal(text: string): JournalRecord {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new HandoffProtocolError(ProtocolErrorCode.JournalInvalid, `journal record is not JSON (${describe(text)}); the file is damaged — move it aside and restart`, {}, { cause });
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad('must be a JSON object', raw);
+  const v = own(raw, 'v');
+  if (v !== 1) throw bad('v must be 1', v);
+  const phase = own(raw, 'phase');
+  if (typeof phase !== 'string' || !(JOURNAL_PHASES as readonly string[]).includes(phase)) throw bad(`phase must be one of ${JOURNAL_PHASES.join(', ')}`, phase);
+  const handoffId = own(raw, 'handoffId');
+  if (handoffId !== null && (typeof handoffId !== 'string' || handoffId.length === 0 || handoffId.length > FieldLimits.handoffIdMax)) {
+    throw bad('handoffId must be a non-empty string or null', handoffId);
+  }
+  const writtenAt = own(raw, 'writtenAt');
+  if (!isUint(writtenAt)) throw bad('writtenAt must be a timestamp in ms', writtenAt);
+  const supervisorPid = own(raw, 'supervisorPid');
+  if (!isUint(supervisorPid, FieldLimits.pidMax) || supervisorPid === 0) throw bad('supervisorPid must be a pid', supervisorPid);
+  return {
+    v: 1,
+    phase: phase as JournalPhase,
+    handoffId,
+    writtenAt,
+    supervisorPid,
+    incumbent: parseProcess(own(raw, 'incumbent') ?? null, 'incumbent'),
+    successor: parseProcess(own(raw, 'successor') ?? null, 'successor'),
+    seal: parseSeal(own(raw, 'seal') ?? null),
+  };
+}

@@ -1,0 +1,421 @@
+/**
+ * The messages of protocol v1, split by direction, and their validation.
+ *
+ * Every message is a msgpack map with a string `type` tag and the fields listed in
+ * {@link MESSAGE_SCHEMAS}. Validation is driven by that one table, at decode (what came off
+ * the wire) and at encode (what this process is about to send), so both sides agree.
+ */
+import { HandoffProtocolError, ProtocolErrorCode, describe } from './errors.js';
+
+/** The lowest and highest protocol versions this implementation speaks. */
+export const PROTOCOL_VERSION_MIN = 1;
+/** See {@link PROTOCOL_VERSION_MIN}. */
+export const PROTOCOL_VERSION_MAX = 1;
+
+/** Size limits of v1 fields, enforced at decode and encode. */
+export const FieldLimits = {
+  /** Longest handoff id. Ids match `[A-Za-z0-9._:-]+`. */
+  handoffIdMax: 64,
+  /** Longest build id. */
+  buildIdMax: 256,
+  /** Longest free-text field (reasons, errors). */
+  textMax: 4096,
+  /** Longest data-directory fingerprint. */
+  fingerprintMax: 512,
+  /** Most listeners a Ready may name, and the longest name. */
+  listenersMax: 64,
+  addressMax: 512,
+  /** Most shards a revision vector may hold. */
+  revisionsMax: 4096,
+  /** Longest deadline, in milliseconds (one day). */
+  deadlineMsMax: 86_400_000,
+  /** Largest pid. */
+  pidMax: 0x7fff_ffff,
+} as const;
+
+/** The role a daemon announces in its Hello. */
+export type Role = 'incumbent' | 'successor';
+
+/** What an incumbent reports once sealed; forwarded to the successor in Begin. */
+export interface SealReport {
+  /** Last revision per shard, index = shard number. */
+  readonly revisions: readonly number[];
+  /** An opaque fingerprint of the sealed data directory. */
+  readonly fingerprint: string;
+}
+
+// ---- daemon -> supervisor ----------------------------------------------------------
+
+/** First message of a daemon on every supervisor connection. */
+export interface Hello {
+  readonly type: 'Hello';
+  readonly role: Role;
+  readonly pid: number;
+  readonly buildId: string;
+  readonly protoMin: number;
+  readonly protoMax: number;
+  readonly capabilities: number;
+}
+/** The incumbent has stopped accepting, finished in-flight work and fsynced. */
+export interface Drained {
+  readonly type: 'Drained';
+  readonly handoffId: string;
+  readonly openConnsRemaining: number;
+  readonly acceptClosed: boolean;
+}
+/** Optional progress of a long seal. */
+export interface SealProgress {
+  readonly type: 'SealProgress';
+  readonly handoffId: string;
+  readonly completed: number;
+  readonly total: number;
+}
+/** The incumbent has sealed its data and released the data-directory lock. */
+export interface SealComplete {
+  readonly type: 'SealComplete';
+  readonly handoffId: string;
+  readonly revisions: readonly number[];
+  readonly fingerprint: string;
+}
+/** The incumbent could not drain or seal; it keeps its lock and serves on. */
+export interface SealFailed {
+  readonly type: 'SealFailed';
+  readonly handoffId: string;
+  readonly error: string;
+}
+/** The successor holds the lock, has opened the data and listens. */
+export interface Ready {
+  readonly type: 'Ready';
+  readonly handoffId: string;
+  readonly listeningOn: readonly string[];
+  readonly healthy: boolean;
+  readonly revisions: readonly number[];
+}
+/** Liveness, sent by every party while it works. `ts` is the sender's wall clock in ms. */
+export interface Heartbeat {
+  readonly type: 'Heartbeat';
+  readonly ts: number;
+}
+
+// ---- supervisor -> daemon ----------------------------------------------------------
+
+/** The supervisor's answer to Hello: the negotiated version and capabilities. */
+export interface HelloAck {
+  readonly type: 'HelloAck';
+  readonly version: number;
+  /** The handoff this session belongs to; null on an incumbent's control session. */
+  readonly handoffId: string | null;
+  readonly capabilities: number;
+}
+/** Asks the incumbent to drain. */
+export interface PrepareHandoff {
+  readonly type: 'PrepareHandoff';
+  readonly handoffId: string;
+  readonly successorPid: number;
+  readonly deadlineMs: number;
+  readonly drainGraceMs: number;
+}
+/** Asks the drained incumbent to seal and release the lock. */
+export interface SealRequest {
+  readonly type: 'SealRequest';
+  readonly handoffId: string;
+}
+/** Tells the successor to take over. `seal` is null when the incumbent died: recover from disk. */
+export interface Begin {
+  readonly type: 'Begin';
+  readonly handoffId: string;
+  readonly seal: SealReport | null;
+}
+/** The handoff is committed: the incumbent exits, the successor becomes the incumbent. */
+export interface Commit {
+  readonly type: 'Commit';
+  readonly handoffId: string;
+}
+/** The handoff is abandoned; the receiver exits (successor) or resumes (incumbent). */
+export interface Abort {
+  readonly type: 'Abort';
+  readonly handoffId: string | null;
+  readonly code: string;
+  readonly reason: string;
+}
+/** The incumbent re-takes its lock if it released it, re-opens its writer and accepts again. */
+export interface ResumeAfterAbort {
+  readonly type: 'ResumeAfterAbort';
+  readonly handoffId: string;
+  readonly reason: string;
+}
+
+/** Messages a daemon (incumbent or successor) sends to the supervisor. */
+export type ToSupervisorMessage = Hello | Drained | SealProgress | SealComplete | SealFailed | Ready | Heartbeat;
+/** Messages the supervisor sends to a daemon. */
+export type ToDaemonMessage =
+  | HelloAck
+  | PrepareHandoff
+  | SealRequest
+  | Begin
+  | Commit
+  | Abort
+  | ResumeAfterAbort
+  | Heartbeat;
+/** Every v1 message. */
+export type Message = ToSupervisorMessage | ToDaemonMessage;
+/** The type tags of v1. */
+export type MessageType = Message['type'];
+/** The two directions of a channel. */
+export type Direction = 'toSupervisor' | 'toDaemon';
+/** The messages of one direction. */
+export type MessageOf<D extends Direction> = D extends 'toSupervisor' ? ToSupervisorMessage : ToDaemonMessage;
+
+// ---- schema ------------------------------------------------------------------------
+
+/** How one field is validated. Exported for documentation generators and other-language ports. */
+export type FieldSpec =
+  | { readonly kind: 'uint'; readonly min: number; readonly max: number }
+  | { readonly kind: 'string'; readonly min: number; readonly max: number; readonly pattern?: RegExp }
+  | { readonly kind: 'bool' }
+  | { readonly kind: 'enum'; readonly values: readonly string[] }
+  | { readonly kind: 'uintArray'; readonly maxItems: number }
+  | { readonly kind: 'stringArray'; readonly maxItems: number; readonly maxLength: number }
+  | { readonly kind: 'nullable'; readonly inner: FieldSpec }
+  | { readonly kind: 'sealReport' };
+
+/** The schema of one message type. */
+export interface MessageSchema {
+  readonly directions: readonly Direction[];
+  readonly fields: Readonly<Record<string, FieldSpec>>;
+  /** A cross-field rule; returns what is wrong, or undefined. */
+  readonly check?: (message: Readonly<Record<string, unknown>>) => string | undefined;
+}
+
+const HANDOFF_ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
+const handoffId: FieldSpec = { kind: 'string', min: 1, max: FieldLimits.handoffIdMax, pattern: HANDOFF_ID_PATTERN };
+const text: FieldSpec = { kind: 'string', min: 0, max: FieldLimits.textMax };
+const uint53: FieldSpec = { kind: 'uint', min: 0, max: Number.MAX_SAFE_INTEGER };
+const version: FieldSpec = { kind: 'uint', min: 1, max: 0xffff };
+const pid: FieldSpec = { kind: 'uint', min: 1, max: FieldLimits.pidMax };
+const caps: FieldSpec = { kind: 'uint', min: 0, max: 0xffff_ffff };
+const revisions: FieldSpec = { kind: 'uintArray', maxItems: FieldLimits.revisionsMax };
+const fingerprint: FieldSpec = { kind: 'string', min: 0, max: FieldLimits.fingerprintMax };
+const deadline: FieldSpec = { kind: 'uint', min: 0, max: FieldLimits.deadlineMsMax };
+const toS: readonly Direction[] = ['toSupervisor'];
+const toD: readonly Direction[] = ['toDaemon'];
+
+/**
+ * The v1 schema of every message: its directions and its fields, in wire order.
+ * Unknown keys in a received map are ignored (forward compatibility within a version).
+ */
+export const MESSAGE_SCHEMAS: Readonly<Record<MessageType, MessageSchema>> = {
+  Hello: {
+    directions: toS,
+    fields: {
+      role: { kind: 'enum', values: ['incumbent', 'successor'] },
+      pid,
+      buildId: { kind: 'string', min: 0, max: FieldLimits.buildIdMax },
+      protoMin: version,
+      protoMax: version,
+      capabilities: caps,
+    },
+    check: (m) => ((m.protoMin as number) > (m.protoMax as number) ? 'protoMin must not exceed protoMax' : undefined),
+  },
+  Drained: {
+    directions: toS,
+    fields: { handoffId, openConnsRemaining: uint53, acceptClosed: { kind: 'bool' } },
+  },
+  SealProgress: {
+    directions: toS,
+    fields: { handoffId, completed: uint53, total: uint53 },
+    check: (m) => ((m.completed as number) > (m.total as number) ? 'completed must not exceed total' : undefined),
+  },
+  SealComplete: { directions: toS, fields: { handoffId, revisions, fingerprint } },
+  SealFailed: { directions: toS, fields: { handoffId, error: text } },
+  Ready: {
+    directions: toS,
+    fields: {
+      handoffId,
+      listeningOn: { kind: 'stringArray', maxItems: FieldLimits.listenersMax, maxLength: FieldLimits.addressMax },
+      healthy: { kind: 'bool' },
+      revisions,
+    },
+  },
+  Heartbeat: { directions: ['toSupervisor', 'toDaemon'], fields: { ts: uint53 } },
+  HelloAck: {
+    directions: toD,
+    fields: { version, handoffId: { kind: 'nullable', inner: handoffId }, capabilities: caps },
+  },
+  PrepareHandoff: {
+    directions: toD,
+    fields: { handoffId, successorPid: pid, deadlineMs: deadline, drainGraceMs: deadline },
+    check: (m) =>
+      (m.drainGraceMs as number) > (m.deadlineMs as number) ? 'drainGraceMs must not exceed deadlineMs' : undefined,
+  },
+  SealRequest: { directions: toD, fields: { handoffId } },
+  Begin: { directions: toD, fields: { handoffId, seal: { kind: 'nullable', inner: { kind: 'sealReport' } } } },
+  Commit: { directions: toD, fields: { handoffId } },
+  Abort: {
+    directions: toD,
+    fields: {
+      handoffId: { kind: 'nullable', inner: handoffId },
+      code: { kind: 'string', min: 1, max: 64, pattern: /^[A-Z0-9_]+$/ },
+      reason: text,
+    },
+  },
+  ResumeAfterAbort: { directions: toD, fields: { handoffId, reason: text } },
+};
+
+/** Every v1 type tag, in the order of {@link MESSAGE_SCHEMAS}. */
+export const MESSAGE_TYPES = Object.keys(MESSAGE_SCHEMAS) as readonly MessageType[];
+
+function isMessageType(tag: string): tag is MessageType {
+  return Object.prototype.hasOwnProperty.call(MESSAGE_SCHEMAS, tag);
+}
+
+function invalid(type: string, field: string, expected: string, got: unknown): HandoffProtocolError {
+  return new HandoffProtocolError(
+    ProtocolErrorCode.InvalidField,
+    `${type}.${field}: expected ${expected}, got ${describe(got)}; the peer speaks protocol v1 incorrectly`,
+    { messageType: type, field, expected },
+  );
+}
+
+/** A source of field values: a decoded msgpack Map, or a message object being encoded. */
+type FieldSource = (key: string) => unknown;
+
+function validateValue(type: string, field: string, spec: FieldSpec, value: unknown): unknown {
+  switch (spec.kind) {
+    case 'uint':
+      if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < spec.min || value > spec.max) {
+        throw invalid(type, field, `an integer from ${spec.min} to ${spec.max}`, value);
+      }
+      return value;
+    case 'string':
+      if (typeof value !== 'string' || !isWellFormed(value)) throw invalid(type, field, 'a UTF-8 string', value);
+      if (utf8Length(value) < spec.min || utf8Length(value) > spec.max) {
+        throw invalid(type, field, `a string of ${spec.min} to ${spec.max} UTF-8 bytes`, value);
+      }
+      if (spec.pattern && !spec.pattern.test(value)) throw invalid(type, field, `a string matching ${String(spec.pattern)}`, value);
+      return value;
+    case 'bool':
+      if (typeof value !== 'boolean') throw invalid(type, field, 'a boolean', value);
+      return value;
+    case 'enum':
+      if (typeof value !== 'string' || !spec.values.includes(value)) throw invalid(type, field, `one of ${spec.values.join(', ')}`, value);
+      return value;
+    case 'uintArray': {
+      if (!Array.isArray(value) || value.length > spec.maxItems) throw invalid(type, field, `an array of at most ${spec.maxItems} integers`, value);
+      const out: number[] = [];
+      for (const [i, item] of value.entries()) out.push(validateValue(type, `${field}[${i}]`, uint53, item) as number);
+      return out;
+    }
+    case 'stringArray': {
+      if (!Array.isArray(value) || value.length > spec.maxItems) throw invalid(type, field, `an array of at most ${spec.maxItems} strings`, value);
+      const item: FieldSpec = { kind: 'string', min: 0, max: spec.maxLength };
+      return value.map((v: unknown, i) => validateValue(type, `${field}[${i}]`, item, v));
+    }
+    case 'nullable':
+      return value === null ? null : validateValue(type, field, spec.inner, value);
+    case 'sealReport': {
+      const get = fieldSource(value);
+      if (!get) throw invalid(type, field, 'a map with revisions and fingerprint', value);
+      return {
+        revisions: validateValue(type, `${field}.revisions`, revisions, get('revisions')),
+        fingerprint: validateValue(type, `${field}.fingerprint`, fingerprint, get('fingerprint')),
+      };
+    }
+  }
+}
+
+/** Length of `s` in UTF-8 bytes (limits are in bytes, as other languages count them). */
+export function utf8Length(s: string): number {
+  let bytes = 0;
+  for (const ch of s) {
+    const cp = ch.codePointAt(0) as number;
+    bytes += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  }
+  return bytes;
+}
+
+/** False when `s` holds a lone surrogate, which has no UTF-8 encoding. */
+function isWellFormed(s: string): boolean {
+  return !/\p{Surrogate}/u.test(s);
+}
+
+/** Reads fields from a msgpack Map (decode) or from an own-property of a plain object (encode). */
+function fieldSource(value: unknown): FieldSource | undefined {
+  if (value instanceof Map) return (key): unknown => (value as Map<unknown, unknown>).get(key);
+  if (typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)) {
+    const proto: unknown = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null) return undefined;
+    return (key) => (Object.prototype.hasOwnProperty.call(value, key) ? (value as Record<string, unknown>)[key] : undefined);
+  }
+  return undefined;
+}
+
+function build(type: MessageType, get: FieldSource): Message {
+  const schema = MESSAGE_SCHEMAS[type];
+  const out: Record<string, unknown> = { type };
+  for (const [field, spec] of Object.entries(schema.fields)) {
+    const value = get(field);
+    if (value === undefined) throw invalid(type, field, 'a value (the field is required)', value);
+    out[field] = validateValue(type, field, spec, value);
+  }
+  const problem = schema.check?.(out);
+  if (problem !== undefined) {
+    throw new HandoffProtocolError(ProtocolErrorCode.InvalidField, `${type}: ${problem}`, { messageType: type });
+  }
+  return out as unknown as Message;
+}
+
+/**
+ * Validates a decoded payload (a msgpack map) received on a channel of direction `direction`
+ * and returns a fresh message object holding only the schema's fields.
+ * @throws HandoffProtocolError MALFORMED_PAYLOAD, UNKNOWN_MESSAGE, WRONG_DIRECTION or INVALID_FIELD.
+ */
+export function parseMessage<D extends Direction>(payload: unknown, direction: D): MessageOf<D> {
+  const get = payload instanceof Map ? (key: string): unknown => payload.get(key) : undefined;
+  if (!get) {
+    throw new HandoffProtocolError(ProtocolErrorCode.MalformedPayload, `payload is ${describe(payload)}, expected a msgpack map with a "type" key`);
+  }
+  const tag = get('type');
+  if (typeof tag !== 'string') {
+    throw new HandoffProtocolError(ProtocolErrorCode.MalformedPayload, `payload's "type" is ${describe(tag)}, expected a message type string`);
+  }
+  if (!isMessageType(tag)) {
+    throw new HandoffProtocolError(
+      ProtocolErrorCode.UnknownMessage,
+      `unknown message type ${describe(tag)}; protocol v1 knows ${MESSAGE_TYPES.join(', ')}`,
+      { messageType: tag.slice(0, 64) },
+    );
+  }
+  checkDirection(tag, direction);
+  return build(tag, get) as MessageOf<D>;
+}
+
+function checkDirection(type: MessageType, direction: Direction): void {
+  if (!MESSAGE_SCHEMAS[type].directions.includes(direction)) {
+    throw new HandoffProtocolError(
+      ProtocolErrorCode.WrongDirection,
+      `${type} is not sent ${direction === 'toSupervisor' ? 'by a daemon to the supervisor' : 'by the supervisor to a daemon'}`,
+      { messageType: type, direction },
+    );
+  }
+}
+
+/**
+ * Validates a message about to be sent in `direction` and returns its wire form: a plain
+ * object with `type` first and the fields in schema order (so encodings are deterministic).
+ * @throws HandoffProtocolError INVALID_ARGUMENT when the message is not a valid v1 message.
+ */
+export function toWire(message: Message, direction: Direction): Record<string, unknown> {
+  try {
+    const get = fieldSource(message);
+    const tag = get?.('type');
+    if (!get || typeof tag !== 'string' || !isMessageType(tag)) {
+      throw new HandoffProtocolError(ProtocolErrorCode.UnknownMessage, `not a v1 message: ${describe(tag)}`);
+    }
+    checkDirection(tag, direction);
+    return build(tag, get) as unknown as Record<string, unknown>;
+  } catch (error) {
+    if (!HandoffProtocolError.is(error)) throw error;
+    throw new HandoffProtocolError(ProtocolErrorCode.InvalidArgument, `refusing to send an invalid message: ${error.message}`, error.details, { cause: error });
+  }
+}

@@ -1,0 +1,231 @@
+import { describe, expect, it } from 'vitest';
+import { HandoffProtocolError } from './errors.js';
+import { DEFAULT_TIMEOUTS } from './machine.js';
+import type { ToSupervisorMessage } from './messages.js';
+import { capabilities } from './negotiation.js';
+import { initialSupervisorState, supervisorTransition } from './supervisor-machine.js';
+import type { HandoffSpec, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState } from './supervisor-machine.js';
+
+const CAPS = capabilities('SealProgress', 'RecoverFromDisk');
+const SPEC: HandoffSpec = { handoffId: 'h1', timeouts: DEFAULT_TIMEOUTS, capabilities: CAPS };
+const PID = 300;
+const MESSAGES: Record<ToSupervisorMessage['type'], ToSupervisorMessage> = {
+  Hello: { type: 'Hello', role: 'successor', pid: PID, buildId: 'v2', protoMin: 1, protoMax: 1, capabilities: CAPS },
+  Drained: { type: 'Drained', handoffId: 'h1', openConnsRemaining: 0, acceptClosed: true },
+  SealProgress: { type: 'SealProgress', handoffId: 'h1', completed: 1, total: 2 },
+  SealComplete: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f' },
+  SealFailed: { type: 'SealFailed', handoffId: 'h1', error: 'disk full' },
+  Ready: { type: 'Ready', handoffId: 'h1', listeningOn: ['http'], healthy: true, revisions: [5] },
+  Heartbeat: { type: 'Heartbeat', ts: 1 },
+};
+const TYPES = Object.keys(MESSAGES) as ToSupervisorMessage['type'][];
+
+const EVENTS: Record<string, SupervisorEvent> = {
+  start: { type: 'start', spec: SPEC },
+  spawned: { type: 'spawned', pid: PID },
+  spawnFailed: { type: 'spawnFailed', error: 'ENOENT' },
+  ...Object.fromEntries(TYPES.map((t) => [`S:${t}`, { type: 'successorMessage', message: MESSAGES[t] }])),
+  ...Object.fromEntries(TYPES.map((t) => [`I:${t}`, { type: 'incumbentMessage', message: MESSAGES[t] }])),
+  successorGone: { type: 'successorGone', reason: 'exit 1' },
+  incumbentExited: { type: 'incumbentExited', reason: 'SIGKILL' },
+  incumbentDisconnected: { type: 'incumbentDisconnected', reason: 'EOF' },
+  'T:phase': { type: 'timeout', timer: 'phase', now: 1 },
+  'T:total': { type: 'timeout', timer: 'total', now: 1 },
+  'T:incumbentLiveness': { type: 'timeout', timer: 'incumbentLiveness', now: 1 },
+  'T:successorLiveness': { type: 'timeout', timer: 'successorLiveness', now: 1 },
+  'T:heartbeat': { type: 'timeout', timer: 'heartbeat', now: 1 },
+  cancel: { type: 'cancel', reason: 'operator' },
+};
+const COLUMNS = Object.keys(EVENTS);
+
+function drive(...keys: string[]): SupervisorState {
+  let state = initialSupervisorState();
+  for (const key of keys) {
+    const r = supervisorTransition(state, EVENTS[key] as SupervisorEvent);
+    expect(r.violation, `reaching via ${keys.join(' ')}: ${key}`).toBeUndefined();
+    state = r.state;
+  }
+  return state;
+}
+
+const STATES: Record<string, SupervisorState> = {
+  idle: drive(),
+  spawning: drive('start'),
+  awaitingHello: drive('start', 'spawned'),
+  preparing: drive('start', 'spawned', 'S:Hello'),
+  sealing: drive('start', 'spawned', 'S:Hello', 'I:Drained'),
+  beginning: drive('start', 'spawned', 'S:Hello', 'I:Drained', 'I:SealComplete'),
+  aborting: drive('start', 'spawned', 'S:Hello', 'cancel'),
+  committed: drive('start', 'spawned', 'S:Hello', 'I:Drained', 'I:SealComplete', 'S:Ready'),
+  rolledBack: drive('start', 'spawned', 'successorGone'),
+  failed: drive('start', 'spawned', 'S:Hello', 'cancel', 'incumbentExited', 'successorGone'),
+};
+
+// Expected outcome of every (state, event) pair. `=` stays with no violation; `!` is a
+// violation that leaves the phase; `!phase` a violation handled by moving to `phase`;
+// a bare phase name is a normal transition.
+const V = '!aborting';
+const R = '!rolledBack';
+const TABLE: Record<string, string> = {
+  //                 start spawned spawnFailed | S:Hello S:Drained S:SealProgress S:SealComplete S:SealFailed S:Ready S:Heartbeat | I:Hello I:Drained I:SealProgress I:SealComplete I:SealFailed I:Ready I:Heartbeat | sGone iExited iDisc | T:phase T:total T:iLive T:sLive T:hb | cancel
+  idle: `spawning ! ! | ! ! ! ! ! ! ! | ! ! ! ! ! ! = | ! = = | = = = = = | =`,
+  spawning: `! awaitingHello rolledBack | ${R} ${R} ${R} ${R} ${R} ${R} ${R} | ${R} ${R} ${R} ${R} ${R} ${R} = | ${R} = = | rolledBack rolledBack = = = | rolledBack`,
+  awaitingHello: `! ${V} ${V} | preparing ${V} ${V} ${V} ${V} ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = | rolledBack = = | aborting aborting = = = | aborting`,
+  preparing: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = | ${V} sealing ${V} ${V} aborting ${V} = | rolledBack beginning aborting | aborting aborting aborting aborting = | aborting`,
+  sealing: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = | ${V} ${V} = beginning aborting ${V} = | rolledBack beginning aborting | aborting aborting aborting aborting = | aborting`,
+  beginning: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} committed = | ${V} ${V} ${V} ${V} ${V} ${V} = | rolledBack = = | aborting aborting = aborting = | aborting`,
+  aborting: `! = = | = = = = = = = | = = = = = = = | rolledBack = = | rolledBack = = = = | =`,
+  committed: `= = = | = = = = = = = | = = = = = = = | = = = | = = = = = | =`,
+  rolledBack: `= = = | = = = = = = = | = = = = = = = | = = = | = = = = = | =`,
+  failed: `= = = | = = = = = = = | = = = = = = = | = = = | = = = = = | =`,
+};
+
+function effectsOfReaction(effects: readonly SupervisorEffect[]): boolean {
+  return effects.some((e) => e.type === 'stopSuccessor' || e.type === 'finished' || e.type === 'journal');
+}
+
+describe('supervisor machine: every (state, event) pair', () => {
+  it('has a row for every phase and a cell for every event', () => {
+    const phases: SupervisorPhase[] = ['idle', 'spawning', 'awaitingHello', 'preparing', 'sealing', 'beginning', 'aborting', 'committed', 'rolledBack', 'failed'];
+    expect(Object.keys(STATES).sort()).toEqual([...phases].sort());
+    for (const [name, state] of Object.entries(STATES)) expect(state.phase).toBe(name);
+    for (const row of Object.values(TABLE)) expect(row.split(/\s+/).filter((t) => t !== '|')).toHaveLength(COLUMNS.length);
+  });
+
+  for (const [name, state] of Object.entries(STATES)) {
+    const cells = (TABLE[name] as string).split(/\s+/).filter((t) => t !== '|');
+    for (const [i, column] of COLUMNS.entries()) {
+      const expected = cells[i] as string;
+      it(`${name} + ${column} -> ${expected}`, () => {
+        const r = supervisorTransition(state, EVENTS[column] as SupervisorEvent);
+        if (expected.startsWith('!')) {
+          expect(r.violation, 'a violation').toBeDefined();
+          expect(HandoffProtocolError.is(r.violation)).toBe(true);
+          expect(r.violation?.code).toBe('HANDOFF_PROTOCOL_VIOLATION');
+          const next = expected.slice(1) || name;
+          expect(r.state.phase).toBe(next);
+          if (next !== name) expect(effectsOfReaction(r.effects)).toBe(true);
+        } else {
+          expect(r.violation, r.violation?.message).toBeUndefined();
+          expect(r.state.phase).toBe(expected === '=' ? name : expected);
+          if (expected === '=' && column !== 'T:heartbeat' && !column.endsWith('Heartbeat')) {
+            expect(r.effects.filter((e) => e.type.startsWith('send') || e.type === 'stopSuccessor' || e.type === 'finished')).toEqual([]);
+          }
+        }
+      });
+    }
+  }
+});
+
+describe('supervisor machine: decisions', () => {
+  const run = (state: SupervisorState, ...events: SupervisorEvent[]) => {
+    let s = state;
+    const effects: SupervisorEffect[] = [];
+    for (const e of events) {
+      const r = supervisorTransition(s, e);
+      s = r.state;
+      effects.push(...r.effects);
+    }
+    return { state: s, effects };
+  };
+  const sent = (effects: readonly SupervisorEffect[], to: 'sendToSuccessor' | 'sendToIncumbent') =>
+    effects.flatMap((e) => (e.type === to ? [e.message.type] : []));
+
+  it('journals before every irreversible send, in order', () => {
+    const { effects } = run(STATES.idle as SupervisorState, EVENTS.start as SupervisorEvent, EVENTS.spawned as SupervisorEvent, EVENTS['S:Hello'] as SupervisorEvent, EVENTS['I:Drained'] as SupervisorEvent, EVENTS['I:SealComplete'] as SupervisorEvent, EVENTS['S:Ready'] as SupervisorEvent);
+    const order = effects.filter((e) => e.type === 'journal' || e.type === 'spawnSuccessor' || (e.type.startsWith('send') && 'message' in e && e.message.type !== 'HelloAck'))
+      .map((e) => (e.type === 'journal' ? `journal:${e.phase}` : e.type === 'spawnSuccessor' ? 'spawn' : `${e.type === 'sendToIncumbent' ? 'O' : 'N'}:${'message' in e ? e.message.type : ''}`));
+    expect(order).toEqual([
+      'journal:spawning', 'spawn',
+      'journal:preparing', 'O:PrepareHandoff',
+      'journal:sealing', 'O:SealRequest',
+      'journal:beginning', 'N:Begin',
+      'journal:committed', 'O:Commit', 'N:Commit',
+      'journal:idle',
+    ]);
+  });
+
+  it('forwards the seal report in Begin', () => {
+    const { effects } = run(STATES.sealing as SupervisorState, EVENTS['I:SealComplete'] as SupervisorEvent);
+    expect(effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' } } });
+  });
+
+  it('rejects a Ready whose revisions do not continue the sealed ones, and resumes the incumbent after the successor is gone', () => {
+    const stale: SupervisorEvent = { type: 'successorMessage', message: { ...MESSAGES.Ready, revisions: [4] } as ToSupervisorMessage };
+    const a = run(STATES.beginning as SupervisorState, stale);
+    expect(a.state.phase).toBe('aborting');
+    expect(a.state.abort?.code).toBe('HANDOFF_REVISIONS_DIVERGED');
+    expect(sent(a.effects, 'sendToIncumbent')).toEqual([]); // not while the successor may hold the lock
+    expect(a.effects).toContainEqual({ type: 'stopSuccessor', graceMs: DEFAULT_TIMEOUTS.stopGraceMs });
+    const b = run(a.state, EVENTS.successorGone as SupervisorEvent);
+    expect(b.state.phase).toBe('rolledBack');
+    expect(sent(b.effects, 'sendToIncumbent')).toEqual(['ResumeAfterAbort']);
+    expect(b.state.outcome).toMatchObject({ kind: 'rolledBack', committed: false, code: 'HANDOFF_REVISIONS_DIVERGED' });
+  });
+
+  it('aborts an unhealthy Ready', () => {
+    const r = run(STATES.beginning as SupervisorState, { type: 'successorMessage', message: { ...MESSAGES.Ready, healthy: false } as ToSupervisorMessage });
+    expect(r.state.abort?.code).toBe('HANDOFF_SUCCESSOR_UNHEALTHY');
+  });
+
+  it('resumes the incumbent at once when the successor never got Begin', () => {
+    const r = run(STATES.sealing as SupervisorState, EVENTS['I:SealFailed'] as SupervisorEvent);
+    expect(r.state.phase).toBe('aborting');
+    expect(sent(r.effects, 'sendToIncumbent')).toEqual(['ResumeAfterAbort']);
+    expect(sent(r.effects, 'sendToSuccessor')).toEqual(['Abort']);
+    expect(run(r.state, EVENTS.successorGone as SupervisorEvent).state.outcome?.code).toBe('HANDOFF_SEAL_FAILED');
+  });
+
+  it('verifies the successor pid and refuses a disjoint version range before touching the incumbent', () => {
+    const wrongPid = run(STATES.awaitingHello as SupervisorState, { type: 'successorMessage', message: { ...MESSAGES.Hello, pid: 301 } as ToSupervisorMessage });
+    expect(wrongPid.state.abort?.code).toBe('HANDOFF_PID_MISMATCH');
+    expect(sent(wrongPid.effects, 'sendToIncumbent')).toEqual([]);
+    const future = run(STATES.awaitingHello as SupervisorState, { type: 'successorMessage', message: { ...MESSAGES.Hello, protoMin: 2, protoMax: 3 } as ToSupervisorMessage });
+    expect(future.state.abort?.code).toBe('HANDOFF_VERSION_MISMATCH');
+    expect(future.state.abort?.reason).toMatch(/do not overlap/);
+    expect(sent(future.effects, 'sendToIncumbent')).toEqual([]);
+    expect(sent(future.effects, 'sendToSuccessor')).toEqual(['Abort']);
+    expect(run(future.state, EVENTS.successorGone as SupervisorEvent).state.phase).toBe('rolledBack');
+  });
+
+  it('promotes the successor with an empty seal when the incumbent dies mid-drain, and commits as promoted', () => {
+    const r = run(STATES.preparing as SupervisorState, EVENTS.incumbentExited as SupervisorEvent);
+    expect(r.effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: null } });
+    const done = run(r.state, { type: 'successorMessage', message: { ...MESSAGES.Ready, revisions: [0, 1] } as ToSupervisorMessage });
+    expect(done.state.outcome).toMatchObject({ kind: 'promoted', committed: true });
+    expect(sent(done.effects, 'sendToIncumbent')).toEqual([]);
+  });
+
+  it('cold-starts when the incumbent died and the successor cannot recover', () => {
+    const noRecover = run(STATES.awaitingHello as SupervisorState, EVENTS.incumbentExited as SupervisorEvent, {
+      type: 'successorMessage',
+      message: { ...MESSAGES.Hello, capabilities: 0 } as ToSupervisorMessage,
+    });
+    expect(noRecover.state.abort?.code).toBe('HANDOFF_NO_RECOVERY');
+    const done = run(noRecover.state, EVENTS.successorGone as SupervisorEvent);
+    expect(done.state.phase).toBe('failed');
+    expect(done.effects.some((e) => e.type === 'coldStart')).toBe(true);
+  });
+
+  it('commits normally when the incumbent dies after SealComplete (Commit to the dead one is not sent)', () => {
+    const r = run(STATES.beginning as SupervisorState, EVENTS.incumbentExited as SupervisorEvent, EVENTS['S:Ready'] as SupervisorEvent);
+    expect(r.state.outcome).toMatchObject({ kind: 'committed' });
+    expect(sent(r.effects, 'sendToIncumbent')).toEqual([]);
+    expect(sent(r.effects, 'sendToSuccessor')).toEqual(['Commit']);
+  });
+
+  it('rejects a message for another handoff', () => {
+    const r = supervisorTransition(STATES.preparing as SupervisorState, { type: 'incumbentMessage', message: { ...MESSAGES.Drained, handoffId: 'other' } as ToSupervisorMessage });
+    expect(r.violation?.message).toMatch(/for handoff other, expected h1/);
+    expect(r.state.phase).toBe('aborting');
+  });
+
+  it('heartbeats both greeted peers, and re-arms', () => {
+    const r = supervisorTransition(STATES.sealing as SupervisorState, { type: 'timeout', timer: 'heartbeat', now: 1234.7 });
+    expect(r.effects).toEqual([
+      { type: 'sendToSuccessor', message: { type: 'Heartbeat', ts: 1234 } },
+      { type: 'sendToIncumbent', message: { type: 'Heartbeat', ts: 1234 } },
+      { type: 'setTimer', timer: 'heartbeat', ms: DEFAULT_TIMEOUTS.heartbeatMs },
+    ]);
+  });
+});

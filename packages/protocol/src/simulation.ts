@@ -50,6 +50,8 @@ export interface SimOptions {
   /** Kill `role` with SIGKILL at this step, if it is alive and the handoff is unfinished. */
   readonly crash?: { readonly role: 'supervisor' | 'incumbent' | 'successor'; readonly atStep: number };
   readonly faults?: SimFaults;
+  /** Once the choices are used up, acknowledge a write every this many steps (when a writer exists). */
+  readonly writeEvery?: number;
   /** Steps before the run is declared stuck. Default 5000. */
   readonly maxSteps?: number;
 }
@@ -530,8 +532,9 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     if (choice !== undefined && actions.length > 0) {
       action = actions[Math.abs(choice) % actions.length];
     } else {
-      // Default order: messages and hook completions first, then timers other than heartbeats.
-      action = foreground.find((a) => !a.label.includes('timer')) ?? foreground[0];
+      // Default order: a periodic write, then messages and hook completions, then timers.
+      const write = options.writeEvery && step % options.writeEvery === 0 ? actions.find((a) => a.label.endsWith('acknowledges a write')) : undefined;
+      action = write ?? foreground.find((a) => !a.label.includes('timer')) ?? foreground[0];
     }
     if (!action) break;
     action.run();

@@ -58,7 +58,7 @@ describe('model: three machines, random interleavings and crashes', () => {
       const happy = simulateHandoff();
       for (let atStep = 0; atStep <= happy.steps; atStep++) {
         for (const faults of [{}, { sealFails: true }, { successorStale: true }] as SimFaults[]) {
-          const options: SimOptions = { crash: { role, atStep }, faults };
+          const options: SimOptions = { crash: { role, atStep }, faults, writeEvery: 2 };
           check(simulateHandoff(options), options);
         }
       }

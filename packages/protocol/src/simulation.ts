@@ -411,6 +411,14 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     if (alive.has('cold') && coldServing) w.push('cold');
     return w;
   };
+  /** Processes whose state machine believes it holds the lock (the incumbent while releasing is excluded: it is letting go). */
+  const believedHolders = (): SimRole[] => {
+    const h: SimRole[] = [];
+    if (alive.has('incumbent') && inc.lockHeld && inc.phase !== 'releasing') h.push('incumbent');
+    if (alive.has('successor') && suc?.lockHeld) h.push('successor');
+    if (alive.has('cold') && coldServing) h.push('cold');
+    return h;
+  };
   const servers = (): SimRole[] => {
     const s: SimRole[] = [];
     if (alive.has('incumbent') && inc.phase === 'serving') s.push('incumbent');
@@ -543,6 +551,11 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
       if (lock !== writer) problems.push(`step ${step}: ${writer} is in a writing state without holding the lock (holder: ${String(lock)})`);
     }
     if (w.length > 1) problems.push(`step ${step}: two writers at once: ${w.join(', ')}`);
+    const holders = believedHolders();
+    if (holders.length > 1) problems.push(`step ${step}: two processes believe they hold the lock: ${holders.join(', ')}`);
+    for (const holder of holders) {
+      if (lock !== holder) problems.push(`step ${step}: ${holder} believes it holds the lock, but ${String(lock)} does`);
+    }
   }
   if (step >= maxSteps) problems.push(`no quiescence after ${maxSteps} steps`);
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { incumbentTransition, initialIncumbentState } from './incumbent-machine.js';
 import type { IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState } from './incumbent-machine.js';
 import type { ToDaemonMessage } from './messages.js';
+import { describeTable, reach } from './transition-table.fixture.js';
 
 const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: 0, heartbeatMs: 500, livenessMs: 3000 };
 const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
@@ -29,17 +30,8 @@ const EVENTS: Record<string, IncumbentEvent> = {
   'T:supervisorLiveness': { type: 'timeout', timer: 'supervisorLiveness', now: 1 },
   'T:heartbeat': { type: 'timeout', timer: 'heartbeat', now: 1 },
 };
-const COLUMNS = Object.keys(EVENTS);
 
-function drive(...keys: string[]): IncumbentState {
-  let state = initialIncumbentState(CONFIG);
-  for (const key of keys) {
-    const r = incumbentTransition(state, EVENTS[key] as IncumbentEvent);
-    expect(r.violation, key).toBeUndefined();
-    state = r.state;
-  }
-  return state;
-}
+const drive = (...keys: string[]): IncumbentState => reach(initialIncumbentState(CONFIG), incumbentTransition, EVENTS, keys);
 const OPEN = ['sessionOpened', 'M:HelloAck'];
 const STATES: Record<string, IncumbentState> = {
   'serving/none': drive(),
@@ -71,32 +63,18 @@ const TABLE: Record<string, string> = {
   exited: `= = | = = = = = = = = | = = = = = = = = | = =`,
 };
 
-describe('incumbent machine: every (state, event) pair', () => {
-  it('covers every phase and event', () => {
-    const phases: IncumbentPhase[] = ['serving', 'draining', 'drained', 'sealing', 'releasing', 'sealed', 'resuming', 'committed', 'exited'];
-    expect(new Set(Object.values(STATES).map((s) => s.phase))).toEqual(new Set(phases));
-    for (const [name, state] of Object.entries(STATES)) expect(name.split('/')[0]).toBe(state.phase);
-    for (const row of Object.values(TABLE)) expect(row.split(/\s+/).filter((t) => t !== '|')).toHaveLength(COLUMNS.length);
-  });
-
-  for (const [name, state] of Object.entries(STATES)) {
-    const cells = (TABLE[name] as string).split(/\s+/).filter((t) => t !== '|');
-    for (const [i, column] of COLUMNS.entries()) {
-      const expected = cells[i] as string;
-      it(`${name} + ${column} -> ${expected}`, () => {
-        const r = incumbentTransition(state, EVENTS[column] as IncumbentEvent);
-        if (expected.startsWith('!')) {
-          expect(r.violation?.code).toBe('HANDOFF_PROTOCOL_VIOLATION');
-          expect(r.effects).toContainEqual({ type: 'closeSession' });
-          expect(r.state.session).toBe('none');
-          expect(r.state.phase).toBe(expected.slice(1) || state.phase);
-        } else {
-          expect(r.violation, r.violation?.message).toBeUndefined();
-          expect(r.state.phase).toBe(expected === '=' ? state.phase : expected);
-        }
-      });
-    }
-  }
+describeTable({
+  machine: 'incumbent',
+  phases: ['serving', 'draining', 'drained', 'sealing', 'releasing', 'sealed', 'resuming', 'committed', 'exited'] satisfies IncumbentPhase[],
+  states: STATES,
+  events: EVENTS,
+  table: TABLE,
+  transition: incumbentTransition,
+  onViolation: (r) => {
+    // A violation ends the session; mid-handoff the incumbent resumes on its own.
+    expect(r.effects).toContainEqual({ type: 'closeSession' });
+    expect(r.state.session).toBe('none');
+  },
 });
 
 describe('incumbent machine: decisions', () => {

@@ -9,9 +9,9 @@
  * "Incumbent phases".
  */
 import { HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
-import type { CancelTimer, SetTimer, Transition } from './machine.js';
+import { helloFor } from './machine.js';
+import type { CancelTimer, DaemonConfig, SetTimer, Transition } from './machine.js';
 import type { SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
-import type { VersionRange } from './negotiation.js';
 
 /** Phases of the incumbent machine. */
 export type IncumbentPhase = 'serving' | 'draining' | 'drained' | 'sealing' | 'releasing' | 'sealed' | 'resuming' | 'committed' | 'exited';
@@ -23,14 +23,7 @@ export type SessionState = 'none' | 'hello' | 'established';
 export type IncumbentTimer = 'supervisorLiveness' | 'heartbeat';
 
 /** What the incumbent says about itself. */
-export interface IncumbentConfig {
-  readonly pid: number;
-  readonly buildId: string;
-  readonly versions: VersionRange;
-  readonly capabilities: number;
-  readonly heartbeatMs: number;
-  readonly livenessMs: number;
-}
+export type IncumbentConfig = DaemonConfig;
 
 /** The incumbent machine's state. */
 export interface IncumbentState {
@@ -124,11 +117,7 @@ function endSession(state: IncumbentState, error: HandoffProtocolError): Result 
 }
 
 function hello(state: IncumbentState): IncumbentEffect {
-  const c = state.config;
-  return {
-    type: 'send',
-    message: { type: 'Hello', role: 'incumbent', pid: c.pid, buildId: c.buildId, protoMin: c.versions.min, protoMax: c.versions.max, capabilities: c.capabilities },
-  };
+  return { type: 'send', message: helloFor(state.config, 'incumbent') };
 }
 
 function onMessage(state: IncumbentState, message: ToDaemonMessage): Result {

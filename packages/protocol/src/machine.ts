@@ -9,6 +9,8 @@
  * which the machine handles itself (the supervisor aborts, a daemon ends the session).
  */
 import type { HandoffProtocolError } from './errors.js';
+import type { Hello, Role } from './messages.js';
+import type { VersionRange } from './negotiation.js';
 
 /** The result of one transition. */
 export interface Transition<S, E> {
@@ -85,3 +87,26 @@ export const AbortCode = {
 } as const;
 /** One of {@link AbortCode}. */
 export type AbortCode = (typeof AbortCode)[keyof typeof AbortCode];
+
+/** What a daemon (incumbent or successor) says about itself, and its timing. */
+export interface DaemonConfig {
+  readonly pid: number;
+  readonly buildId: string;
+  readonly versions: VersionRange;
+  readonly capabilities: number;
+  readonly heartbeatMs: number;
+  readonly livenessMs: number;
+}
+
+/** The Hello a daemon with `config` sends in `role`. */
+export function helloFor(config: DaemonConfig, role: Role): Hello {
+  return {
+    type: 'Hello',
+    role,
+    pid: config.pid,
+    buildId: config.buildId,
+    protoMin: config.versions.min,
+    protoMax: config.versions.max,
+    capabilities: config.capabilities,
+  };
+}

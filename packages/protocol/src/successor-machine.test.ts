@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ToDaemonMessage } from './messages.js';
+import { describeTable, reach } from './transition-table.fixture.js';
 import { initialSuccessorState, successorTransition } from './successor-machine.js';
 import type { SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState } from './successor-machine.js';
 
@@ -23,17 +24,8 @@ const EVENTS: Record<string, SuccessorEvent> = {
   'T:supervisorLiveness': { type: 'timeout', timer: 'supervisorLiveness', now: 1 },
   'T:heartbeat': { type: 'timeout', timer: 'heartbeat', now: 1 },
 };
-const COLUMNS = Object.keys(EVENTS);
 
-function drive(...keys: string[]): SuccessorState {
-  let state = initialSuccessorState(CONFIG);
-  for (const key of keys) {
-    const r = successorTransition(state, EVENTS[key] as SuccessorEvent);
-    expect(r.violation, key).toBeUndefined();
-    state = r.state;
-  }
-  return state;
-}
+const drive = (...keys: string[]): SuccessorState => reach(initialSuccessorState(CONFIG), successorTransition, EVENTS, keys);
 const STATES: Record<string, SuccessorState> = {
   init: drive(),
   awaitingAck: drive('start'),
@@ -58,30 +50,16 @@ const TABLE: Record<string, string> = {
   exited: `= = | = = = = = = = = | = = | = =`,
 };
 
-describe('successor machine: every (state, event) pair', () => {
-  it('covers every phase and event', () => {
-    const phases: SuccessorPhase[] = ['init', 'awaitingAck', 'awaitingBegin', 'takingOver', 'ready', 'committed', 'exited'];
-    expect(new Set(Object.values(STATES).map((s) => s.phase))).toEqual(new Set(phases));
-    for (const row of Object.values(TABLE)) expect(row.split(/\s+/).filter((t) => t !== '|')).toHaveLength(COLUMNS.length);
-  });
-
-  for (const [name, state] of Object.entries(STATES)) {
-    const cells = (TABLE[name] as string).split(/\s+/).filter((t) => t !== '|');
-    for (const [i, column] of COLUMNS.entries()) {
-      const expected = cells[i] as string;
-      it(`${name} + ${column} -> ${expected}`, () => {
-        const r = successorTransition(state, EVENTS[column] as SuccessorEvent);
-        if (expected.startsWith('!')) {
-          expect(r.violation?.code).toBe('HANDOFF_PROTOCOL_VIOLATION');
-          expect(r.effects.some((e) => e.type === 'exit' && e.code === 1)).toBe(true);
-          expect(r.state.phase).toBe('exited');
-        } else {
-          expect(r.violation, r.violation?.message).toBeUndefined();
-          expect(r.state.phase).toBe(expected === '=' ? state.phase : expected);
-        }
-      });
-    }
-  }
+describeTable({
+  machine: 'successor',
+  phases: ['init', 'awaitingAck', 'awaitingBegin', 'takingOver', 'ready', 'committed', 'exited'] satisfies SuccessorPhase[],
+  states: STATES,
+  events: EVENTS,
+  table: TABLE,
+  transition: successorTransition,
+  onViolation: (r) => {
+    expect(r.effects.some((e) => e.type === 'exit' && e.code === 1)).toBe(true);
+  },
 });
 
 describe('successor machine: decisions', () => {

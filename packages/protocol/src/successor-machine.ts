@@ -8,9 +8,9 @@
  * "Successor phases".
  */
 import { HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
-import type { CancelTimer, SetTimer, Transition } from './machine.js';
+import { helloFor } from './machine.js';
+import type { CancelTimer, DaemonConfig, SetTimer, Transition } from './machine.js';
 import type { SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
-import type { VersionRange } from './negotiation.js';
 import { explainRevisionGap } from './revisions.js';
 
 /** Phases of the successor machine. */
@@ -20,14 +20,7 @@ export type SuccessorPhase = 'init' | 'awaitingAck' | 'awaitingBegin' | 'takingO
 export type SuccessorTimer = 'supervisorLiveness' | 'heartbeat';
 
 /** What the successor says about itself. */
-export interface SuccessorConfig {
-  readonly pid: number;
-  readonly buildId: string;
-  readonly versions: VersionRange;
-  readonly capabilities: number;
-  readonly heartbeatMs: number;
-  readonly livenessMs: number;
-}
+export type SuccessorConfig = DaemonConfig;
 
 /** The successor machine's state. */
 export interface SuccessorState {
@@ -173,10 +166,7 @@ export function successorTransition(state: SuccessorState, event: SuccessorEvent
       return {
         state: { ...state, phase: 'awaitingAck' },
         effects: [
-          {
-            type: 'send',
-            message: { type: 'Hello', role: 'successor', pid: c.pid, buildId: c.buildId, protoMin: c.versions.min, protoMax: c.versions.max, capabilities: c.capabilities },
-          },
+          { type: 'send', message: helloFor(c, 'successor') },
           { type: 'setTimer', timer: 'supervisorLiveness', ms: c.livenessMs },
           { type: 'setTimer', timer: 'heartbeat', ms: c.heartbeatMs },
         ],

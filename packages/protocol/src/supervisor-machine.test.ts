@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { HandoffProtocolError } from './errors.js';
 import { DEFAULT_TIMEOUTS } from './machine.js';
 import type { ToSupervisorMessage } from './messages.js';
 import { capabilities } from './negotiation.js';
 import { initialSupervisorState, supervisorTransition } from './supervisor-machine.js';
+import { describeTable, reach } from './transition-table.fixture.js';
 import type { HandoffSpec, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState } from './supervisor-machine.js';
 
 const CAPS = capabilities('SealProgress', 'RecoverFromDisk');
@@ -36,17 +36,8 @@ const EVENTS: Record<string, SupervisorEvent> = {
   'T:heartbeat': { type: 'timeout', timer: 'heartbeat', now: 1 },
   cancel: { type: 'cancel', reason: 'operator' },
 };
-const COLUMNS = Object.keys(EVENTS);
 
-function drive(...keys: string[]): SupervisorState {
-  let state = initialSupervisorState();
-  for (const key of keys) {
-    const r = supervisorTransition(state, EVENTS[key] as SupervisorEvent);
-    expect(r.violation, `reaching via ${keys.join(' ')}: ${key}`).toBeUndefined();
-    state = r.state;
-  }
-  return state;
-}
+const drive = (...keys: string[]): SupervisorState => reach(initialSupervisorState(), supervisorTransition, EVENTS, keys);
 
 const STATES: Record<string, SupervisorState> = {
   idle: drive(),
@@ -61,9 +52,7 @@ const STATES: Record<string, SupervisorState> = {
   failed: drive('start', 'spawned', 'S:Hello', 'cancel', 'incumbentExited', 'successorGone'),
 };
 
-// Expected outcome of every (state, event) pair. `=` stays with no violation; `!` is a
-// violation that leaves the phase; `!phase` a violation handled by moving to `phase`;
-// a bare phase name is a normal transition.
+// The expected outcome of every (state, event) pair; cells as in transition-table.fixture.ts.
 const V = '!aborting';
 const R = '!rolledBack';
 const TABLE: Record<string, string> = {
@@ -80,41 +69,22 @@ const TABLE: Record<string, string> = {
   failed: `= = = | = = = = = = = | = = = = = = = | = = = | = = = = = | =`,
 };
 
-function effectsOfReaction(effects: readonly SupervisorEffect[]): boolean {
-  return effects.some((e) => e.type === 'stopSuccessor' || e.type === 'finished' || e.type === 'journal');
-}
-
-describe('supervisor machine: every (state, event) pair', () => {
-  it('has a row for every phase and a cell for every event', () => {
-    const phases: SupervisorPhase[] = ['idle', 'spawning', 'awaitingHello', 'preparing', 'sealing', 'beginning', 'aborting', 'committed', 'rolledBack', 'failed'];
-    expect(Object.keys(STATES).sort()).toEqual([...phases].sort());
-    for (const [name, state] of Object.entries(STATES)) expect(state.phase).toBe(name);
-    for (const row of Object.values(TABLE)) expect(row.split(/\s+/).filter((t) => t !== '|')).toHaveLength(COLUMNS.length);
-  });
-
-  for (const [name, state] of Object.entries(STATES)) {
-    const cells = (TABLE[name] as string).split(/\s+/).filter((t) => t !== '|');
-    for (const [i, column] of COLUMNS.entries()) {
-      const expected = cells[i] as string;
-      it(`${name} + ${column} -> ${expected}`, () => {
-        const r = supervisorTransition(state, EVENTS[column] as SupervisorEvent);
-        if (expected.startsWith('!')) {
-          expect(r.violation, 'a violation').toBeDefined();
-          expect(HandoffProtocolError.is(r.violation)).toBe(true);
-          expect(r.violation?.code).toBe('HANDOFF_PROTOCOL_VIOLATION');
-          const next = expected.slice(1) || name;
-          expect(r.state.phase).toBe(next);
-          if (next !== name) expect(effectsOfReaction(r.effects)).toBe(true);
-        } else {
-          expect(r.violation, r.violation?.message).toBeUndefined();
-          expect(r.state.phase).toBe(expected === '=' ? name : expected);
-          if (expected === '=' && column !== 'T:heartbeat' && !column.endsWith('Heartbeat')) {
-            expect(r.effects.filter((e) => e.type.startsWith('send') || e.type === 'stopSuccessor' || e.type === 'finished')).toEqual([]);
-          }
-        }
-      });
+describeTable({
+  machine: 'supervisor',
+  phases: ['idle', 'spawning', 'awaitingHello', 'preparing', 'sealing', 'beginning', 'aborting', 'committed', 'rolledBack', 'failed'] satisfies SupervisorPhase[],
+  states: STATES,
+  events: EVENTS,
+  table: TABLE,
+  transition: supervisorTransition,
+  onViolation: (r, before) => {
+    // A violation mid-handoff aborts: the successor is stopped, or the outcome is final.
+    if (r.state.phase !== before.phase) expect(r.effects.some((e) => e.type === 'stopSuccessor' || e.type === 'finished')).toBe(true);
+  },
+  onIgnored: (r, column) => {
+    if (column !== 'T:heartbeat' && !column.endsWith('Heartbeat')) {
+      expect(r.effects.filter((e) => e.type.startsWith('send') || e.type === 'stopSuccessor' || e.type === 'finished')).toEqual([]);
     }
-  }
+  },
 });
 
 describe('supervisor machine: decisions', () => {

@@ -1,0 +1,69 @@
+#!/usr/bin/env node
+/**
+ * handoff-kv: an HTTP key-value store that can be handed off with no refused connection and
+ * no lost acknowledged write. `PUT /kv/<key>` (body = value) answers once the write is
+ * fsynced; `GET /kv/<key>`; `GET /health`.
+ *
+ *   KV_DATA_DIR   data directory (required)     KV_PORT  port without a supervisor (8080)
+ *   KV_BUILD_ID   build id reported in Hello    KV_SEAL_DELAY_MS, KV_SEAL_FAIL, KV_STALE,
+ *                                               KV_FAIL_START: fault injection for tests
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { runDaemon } from '@handoff/core';
+import { KvStore } from './store.js';
+
+const env = process.env;
+const dataDir = env.KV_DATA_DIR ?? '';
+if (!dataDir) {
+  console.error('handoff-kv: set KV_DATA_DIR to the data directory');
+  process.exit(2);
+}
+if (env.KV_FAIL_START === '1') {
+  console.error('handoff-kv: KV_FAIL_START=1, exiting');
+  process.exit(3);
+}
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const stop = new AbortController();
+process.once('SIGTERM', () => { stop.abort(); });
+process.once('SIGINT', () => { stop.abort(); });
+
+function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void {
+  const key = decodeURIComponent((req.url ?? '/').replace(/^\/kv\//, ''));
+  if (req.url === '/health') {
+    res.end(JSON.stringify({ pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', revision: store.revision, keys: store.size }));
+  } else if (req.method === 'PUT' && req.url?.startsWith('/kv/')) {
+    let body = '';
+    req.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => {
+      store.put(key, body).then((revision) => res.end(JSON.stringify({ revision })), (error: unknown) => {
+        res.statusCode = 503;
+        res.end(error instanceof Error ? error.message : String(error));
+      });
+    });
+  } else if (req.method === 'GET' && req.url?.startsWith('/kv/')) {
+    const value = store.get(key);
+    res.statusCode = value === undefined ? 404 : 200;
+    res.end(value ?? '');
+  } else {
+    res.statusCode = 404;
+    res.end();
+  }
+}
+
+const exit = await runDaemon<KvStore>({
+  buildId: env.KV_BUILD_ID ?? 'dev',
+  dataDir,
+  listeners: { http: { port: Number(env.KV_PORT ?? 8080), host: '127.0.0.1' } },
+  open: ({ dataDir: dir, seal }) => Promise.resolve(KvStore.open(dir, { dropLast: env.KV_STALE === '1' && seal !== null })),
+  revisions: (store) => [store.revision],
+  fingerprint: (store) => `rev-${store.revision}`,
+  seal: async (store) => {
+    if (env.KV_SEAL_DELAY_MS) await sleep(Number(env.KV_SEAL_DELAY_MS));
+    if (env.KV_SEAL_FAIL === '1') throw new Error('seal failed (KV_SEAL_FAIL=1)');
+    await store.close();
+  },
+  handler: (store) => (req, res) => { handle(store, req, res); },
+  onServing: (info) => { console.log(JSON.stringify({ event: 'serving', pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', ...info })); },
+  stopSignal: stop.signal,
+});
+console.log(JSON.stringify({ event: 'exit', pid: process.pid, ...exit }));
+process.exit(exit.code);

@@ -1,0 +1,86 @@
+/**
+ * Binding the control socket: a filesystem Unix socket that only this user can reach. A
+ * path left by a dead process is replaced; a path a live process answers on is not, unless
+ * asked (a committed successor takes the path over from its predecessor).
+ */
+import { chmodSync, lstatSync, statSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
+
+/** True when something accepts connections on the Unix socket `path`. */
+export function answers(path: string, timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection(path);
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => {
+      done(true); // connected-but-silent or slow: treat as alive, never steal a live path
+    }, timeoutMs);
+    socket.once('connect', () => {
+      done(true);
+    });
+    socket.once('error', () => {
+      done(false);
+    });
+  });
+}
+
+/** A bound control socket server. */
+export interface BoundControlSocket {
+  readonly server: Server;
+  /** Closes the server and unlinks the path if it is still this server's socket. */
+  close(): Promise<void>;
+}
+
+/**
+ * Binds `path` and hands each connection to `onConnection`.
+ * @throws HandoffError HANDOFF_INVALID_ARGUMENT when a live process serves the path and `replace` is false.
+ */
+export async function bindControlSocket(path: string, onConnection: (socket: Socket) => void, options: { replace?: boolean } = {}): Promise<BoundControlSocket> {
+  let exists: boolean;
+  try {
+    exists = lstatSync(path).isSocket();
+  } catch {
+    exists = false;
+  }
+  if (exists) {
+    if (!options.replace && (await answers(path))) {
+      throw new HandoffError(CoreErrorCode.InvalidArgument, `control socket ${path} is served by a live process; is another daemon running on this data? stop it first`);
+    }
+    try {
+      unlinkSync(path);
+    } catch {
+      // raced with its owner's cleanup: fine
+    }
+  }
+  const server = createServer({ allowHalfOpen: false, pauseOnConnect: false }, onConnection);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error) => {
+      reject(new HandoffError(CoreErrorCode.InvalidArgument, `cannot bind control socket ${path}: ${messageOf(error)}`, { cause: error }));
+    });
+    server.listen(path, () => {
+      resolve();
+    });
+  });
+  chmodSync(path, 0o600);
+  const inode = statSync(path).ino;
+  return {
+    server,
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      });
+      try {
+        if (statSync(path).ino === inode) unlinkSync(path);
+      } catch {
+        // already gone
+      }
+    },
+  };
+}

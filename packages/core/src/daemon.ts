@@ -1,0 +1,202 @@
+/**
+ * The high-level API for the common case: an HTTP daemon with a data directory. It detects
+ * its role, takes the data-directory lock, opens the data, serves on the inherited (or its
+ * own) listeners, serves supervisor sessions, drains with {@link HttpDrainer}, seals,
+ * resumes after an aborted handoff, and as a successor takes over and checks that its
+ * data continues the sealed data before it listens.
+ *
+ * `runDaemon` resolves when the process should exit, with the code to exit with.
+ */
+import { createServer } from 'node:http';
+import type { RequestListener, Server } from 'node:http';
+import type { SealReport } from '@handoff/protocol';
+import { explainRevisionGap } from '@handoff/protocol';
+import { detectRole } from './env.js';
+import type { DetectedRole } from './env.js';
+import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
+import { HttpDrainer } from './http-drain.js';
+import { Incumbent } from './incumbent.js';
+import type { Drainable, IncumbentExit } from './incumbent.js';
+import type { InheritedListeners } from './listeners.js';
+import { DataDirLock } from './lock.js';
+import { Successor } from './successor.js';
+
+/** Where to listen when the listener was not inherited (a run without a supervisor). */
+export type ListenAddress = { readonly port: number; readonly host?: string } | { readonly path: string };
+
+/** What `open` is told. */
+export interface OpenContext {
+  readonly dataDir: string;
+  /** The incumbent's seal report when taking over; null on a cold start or a recovery. */
+  readonly seal: SealReport | null;
+  /** Why the data is being opened. */
+  readonly reason: 'coldStart' | 'takeover' | 'recover' | 'resume';
+}
+
+/** Options of {@link runDaemon}. */
+export interface DaemonOptions<S> {
+  readonly buildId: string;
+  readonly dataDir: string;
+  /** Default: `HANDOFF_CONTROL_SOCKET`, else `<dataDir>/.handoff.sock`. */
+  readonly controlSocket?: string;
+  /** Listener names, with the address to bind when the supervisor did not pass them. */
+  readonly listeners: Readonly<Record<string, ListenAddress>>;
+  /** Opens the data, with the lock held. */
+  open(context: OpenContext): Promise<S>;
+  /** Last revision per shard. */
+  revisions(state: S): readonly number[];
+  fingerprint?(state: S): string;
+  /** Flushes, fsyncs and closes the writer; the lock is released right after. */
+  seal(state: S): Promise<void>;
+  /** The request handler of a listener. */
+  handler(state: S, listener: string): RequestListener;
+  /** Called each time the daemon (re)starts serving. */
+  onServing?(info: { readonly role: 'cold' | 'successor'; readonly promoted: boolean; readonly listeningOn: readonly string[] }): void;
+  /** Aborting it stops the daemon gracefully: drain, seal, release, exit 0. */
+  readonly stopSignal?: AbortSignal;
+  readonly drainGraceMs?: number;
+  readonly heartbeatMs?: number;
+  readonly livenessMs?: number;
+  /** How long to wait for the lock at start or takeover. Default 10 s. */
+  readonly lockWaitMs?: number;
+}
+
+/** A listening HTTP server and its drainer. */
+interface Served {
+  readonly name: string;
+  readonly server: Server;
+  readonly drainer: HttpDrainer;
+}
+
+function describeAddress(server: Server): string {
+  const a = server.address();
+  if (a === null) return 'unknown';
+  if (typeof a === 'string') return `unix:${a}`;
+  return a.family === 'IPv6' ? `tcp:[${a.address}]:${a.port}` : `tcp:${a.address}:${a.port}`;
+}
+
+/** Runs a handoff-ready HTTP daemon until it should exit. Never calls process.exit. */
+export async function runDaemon<S>(options: DaemonOptions<S>, detected: DetectedRole = detectRole()): Promise<IncumbentExit> {
+  const controlSocket = options.controlSocket ?? detected.controlSocket ?? `${options.dataDir}/.handoff.sock`;
+  const inherited: InheritedListeners = detected.listeners;
+  let state: S | undefined;
+  let lastSeal: SealReport | null = null;
+  let sealed = false;
+  let served: Served[] = [];
+
+  const listen = async (current: S): Promise<string[]> => {
+    served = [];
+    for (const [name, address] of Object.entries(options.listeners)) {
+      const server = createServer({ keepAlive: true }, options.handler(current, name));
+      const drainer = new HttpDrainer(server);
+      const listener = inherited.get(name);
+      if (listener) await listener.listen(server);
+      else {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(address, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+      }
+      served.push({ name, server, drainer });
+    }
+    return served.map((s) => `${s.name}=${describeAddress(s.server)}`);
+  };
+
+  const requireState = (): S => {
+    if (state === undefined) throw new HandoffError(CoreErrorCode.WrongState, 'the daemon has no open data');
+    return state;
+  };
+
+  const drainable: Drainable = {
+    async drain(deadline, signal) {
+      const reports = await Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: options.drainGraceMs ?? 1_000, signal })));
+      return { openConnsRemaining: reports.reduce((n, r) => n + r.openConnsRemaining, 0), acceptClosed: true };
+    },
+    async seal() {
+      const current = requireState();
+      await options.seal(current);
+      sealed = true;
+      lastSeal = { revisions: [...options.revisions(current)], fingerprint: options.fingerprint?.(current) ?? '' };
+      return lastSeal;
+    },
+    async resumeAfterAbort() {
+      if (sealed) {
+        state = await options.open({ dataDir: options.dataDir, seal: lastSeal, reason: 'resume' });
+        sealed = false;
+      }
+      const listeningOn = await listen(requireState());
+      options.onServing?.({ role: detected.role, promoted: false, listeningOn });
+    },
+    snapshotState() {
+      return { openConns: served.reduce((n, s) => n + s.drainer.openConnections, 0), revisions: state === undefined ? [] : [...options.revisions(state)] };
+    },
+  };
+  const incumbentOptions = {
+    controlSocket,
+    drainable,
+    buildId: options.buildId,
+    ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
+    ...(options.livenessMs ? { livenessMs: options.livenessMs } : {}),
+  };
+
+  let incumbent: Incumbent;
+  if (detected.role === 'cold') {
+    const lock = await DataDirLock.acquireOrBreakStale(options.dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
+    state = await options.open({ dataDir: options.dataDir, seal: null, reason: 'coldStart' });
+    const listeningOn = await listen(state);
+    incumbent = await Incumbent.bind({ ...incumbentOptions, lock });
+    options.onServing?.({ role: 'cold', promoted: false, listeningOn });
+  } else {
+    const successor = Successor.connect({
+      channelFd: detected.channelFd,
+      ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
+      ...(options.livenessMs ? { livenessMs: options.livenessMs } : {}),
+    });
+    let exitWith: Promise<IncumbentExit> | undefined;
+    try {
+      const handshook = await successor.handshake(options.buildId);
+      exitWith = handshook.exited;
+      const begun = await handshook.waitForBegin();
+      let lock: DataDirLock;
+      try {
+        lock = await DataDirLock.acquire(options.dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
+        state = await options.open({ dataDir: options.dataDir, seal: begun.seal, reason: begun.seal ? 'takeover' : 'recover' });
+      } catch (error) {
+        begun.fail(messageOf(error));
+        return await begun.exited;
+      }
+      const revisions = [...options.revisions(state)];
+      const continues = begun.seal === null || explainRevisionGap(begun.seal.revisions, revisions) === undefined;
+      // Listen only on data that continues the seal; otherwise Ready reports it and the machine exits.
+      const listeningOn = continues ? await listen(state) : [];
+      incumbent = await begun.announceReady({ listeningOn, healthy: true, revisions }, { ...incumbentOptions, lock });
+      options.onServing?.({ role: 'successor', promoted: begun.promoted, listeningOn });
+    } catch (error) {
+      if (!HandoffError.is(error) || !exitWith) throw error;
+      for (const s of served) s.server.closeAllConnections();
+      return exitWith;
+    }
+  }
+
+  const stopped = new Promise<IncumbentExit>((resolve) => {
+    const stop = async (): Promise<void> => {
+      try {
+        await drainable.drain(Date.now() + 10_000, new AbortController().signal);
+        await drainable.seal(new AbortController().signal, () => undefined);
+        incumbent.lock.release();
+        resolve({ code: 0, reason: 'stopped: drained and sealed' });
+      } catch (error) {
+        resolve({ code: 1, reason: `stop failed: ${messageOf(error)}; writes acknowledged before the stop are durable, later ones were refused` });
+      }
+    };
+    if (options.stopSignal?.aborted) void stop();
+    options.stopSignal?.addEventListener('abort', () => void stop(), { once: true });
+  });
+  const exit = await Promise.race([incumbent.exited, stopped]);
+  for (const s of served) s.server.closeAllConnections();
+  await incumbent.close();
+  return exit;
+}

@@ -1,0 +1,81 @@
+/**
+ * Draining an `http.Server` with zero client errors under keep-alive load (DESIGN section 8):
+ * stop accepting without touching open connections (`net.Server.prototype.close`, not
+ * `http.Server.close`, which closes idle keep-alive sockets at once and races with requests
+ * already on the wire), answer every later request with `Connection: close`, close the
+ * connections still idle after a grace, and destroy what remains at the hard deadline.
+ */
+import type { Server as HttpServer } from 'node:http';
+import { Server as NetServer } from 'node:net';
+import type { Socket } from 'node:net';
+
+/** Options of {@link HttpDrainer.drain}. */
+export interface HttpDrainOptions {
+  /** Hard deadline, epoch ms: connections still open then are destroyed (and counted). */
+  readonly deadline: number;
+  /** Idle keep-alive connections are closed after this. Default 1000 ms. */
+  readonly graceMs?: number;
+  /** Stops waiting (the handoff was abandoned); connections are left as they are. */
+  readonly signal?: AbortSignal;
+}
+
+/** What a drain achieved. */
+export interface HttpDrainReport {
+  /** Connections still open at the deadline (they were destroyed), or when aborted. */
+  readonly openConnsRemaining: number;
+  readonly acceptClosed: boolean;
+}
+
+/**
+ * Tracks an http.Server's connections from its creation so it can be drained. Create it
+ * right after the server, before it accepts.
+ */
+export class HttpDrainer {
+  readonly server: HttpServer;
+  readonly #sockets = new Set<Socket>();
+  #draining = false;
+
+  constructor(server: HttpServer) {
+    this.server = server;
+    server.on('connection', (socket: Socket) => {
+      this.#sockets.add(socket);
+      // Queued connections whose client gave up raise EPIPE/ECONNRESET: never crash on them.
+      socket.on('error', () => undefined);
+      socket.once('close', () => this.#sockets.delete(socket));
+    });
+    server.prependListener('request', (_req, res) => {
+      if (this.#draining) res.setHeader('Connection', 'close');
+    });
+  }
+
+  /** Open connections now. */
+  get openConnections(): number {
+    return this.#sockets.size;
+  }
+
+  /** True once a drain started. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Stops accepting, lets in-flight requests finish, and closes connections as they go idle. */
+  async drain(options: HttpDrainOptions): Promise<HttpDrainReport> {
+    this.#draining = true;
+    const acceptClosed = this.server.listening;
+    if (acceptClosed) NetServer.prototype.close.call(this.server);
+    const graceEnds = Date.now() + (options.graceMs ?? 1_000);
+    while (this.#sockets.size > 0) {
+      if (options.signal?.aborted) return { openConnsRemaining: this.#sockets.size, acceptClosed: true };
+      const now = Date.now();
+      if (now >= options.deadline) {
+        const remaining = this.#sockets.size;
+        this.server.closeAllConnections();
+        for (const socket of this.#sockets) socket.destroy();
+        return { openConnsRemaining: remaining, acceptClosed: true };
+      }
+      if (now >= graceEnds) this.server.closeIdleConnections();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return { openConnsRemaining: 0, acceptClosed: true };
+  }
+}

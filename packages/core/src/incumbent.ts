@@ -1,0 +1,266 @@
+/**
+ * The incumbent driver: serves supervisor sessions on the control socket and runs the
+ * incumbent state machine of `@handoff/protocol` against the user's {@link Drainable}.
+ * It never exits the process; {@link Incumbent.exited} says when and with which code to.
+ */
+import { channel as diagnosticsChannel } from 'node:diagnostics_channel';
+import type { Socket } from 'node:net';
+import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, assertNever, capabilities as capabilityBits, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
+import type { IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, SealReport } from '@handoff/protocol';
+import { Channel } from './channel.js';
+import { bindControlSocket } from './control-socket.js';
+import type { BoundControlSocket } from './control-socket.js';
+import { crashPoint } from './crash-points.js';
+import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
+import { DataDirLock } from './lock.js';
+import { MachineTimers } from './timers.js';
+
+/** What drain reports. */
+export interface DrainReport {
+  readonly openConnsRemaining: number;
+  readonly acceptClosed: boolean;
+}
+
+/** What a daemon reports about itself for status. */
+export interface StateSnapshot {
+  readonly openConns: number;
+  readonly revisions: readonly number[];
+}
+
+/** The daemon's side of a handoff, implemented by the user (or by the high-level API). */
+export interface Drainable {
+  /** Stop accepting, finish in-flight work, fsync — by `deadline` (epoch ms); stop early when `signal` aborts. */
+  drain(deadline: number, signal: AbortSignal): Promise<DrainReport>;
+  /** Flush, fsync and close the writer; report the last revision per shard. The lock is released right after. */
+  seal(signal: AbortSignal, progress: (completed: number, total: number) => void): Promise<SealReport>;
+  /** The handoff was abandoned: re-open the writer if sealed (the lock is held again) and accept again. */
+  resumeAfterAbort(): Promise<void>;
+  /** Current facts, for status. */
+  snapshotState(): StateSnapshot;
+}
+
+/** Options of {@link Incumbent.bind}. */
+export interface IncumbentOptions {
+  readonly controlSocket: string;
+  /** The data-directory lock this process holds. */
+  readonly lock: DataDirLock;
+  readonly drainable: Drainable;
+  readonly buildId: string;
+  readonly capabilities?: number;
+  readonly heartbeatMs?: number;
+  readonly livenessMs?: number;
+  /** How long a resuming incumbent retries a lock held by another process. Default 3 s. */
+  readonly lockRetryMs?: number;
+  /** Take over a control socket path a live process serves (a committed successor). */
+  readonly replaceControlSocket?: boolean;
+}
+
+/** Why and how the incumbent is done: the process should exit with `code`. */
+export interface IncumbentExit {
+  readonly code: number;
+  readonly reason: string;
+}
+
+const phaseChannel = diagnosticsChannel('handoff:incumbent:phase');
+
+/** Default capabilities of a Node daemon using this library. */
+export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
+
+/** A serving incumbent. */
+export class Incumbent {
+  readonly #options: IncumbentOptions;
+  #lock: DataDirLock;
+  #state: IncumbentState;
+  #control: BoundControlSocket | undefined;
+  #channel: Channel<'toSupervisor'> | undefined;
+  readonly #timers: MachineTimers<IncumbentTimer>;
+  readonly #queue: IncumbentEvent[] = [];
+  #draining = false;
+  #hook: { controller: AbortController; done: Promise<void> } | undefined;
+  #resolveExit!: (exit: IncumbentExit) => void;
+  /** Resolves when this incumbent is done (committed, or could not resume). */
+  readonly exited: Promise<IncumbentExit>;
+
+  private constructor(options: IncumbentOptions) {
+    this.#options = options;
+    this.#lock = options.lock;
+    this.#state = initialIncumbentState({
+      pid: process.pid,
+      buildId: options.buildId,
+      versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
+      capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
+      heartbeatMs: options.heartbeatMs ?? 500,
+      livenessMs: options.livenessMs ?? 3_000,
+    });
+    this.#timers = new MachineTimers((timer, now) => {
+      this.#feed({ type: 'timeout', timer, now });
+    });
+    this.exited = new Promise((resolve) => {
+      this.#resolveExit = resolve;
+    });
+  }
+
+  /**
+   * Binds the control socket and starts serving supervisor sessions.
+   * @throws HandoffError when the control socket is served by a live process.
+   */
+  static async bind(options: IncumbentOptions): Promise<Incumbent> {
+    if (options.lock.state !== 'held') throw new HandoffError(CoreErrorCode.WrongState, 'Incumbent.bind needs a held DataDirLock');
+    const incumbent = new Incumbent(options);
+    incumbent.#control = await bindControlSocket(options.controlSocket, (socket) => {
+      incumbent.#onConnection(socket);
+    }, { replace: options.replaceControlSocket ?? false });
+    return incumbent;
+  }
+
+  /** The machine's phase. */
+  get phase(): IncumbentPhase {
+    return this.#state.phase;
+  }
+
+  /** The lock held now (a new one after resuming from a released lock). */
+  get lock(): DataDirLock {
+    return this.#lock;
+  }
+
+  /** Stops serving sessions and unlinks the control socket if it is still ours. */
+  async close(): Promise<void> {
+    this.#timers.cancelAll();
+    this.#channel?.close('incumbent closing');
+    this.#channel = undefined;
+    await this.#control?.close();
+    this.#control = undefined;
+  }
+
+  #onConnection(socket: Socket): void {
+    const previous = this.#channel;
+    this.#channel = undefined;
+    previous?.close('replaced by a new supervisor session');
+    const channel = new Channel(socket, 'toSupervisor');
+    this.#channel = channel;
+    channel.on('message', (message) => {
+      if (this.#channel !== channel) return;
+      crashPoint(`incumbent:received-${message.type}`);
+      this.#feed({ type: 'message', message });
+    });
+    channel.on('close', (reason) => {
+      if (this.#channel !== channel) return;
+      this.#channel = undefined;
+      this.#feed({ type: 'sessionClosed', reason });
+    });
+    this.#feed({ type: 'sessionOpened' });
+  }
+
+  #feed(event: IncumbentEvent): void {
+    this.#queue.push(event);
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      for (let next = this.#queue.shift(); next; next = this.#queue.shift()) {
+        const before = this.#state.phase;
+        const r = incumbentTransition(this.#state, next);
+        this.#state = r.state;
+        if (r.state.phase !== before && phaseChannel.hasSubscribers) {
+          phaseChannel.publish({ pid: process.pid, from: before, to: r.state.phase, event: next.type, reason: r.state.reason });
+        }
+        for (const effect of r.effects) this.#run(effect);
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  #run(effect: IncumbentEffect): void {
+    switch (effect.type) {
+      case 'send':
+        this.#channel?.send(effect.message);
+        crashPoint(`incumbent:sent-${effect.message.type}`);
+        return;
+      case 'closeSession': {
+        const channel = this.#channel;
+        this.#channel = undefined;
+        channel?.close('closed by the incumbent');
+        return;
+      }
+      case 'startDrain': {
+        const { drainable } = this.#options;
+        this.#startHook(async (signal) => {
+          const report = drainable.drain(Date.now() + effect.deadlineMs, signal);
+          crashPoint('incumbent:inside-drain');
+          const r = await report;
+          return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed };
+        }, (error) => ({ type: 'drainFailed', error }));
+        return;
+      }
+      case 'startSeal': {
+        const { drainable } = this.#options;
+        this.#startHook(async (signal) => {
+          const report = drainable.seal(signal, (completed, total) => {
+            this.#feed({ type: 'sealProgress', completed, total });
+          });
+          crashPoint('incumbent:inside-seal');
+          return { type: 'sealDone', report: await report };
+        }, (error) => ({ type: 'sealFailed', error }));
+        return;
+      }
+      case 'releaseLock':
+        this.#lock.release();
+        crashPoint('incumbent:after-release');
+        this.#feed({ type: 'lockReleased' });
+        return;
+      case 'resume':
+        void this.#resume(effect.reacquireLock);
+        return;
+      case 'exit':
+        this.#timers.cancelAll();
+        this.#resolveExit({ code: effect.code, reason: effect.reason });
+        return;
+      case 'setTimer':
+        this.#timers.set(effect.timer, effect.ms);
+        return;
+      case 'cancelTimer':
+        this.#timers.cancel(effect.timer);
+        return;
+      default:
+        assertNever(effect, 'effect');
+    }
+  }
+
+  #startHook(run: (signal: AbortSignal) => Promise<IncumbentEvent>, onError: (message: string) => IncumbentEvent): void {
+    const controller = new AbortController();
+    const done = (async () => {
+      let event: IncumbentEvent;
+      try {
+        event = await run(controller.signal);
+      } catch (error) {
+        event = onError(messageOf(error));
+      }
+      this.#feed(event);
+    })();
+    this.#hook = { controller, done };
+  }
+
+  async #resume(reacquireLock: boolean): Promise<void> {
+    const hook = this.#hook;
+    this.#hook = undefined;
+    if (hook) {
+      hook.controller.abort(new HandoffError(CoreErrorCode.Aborted, 'the handoff was abandoned'));
+      await hook.done;
+    }
+    try {
+      if (reacquireLock && this.#lock.state !== 'held') {
+        try {
+          this.#lock = await DataDirLock.acquire(this.#lock.dataDir, { waitMs: this.#options.lockRetryMs ?? 3_000 });
+        } catch (error) {
+          const taken = HandoffError.is(error) && error.code === CoreErrorCode.LockHeld;
+          this.#feed({ type: 'resumeFailed', error: messageOf(error), lockTaken: taken });
+          return;
+        }
+      }
+      await this.#options.drainable.resumeAfterAbort();
+      this.#feed({ type: 'resumed' });
+    } catch (error) {
+      this.#feed({ type: 'resumeFailed', error: messageOf(error), lockTaken: false });
+    }
+  }
+}

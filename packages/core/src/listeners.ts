@@ -1,0 +1,89 @@
+/**
+ * Listening sockets inherited by fd, by name. Each may come with reserve copies (other fds
+ * of the same socket), because closing a Node server closes its fd: a drained daemon that
+ * must accept again (after an abort) listens on the next copy.
+ */
+import type { Server } from 'node:net';
+import { CoreErrorCode, HandoffError } from './errors.js';
+
+/** Default accept backlog; it must cover connects that arrive while nobody accepts. */
+export const DEFAULT_BACKLOG = 511;
+
+/** One inherited listening socket and its unused copies. */
+export class InheritedListener {
+  readonly name: string;
+  readonly #fds: number[];
+
+  constructor(name: string, fd: number, reserves: readonly number[]) {
+    this.name = name;
+    this.#fds = [fd, ...reserves];
+  }
+
+  /** Copies left to listen on (the first call to {@link listen} uses one). */
+  get copiesLeft(): number {
+    return this.#fds.length;
+  }
+
+  /**
+   * Makes `server` accept on the next unused copy of this socket, with `backlog` honoured.
+   * @throws HandoffError HANDOFF_NO_RESERVE when every copy was used in this process.
+   */
+  async listen(server: Server, backlog = DEFAULT_BACKLOG): Promise<void> {
+    const fd = this.#fds.shift();
+    if (fd === undefined) {
+      throw new HandoffError(
+        CoreErrorCode.NoReserve,
+        `listener "${this.name}": every inherited copy has been used; this process cannot accept on it again — restart the daemon (a cold start) or give it more copies (HANDOFF_RESERVE_COPIES)`,
+      );
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onError = (error: Error): void => {
+        reject(error);
+      };
+      server.once('error', onError);
+      // listen({ fd }, backlog, cb) honours the backlog; listen({ fd, backlog }) does not.
+      server.listen({ fd }, backlog, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+}
+
+/** The listeners a process inherited, by name. */
+export class InheritedListeners {
+  readonly #byName = new Map<string, InheritedListener>();
+
+  constructor(entries: readonly { readonly name: string; readonly fd: number; readonly reserves: readonly number[] }[] = []) {
+    for (const e of entries) this.#byName.set(e.name, new InheritedListener(e.name, e.fd, e.reserves));
+  }
+
+  /** The inherited names, in fd order. */
+  get names(): string[] {
+    return [...this.#byName.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.#byName.has(name);
+  }
+
+  /** The listener named `name`, or undefined. */
+  get(name: string): InheritedListener | undefined {
+    return this.#byName.get(name);
+  }
+
+  /**
+   * The listener named `name`.
+   * @throws HandoffError HANDOFF_LISTENER_MISSING naming the inherited ones.
+   */
+  require(name: string): InheritedListener {
+    const l = this.#byName.get(name);
+    if (!l) {
+      throw new HandoffError(
+        CoreErrorCode.ListenerMissing,
+        `no inherited listener named "${name}" (inherited: ${this.names.join(', ') || 'none'}); the supervisor's listener names must match the daemon's`,
+      );
+    }
+    return l;
+  }
+}

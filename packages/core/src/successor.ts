@@ -1,0 +1,267 @@
+/**
+ * The successor driver, as typestate: `Successor.handshake()` returns the only object with
+ * `waitForBegin()`, which returns the only object with `announceReady()`, so the protocol's
+ * order cannot be broken at compile time. It runs the successor state machine of
+ * `@handoff/protocol` over the socket pair the supervisor passed (`HANDOFF_SOCK_FD`).
+ *
+ * When the machine exits (Abort, a dead supervisor before the lock was taken, a violation),
+ * every pending call rejects with a HandoffError and {@link SuccessorSession.exited} says
+ * with which code the process should exit.
+ */
+import { Socket } from 'node:net';
+import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, assertNever, initialSuccessorState, successorTransition } from '@handoff/protocol';
+import type { SealReport, SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState, SuccessorTimer } from '@handoff/protocol';
+import { Channel } from './channel.js';
+import { crashPoint } from './crash-points.js';
+import { CoreErrorCode, HandoffError } from './errors.js';
+import { DAEMON_CAPABILITIES, Incumbent } from './incumbent.js';
+import type { IncumbentExit, IncumbentOptions } from './incumbent.js';
+import { MachineTimers } from './timers.js';
+
+/** Options of {@link Successor.connect}. */
+export interface SuccessorOptions {
+  /** The fd of the channel (from `detectRole()`). */
+  readonly channelFd: number;
+  readonly capabilities?: number;
+  readonly heartbeatMs?: number;
+  readonly livenessMs?: number;
+}
+
+/** What the successor reports in Ready. */
+export interface Readiness {
+  readonly listeningOn: readonly string[];
+  readonly healthy: boolean;
+  readonly revisions: readonly number[];
+}
+
+type Waiter = { readonly until: (phase: SuccessorPhase) => boolean; readonly resolve: () => void; readonly reject: (e: HandoffError) => void };
+
+/** The machine and its I/O; shared by the typestate objects. */
+class SuccessorSession {
+  #state: SuccessorState;
+  readonly #channel: Channel<'toSupervisor'>;
+  readonly #timers: MachineTimers<SuccessorTimer>;
+  readonly #queue: SuccessorEvent[] = [];
+  #running = false;
+  #waiters: Waiter[] = [];
+  #takeover: { handoffId: string; seal: SealReport | null } | undefined;
+  #promoted: boolean | undefined;
+  #resolveExit!: (exit: IncumbentExit) => void;
+  readonly exited: Promise<IncumbentExit>;
+
+  constructor(options: SuccessorOptions, buildId: string) {
+    this.#state = initialSuccessorState({
+      pid: process.pid,
+      buildId,
+      versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
+      capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
+      heartbeatMs: options.heartbeatMs ?? 500,
+      livenessMs: options.livenessMs ?? 3_000,
+    });
+    this.exited = new Promise((resolve) => {
+      this.#resolveExit = resolve;
+    });
+    this.#timers = new MachineTimers((timer, now) => {
+      this.#feed({ type: 'timeout', timer, now });
+    });
+    this.#channel = new Channel(new Socket({ fd: options.channelFd, readable: true, writable: true }), 'toSupervisor');
+    this.#channel.on('message', (message) => {
+      crashPoint(`successor:received-${message.type}`);
+      this.#feed({ type: 'message', message });
+    });
+    this.#channel.on('close', (reason) => {
+      this.#feed({ type: 'sessionClosed', reason });
+    });
+  }
+
+  get phase(): SuccessorPhase {
+    return this.#state.phase;
+  }
+
+  get state(): SuccessorState {
+    return this.#state;
+  }
+
+  get takeover(): { handoffId: string; seal: SealReport | null } {
+    if (!this.#takeover) throw new HandoffError(CoreErrorCode.WrongState, `no Begin received (phase ${this.#state.phase})`);
+    return this.#takeover;
+  }
+
+  get promoted(): boolean {
+    return this.#promoted ?? false;
+  }
+
+  feed(event: SuccessorEvent): void {
+    this.#feed(event);
+  }
+
+  /** Resolves when the phase satisfies `until`; rejects when the successor exits first. */
+  waitFor(until: (phase: SuccessorPhase) => boolean): Promise<void> {
+    if (until(this.#state.phase)) return Promise.resolve();
+    if (this.#state.phase === 'exited') return Promise.reject(this.#exitError());
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ until, resolve, reject });
+    });
+  }
+
+  #exitError(): HandoffError {
+    const reason = this.#state.reason ?? 'the successor exited';
+    return new HandoffError(reason.startsWith('aborted') ? CoreErrorCode.Aborted : CoreErrorCode.ChannelClosed, reason);
+  }
+
+  #feed(event: SuccessorEvent): void {
+    this.#queue.push(event);
+    if (this.#running) return;
+    this.#running = true;
+    try {
+      for (let next = this.#queue.shift(); next; next = this.#queue.shift()) {
+        const r = successorTransition(this.#state, next);
+        this.#state = r.state;
+        for (const effect of r.effects) this.#run(effect);
+        this.#settleWaiters();
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #settleWaiters(): void {
+    const phase = this.#state.phase;
+    const waiting = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiting) {
+      if (w.until(phase)) w.resolve();
+      else if (phase === 'exited') w.reject(this.#exitError());
+      else this.#waiters.push(w);
+    }
+  }
+
+  #run(effect: SuccessorEffect): void {
+    switch (effect.type) {
+      case 'send':
+        this.#channel.send(effect.message);
+        crashPoint(`successor:sent-${effect.message.type}`);
+        return;
+      case 'closeSession':
+        this.#channel.close('closed by the successor');
+        return;
+      case 'takeOver':
+        this.#takeover = { handoffId: effect.handoffId, seal: effect.seal };
+        return;
+      case 'becomeIncumbent':
+        this.#promoted = effect.promoted;
+        this.#timers.cancelAll();
+        this.#channel.close('committed');
+        return;
+      case 'exit':
+        this.#timers.cancelAll();
+        this.#resolveExit({ code: effect.code, reason: effect.reason });
+        return;
+      case 'setTimer':
+        this.#timers.set(effect.timer, effect.ms);
+        return;
+      case 'cancelTimer':
+        this.#timers.cancel(effect.timer);
+        return;
+      default:
+        assertNever(effect, 'effect');
+    }
+  }
+}
+
+/** A successor that has not spoken yet. */
+export class Successor {
+  readonly #options: SuccessorOptions;
+
+  private constructor(options: SuccessorOptions) {
+    this.#options = options;
+  }
+
+  /** Wraps the channel fd from `detectRole()`. */
+  static connect(options: SuccessorOptions): Successor {
+    return new Successor(options);
+  }
+
+  /**
+   * Says Hello with `buildId` and waits for the supervisor's HelloAck.
+   * @throws HandoffError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit instead.
+   */
+  async handshake(buildId: string): Promise<HandshookSuccessor> {
+    const session = new SuccessorSession(this.#options, buildId);
+    session.feed({ type: 'start' });
+    await session.waitFor((p) => p !== 'init' && p !== 'awaitingAck');
+    crashPoint('successor:after-handshake');
+    return new HandshookSuccessor(session);
+  }
+}
+
+/** A successor that completed its handshake. */
+export class HandshookSuccessor {
+  readonly #session: SuccessorSession;
+
+  /** @internal */
+  constructor(session: SuccessorSession) {
+    this.#session = session;
+  }
+
+  /** Resolves with the exit code the process should use if the handoff is abandoned. */
+  get exited(): Promise<IncumbentExit> {
+    return this.#session.exited;
+  }
+
+  /**
+   * Waits until the incumbent has sealed and released the lock (Begin).
+   * @throws HandoffError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit instead.
+   */
+  async waitForBegin(): Promise<BegunSuccessor> {
+    await this.#session.waitFor((p) => p === 'takingOver');
+    crashPoint('successor:after-begin');
+    return new BegunSuccessor(this.#session);
+  }
+}
+
+/** A successor told to take over: take the lock, open the data, check it, listen, then announce. */
+export class BegunSuccessor {
+  readonly #session: SuccessorSession;
+
+  /** @internal */
+  constructor(session: SuccessorSession) {
+    this.#session = session;
+  }
+
+  get handoffId(): string {
+    return this.#session.takeover.handoffId;
+  }
+
+  /** The incumbent's seal report; null when it died: recover from disk. */
+  get seal(): SealReport | null {
+    return this.#session.takeover.seal;
+  }
+
+  get exited(): Promise<IncumbentExit> {
+    return this.#session.exited;
+  }
+
+  /** The takeover failed (the lock is not held): tells the machine, which exits. */
+  fail(error: string): void {
+    this.#session.feed({ type: 'takeoverFailed', error });
+  }
+
+  /**
+   * Sends Ready and waits for Commit (or for promotion, if the supervisor goes away now that
+   * this process holds the lock); then binds the control socket and returns the incumbent.
+   * When the revisions do not continue the seal, the machine reports Ready and exits instead.
+   * @throws HandoffError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit.
+   */
+  async announceReady(readiness: Readiness, incumbent: Omit<IncumbentOptions, 'replaceControlSocket'>): Promise<Incumbent> {
+    this.#session.feed({ type: 'takeoverDone', listeningOn: readiness.listeningOn, healthy: readiness.healthy, revisions: readiness.revisions });
+    await this.#session.waitFor((p) => p === 'committed');
+    crashPoint('successor:committed');
+    return Incumbent.bind({ ...incumbent, replaceControlSocket: true });
+  }
+
+  /** True when this successor became the incumbent without the supervisor's Commit. */
+  get promoted(): boolean {
+    return this.#session.promoted;
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * Listening sockets held by the supervisor without accepting on them. A `net.Server` that
+ * listens in the supervisor would steal connections; a socket bound by Node's internal
+ * `net._createServerHandle` (the path the cluster module uses) and never listened is never
+ * polled, and the first daemon's `listen({ fd })` puts it in LISTEN (DESIGN section 8).
+ * Alternatively the sockets come from a holder process or systemd via `LISTEN_FDS`, so they
+ * outlive the supervisor.
+ */
+import { chmodSync } from 'node:fs';
+import * as net from 'node:net';
+import { SupervisorError, SupervisorErrorCode } from './errors.js';
+
+/** A listener to bind: TCP (IPv4 or IPv6) or a Unix socket path. */
+export type ListenerSpec =
+  | { readonly name: string; readonly host: string; readonly port: number }
+  | { readonly name: string; readonly path: string; readonly mode?: number };
+
+/** A socket the supervisor holds. */
+export interface HeldListener {
+  readonly name: string;
+  readonly fd: number;
+  /** `tcp:host:port`, `tcp:[::1]:port` or `unix:/path`. */
+  readonly address: string;
+}
+
+interface RawHandle {
+  readonly fd: number;
+  getsockname?(out: Record<string, unknown>): number;
+  close(): void;
+}
+type CreateServerHandle = (address: string | null, port: number, addressType: number, fd: number | undefined, flags: number) => RawHandle | number;
+
+function createServerHandle(): CreateServerHandle {
+  const fn = (net as unknown as { _createServerHandle?: CreateServerHandle })._createServerHandle;
+  if (typeof fn !== 'function') {
+    throw new SupervisorError(
+      SupervisorErrorCode.InternalApi,
+      `this Node.js (${process.version}) has no net._createServerHandle; bind the listeners in a holder or systemd and pass them with LISTEN_FDS instead`,
+    );
+  }
+  return fn;
+}
+
+/**
+ * Checks at start-up that the internal API still binds a socket without listening and
+ * exposes its fd.
+ * @throws SupervisorError HANDOFF_INTERNAL_API with what to do instead.
+ */
+export function selfTestHeldListeners(): void {
+  const handle = createServerHandle()('127.0.0.1', 0, 4, undefined, 0);
+  const ok = typeof handle === 'object' && Number.isInteger(handle.fd) && handle.fd >= 0;
+  if (typeof handle === 'object') handle.close();
+  if (!ok) {
+    throw new SupervisorError(SupervisorErrorCode.InternalApi, `net._createServerHandle did not return a bound handle with an fd on Node ${process.version}; pass listeners with LISTEN_FDS instead`);
+  }
+}
+
+/** Binds each listener without listening, and keeps its handle open. */
+export function bindListeners(specs: readonly ListenerSpec[]): { readonly listeners: HeldListener[]; close(): void } {
+  const create = createServerHandle();
+  const handles: RawHandle[] = [];
+  const listeners: HeldListener[] = [];
+  try {
+    for (const spec of specs) {
+      if ('path' in spec) {
+        const handle = create(spec.path, -1, -1, undefined, 0);
+        if (typeof handle === 'number') throw bindError(spec.name, `unix:${spec.path}`, handle);
+        handles.push(handle);
+        chmodSync(spec.path, spec.mode ?? 0o666);
+        listeners.push({ name: spec.name, fd: handle.fd, address: `unix:${spec.path}` });
+      } else {
+        const family = net.isIP(spec.host);
+        if (family === 0) throw new SupervisorError(SupervisorErrorCode.Listener, `listener "${spec.name}": host ${JSON.stringify(spec.host)} is not an IP address`);
+        const handle = create(spec.host, spec.port, family, undefined, 0);
+        if (typeof handle === 'number') throw bindError(spec.name, `${spec.host}:${spec.port}`, handle);
+        handles.push(handle);
+        const out: Record<string, unknown> = {};
+        handle.getsockname?.(out);
+        const port = typeof out.port === 'number' ? out.port : spec.port;
+        listeners.push({ name: spec.name, fd: handle.fd, address: family === 6 ? `tcp:[${spec.host}]:${port}` : `tcp:${spec.host}:${port}` });
+      }
+    }
+  } catch (error) {
+    for (const h of handles) h.close();
+    throw error;
+  }
+  return {
+    listeners,
+    close: () => {
+      for (const h of handles) h.close();
+    },
+  };
+}
+
+function bindError(name: string, where: string, errno: number): SupervisorError {
+  const code = errno === -98 ? 'EADDRINUSE' : errno === -13 ? 'EACCES' : `errno ${errno}`;
+  return new SupervisorError(SupervisorErrorCode.Listener, `listener "${name}": cannot bind ${where} (${code}); is another process using it?`);
+}
+
+/**
+ * The listeners passed by a holder or systemd (`LISTEN_FDS`, `LISTEN_FDNAMES`), consuming
+ * those variables. Empty when none were passed.
+ */
+export function listenersFromEnv(env: NodeJS.ProcessEnv = process.env): HeldListener[] {
+  const count = Number(env.LISTEN_FDS ?? '0');
+  if (!Number.isInteger(count) || count < 0 || count > 64) {
+    throw new SupervisorError(SupervisorErrorCode.Listener, `LISTEN_FDS=${JSON.stringify(env.LISTEN_FDS)} is not a count`);
+  }
+  const names = (env.LISTEN_FDNAMES ?? '').split(':').filter((n) => n !== '');
+  const addresses = (env.HANDOFF_LISTEN_ADDRESSES ?? '').split(' ').filter((n) => n !== '');
+  delete env.LISTEN_FDS;
+  delete env.LISTEN_FDNAMES;
+  delete env.LISTEN_PID;
+  delete env.HANDOFF_LISTEN_ADDRESSES;
+  return Array.from({ length: count }, (_, i) => ({ name: names[i] ?? `fd${3 + i}`, fd: 3 + i, address: addresses[i] ?? `fd:${3 + i}` }));
+}

@@ -1,0 +1,11 @@
+import { defineProject } from 'vitest/config';
+
+export default defineProject({
+  test: {
+    name: 'supervisor',
+    include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    testTimeout: 30_000,
+    // Tests spawn real processes and bind real sockets: one file at a time.
+    fileParallelism: false,
+  },
+});

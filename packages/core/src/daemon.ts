@@ -134,13 +134,10 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
       return { openConns: served.reduce((n, s) => n + s.drainer.openConnections, 0), revisions: state === undefined ? [] : [...options.revisions(state)] };
     },
   };
-  const incumbentOptions = {
-    controlSocket,
-    drainable,
-    buildId: options.buildId,
-    ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
-    ...(options.livenessMs ? { livenessMs: options.livenessMs } : {}),
-  };
+  const heartbeatMs = options.heartbeatMs ?? detected.timing.heartbeatMs;
+  const livenessMs = options.livenessMs ?? detected.timing.livenessMs;
+  const timing = { ...(heartbeatMs ? { heartbeatMs } : {}), ...(livenessMs ? { livenessMs } : {}) };
+  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, ...timing };
 
   let incumbent: Incumbent;
   if (detected.role === 'cold') {
@@ -150,11 +147,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
     incumbent = await Incumbent.bind({ ...incumbentOptions, lock });
     options.onServing?.({ role: 'cold', promoted: false, listeningOn });
   } else {
-    const successor = Successor.connect({
-      channelFd: detected.channelFd,
-      ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
-      ...(options.livenessMs ? { livenessMs: options.livenessMs } : {}),
-    });
+    const successor = Successor.connect({ channelFd: detected.channelFd, ...timing });
     let exitWith: Promise<IncumbentExit> | undefined;
     try {
       const handshook = await successor.handshake(options.buildId);

@@ -7,6 +7,7 @@
  *   order (fds `3+n .. 3+n+k*n-1`), so the daemon can accept again after closing a server.
  * - `HANDOFF_ROLE=successor` and `HANDOFF_SOCK_FD=<fd>`: the successor's channel.
  * - `HANDOFF_CONTROL_SOCKET=<path>`: where the incumbent serves supervisor sessions.
+ * - `HANDOFF_HEARTBEAT_MS`, `HANDOFF_LIVENESS_MS`: the supervisor's timing, so both sides agree.
  *
  * {@link detectRole} consumes these variables, so a second call in the same process, or a
  * child process, sees a cold start with nothing inherited.
@@ -24,7 +25,15 @@ export const SpawnEnv = {
   Role: 'HANDOFF_ROLE',
   SockFd: 'HANDOFF_SOCK_FD',
   ControlSocket: 'HANDOFF_CONTROL_SOCKET',
+  HeartbeatMs: 'HANDOFF_HEARTBEAT_MS',
+  LivenessMs: 'HANDOFF_LIVENESS_MS',
 } as const;
+
+/** The supervisor's timing, when it passed it. */
+export interface SpawnTiming {
+  readonly heartbeatMs: number | null;
+  readonly livenessMs: number | null;
+}
 
 /** The first inherited fd. */
 export const LISTEN_FDS_START = 3;
@@ -35,11 +44,13 @@ export type DetectedRole =
       readonly role: 'cold';
       readonly listeners: InheritedListeners;
       readonly controlSocket: string | null;
+      readonly timing: SpawnTiming;
     }
   | {
       readonly role: 'successor';
       readonly listeners: InheritedListeners;
       readonly controlSocket: string | null;
+      readonly timing: SpawnTiming;
       /** The fd of this process's end of the socket pair to the supervisor. */
       readonly channelFd: number;
     };
@@ -95,8 +106,13 @@ export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
     for (const r of reserves) checkSocketFd(r, `reserve copy of listener ${i}`);
     return { name: names[i] ?? `fd${fd}`, fd, reserves };
   });
+  const ms = (name: string): number | null => {
+    const n = parseCount(env, name, 86_400_000);
+    return n > 0 ? n : null;
+  };
+  const timing: SpawnTiming = { heartbeatMs: ms(SpawnEnv.HeartbeatMs), livenessMs: ms(SpawnEnv.LivenessMs) };
   for (const name of Object.values(SpawnEnv)) Reflect.deleteProperty(env, name);
   const listeners = new InheritedListeners(entries);
-  if (channelFd !== null) return { role: 'successor', listeners, controlSocket, channelFd };
-  return { role: 'cold', listeners, controlSocket };
+  if (channelFd !== null) return { role: 'successor', listeners, controlSocket, timing, channelFd };
+  return { role: 'cold', listeners, controlSocket, timing };
 }

@@ -4,7 +4,7 @@
  */
 export * from './errors.js';
 export { detectRole, SpawnEnv, LISTEN_FDS_START } from './env.js';
-export type { DetectedRole } from './env.js';
+export type { DetectedRole, SpawnTiming } from './env.js';
 export { InheritedListener, InheritedListeners, DEFAULT_BACKLOG } from './listeners.js';
 export { DataDirLock, LOCK_FILE, PID_FILE } from './lock.js';
 export type { AcquireOptions, LockProbe, LockState } from './lock.js';

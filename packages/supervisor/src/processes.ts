@@ -25,7 +25,20 @@ export interface SpawnedDaemon {
 }
 
 /** Environment variables of the spawn contract that must not leak from the supervisor's own environment. */
-const CONTRACT_VARS = ['LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PID', 'HANDOFF_ROLE', 'HANDOFF_SOCK_FD', 'HANDOFF_RESERVE_COPIES', 'HANDOFF_CONTROL_SOCKET', 'HANDOFF_LISTEN_ADDRESSES', 'NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE'];
+const CONTRACT_VARS = [
+  'LISTEN_FDS',
+  'LISTEN_FDNAMES',
+  'LISTEN_PID',
+  'HANDOFF_ROLE',
+  'HANDOFF_SOCK_FD',
+  'HANDOFF_RESERVE_COPIES',
+  'HANDOFF_CONTROL_SOCKET',
+  'HANDOFF_HEARTBEAT_MS',
+  'HANDOFF_LIVENESS_MS',
+  'HANDOFF_LISTEN_ADDRESSES',
+  'NODE_CHANNEL_FD',
+  'NODE_CHANNEL_SERIALIZATION_MODE',
+];
 
 /**
  * Spawns `command` with the listeners at fds 3.., `reserveCopies` more copies of them after,
@@ -33,7 +46,13 @@ const CONTRACT_VARS = ['LISTEN_FDS', 'LISTEN_FDNAMES', 'LISTEN_PID', 'HANDOFF_RO
  */
 export function spawnDaemon(
   command: DaemonCommand,
-  options: { readonly role: 'cold' | 'successor'; readonly listeners: readonly HeldListener[]; readonly reserveCopies: number; readonly controlSocket: string },
+  options: {
+    readonly role: 'cold' | 'successor';
+    readonly listeners: readonly HeldListener[];
+    readonly reserveCopies: number;
+    readonly controlSocket: string;
+    readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number };
+  },
 ): SpawnedDaemon {
   const fds = options.listeners.map((l) => l.fd);
   const stdio: StdioOptions = ['ignore', 'inherit', 'inherit', ...fds];
@@ -45,6 +64,8 @@ export function spawnDaemon(
     LISTEN_FDNAMES: options.listeners.map((l) => l.name).join(':'),
     HANDOFF_RESERVE_COPIES: String(options.reserveCopies),
     HANDOFF_CONTROL_SOCKET: options.controlSocket,
+    HANDOFF_HEARTBEAT_MS: String(options.timing.heartbeatMs),
+    HANDOFF_LIVENESS_MS: String(options.timing.livenessMs),
   });
   let channelIndex = -1;
   if (options.role === 'successor') {

@@ -248,10 +248,21 @@ export class Supervisor {
     child.once('exit', () => this.#children.delete(child));
   }
 
+  /** What every spawned daemon gets besides its role. */
+  #spawnOptions(): Omit<Parameters<typeof spawnDaemon>[1], 'role'> {
+    return {
+      listeners: this.#options.listeners,
+      reserveCopies: this.#options.reserveCopies ?? 2,
+      controlSocket: this.#options.controlSocket,
+      timing: { heartbeatMs: this.#timeouts.heartbeatMs, livenessMs: this.#timeouts.livenessMs },
+    };
+  }
+
   #runContext(): RunContext {
     return {
       timeouts: this.#timeouts,
       options: this.#options,
+      spawnOptions: this.#spawnOptions(),
       writeJournal: (phase, handoffId, successor, seal) => {
         this.#writeJournal(phase, handoffId, successor, seal);
       },
@@ -299,7 +310,7 @@ export class Supervisor {
   }
 
   async #coldStart(): Promise<void> {
-    const spawned = spawnDaemon(this.#options.daemon, { role: 'cold', listeners: this.#options.listeners, reserveCopies: this.#options.reserveCopies ?? 2, controlSocket: this.#options.controlSocket });
+    const spawned = spawnDaemon(this.#options.daemon, { role: 'cold', ...this.#spawnOptions() });
     const pid = spawned.child.pid;
     this.#track(spawned.child);
     if (pid === undefined) {
@@ -421,6 +432,7 @@ export class Supervisor {
 interface RunContext {
   readonly timeouts: Timeouts;
   readonly options: SupervisorOptions;
+  readonly spawnOptions: Omit<Parameters<typeof spawnDaemon>[1], 'role'>;
   writeJournal(phase: JournalPhase, handoffId: string | null, successor: { pid: number; startTime: string | null } | null, seal: SealReport | null): void;
 }
 
@@ -579,12 +591,7 @@ class HandoffRun {
   }
 
   #spawn(): void {
-    const spawned = spawnDaemon(this.#command, {
-      role: 'successor',
-      listeners: this.#ctx.options.listeners,
-      reserveCopies: this.#ctx.options.reserveCopies ?? 2,
-      controlSocket: this.#ctx.options.controlSocket,
-    });
+    const spawned = spawnDaemon(this.#command, { role: 'successor', ...this.#ctx.spawnOptions });
     this.successor = spawned;
     this.#track(spawned.child);
     const pid = spawned.child.pid;

@@ -1,0 +1,48 @@
+/**
+ * Checks of the promises (DESIGN section 1, CRASH-MATRIX invariants) against a cluster.
+ */
+import type { Cluster } from './cluster.js';
+import type { LoadReport } from './load.js';
+import { verifyLedger } from './load.js';
+
+/** Options of {@link checkPromises}. */
+export interface CheckOptions {
+  /** Allow resets: connections a killed process had accepted (counted, not a failure). */
+  readonly allowResets?: boolean;
+  /** How long the system has to converge to one serving daemon. Default 15 s. */
+  readonly convergeMs?: number;
+}
+
+/**
+ * Waits until exactly one daemon is alive, serves, and holds the lock; then checks every
+ * acknowledged write and the load's errors. Returns the broken promises (empty when all hold).
+ */
+export async function checkPromises(cluster: Cluster, load: { report: LoadReport; ledger: ReadonlyMap<string, string> } | null, options: CheckOptions = {}): Promise<string[]> {
+  const problems: string[] = [];
+  const deadline = Date.now() + (options.convergeMs ?? 15_000);
+  let last = '';
+  for (;;) {
+    const pids = cluster.daemonPids();
+    const health = await cluster.health();
+    const lock = cluster.lock();
+    last = `daemons alive ${JSON.stringify(pids)}, serving ${String(health?.pid)}, lock ${lock.held ? `held by ${String(lock.pid)}` : 'free'}`;
+    if (pids.length === 1 && health && health.pid === pids[0] && lock.held && lock.pid === health.pid) break;
+    if (Date.now() > deadline) {
+      problems.push(`no convergence to exactly one serving daemon holding the lock: ${last}`);
+      return problems;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  if (load) {
+    const lost = await verifyLedger(cluster.port, load.ledger);
+    if (lost.length > 0) problems.push(`${lost.length} of ${load.ledger.size} acknowledged writes lost: ${lost.slice(0, 5).join(', ')}`);
+    const e = load.report.errors;
+    if (e.refused > 0) problems.push(`${e.refused} refused connections`);
+    if (e.timeout > 0) problems.push(`${e.timeout} timed-out requests`);
+    if (e.non2xx > 0) problems.push(`${e.non2xx} non-2xx answers`);
+    if (e.other > 0) problems.push(`${e.other} other errors`);
+    if (e.reset > 0 && !options.allowResets) problems.push(`${e.reset} reset connections`);
+    if (problems.length > 0 && load.report.samples.length > 0) problems.push(`samples: ${load.report.samples.slice(0, 5).join(' | ')}`);
+  }
+  return problems;
+}

@@ -20,6 +20,7 @@ import type { Drainable, IncumbentExit } from './incumbent.js';
 import type { InheritedListeners } from './listeners.js';
 import { DataDirLock } from './lock.js';
 import { Successor } from './successor.js';
+import { crashPoint } from './crash-points.js';
 
 /** Where to listen when the listener was not inherited (a run without a supervisor). */
 export type ListenAddress = { readonly port: number; readonly host?: string } | { readonly path: string };
@@ -165,6 +166,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
       const continues = begun.seal === null || explainRevisionGap(begun.seal.revisions, revisions) === undefined;
       // Listen only on data that continues the seal; otherwise Ready reports it and the machine exits.
       const listeningOn = continues ? await listen(state) : [];
+      crashPoint('successor:listening');
       incumbent = await begun.announceReady({ listeningOn, healthy: true, revisions }, { ...incumbentOptions, lock });
       options.onServing?.({ role: 'successor', promoted: begun.promoted, listeningOn });
     } catch (error) {

@@ -187,6 +187,7 @@ export class Successor {
    * @throws HandoffError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit instead.
    */
   async handshake(buildId: string): Promise<HandshookSuccessor> {
+    crashPoint('successor:before-handshake');
     const session = new SuccessorSession(this.#options, buildId);
     session.feed({ type: 'start' });
     await session.waitFor((p) => p !== 'init' && p !== 'awaitingAck');

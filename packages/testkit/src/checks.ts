@@ -2,7 +2,7 @@
  * Checks of the promises (DESIGN section 1, CRASH-MATRIX invariants) against a cluster.
  */
 import type { Cluster } from './cluster.js';
-import type { LoadReport } from './load.js';
+import type { LoadDriver } from './load.js';
 import { verifyLedger } from './load.js';
 
 /** Options of {@link checkPromises}. */
@@ -14,10 +14,11 @@ export interface CheckOptions {
 }
 
 /**
- * Waits until exactly one daemon is alive, serves, and holds the lock; then checks every
- * acknowledged write and the load's errors. Returns the broken promises (empty when all hold).
+ * Waits until exactly one daemon is alive, serves, and holds the lock; then stops the load
+ * (which ran through the fault and the recovery) and checks every acknowledged write and
+ * the load's errors. Returns the broken promises (empty when all hold).
  */
-export async function checkPromises(cluster: Cluster, load: { report: LoadReport; ledger: ReadonlyMap<string, string> } | null, options: CheckOptions = {}): Promise<string[]> {
+export async function checkPromises(cluster: Cluster, load: LoadDriver | null, options: CheckOptions = {}): Promise<string[]> {
   const problems: string[] = [];
   const deadline = Date.now() + (options.convergeMs ?? 15_000);
   let last = '';
@@ -34,15 +35,17 @@ export async function checkPromises(cluster: Cluster, load: { report: LoadReport
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   if (load) {
+    // The load ran through the fault and the recovery; stop it only now.
+    const report = await load.stop();
     const lost = await verifyLedger(cluster.port, load.ledger);
     if (lost.length > 0) problems.push(`${lost.length} of ${load.ledger.size} acknowledged writes lost: ${lost.slice(0, 5).join(', ')}`);
-    const e = load.report.errors;
+    const e = report.errors;
     if (e.refused > 0) problems.push(`${e.refused} refused connections`);
     if (e.timeout > 0) problems.push(`${e.timeout} timed-out requests`);
     if (e.non2xx > 0) problems.push(`${e.non2xx} non-2xx answers`);
     if (e.other > 0) problems.push(`${e.other} other errors`);
     if (e.reset > 0 && !options.allowResets) problems.push(`${e.reset} reset connections`);
-    if (problems.length > 0 && load.report.samples.length > 0) problems.push(`samples: ${load.report.samples.slice(0, 5).join(' | ')}`);
+    if (problems.length > 0 && report.samples.length > 0) problems.push(`samples: ${report.samples.slice(0, 5).join(' | ')}`);
   }
   return problems;
 }

@@ -8,5 +8,7 @@ export type { ClusterOptions } from './cluster.js';
 export { LoadDriver, verifyLedger } from './load.js';
 export type { ErrorCounts, LoadOptions, LoadReport } from './load.js';
 export { checkPromises } from './checks.js';
+export { runCrashScenario } from './scenario.js';
+export type { CrashScenario, CrashScenarioResult } from './scenario.js';
 export type { CheckOptions } from './checks.js';
 export { CrashEnv, crashPoint } from '@handoff/core';

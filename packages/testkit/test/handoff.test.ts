@@ -20,7 +20,7 @@ describe('handoff of a stateful daemon', () => {
     await load.waitForProgress(50);
     const result = await cluster.handoff({ daemon: { env: { KV_DATA_DIR: cluster.dataDir, KV_BUILD_ID: 'v2' } } });
     await load.waitForProgress(50);
-    const report = await load.stop();
+    const report = load.report();
     expect(result).toMatchObject({ committed: true, outcome: 'committed', abortReason: null });
     const after = await cluster.health();
     expect(after?.buildId).toBe('v2');
@@ -28,7 +28,7 @@ describe('handoff of a stateful daemon', () => {
     expect(result.incumbentPid).toBe(after?.pid);
     expect(cluster.lock()).toMatchObject({ held: true, pid: after?.pid });
     expect(report.acknowledgedWrites).toBeGreaterThan(0);
-    expect(await checkPromises(cluster, { report, ledger: load.ledger })).toEqual([]);
+    expect(await checkPromises(cluster, load)).toEqual([]);
     expect(Object.keys(result.timings.phases)).toEqual(expect.arrayContaining(['spawning', 'awaitingHello', 'preparing', 'sealing', 'beginning']));
   });
 
@@ -49,7 +49,7 @@ describe('handoff of a stateful daemon', () => {
     );
     expect(report.errors, JSON.stringify(report.samples)).toEqual({ refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 });
     expect(report.byRole.prober.ok).toBeGreaterThan(100);
-    expect(await checkPromises(cluster, { report, ledger: load.ledger })).toEqual([]);
+    expect(await checkPromises(cluster, load)).toEqual([]);
     expect((await cluster.health())?.buildId).toBe('v21');
   });
 });

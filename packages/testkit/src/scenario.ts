@@ -1,0 +1,99 @@
+/**
+ * One crash scenario: under load, arm a crash point, start a handoff, let the process die
+ * there (or freeze), restart the supervisor if it was the one, then check the promises and
+ * that a following handoff commits.
+ */
+import type { HandoffRequest } from '@handoff/supervisor';
+import { checkPromises } from './checks.js';
+import type { Cluster } from './cluster.js';
+import { LoadDriver } from './load.js';
+
+/** A crash scenario. */
+export interface CrashScenario {
+  /** The crash point (see `crashPoint` in `@handoff/core`). */
+  readonly point: string;
+  /** Which role the point belongs to. */
+  readonly role: 'supervisor' | 'incumbent' | 'successor';
+  /** SIGKILL (default) or SIGSTOP (a hang; the supervisor is thawed after `frozenMs`). */
+  readonly signal?: 'SIGKILL' | 'SIGSTOP';
+  /** How long a frozen supervisor stays frozen. Default 3 × the liveness timeout. */
+  readonly frozenMs?: number;
+  /** The handoff to run (default: the same daemon). */
+  readonly request?: HandoffRequest;
+  /** Restart the supervisor instead of starting a handoff to reach the point (session points). */
+  readonly trigger?: 'handoff' | 'restart';
+}
+
+/** What happened. */
+export interface CrashScenarioResult {
+  /** Broken promises; empty when all held. */
+  readonly problems: string[];
+  /** The pid that reached the point. */
+  readonly firedBy: number | null;
+  /** The daemon serving before the scenario, and after recovery (before the following handoff). */
+  readonly servedBefore: number | null;
+  readonly servedAfter: number | null;
+  /** The handoff's reply: its result, or the error (e.g. the supervisor died). */
+  readonly reply: { readonly ok: boolean; readonly value?: unknown; readonly error?: { readonly code: string; readonly message: string } } | null;
+}
+
+/** Runs `scenario` against `cluster`; the cluster is left converged for the next one. */
+export async function runCrashScenario(cluster: Cluster, scenario: CrashScenario, livenessMs = 1_000): Promise<CrashScenarioResult> {
+  const problems: string[] = [];
+  const servedBefore = (await cluster.health())?.pid ?? null;
+  const load = new LoadDriver({ port: cluster.port, readers: 4, writers: 1, probeEveryMs: 5 }).start();
+  await load.waitForProgress(20);
+  cluster.arm(scenario.point, scenario.signal);
+  let reply: Promise<CrashScenarioResult['reply']> | null = null;
+  if (scenario.trigger === 'restart') {
+    await cluster.killSupervisor();
+    void cluster.startSupervisor().catch(() => undefined); // dies at the point
+  } else {
+    reply = cluster.handoffReply(scenario.request ?? {});
+  }
+  const firedBy = await cluster.waitFor(`crash point ${scenario.point}`, () => cluster.fired(), 20_000);
+  if (scenario.role === 'supervisor') {
+    if (scenario.signal === 'SIGSTOP') {
+      // Frozen: the daemons must resolve the handoff on their own, and one must serve.
+      await new Promise((resolve) => setTimeout(resolve, scenario.frozenMs ?? livenessMs * 3));
+      const alone = await checkServing(cluster);
+      if (alone) problems.push(`while the supervisor was frozen: ${alone}`);
+      process.kill(firedBy, 'SIGCONT');
+    } else {
+      await cluster.waitFor('the killed supervisor to be gone', () => cluster.supervisorPid === null || !isAlive(firedBy));
+      await cluster.startSupervisor();
+    }
+  }
+  const answered = reply ? await reply : null;
+  problems.push(...(await checkPromises(cluster, load, { allowResets: scenario.role !== 'supervisor' })));
+  const servedAfter = (await cluster.health())?.pid ?? null;
+  cluster.disarm();
+  if (problems.length === 0) {
+    const next = await cluster.handoffReply({});
+    const committed = (next as { ok: boolean; value?: { committed?: boolean } }).value?.committed === true;
+    if (!committed) problems.push(`the following handoff did not commit: ${JSON.stringify(next)}`);
+  }
+  return { problems, firedBy, servedBefore, servedAfter, reply: answered };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Null when exactly one daemon serves and holds the lock; else what is wrong. */
+async function checkServing(cluster: Cluster): Promise<string | null> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const health = await cluster.health();
+    const lock = cluster.lock();
+    const pids = cluster.daemonPids();
+    if (health && lock.held && lock.pid === health.pid && pids.length === 1) return null;
+    if (Date.now() > deadline) return `no single serving lock holder: daemons ${JSON.stringify(pids)}, serving ${String(health?.pid)}, lock ${String(lock.pid)}`;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

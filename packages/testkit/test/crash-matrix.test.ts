@@ -1,0 +1,68 @@
+/**
+ * Every row of CRASH-MATRIX.md, with real processes under load, repeated (races such as the
+ * "sent Begin" row only show on repetition). Each row: arm the point, hand off, let the
+ * process die there, recover, check the invariants (one serving lock holder, no lost
+ * acknowledged write, no refused connection, no orphan), and hand off once more.
+ */
+import { describe, expect, it, onTestFailed } from 'vitest';
+import { runCrashScenario, startCluster } from '../src/index.js';
+import type { CrashScenario } from '../src/index.js';
+
+const REPEAT = Number(process.env.HANDOFF_CRASH_REPEAT ?? 5);
+
+/**
+ * Who serves after recovery: the original incumbent, a new daemon (the successor or a cold
+ * start), or either (a race the lock decides); and the handoff's outcome when the supervisor
+ * lived to report it.
+ */
+type Expect = { readonly serves: 'original' | 'new' | 'either'; readonly outcome?: 'committed' | 'promoted' | 'rolledBack' };
+const O: Expect = { serves: 'original' };
+const N: Expect = { serves: 'new' };
+
+const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect })[] = [
+  // The supervisor killed (a new one is then started with the same listeners).
+  { row: "supervisor: read O's Hello", role: 'supervisor', point: 'supervisor:received-Hello-from-incumbent', trigger: 'restart', expect: O },
+  { row: 'supervisor: spawned N', role: 'supervisor', point: 'supervisor:spawned', expect: O },
+  { row: "supervisor: finished N's handshake", role: 'supervisor', point: 'supervisor:sent-HelloAck-to-successor', expect: O },
+  { row: 'supervisor: sent PrepareHandoff', role: 'supervisor', point: 'supervisor:sent-PrepareHandoff-to-incumbent', expect: O },
+  { row: 'supervisor: received Drained', role: 'supervisor', point: 'supervisor:received-Drained-from-incumbent', expect: O },
+  { row: 'supervisor: sent SealRequest', role: 'supervisor', point: 'supervisor:sent-SealRequest-to-incumbent', expect: O },
+  { row: 'supervisor: received SealComplete', role: 'supervisor', point: 'supervisor:received-SealComplete-from-incumbent', expect: O },
+  { row: 'supervisor: sent Begin', role: 'supervisor', point: 'supervisor:sent-Begin-to-successor', expect: { serves: 'either' } },
+  { row: 'supervisor: received Ready', role: 'supervisor', point: 'supervisor:received-Ready-from-successor', expect: N },
+  { row: 'supervisor: sent Commit', role: 'supervisor', point: 'supervisor:sent-Commit-to-successor', expect: N },
+  { row: 'supervisor: cleared its journal', role: 'supervisor', point: 'supervisor:journal-idle', expect: N },
+  { row: 'supervisor: frozen with SIGSTOP', role: 'supervisor', point: 'supervisor:sent-SealRequest-to-incumbent', signal: 'SIGSTOP', expect: O },
+  // The successor killed.
+  { row: 'successor: before its handshake', role: 'successor', point: 'successor:before-handshake', expect: { serves: 'original', outcome: 'rolledBack' } },
+  { row: 'successor: after its handshake', role: 'successor', point: 'successor:after-handshake', expect: { serves: 'original', outcome: 'rolledBack' } },
+  { row: 'successor: after Begin, before taking the lock', role: 'successor', point: 'successor:after-begin', expect: { serves: 'original', outcome: 'rolledBack' } },
+  { row: 'successor: after taking the lock and listening, before Ready', role: 'successor', point: 'successor:listening', expect: { serves: 'original', outcome: 'rolledBack' } },
+  { row: 'successor: hung after Begin (SIGSTOP)', role: 'successor', point: 'successor:after-begin', signal: 'SIGSTOP', expect: { serves: 'original', outcome: 'rolledBack' } },
+  // The incumbent killed.
+  { row: 'incumbent: inside drain', role: 'incumbent', point: 'incumbent:inside-drain', expect: { serves: 'new', outcome: 'promoted' } },
+  { row: 'incumbent: after sending Drained', role: 'incumbent', point: 'incumbent:sent-Drained', expect: { serves: 'new', outcome: 'promoted' } },
+  { row: 'incumbent: inside seal, before releasing the lock', role: 'incumbent', point: 'incumbent:inside-seal', expect: { serves: 'new', outcome: 'promoted' } },
+  { row: 'incumbent: after releasing the lock', role: 'incumbent', point: 'incumbent:after-release', expect: { serves: 'new', outcome: 'promoted' } },
+  { row: 'incumbent: after sending SealComplete', role: 'incumbent', point: 'incumbent:sent-SealComplete', expect: { serves: 'new', outcome: 'committed' } },
+  { row: 'incumbent: after receiving Commit', role: 'incumbent', point: 'incumbent:received-Commit', expect: { serves: 'new', outcome: 'committed' } },
+];
+
+describe.sequential('crash matrix', () => {
+  for (let round = 1; round <= REPEAT; round++) {
+    for (const scenario of ROWS) {
+      it(`round ${round}: ${scenario.row}`, async () => {
+        await using cluster = await startCluster();
+        onTestFailed(() => {
+          console.error(`--- ${scenario.row}: output (${cluster.dir}) ---\n${cluster.output()}\n--- events ---\n${cluster.events.map((e) => JSON.stringify(e)).join('\n')}`);
+        });
+        const result = await runCrashScenario(cluster, scenario);
+        expect(result.firedBy).not.toBeNull();
+        expect(result.problems).toEqual([]);
+        if (scenario.expect.serves === 'original') expect(result.servedAfter, 'the original incumbent serves').toBe(result.servedBefore);
+        if (scenario.expect.serves === 'new') expect(result.servedAfter, 'a new daemon serves').not.toBe(result.servedBefore);
+        if (scenario.expect.outcome) expect(result.reply?.value).toMatchObject({ outcome: scenario.expect.outcome });
+      });
+    }
+  }
+});

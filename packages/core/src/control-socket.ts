@@ -32,8 +32,21 @@ export function answers(path: string, timeoutMs = 1_000): Promise<boolean> {
 /** A bound control socket server. */
 export interface BoundControlSocket {
   readonly server: Server;
-  /** Closes the server and unlinks the path if it is still this server's socket. */
-  close(): Promise<void>;
+  /**
+   * Stops serving sessions. The path is unlinked only if it is still this server's socket
+   * (same inode and birth time: a freed inode number is soon reused, e.g. by a successor's
+   * socket at the same path) and `unlink` is not false; otherwise the path is left alone.
+   */
+  close(options?: { readonly unlink?: boolean }): Promise<void>;
+}
+
+function identity(path: string): string | null {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.birthtimeNs}:${st.ctimeNs}`;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -67,19 +80,28 @@ export async function bindControlSocket(path: string, onConnection: (socket: Soc
     });
   });
   chmodSync(path, 0o600);
-  const inode = statSync(path).ino;
+  const mine = identity(path);
   return {
     server,
-    close: async () => {
+    close: async (closeOptions = {}) => {
+      // libuv unlinks a Unix socket's path (by name) when its listening server closes. So a
+      // server whose path now belongs to a successor, or that must leave its path in place,
+      // is never closed: it stops taking sessions and no longer keeps the process alive.
+      if (closeOptions.unlink === false || mine === null || identity(path) !== mine) {
+        server.removeAllListeners('connection');
+        server.on('connection', (socket: Socket) => socket.destroy());
+        server.unref();
+        return;
+      }
       await new Promise<void>((resolve) => {
         server.close(() => {
           resolve();
         });
       });
       try {
-        if (statSync(path).ino === inode) unlinkSync(path);
+        unlinkSync(path);
       } catch {
-        // already gone
+        // libuv already unlinked it
       }
     },
   };

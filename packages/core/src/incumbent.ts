@@ -123,12 +123,15 @@ export class Incumbent {
     return this.#lock;
   }
 
-  /** Stops serving sessions and unlinks the control socket if it is still ours. */
+  /**
+   * Stops serving sessions. The control socket's path is unlinked if it is still ours —
+   * except after a commit, when the successor owns the path.
+   */
   async close(): Promise<void> {
     this.#timers.cancelAll();
     this.#channel?.close('incumbent closing');
     this.#channel = undefined;
-    await this.#control?.close();
+    await this.#control?.close({ unlink: this.#state.phase !== 'committed' });
     this.#control = undefined;
   }
 

@@ -287,11 +287,18 @@ export class Supervisor {
 
   /** Connects to whoever answers on the control socket, keeping the session only if it holds the lock. */
   async #connectToLockHolder(timeoutMs: number, expectPid?: number): Promise<IncumbentSession | null> {
-    const session = await openIncumbentSession(this.#options.controlSocket, { timeoutMs, capabilities: SUPERVISOR_CAPABILITIES });
+    const session = await openIncumbentSession(this.#options.controlSocket, {
+      timeoutMs,
+      capabilities: SUPERVISOR_CAPABILITIES,
+      onRefused: (reason) => {
+        publish('session-refused', { reason });
+      },
+    });
     if (!session) return null;
     const lock = DataDirLock.probe(this.#options.dataDir);
     const holds = lock.held && lock.pid === session.hello.pid;
     if (!holds || (expectPid !== undefined && session.hello.pid !== expectPid)) {
+      publish('session-refused', { reason: `pid ${session.hello.pid} answered; the lock is ${lock.held ? `held by ${String(lock.pid)}` : 'free'}; expected ${String(expectPid ?? 'the lock holder')}` });
       session.channel.close('not the lock holder');
       return null;
     }
@@ -345,7 +352,8 @@ export class Supervisor {
   #watchSession(inc: IncumbentRef): void {
     const session = inc.session;
     if (!session) return;
-    session.channel.on('close', () => {
+    session.channel.on('close', (reason) => {
+      publish('session-closed', { pid: inc.pid, reason });
       if (this.#incumbent !== inc || inc.session !== session || this.#run) return;
       inc.session = null;
       void (async () => {

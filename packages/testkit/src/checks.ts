@@ -21,7 +21,7 @@ export interface CheckOptions {
 export async function checkPromises(cluster: Cluster, load: LoadDriver | null, options: CheckOptions = {}): Promise<string[]> {
   const problems: string[] = [];
   const deadline = Date.now() + (options.convergeMs ?? 15_000);
-  let last = '';
+  let last: string;
   for (;;) {
     const pids = cluster.daemonPids();
     const health = await cluster.health();

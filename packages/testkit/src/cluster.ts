@@ -108,7 +108,9 @@ export class Cluster implements AsyncDisposable {
     mkdirSync(this.dataDir);
     const held = bindListeners([{ name: 'http', host: '127.0.0.1', port: 0 }]);
     this.listeners = held.listeners;
-    this.#closeListeners = held.close;
+    this.#closeListeners = () => {
+      held.close();
+    };
     this.port = Number((held.listeners[0] as HeldListener).address.split(':').pop());
     this.daemon = options.daemon ?? kvDaemon(this.dataDir);
   }
@@ -134,7 +136,7 @@ export class Cluster implements AsyncDisposable {
       timeouts: { ...TEST_TIMEOUTS, ...this.#options.timeouts },
       restart: { initialDelayMs: 50, maxDelayMs: 1_000 },
     };
-    const child = spawn(process.execPath, [SUPERVISOR_ENTRY], {
+    const child = spawn(process.execPath, ['--expose-gc', SUPERVISOR_ENTRY], {
       stdio: ['ignore', 'pipe', 'pipe', ...fds, 'ipc'],
       detached: true,
       env: {
@@ -203,6 +205,13 @@ export class Cluster implements AsyncDisposable {
   /** Like {@link handoff}, but resolves with the raw reply. */
   handoffReply(request: HandoffRequest = {}): Promise<Reply> {
     return this.#ask('handoff', { request });
+  }
+
+  /** The supervisor process's open fds and memory (after a full GC). */
+  async resources(): Promise<{ fds: number; rss: number; heapUsed: number }> {
+    const reply = await this.#ask('resources');
+    if (!reply.ok) throw new Error(reply.error.message);
+    return reply.value as { fds: number; rss: number; heapUsed: number };
   }
 
   async status(): Promise<SupervisorStatus> {
@@ -282,7 +291,7 @@ export class Cluster implements AsyncDisposable {
     return processesWithEnv(`KV_DATA_DIR=${this.dataDir}`);
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
+  [Symbol.asyncDispose](): Promise<void> {
     for (const group of this.#groups) {
       try {
         process.kill(-group, 'SIGKILL');
@@ -300,6 +309,7 @@ export class Cluster implements AsyncDisposable {
     if (this.#supervisor?.connected) this.#supervisor.disconnect();
     this.#closeListeners();
     rmSync(this.dir, { recursive: true, force: true });
+    return Promise.resolve();
   }
 }
 

@@ -6,11 +6,12 @@
  * `{ id, ok, value | error }`. Diagnostics events are forwarded as `{ event }`.
  */
 import { subscribe } from 'node:diagnostics_channel';
+import { readdirSync } from 'node:fs';
 import { Supervisor, listenersFromEnv } from '@handoff/supervisor';
 import type { HandoffRequest, SupervisorOptions } from '@handoff/supervisor';
 
 type Config = Omit<SupervisorOptions, 'listeners'>;
-type Command = { readonly id: number; readonly cmd: 'handoff' | 'status' | 'stop'; readonly request?: HandoffRequest; readonly graceMs?: number };
+type Command = { readonly id: number; readonly cmd: 'handoff' | 'status' | 'stop' | 'resources'; readonly request?: HandoffRequest; readonly graceMs?: number };
 
 const send = (message: unknown): void => {
   if (process.connected) process.send?.(message);
@@ -46,6 +47,12 @@ process.on('message', (raw) => {
     case 'status':
       reply(Promise.resolve(supervisor.status()));
       return;
+    case 'resources': {
+      // After a full GC when --expose-gc is on, so heap figures compare across handoffs.
+      (globalThis as { gc?: () => void }).gc?.();
+      reply(Promise.resolve({ fds: readdirSync('/proc/self/fd').length, ...process.memoryUsage() }));
+      return;
+    }
     case 'stop':
       reply(supervisor.stop(command.graceMs).then(() => {
         setImmediate(() => process.exit(0));

@@ -48,7 +48,7 @@ const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect })[
   { row: 'incumbent: after receiving Commit', role: 'incumbent', point: 'incumbent:received-Commit', expect: { serves: 'new', outcome: 'committed' } },
 ];
 
-describe.sequential('crash matrix', () => {
+describe('crash matrix', () => {
   for (let round = 1; round <= REPEAT; round++) {
     for (const scenario of ROWS) {
       it(`round ${round}: ${scenario.row}`, async () => {

@@ -5,7 +5,5 @@ export default defineProject({
     name: 'core',
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 30_000,
-    // Tests spawn real processes and bind real sockets: one file at a time.
-    fileParallelism: false,
   },
 });

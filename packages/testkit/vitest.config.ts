@@ -6,7 +6,5 @@ export default defineProject({
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
     testTimeout: 120_000,
     hookTimeout: 60_000,
-    // Real processes, sockets and SIGKILL: crash tests run one at a time (2 cores).
-    fileParallelism: false,
   },
 });

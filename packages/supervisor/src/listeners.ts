@@ -74,9 +74,11 @@ export function bindListeners(specs: readonly ListenerSpec[]): { readonly listen
         const handle = create(spec.host, spec.port, family, undefined, 0);
         if (typeof handle === 'number') throw bindError(spec.name, `${spec.host}:${spec.port}`, handle);
         handles.push(handle);
+        // libuv defers a failed bind (EADDRINUSE) to listen(): check the socket really is bound.
         const out: Record<string, unknown> = {};
         handle.getsockname?.(out);
-        const port = typeof out.port === 'number' ? out.port : spec.port;
+        const port = typeof out.port === 'number' ? out.port : 0;
+        if (port === 0 || (spec.port !== 0 && port !== spec.port)) throw bindError(spec.name, `${spec.host}:${spec.port}`, -98);
         listeners.push({ name: spec.name, fd: handle.fd, address: family === 6 ? `tcp:[${spec.host}]:${port}` : `tcp:${spec.host}:${port}` });
       }
     }

@@ -52,10 +52,13 @@ export function spawnDaemon(
     readonly reserveCopies: number;
     readonly controlSocket: string;
     readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number };
+    /** The daemon's stdout and stderr: the supervisor's own (default), or pipes to read. */
+    readonly output?: 'inherit' | 'pipe';
   },
 ): SpawnedDaemon {
   const fds = options.listeners.map((l) => l.fd);
-  const stdio: StdioOptions = ['ignore', 'inherit', 'inherit', ...fds];
+  const output = options.output ?? 'inherit';
+  const stdio: StdioOptions = ['ignore', output, output, ...fds];
   for (let c = 0; c < options.reserveCopies; c++) stdio.push(...fds);
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !CONTRACT_VARS.includes(k)) env[k] = v;

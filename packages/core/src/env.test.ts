@@ -1,0 +1,41 @@
+import { createServer } from 'node:net';
+import type { Server } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { detectRole } from './env.js';
+
+describe('detectRole', () => {
+  it('is a cold start with nothing inherited when the contract is absent', () => {
+    const env: NodeJS.ProcessEnv = { PATH: '/bin' };
+    const role = detectRole(env);
+    expect(role.role).toBe('cold');
+    expect(role.listeners.names).toEqual([]);
+    expect(env).toEqual({ PATH: '/bin' });
+  });
+
+  it('rejects malformed variables with what to check', () => {
+    expect(() => detectRole({ LISTEN_FDS: 'two' })).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID', message: expect.stringMatching(/LISTEN_FDS="two".*spawned this one/) }));
+    expect(() => detectRole({ HANDOFF_ROLE: 'incumbent' })).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID' }));
+    expect(() => detectRole({ HANDOFF_ROLE: 'successor' })).toThrow(/HANDOFF_SOCK_FD=<fd>/);
+    expect(() => detectRole({ HANDOFF_ROLE: 'successor', HANDOFF_SOCK_FD: '250' })).toThrow(/not open in this process/);
+    expect(() => detectRole({ LISTEN_FDS: '60' })).toThrow(/is fd \d+, which is not (open in this process|a socket)/);
+    expect(() => detectRole({ LISTEN_FDS: '1', LISTEN_FDNAMES: 'a:b' })).toThrow(/names 2 listeners but LISTEN_FDS=1/);
+  });
+
+  it('ignores listeners meant for another pid (LISTEN_PID)', () => {
+    expect(detectRole({ LISTEN_FDS: '3', LISTEN_PID: String(process.pid + 1) }).listeners.names).toEqual([]);
+  });
+
+  it('consumes the variables, so a second call (or a child) sees a cold start', async () => {
+    const server: Server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const env: NodeJS.ProcessEnv = { HANDOFF_CONTROL_SOCKET: '/run/x.sock', HANDOFF_LIVENESS_MS: '1500', HANDOFF_HEARTBEAT_MS: '250', KEEP: '1' };
+      const role = detectRole(env);
+      expect(role).toMatchObject({ role: 'cold', controlSocket: '/run/x.sock', timing: { livenessMs: 1500, heartbeatMs: 250 } });
+      expect(env).toEqual({ KEEP: '1' });
+      expect(detectRole(env).controlSocket).toBeNull();
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -1,0 +1,116 @@
+/**
+ * Inherited listeners with reserve copies, and the http drain, in real child processes.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { describe, expect, it } from 'vitest';
+
+const require = createRequire(import.meta.url);
+const net = require('node:net') as { _createServerHandle(a: string, p: number, t: number, fd: undefined, f: number): { fd: number; close(): void; getsockname(o: object): void } };
+
+/** A child that inherits one listener twice (serve + reserve), serves, drains, and re-listens. */
+const CHILD = `
+const { detectRole, HttpDrainer } = await import(process.env.CORE);
+const http = await import('node:http');
+const role = detectRole();
+const listener = role.listeners.require('http');
+const serve = async () => {
+  const server = http.createServer({ keepAlive: true }, (req, res) => res.end(String(process.pid)));
+  const drainer = new HttpDrainer(server);
+  await listener.listen(server, 511);
+  return drainer;
+};
+let drainer = await serve();
+process.on('message', async (m) => {
+  if (m === 'drain') { const r = await drainer.drain({ deadline: Date.now() + 5000, graceMs: 100 }); process.send({ drained: r, copiesLeft: listener.copiesLeft }); }
+  if (m === 'relisten') { try { drainer = await serve(); process.send({ relistened: true, copiesLeft: listener.copiesLeft }); } catch (e) { process.send({ error: e.code }); } }
+});
+process.send({ ready: listener.copiesLeft });
+`;
+
+function next(child: ReturnType<typeof spawn>): Promise<Record<string, unknown>> {
+  return new Promise((resolve) => child.once('message', (m) => resolve(m as Record<string, unknown>)));
+}
+
+const cases: [string, (dir: string) => { address: string; port?: number; path?: string; family: number }][] = [
+  ['tcp4', () => ({ address: '127.0.0.1', family: 4 })],
+  ['tcp6', () => ({ address: '::1', family: 6 })],
+  ['unix', (dir) => ({ address: join(dir, 'http.sock'), path: join(dir, 'http.sock'), family: -1 })],
+];
+
+describe('inherited listeners', () => {
+  for (const [name, spec] of cases) {
+    it(`${name}: serves, drains with zero errors under keep-alive load, queues while closed, and accepts again on a reserve copy`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'handoff-listen-'));
+      const s = spec(dir);
+      const handle = s.family === -1 ? net._createServerHandle(s.address, -1, -1, undefined, 0) : net._createServerHandle(s.address, 0, s.family, undefined, 0);
+      const out: { port?: number } = {};
+      if (s.family !== -1) handle.getsockname(out);
+      const target = s.path ? { socketPath: s.path } : { host: s.address, port: out.port ?? 0 };
+      const child = spawn(process.execPath, ['--input-type=module', '-e', CHILD], {
+        stdio: ['ignore', 'inherit', 'inherit', handle.fd, handle.fd, 'ipc'],
+        env: { ...process.env, LISTEN_FDS: '1', LISTEN_FDNAMES: 'http', HANDOFF_RESERVE_COPIES: '1', CORE: new URL('../dist/index.js', import.meta.url).href },
+      });
+      const agent = new Agent({ keepAlive: true, maxSockets: 4 });
+      let errors = 0;
+      let ok = 0;
+      let running = true;
+      const get = (): Promise<void> =>
+        new Promise((resolve) => {
+          request({ ...target, path: '/', agent }, (res) => {
+            res.resume().on('end', () => {
+              ok += 1;
+              resolve();
+            });
+          })
+            .on('error', () => {
+              errors += 1;
+              resolve();
+            })
+            .end();
+        });
+      try {
+        expect(await next(child)).toEqual({ ready: 1 }); // one copy listening, one in reserve
+        const loops = Array.from({ length: 4 }, async () => {
+          while (running) await get();
+        });
+        while (ok < 50) await new Promise((r) => setTimeout(r, 5));
+        child.send('drain');
+        const drained = await next(child);
+        expect(drained).toMatchObject({ drained: { openConnsRemaining: 0, acceptClosed: true }, copiesLeft: 1 });
+        // Nobody accepts now: a new connection waits in the kernel's queue, it is not refused.
+        const before = ok;
+        const queued = new Promise<boolean>((resolve) => {
+          const socket = createConnection(s.path ? { path: s.path } : { host: s.address, port: out.port ?? 0 }, () => {
+            socket.end('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+          });
+          socket.on('data', () => resolve(true));
+          socket.on('error', () => resolve(false));
+        });
+        child.send('relisten');
+        expect(await next(child)).toEqual({ relistened: true, copiesLeft: 0 });
+        expect(await queued).toBe(true);
+        while (ok < before + 50) await new Promise((r) => setTimeout(r, 5));
+        running = false;
+        await Promise.all(loops);
+        expect(errors).toBe(0);
+        // Every copy used: a clear error, not a crash.
+        child.send('drain');
+        await next(child);
+        child.send('relisten');
+        expect(await next(child)).toEqual({ error: 'HANDOFF_NO_RESERVE' });
+      } finally {
+        running = false;
+        agent.destroy();
+        child.kill('SIGKILL');
+        handle.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});

@@ -1,0 +1,76 @@
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { bindListeners, listenersFromEnv, selfTestHeldListeners } from './listeners.js';
+
+function tryConnect(options: { host: string; port: number } | { path: string }): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(options as never);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.once('error', (e: NodeJS.ErrnoException) => {
+      resolve(e.code ?? 'error');
+    });
+  });
+}
+
+describe('held listeners', () => {
+  it('passes the start-up self-test of the internal API on this Node', () => {
+    expect(() => {
+      selfTestHeldListeners();
+    }).not.toThrow();
+  });
+
+  it('binds TCP v4, TCP v6 and Unix sockets without accepting: connects are refused until a daemon listens', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'handoff-held-'));
+    const held = bindListeners([
+      { name: 'v4', host: '127.0.0.1', port: 0 },
+      { name: 'v6', host: '::1', port: 0 },
+      { name: 'unix', path: join(dir, 'http.sock'), mode: 0o660 },
+    ]);
+    try {
+      expect(held.listeners.map((l) => l.name)).toEqual(['v4', 'v6', 'unix']);
+      const [v4, v6, unix] = held.listeners as [{ address: string; fd: number }, { address: string }, { address: string }];
+      expect(v4.address).toMatch(/^tcp:127\.0\.0\.1:\d+$/);
+      expect(v6.address).toMatch(/^tcp:\[::1\]:\d+$/);
+      expect(unix.address).toBe(`unix:${join(dir, 'http.sock')}`);
+      expect(statSync(join(dir, 'http.sock')).mode & 0o777).toBe(0o660);
+      // Bound, never listened: nothing accepts, nothing is stolen.
+      expect(await tryConnect({ host: '127.0.0.1', port: Number(v4.address.split(':').pop()) })).toBe('ECONNREFUSED');
+      // Once something listens on the held fd, the same socket accepts.
+      const server = createServer((s) => s.end());
+      await new Promise<void>((resolve) => server.listen({ fd: v4.fd }, resolve));
+      expect(await tryConnect({ host: '127.0.0.1', port: Number(v4.address.split(':').pop()) })).toBe('connected');
+      server.close();
+    } finally {
+      held.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the listener and the cause when an address is taken or not an IP', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      expect(() => bindListeners([{ name: 'http', host: '127.0.0.1', port }])).toThrow(expect.objectContaining({ code: 'HANDOFF_LISTENER', message: expect.stringMatching(/listener "http": cannot bind 127\.0\.0\.1:\d+ \(EADDRINUSE\)/) }));
+      expect(() => bindListeners([{ name: 'http', host: 'localhost', port: 0 }])).toThrow(/not an IP address/);
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('takes listeners from LISTEN_FDS and consumes the variables', () => {
+    const env: NodeJS.ProcessEnv = { LISTEN_FDS: '2', LISTEN_FDNAMES: 'http:admin', HANDOFF_LISTEN_ADDRESSES: 'tcp:127.0.0.1:80 unix:/a' };
+    expect(listenersFromEnv(env)).toEqual([
+      { name: 'http', fd: 3, address: 'tcp:127.0.0.1:80' },
+      { name: 'admin', fd: 4, address: 'unix:/a' },
+    ]);
+    expect(env).toEqual({});
+    expect(() => listenersFromEnv({ LISTEN_FDS: 'x' })).toThrow(/is not a count/);
+  });
+});

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { bindListeners } from './listeners.js';
+import { isAlive, processStartTime, spawnDaemon, stopProcess } from './processes.js';
+
+const PROBE = `
+const fs = require('node:fs');
+const fds = [3, 4, 5, 6].map((fd) => { try { return fs.fstatSync(fd).isSocket(); } catch { return false; } });
+console.log(JSON.stringify({ env: Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(LISTEN_|HANDOFF_|X_)/.test(k))), fds }));
+`;
+
+describe('spawnDaemon', () => {
+  it('passes listeners, reserve copies and a successor channel under the spawn contract', async () => {
+    const held = bindListeners([{ name: 'http', host: '127.0.0.1', port: 0 }]);
+    try {
+      const spawned = spawnDaemon(
+        { command: process.execPath, args: ['-e', PROBE], env: { X_EXTRA: '1' } },
+        { role: 'successor', listeners: held.listeners, reserveCopies: 2, controlSocket: '/run/c.sock', timing: { heartbeatMs: 100, livenessMs: 1000 }, output: 'pipe' },
+      );
+      let out = '';
+      spawned.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      expect(spawned.channel).not.toBeNull();
+      await spawned.exited;
+      const seen = JSON.parse(out) as { env: Record<string, string>; fds: boolean[] };
+      expect(seen.env).toEqual({
+        LISTEN_FDS: '1',
+        LISTEN_FDNAMES: 'http',
+        HANDOFF_RESERVE_COPIES: '2',
+        HANDOFF_CONTROL_SOCKET: '/run/c.sock',
+        HANDOFF_HEARTBEAT_MS: '100',
+        HANDOFF_LIVENESS_MS: '1000',
+        HANDOFF_ROLE: 'successor',
+        HANDOFF_SOCK_FD: '6',
+        X_EXTRA: '1',
+      });
+      expect(seen.fds).toEqual([true, true, true, true]); // the listener, two reserve copies, the channel
+    } finally {
+      held.close();
+    }
+  }, 10_000);
+
+  it('does not leak the supervisor own contract variables into a cold daemon', async () => {
+    process.env.HANDOFF_ROLE = 'successor';
+    try {
+      const spawned = spawnDaemon({ command: process.execPath, args: ['-e', PROBE] }, { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', timing: { heartbeatMs: 1, livenessMs: 2 }, output: 'pipe' });
+      let out = '';
+      spawned.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      await spawned.exited;
+      expect((JSON.parse(out) as { env: Record<string, string> }).env.HANDOFF_ROLE).toBeUndefined();
+    } finally {
+      delete process.env.HANDOFF_ROLE;
+    }
+  });
+});
+
+describe('stopProcess', () => {
+  it('SIGKILLs after the grace a process that ignores SIGTERM, and stops a frozen one', async () => {
+    for (const freeze of [false, true]) {
+      const spawned = spawnDaemon({ command: process.execPath, args: ['-e', "process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000);"] }, { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', timing: { heartbeatMs: 1, livenessMs: 2 }, output: 'pipe' });
+      await new Promise((resolve) => spawned.child.stdout?.once('data', resolve));
+      const pid = spawned.child.pid as number;
+      expect(processStartTime(pid)).toMatch(/^\d+$/);
+      if (freeze) process.kill(pid, 'SIGSTOP');
+      await stopProcess(pid, 200, spawned.exited);
+      expect(isAlive(pid)).toBe(false);
+      expect(await spawned.exited).toMatchObject({ signal: 'SIGKILL' });
+    }
+  }, 10_000);
+});

@@ -39,8 +39,8 @@ describe('DataDirLock', () => {
     const child = spawn(process.execPath, ['--input-type=module', '-e', `const { DataDirLock } = await import(${JSON.stringify(lockModule)}); await DataDirLock.acquire(${JSON.stringify(dir)}); console.log('locked'); setInterval(() => {}, 1000);`], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
       await new Promise<void>((resolve, reject) => {
-        child.stdout.once('data', () => resolve());
-        child.once('exit', (code) => reject(new Error(`the lock holder exited (${String(code)})`)));
+        child.stdout.once('data', () => { resolve(); });
+        child.once('exit', (code) => { reject(new Error(`the lock holder exited (${String(code)})`)); });
       });
       expect(DataDirLock.probe(dir)).toMatchObject({ held: true, pid: child.pid });
       await expect(DataDirLock.acquire(dir)).rejects.toMatchObject({ code: 'HANDOFF_LOCK_HELD' });

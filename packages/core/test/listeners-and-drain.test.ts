@@ -34,7 +34,7 @@ process.send({ ready: listener.copiesLeft });
 `;
 
 function next(child: ReturnType<typeof spawn>): Promise<Record<string, unknown>> {
-  return new Promise((resolve) => child.once('message', (m) => resolve(m as Record<string, unknown>)));
+  return new Promise((resolve) => child.once('message', (m) => { resolve(m as Record<string, unknown>); }));
 }
 
 const cases: [string, (dir: string) => { address: string; port?: number; path?: string; family: number }][] = [
@@ -89,8 +89,8 @@ describe('inherited listeners', () => {
           const socket = createConnection(s.path ? { path: s.path } : { host: s.address, port: out.port ?? 0 }, () => {
             socket.end('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
           });
-          socket.on('data', () => resolve(true));
-          socket.on('error', () => resolve(false));
+          socket.on('data', () => { resolve(true); });
+          socket.on('error', () => { resolve(false); });
         });
         child.send('relisten');
         expect(await next(child)).toEqual({ relistened: true, copiesLeft: 0 });

@@ -36,6 +36,6 @@ describe('JournalFile', () => {
 
   it('fails with a clear error when the directory is not writable', () => {
     dir = mkdtempSync(join(tmpdir(), 'handoff-journal-'));
-    expect(() => new JournalFile(join(dir, 'missing', 'journal.json')).write(record)).toThrow(expect.objectContaining({ code: 'HANDOFF_JOURNAL', message: expect.stringMatching(/cannot write the journal.*permissions/) }));
+    expect(() => { new JournalFile(join(dir, 'missing', 'journal.json')).write(record); }).toThrow(expect.objectContaining({ code: 'HANDOFF_JOURNAL', message: expect.stringMatching(/cannot write the journal.*permissions/) }));
   });
 });

@@ -34,7 +34,8 @@ describe('held listeners', () => {
     ]);
     try {
       expect(held.listeners.map((l) => l.name)).toEqual(['v4', 'v6', 'unix']);
-      const [v4, v6, unix] = held.listeners as [{ address: string; fd: number }, { address: string }, { address: string }];
+      const [v4, v6, unix] = held.listeners;
+      if (!v4 || !v6 || !unix) throw new Error('expected three listeners');
       expect(v4.address).toMatch(/^tcp:127\.0\.0\.1:\d+$/);
       expect(v6.address).toMatch(/^tcp:\[::1\]:\d+$/);
       expect(unix.address).toBe(`unix:${join(dir, 'http.sock')}`);

@@ -191,7 +191,7 @@ export class Supervisor {
       throw new SupervisorError(SupervisorErrorCode.InProgress, `handoff ${this.#run.handoffId} is in progress (phase ${this.#run.phase}); wait for its outcome before starting another`);
     }
     const incumbent = this.#incumbent;
-    if (!incumbent?.session || this.#lifecycle !== 'serving') {
+    if (!incumbent?.session || incumbent.session.channel.closed || this.#lifecycle !== 'serving') {
       throw new SupervisorError(SupervisorErrorCode.NoIncumbent, `no incumbent is serving (supervisor ${this.#lifecycle}); wait for the daemon to start`);
     }
     const command: DaemonCommand = { ...this.#options.daemon, ...request.daemon };
@@ -421,7 +421,8 @@ export class Supervisor {
       }
       return (this.#incumbent as IncumbentRef | null)?.pid ?? null;
     }
-    // Rolled back: the incumbent serves on; reopen its session if it ended.
+    // Rolled back: the incumbent serves on; reopen its session if it ended (the session
+    // it kept is still watched).
     if (!old) return null;
     if (!old.session || old.session.channel.closed) {
       old.session = await this.#awaitSession(old.pid, () => !isAlive(old.pid));
@@ -429,9 +430,8 @@ export class Supervisor {
         this.#incumbentGone(old);
         return null;
       }
+      this.#watchSession(old);
     }
-    this.#watchSession(old);
-    if (!isAlive(old.pid)) this.#incumbentGone(old);
     return old.pid;
   }
 }

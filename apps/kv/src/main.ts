@@ -30,7 +30,10 @@ process.once('SIGINT', () => { stop.abort(); });
 function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void {
   const key = decodeURIComponent((req.url ?? '/').replace(/^\/kv\//, ''));
   if (req.url?.startsWith('/slow?ms=')) {
-    // A long request, to test drains slower than the liveness timeout.
+    // A long request, to test drains slower than the liveness timeout. The headers go out at
+    // once, so a client knows the request is in the daemon's hands.
+    res.writeHead(200);
+    res.flushHeaders();
     setTimeout(() => res.end('slow done'), Math.min(Number(req.url.slice('/slow?ms='.length)) || 0, 60_000));
   } else if (req.url === '/health') {
     res.end(JSON.stringify({ pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', revision: store.revision, keys: store.size }));

@@ -21,7 +21,7 @@ export interface HttpDrainOptions {
 
 /** What a drain achieved. */
 export interface HttpDrainReport {
-  /** Connections still open at the deadline (they were destroyed), or when aborted. */
+  /** Connections still open at the deadline (destroyed before `drain` returned), or when aborted. */
   readonly openConnsRemaining: number;
   readonly acceptClosed: boolean;
 }
@@ -68,10 +68,13 @@ export class HttpDrainer {
       if (options.signal?.aborted) return { openConnsRemaining: this.#sockets.size, acceptClosed: true };
       const now = Date.now();
       if (now >= options.deadline) {
-        const remaining = this.#sockets.size;
+        // Past the deadline nothing may be served: destroy what remains, and return once it is gone.
+        const remaining = [...this.#sockets];
+        const closed = remaining.map((socket) => new Promise((resolve) => socket.once('close', resolve)));
         this.server.closeAllConnections();
-        for (const socket of this.#sockets) socket.destroy();
-        return { openConnsRemaining: remaining, acceptClosed: true };
+        for (const socket of remaining) socket.destroy();
+        await Promise.race([Promise.all(closed), new Promise((resolve) => setTimeout(resolve, 1_000))]);
+        return { openConnsRemaining: remaining.length, acceptClosed: true };
       }
       if (now >= graceEnds) this.server.closeIdleConnections();
       await new Promise((resolve) => setTimeout(resolve, 10));

@@ -114,3 +114,26 @@ describe('inherited listeners', () => {
     });
   }
 });
+
+describe('backlog', () => {
+  it('is honoured on an inherited fd (listen({ fd }, backlog), not listen({ fd, backlog }))', async () => {
+    const handle = net._createServerHandle('127.0.0.1', 0, 4, undefined, 0);
+    const out: { port?: number } = {};
+    handle.getsockname(out);
+    const child = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', `const { detectRole } = await import(process.env.CORE); const http = await import('node:http'); await detectRole().listeners.require('http').listen(http.createServer(), 77); process.send('listening'); setInterval(() => {}, 1000);`],
+      { stdio: ['ignore', 'inherit', 'inherit', handle.fd, 'ipc'], env: { ...process.env, LISTEN_FDS: '1', LISTEN_FDNAMES: 'http', CORE: new URL('../dist/index.js', import.meta.url).href } },
+    );
+    try {
+      await next(child);
+      const { execFileSync } = await import('node:child_process');
+      // ss shows a listening socket's backlog as its Send-Q.
+      const line = execFileSync('ss', ['-ltnH', `sport = :${String(out.port)}`], { encoding: 'utf8' }).trim();
+      expect(line.split(/\s+/).slice(0, 3)).toEqual(['LISTEN', '0', '77']);
+    } finally {
+      child.kill('SIGKILL');
+      handle.close();
+    }
+  });
+});

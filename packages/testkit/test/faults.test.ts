@@ -18,9 +18,15 @@ function kv(cluster: Cluster, env: Record<string, string> = {}, buildId = 'v2') 
   return { daemon: { env: { KV_DATA_DIR: cluster.dataDir, KV_BUILD_ID: buildId, ...env } } };
 }
 
-function slowGet(port: number, ms: number): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
+/** A slow request: `started` resolves once the daemon has it (headers received), `done` with its answer. */
+function slowGet(port: number, ms: number): { started: Promise<void>; done: Promise<{ status: number; body: string }> } {
+  let started: () => void = () => undefined;
+  const startedP = new Promise<void>((resolve) => {
+    started = resolve;
+  });
+  const done = new Promise<{ status: number; body: string }>((resolve, reject) => {
     request({ host: '127.0.0.1', port, path: `/slow?ms=${ms}`, agent: false }, (res) => {
+      started();
       let body = '';
       res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
         resolve({ status: res.statusCode ?? 0, body });
@@ -29,6 +35,7 @@ function slowGet(port: number, ms: number): Promise<{ status: number; body: stri
       .on('error', reject)
       .end();
   });
+  return { started: startedP, done };
 }
 
 describe('faults of the new program roll back; the incumbent serves on', () => {
@@ -91,12 +98,12 @@ describe('slow hooks and concurrency', () => {
     const load = new LoadDriver({ port: cluster.port, readers: 4, writers: 1 }).start();
     await load.waitForProgress(20);
     const slow = slowGet(cluster.port, 2_500);
-    await new Promise((resolve) => setTimeout(resolve, 100)); // the slow request reaches the incumbent before the drain
+    await slow.started; // the incumbent has the request before the drain starts
     const result = await cluster.handoff(kv(cluster, {}, 'v3'));
     expect(result).toMatchObject({ committed: true, outcome: 'committed' });
     expect(result.timings.phases.preparing).toBeGreaterThan(1_000);
     expect(result.timings.phases.sealing).toBeGreaterThan(1_000);
-    expect(await slow).toEqual({ status: 200, body: 'slow done' });
+    expect(await slow.done).toEqual({ status: 200, body: 'slow done' });
     expect(await checkPromises(cluster, load)).toEqual([]);
   });
 

@@ -1,0 +1,62 @@
+import { Agent, createServer, request } from 'node:http';
+import type { Server } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { HttpDrainer } from './http-drain.js';
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      resolve((server.address() as { port: number }).port);
+    });
+  });
+}
+
+describe('HttpDrainer', () => {
+  it('reports and destroys the connections still open at the hard deadline', async () => {
+    const server = createServer({ keepAlive: true }, () => {
+      // never answers: a request that outlives the drain
+    });
+    const drainer = new HttpDrainer(server);
+    const port = await listen(server);
+    const failed = new Promise<string>((resolve) => {
+      request({ host: '127.0.0.1', port, path: '/' })
+        .on('error', (e: NodeJS.ErrnoException) => {
+          resolve(e.code ?? e.message);
+        })
+        .end();
+    });
+    while (drainer.openConnections === 0) await new Promise((r) => setTimeout(r, 5));
+    const report = await drainer.drain({ deadline: Date.now() + 300, graceMs: 50 });
+    expect(report).toEqual({ openConnsRemaining: 1, acceptClosed: true });
+    expect(drainer.openConnections).toBe(0);
+    expect(await failed).toBe('ECONNRESET');
+    expect(server.listening).toBe(false);
+  });
+
+  it('answers the next request of a keep-alive client with Connection: close during the drain, and ends with none open', async () => {
+    const server = createServer({ keepAlive: true }, (_req, res) => res.end('ok'));
+    const drainer = new HttpDrainer(server);
+    const port = await listen(server);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (): Promise<{ connection: string | undefined; body: string }> =>
+      new Promise((resolve, reject) => {
+        request({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
+            resolve({ connection: res.headers.connection, body });
+          });
+        })
+          .on('error', reject)
+          .end();
+      });
+    try {
+      expect(await get()).toEqual({ connection: 'keep-alive', body: 'ok' });
+      const drained = drainer.drain({ deadline: Date.now() + 5_000, graceMs: 1_000 });
+      // The same connection, reused after the server stopped accepting: answered, then closed.
+      expect(await get()).toEqual({ connection: 'close', body: 'ok' });
+      expect(await drained).toEqual({ openConnsRemaining: 0, acceptClosed: true });
+    } finally {
+      agent.destroy();
+    }
+  });
+});

@@ -13,7 +13,7 @@ import type { BoundControlSocket } from './control-socket.js';
 import { crashPoint } from './crash-points.js';
 import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
 import { DataDirLock } from './lock.js';
-import { MachineTimers } from './timers.js';
+import { MachineDriver } from './machine-driver.js';
 
 /** What drain reports. */
 export interface DrainReport {
@@ -70,12 +70,9 @@ export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDi
 export class Incumbent {
   readonly #options: IncumbentOptions;
   #lock: DataDirLock;
-  #state: IncumbentState;
+  readonly #machine: MachineDriver<IncumbentState, IncumbentEvent, IncumbentEffect, IncumbentTimer>;
   #control: BoundControlSocket | undefined;
   #channel: Channel<'toSupervisor'> | undefined;
-  readonly #timers: MachineTimers<IncumbentTimer>;
-  readonly #queue: IncumbentEvent[] = [];
-  #draining = false;
   #hook: { controller: AbortController; done: Promise<void> } | undefined;
   #resolveExit!: (exit: IncumbentExit) => void;
   /** Resolves when this incumbent is done (committed, or could not resume). */
@@ -84,16 +81,24 @@ export class Incumbent {
   private constructor(options: IncumbentOptions) {
     this.#options = options;
     this.#lock = options.lock;
-    this.#state = initialIncumbentState({
-      pid: process.pid,
-      buildId: options.buildId,
-      versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
-      capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
-      heartbeatMs: options.heartbeatMs ?? 500,
-      livenessMs: options.livenessMs ?? 3_000,
-    });
-    this.#timers = new MachineTimers((timer, now) => {
-      this.#feed({ type: 'timeout', timer, now });
+    this.#machine = new MachineDriver({
+      initial: initialIncumbentState({
+        pid: process.pid,
+        buildId: options.buildId,
+        versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
+        capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
+        heartbeatMs: options.heartbeatMs ?? 500,
+        livenessMs: options.livenessMs ?? 3_000,
+      }),
+      transition: incumbentTransition,
+      onEffect: (effect) => {
+        this.#run(effect);
+      },
+      onStep: ({ before, after, event }) => {
+        if (after.phase !== before.phase && phaseChannel.hasSubscribers) {
+          phaseChannel.publish({ pid: process.pid, from: before.phase, to: after.phase, event: event.type, reason: after.reason });
+        }
+      },
     });
     this.exited = new Promise((resolve) => {
       this.#resolveExit = resolve;
@@ -115,7 +120,7 @@ export class Incumbent {
 
   /** The machine's phase. */
   get phase(): IncumbentPhase {
-    return this.#state.phase;
+    return this.#machine.state.phase;
   }
 
   /** The lock held now (a new one after resuming from a released lock). */
@@ -128,10 +133,10 @@ export class Incumbent {
    * except after a commit, when the successor owns the path.
    */
   async close(): Promise<void> {
-    this.#timers.cancelAll();
+    this.#machine.stopTimers();
     this.#channel?.close('incumbent closing');
     this.#channel = undefined;
-    await this.#control?.close({ unlink: this.#state.phase !== 'committed' });
+    await this.#control?.close({ unlink: this.#machine.state.phase !== 'committed' });
     this.#control = undefined;
   }
 
@@ -155,25 +160,10 @@ export class Incumbent {
   }
 
   #feed(event: IncumbentEvent): void {
-    this.#queue.push(event);
-    if (this.#draining) return;
-    this.#draining = true;
-    try {
-      for (let next = this.#queue.shift(); next; next = this.#queue.shift()) {
-        const before = this.#state.phase;
-        const r = incumbentTransition(this.#state, next);
-        this.#state = r.state;
-        if (r.state.phase !== before && phaseChannel.hasSubscribers) {
-          phaseChannel.publish({ pid: process.pid, from: before, to: r.state.phase, event: next.type, reason: r.state.reason });
-        }
-        for (const effect of r.effects) this.#run(effect);
-      }
-    } finally {
-      this.#draining = false;
-    }
+    this.#machine.feed(event);
   }
 
-  #run(effect: IncumbentEffect): void {
+  #run(effect: Exclude<IncumbentEffect, { type: 'setTimer' | 'cancelTimer' }>): void {
     switch (effect.type) {
       case 'send':
         this.#channel?.send(effect.message);
@@ -215,14 +205,8 @@ export class Incumbent {
         void this.#resume(effect.reacquireLock);
         return;
       case 'exit':
-        this.#timers.cancelAll();
+        this.#machine.stopTimers();
         this.#resolveExit({ code: effect.code, reason: effect.reason });
-        return;
-      case 'setTimer':
-        this.#timers.set(effect.timer, effect.ms);
-        return;
-      case 'cancelTimer':
-        this.#timers.cancel(effect.timer);
         return;
       default:
         assertNever(effect, 'effect');

@@ -20,5 +20,6 @@ export { HttpDrainer } from './http-drain.js';
 export type { HttpDrainOptions, HttpDrainReport } from './http-drain.js';
 export { runDaemon } from './daemon.js';
 export type { DaemonOptions, ListenAddress, OpenContext } from './daemon.js';
-export { MachineTimers } from './timers.js';
+export { MachineDriver } from './machine-driver.js';
+export type { DriverStep, TimeoutEvent } from './machine-driver.js';
 export { crashPoint, CrashEnv } from './crash-points.js';

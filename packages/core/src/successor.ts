@@ -16,7 +16,7 @@ import { crashPoint } from './crash-points.js';
 import { CoreErrorCode, HandoffError } from './errors.js';
 import { DAEMON_CAPABILITIES, Incumbent } from './incumbent.js';
 import type { IncumbentExit, IncumbentOptions } from './incumbent.js';
-import { MachineTimers } from './timers.js';
+import { MachineDriver } from './machine-driver.js';
 
 /** Options of {@link Successor.connect}. */
 export interface SuccessorOptions {
@@ -38,11 +38,8 @@ type Waiter = { readonly until: (phase: SuccessorPhase) => boolean; readonly res
 
 /** The machine and its I/O; shared by the typestate objects. */
 class SuccessorSession {
-  #state: SuccessorState;
+  readonly #machine: MachineDriver<SuccessorState, SuccessorEvent, SuccessorEffect, SuccessorTimer>;
   readonly #channel: Channel<'toSupervisor'>;
-  readonly #timers: MachineTimers<SuccessorTimer>;
-  readonly #queue: SuccessorEvent[] = [];
-  #running = false;
   #waiters: Waiter[] = [];
   #takeover: { handoffId: string; seal: SealReport | null } | undefined;
   #promoted: boolean | undefined;
@@ -50,40 +47,43 @@ class SuccessorSession {
   readonly exited: Promise<IncumbentExit>;
 
   constructor(options: SuccessorOptions, buildId: string) {
-    this.#state = initialSuccessorState({
-      pid: process.pid,
-      buildId,
-      versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
-      capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
-      heartbeatMs: options.heartbeatMs ?? 500,
-      livenessMs: options.livenessMs ?? 3_000,
+    this.#machine = new MachineDriver({
+      initial: initialSuccessorState({
+        pid: process.pid,
+        buildId,
+        versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
+        capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
+        heartbeatMs: options.heartbeatMs ?? 500,
+        livenessMs: options.livenessMs ?? 3_000,
+      }),
+      transition: successorTransition,
+      onEffect: (effect) => {
+        this.#run(effect);
+      },
+      // After every transition, timeouts included. (Promises settle after the effects ran.)
+      onStep: () => {
+        this.#settleWaiters();
+      },
     });
     this.exited = new Promise((resolve) => {
       this.#resolveExit = resolve;
     });
-    this.#timers = new MachineTimers((timer, now) => {
-      this.#feed({ type: 'timeout', timer, now });
-    });
     this.#channel = new Channel(new Socket({ fd: options.channelFd, readable: true, writable: true }), 'toSupervisor');
     this.#channel.on('message', (message) => {
       crashPoint(`successor:received-${message.type}`);
-      this.#feed({ type: 'message', message });
+      this.feed({ type: 'message', message });
     });
     this.#channel.on('close', (reason) => {
-      this.#feed({ type: 'sessionClosed', reason });
+      this.feed({ type: 'sessionClosed', reason });
     });
   }
 
   get phase(): SuccessorPhase {
-    return this.#state.phase;
-  }
-
-  get state(): SuccessorState {
-    return this.#state;
+    return this.#machine.state.phase;
   }
 
   get takeover(): { handoffId: string; seal: SealReport | null } {
-    if (!this.#takeover) throw new HandoffError(CoreErrorCode.WrongState, `no Begin received (phase ${this.#state.phase})`);
+    if (!this.#takeover) throw new HandoffError(CoreErrorCode.WrongState, `no Begin received (phase ${this.phase})`);
     return this.#takeover;
   }
 
@@ -92,41 +92,25 @@ class SuccessorSession {
   }
 
   feed(event: SuccessorEvent): void {
-    this.#feed(event);
+    this.#machine.feed(event);
   }
 
   /** Resolves when the phase satisfies `until`; rejects when the successor exits first. */
   waitFor(until: (phase: SuccessorPhase) => boolean): Promise<void> {
-    if (until(this.#state.phase)) return Promise.resolve();
-    if (this.#state.phase === 'exited') return Promise.reject(this.#exitError());
+    if (until(this.phase)) return Promise.resolve();
+    if (this.phase === 'exited') return Promise.reject(this.#exitError());
     return new Promise((resolve, reject) => {
       this.#waiters.push({ until, resolve, reject });
     });
   }
 
   #exitError(): HandoffError {
-    const reason = this.#state.reason ?? 'the successor exited';
+    const reason = this.#machine.state.reason ?? 'the successor exited';
     return new HandoffError(reason.startsWith('aborted') ? CoreErrorCode.Aborted : CoreErrorCode.ChannelClosed, reason);
   }
 
-  #feed(event: SuccessorEvent): void {
-    this.#queue.push(event);
-    if (this.#running) return;
-    this.#running = true;
-    try {
-      for (let next = this.#queue.shift(); next; next = this.#queue.shift()) {
-        const r = successorTransition(this.#state, next);
-        this.#state = r.state;
-        for (const effect of r.effects) this.#run(effect);
-        this.#settleWaiters();
-      }
-    } finally {
-      this.#running = false;
-    }
-  }
-
   #settleWaiters(): void {
-    const phase = this.#state.phase;
+    const phase = this.phase;
     const waiting = this.#waiters;
     this.#waiters = [];
     for (const w of waiting) {
@@ -136,7 +120,7 @@ class SuccessorSession {
     }
   }
 
-  #run(effect: SuccessorEffect): void {
+  #run(effect: Exclude<SuccessorEffect, { type: 'setTimer' | 'cancelTimer' }>): void {
     switch (effect.type) {
       case 'send':
         this.#channel.send(effect.message);
@@ -150,18 +134,12 @@ class SuccessorSession {
         return;
       case 'becomeIncumbent':
         this.#promoted = effect.promoted;
-        this.#timers.cancelAll();
+        this.#machine.stopTimers();
         this.#channel.close('committed');
         return;
       case 'exit':
-        this.#timers.cancelAll();
+        this.#machine.stopTimers();
         this.#resolveExit({ code: effect.code, reason: effect.reason });
-        return;
-      case 'setTimer':
-        this.#timers.set(effect.timer, effect.ms);
-        return;
-      case 'cancelTimer':
-        this.#timers.cancel(effect.timer);
         return;
       default:
         assertNever(effect, 'effect');

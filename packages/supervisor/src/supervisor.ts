@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel';
-import { Channel, DataDirLock, MachineTimers, crashPoint } from '@handoff/core';
+import { Channel, DataDirLock, MachineDriver, crashPoint } from '@handoff/core';
 import { DEFAULT_TIMEOUTS, assertNever, capabilities as capabilityBits, initialSupervisorState, supervisorTransition } from '@handoff/protocol';
 import type { AbortCode, HandoffOutcome, JournalPhase, JournalRecord, OutcomeKind, SealReport, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState, SupervisorTimer, Timeouts } from '@handoff/protocol';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
@@ -450,10 +450,7 @@ class HandoffRun {
   readonly #ctx: RunContext;
   readonly #incumbent: IncumbentRef;
   readonly #command: DaemonCommand;
-  #state: SupervisorState = initialSupervisorState();
-  readonly #timers: MachineTimers<SupervisorTimer>;
-  readonly #queue: SupervisorEvent[] = [];
-  #running = false;
+  readonly #machine: MachineDriver<SupervisorState, SupervisorEvent, SupervisorEffect, SupervisorTimer>;
   successor: SpawnedDaemon | null = null;
   #successorChannel: Channel<'toDaemon'> | null = null;
   readonly #started = Date.now();
@@ -469,13 +466,25 @@ class HandoffRun {
     this.#incumbent = incumbent;
     this.#command = command;
     this.#track = track;
-    this.#timers = new MachineTimers((timer, now) => {
-      this.#feed({ type: 'timeout', timer, now });
+    this.#machine = new MachineDriver({
+      initial: initialSupervisorState(),
+      transition: supervisorTransition,
+      onEffect: (effect) => {
+        this.#run(effect);
+      },
+      onStep: ({ before, after, violation }) => {
+        if (violation) publish('violation', { handoffId: this.handoffId, error: violation.message });
+        if (after.phase === before.phase) return;
+        const now = Date.now();
+        this.#phases[before.phase] = (this.#phases[before.phase] ?? 0) + (now - this.#phaseStarted);
+        this.#phaseStarted = now;
+        if (phaseChannel.hasSubscribers) phaseChannel.publish({ handoffId: this.handoffId, from: before.phase, to: after.phase, at: now });
+      },
     });
   }
 
   get phase(): SupervisorPhase {
-    return this.#state.phase;
+    return this.#machine.state.phase;
   }
 
   async execute(): Promise<HandoffResult> {
@@ -486,7 +495,7 @@ class HandoffRun {
     this.#feed({ type: 'start', spec: { handoffId: this.handoffId, timeouts: this.#ctx.timeouts, capabilities: SUPERVISOR_CAPABILITIES } });
     const outcome = await finished;
     for (const detach of this.#detach) detach();
-    this.#timers.cancelAll();
+    this.#machine.stopTimers();
     return {
       handoffId: this.handoffId,
       committed: outcome.committed,
@@ -530,26 +539,7 @@ class HandoffRun {
   }
 
   #feed(event: SupervisorEvent): void {
-    this.#queue.push(event);
-    if (this.#running) return;
-    this.#running = true;
-    try {
-      for (let next = this.#queue.shift(); next; next = this.#queue.shift()) {
-        const before = this.#state.phase;
-        const r = supervisorTransition(this.#state, next);
-        this.#state = r.state;
-        if (r.violation) publish('violation', { handoffId: this.handoffId, error: r.violation.message });
-        if (r.state.phase !== before) {
-          const now = Date.now();
-          this.#phases[before] = (this.#phases[before] ?? 0) + (now - this.#phaseStarted);
-          this.#phaseStarted = now;
-          if (phaseChannel.hasSubscribers) phaseChannel.publish({ handoffId: this.handoffId, from: before, to: r.state.phase, at: now });
-        }
-        for (const effect of r.effects) this.#run(effect);
-      }
-    } finally {
-      this.#running = false;
-    }
+    this.#machine.feed(event);
   }
 
   #successorRecord(): { pid: number; startTime: string | null } | null {
@@ -557,7 +547,7 @@ class HandoffRun {
     return pid === undefined ? null : { pid, startTime: processStartTime(pid) };
   }
 
-  #run(effect: SupervisorEffect): void {
+  #run(effect: Exclude<SupervisorEffect, { type: 'setTimer' | 'cancelTimer' }>): void {
     switch (effect.type) {
       case 'journal':
         this.#ctx.writeJournal(effect.phase, effect.phase === 'idle' ? null : this.handoffId, effect.phase === 'idle' ? null : this.#successorRecord(), effect.seal);
@@ -586,12 +576,6 @@ class HandoffRun {
         return;
       case 'finished':
         this.#resolve(effect.outcome);
-        return;
-      case 'setTimer':
-        this.#timers.set(effect.timer, effect.ms);
-        return;
-      case 'cancelTimer':
-        this.#timers.cancel(effect.timer);
         return;
       default:
         assertNever(effect, 'effect');

@@ -6,7 +6,7 @@
  *
  *   KV_DATA_DIR   data directory (required)     KV_PORT  port without a supervisor (8080)
  *   KV_BUILD_ID   build id reported in Hello    KV_SEAL_DELAY_MS, KV_SEAL_FAIL, KV_STALE,
- *                                               KV_FAIL_START: fault injection for tests
+ *                                               KV_FAIL_START, KV_DIE_AFTER_MS: fault injection
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { runDaemon } from '@handoff/core';
@@ -21,6 +21,13 @@ if (!dataDir) {
 if (env.KV_FAIL_START === '1') {
   console.error('handoff-kv: KV_FAIL_START=1, exiting');
   process.exit(3);
+}
+if (env.KV_DIE_AFTER_MS) {
+  // A daemon that crashes a while after starting: for crash-loop tests.
+  setTimeout(() => {
+    console.error('handoff-kv: KV_DIE_AFTER_MS elapsed, crashing');
+    process.exit(4);
+  }, Number(env.KV_DIE_AFTER_MS)).unref();
 }
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const stop = new AbortController();

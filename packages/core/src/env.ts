@@ -8,6 +8,7 @@
  * - `HANDOFF_ROLE=successor` and `HANDOFF_SOCK_FD=<fd>`: the successor's channel.
  * - `HANDOFF_CONTROL_SOCKET=<path>`: where the incumbent serves supervisor sessions.
  * - `HANDOFF_HEARTBEAT_MS`, `HANDOFF_LIVENESS_MS`: the supervisor's timing, so both sides agree.
+ * - `HANDOFF_LISTEN_BACKLOGS=511:128`: the accept backlog of each listener, in fd order.
  *
  * {@link detectRole} consumes these variables, so a second call in the same process, or a
  * child process, sees a cold start with nothing inherited.
@@ -27,6 +28,7 @@ export const SpawnEnv = {
   ControlSocket: 'HANDOFF_CONTROL_SOCKET',
   HeartbeatMs: 'HANDOFF_HEARTBEAT_MS',
   LivenessMs: 'HANDOFF_LIVENESS_MS',
+  Backlogs: 'HANDOFF_LISTEN_BACKLOGS',
 } as const;
 
 /** The supervisor's timing, when it passed it. */
@@ -99,12 +101,14 @@ export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
     channelFd = Number(raw);
     checkSocketFd(channelFd, 'HANDOFF_SOCK_FD');
   }
+  const backlogs = (env[SpawnEnv.Backlogs] ?? '').split(':');
   const entries = Array.from({ length: count }, (_, i) => {
     const fd = LISTEN_FDS_START + i;
+    const backlog = /^\d+$/.test(backlogs[i] ?? '') ? Number(backlogs[i]) : undefined;
     checkSocketFd(fd, `listener ${i}`);
     const reserves = Array.from({ length: copies }, (_, c) => LISTEN_FDS_START + count * (c + 1) + i);
     for (const r of reserves) checkSocketFd(r, `reserve copy of listener ${i}`);
-    return { name: names[i] ?? `fd${fd}`, fd, reserves };
+    return { name: names[i] ?? `fd${fd}`, fd, reserves, ...(backlog ? { backlog } : {}) };
   });
   const ms = (name: string): number | null => {
     const n = parseCount(env, name, 86_400_000);

@@ -12,10 +12,13 @@ export const DEFAULT_BACKLOG = 511;
 /** One inherited listening socket and its unused copies. */
 export class InheritedListener {
   readonly name: string;
+  /** The backlog the supervisor asked for, used when `listen` is given none. */
+  readonly backlog: number;
   readonly #fds: number[];
 
-  constructor(name: string, fd: number, reserves: readonly number[]) {
+  constructor(name: string, fd: number, reserves: readonly number[], backlog = DEFAULT_BACKLOG) {
     this.name = name;
+    this.backlog = backlog;
     this.#fds = [fd, ...reserves];
   }
 
@@ -28,7 +31,7 @@ export class InheritedListener {
    * Makes `server` accept on the next unused copy of this socket, with `backlog` honoured.
    * @throws HandoffError HANDOFF_NO_RESERVE when every copy was used in this process.
    */
-  async listen(server: Server, backlog = DEFAULT_BACKLOG): Promise<void> {
+  async listen(server: Server, backlog = this.backlog): Promise<void> {
     const fd = this.#fds.shift();
     if (fd === undefined) {
       throw new HandoffError(
@@ -54,8 +57,8 @@ export class InheritedListener {
 export class InheritedListeners {
   readonly #byName = new Map<string, InheritedListener>();
 
-  constructor(entries: readonly { readonly name: string; readonly fd: number; readonly reserves: readonly number[] }[] = []) {
-    for (const e of entries) this.#byName.set(e.name, new InheritedListener(e.name, e.fd, e.reserves));
+  constructor(entries: readonly { readonly name: string; readonly fd: number; readonly reserves: readonly number[]; readonly backlog?: number }[] = []) {
+    for (const e of entries) this.#byName.set(e.name, new InheritedListener(e.name, e.fd, e.reserves, e.backlog));
   }
 
   /** The inherited names, in fd order. */

@@ -3,7 +3,7 @@
  */
 export * from './errors.js';
 export { Supervisor } from './supervisor.js';
-export type { HandoffRequest, HandoffResult, SupervisorLifecycle, SupervisorOptions, SupervisorStatus } from './supervisor.js';
+export type { HandoffRequest, HandoffResult, RestartPolicy, SupervisorLifecycle, SupervisorOptions, SupervisorStatus } from './supervisor.js';
 export { bindListeners, listenersFromEnv, selfTestHeldListeners } from './listeners.js';
 export type { HeldListener, ListenerSpec } from './listeners.js';
 export { isAlive, processStartTime, spawnDaemon, stopProcess, waitForDeath } from './processes.js';

@@ -12,8 +12,8 @@ import { SupervisorError, SupervisorErrorCode } from './errors.js';
 
 /** A listener to bind: TCP (IPv4 or IPv6) or a Unix socket path. */
 export type ListenerSpec =
-  | { readonly name: string; readonly host: string; readonly port: number }
-  | { readonly name: string; readonly path: string; readonly mode?: number };
+  | { readonly name: string; readonly host: string; readonly port: number; readonly backlog?: number }
+  | { readonly name: string; readonly path: string; readonly mode?: number; readonly backlog?: number };
 
 /** A socket the supervisor holds. */
 export interface HeldListener {
@@ -21,6 +21,8 @@ export interface HeldListener {
   readonly fd: number;
   /** `tcp:host:port`, `tcp:[::1]:port` or `unix:/path`. */
   readonly address: string;
+  /** The accept backlog daemons listen with (default 511). */
+  readonly backlog?: number;
 }
 
 interface RawHandle {
@@ -67,7 +69,7 @@ export function bindListeners(specs: readonly ListenerSpec[]): { readonly listen
         if (typeof handle === 'number') throw bindError(spec.name, `unix:${spec.path}`, handle);
         handles.push(handle);
         chmodSync(spec.path, spec.mode ?? 0o666);
-        listeners.push({ name: spec.name, fd: handle.fd, address: `unix:${spec.path}` });
+        listeners.push({ name: spec.name, fd: handle.fd, address: `unix:${spec.path}`, ...(spec.backlog ? { backlog: spec.backlog } : {}) });
       } else {
         const family = net.isIP(spec.host);
         if (family === 0) throw new SupervisorError(SupervisorErrorCode.Listener, `listener "${spec.name}": host ${JSON.stringify(spec.host)} is not an IP address`);
@@ -79,7 +81,7 @@ export function bindListeners(specs: readonly ListenerSpec[]): { readonly listen
         handle.getsockname?.(out);
         const port = typeof out.port === 'number' ? out.port : 0;
         if (port === 0 || (spec.port !== 0 && port !== spec.port)) throw bindError(spec.name, `${spec.host}:${spec.port}`, -98);
-        listeners.push({ name: spec.name, fd: handle.fd, address: family === 6 ? `tcp:[${spec.host}]:${port}` : `tcp:${spec.host}:${port}` });
+        listeners.push({ name: spec.name, fd: handle.fd, address: family === 6 ? `tcp:[${spec.host}]:${port}` : `tcp:${spec.host}:${port}`, ...(spec.backlog ? { backlog: spec.backlog } : {}) });
       }
     }
   } catch (error) {

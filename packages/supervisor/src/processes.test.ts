@@ -28,6 +28,7 @@ describe('spawnDaemon', () => {
         HANDOFF_CONTROL_SOCKET: '/run/c.sock',
         HANDOFF_HEARTBEAT_MS: '100',
         HANDOFF_LIVENESS_MS: '1000',
+        HANDOFF_LISTEN_BACKLOGS: '511',
         HANDOFF_ROLE: 'successor',
         HANDOFF_SOCK_FD: '6',
         X_EXTRA: '1',

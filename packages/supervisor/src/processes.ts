@@ -35,6 +35,7 @@ const CONTRACT_VARS = [
   'HANDOFF_CONTROL_SOCKET',
   'HANDOFF_HEARTBEAT_MS',
   'HANDOFF_LIVENESS_MS',
+  'HANDOFF_LISTEN_BACKLOGS',
   'HANDOFF_LISTEN_ADDRESSES',
   'NODE_CHANNEL_FD',
   'NODE_CHANNEL_SERIALIZATION_MODE',
@@ -69,6 +70,7 @@ export function spawnDaemon(
     HANDOFF_CONTROL_SOCKET: options.controlSocket,
     HANDOFF_HEARTBEAT_MS: String(options.timing.heartbeatMs),
     HANDOFF_LIVENESS_MS: String(options.timing.livenessMs),
+    HANDOFF_LISTEN_BACKLOGS: options.listeners.map((l) => String(l.backlog ?? 511)).join(':'),
   });
   let channelIndex = -1;
   if (options.role === 'successor') {

@@ -32,10 +32,23 @@ export interface SupervisorOptions {
   readonly timeouts?: Partial<Timeouts>;
   /** Reserve copies of each listener given to a daemon. Default 2. */
   readonly reserveCopies?: number;
-  /** Restart delays after an unexpected daemon death. */
-  readonly restart?: { readonly initialDelayMs?: number; readonly maxDelayMs?: number };
+  /** What to do when the daemon dies outside a handoff. */
+  readonly restart?: RestartPolicy;
   /** How long a started daemon has to answer on its control socket. Default 15 s. */
   readonly startTimeoutMs?: number;
+}
+
+/**
+ * Restarts after an unexpected daemon death: delays double with each failure in the window
+ * (from `initialDelayMs` up to `maxDelayMs`); more than `maxFailures` in `windowMs` is a crash
+ * loop, and the supervisor gives up (lifecycle `failed`). `policy: 'never'` gives up at once.
+ */
+export interface RestartPolicy {
+  readonly policy?: 'on-failure' | 'never';
+  readonly initialDelayMs?: number;
+  readonly maxDelayMs?: number;
+  readonly maxFailures?: number;
+  readonly windowMs?: number;
 }
 
 /** What {@link Supervisor.performHandoff} may change for this handoff. */
@@ -57,7 +70,7 @@ export interface HandoffResult {
 }
 
 /** Lifecycle of a {@link Supervisor}. */
-export type SupervisorLifecycle = 'created' | 'starting' | 'serving' | 'handingOff' | 'restarting' | 'stopping' | 'stopped';
+export type SupervisorLifecycle = 'created' | 'starting' | 'serving' | 'handingOff' | 'restarting' | 'failed' | 'stopping' | 'stopped';
 
 /** A serving daemon, child or adopted. */
 interface IncumbentRef {
@@ -81,6 +94,8 @@ export interface SupervisorStatus {
   readonly handoff: { readonly handoffId: string; readonly phase: SupervisorPhase } | null;
   readonly lastHandoff: HandoffResult | null;
   readonly restarts: number;
+  /** Why the supervisor gave up (lifecycle `failed`), or null. */
+  readonly failure: string | null;
 }
 
 const phaseChannel = diagnosticsChannel('handoff:supervisor:phase');
@@ -102,7 +117,9 @@ export class Supervisor {
   #run: HandoffRun | null = null;
   #lastHandoff: HandoffResult | null = null;
   #restarts = 0;
-  #consecutiveRestarts = 0;
+  /** Times of recent unexpected deaths, for the crash-loop window. */
+  #failures: number[] = [];
+  #failure: string | null = null;
   #restartTimer: NodeJS.Timeout | undefined;
 
   constructor(options: SupervisorOptions) {
@@ -130,6 +147,7 @@ export class Supervisor {
       handoff: this.#run ? { handoffId: this.#run.handoffId, phase: this.#run.phase } : null,
       lastHandoff: this.#lastHandoff,
       restarts: this.#restarts,
+      failure: this.#failure,
     };
   }
 
@@ -192,7 +210,8 @@ export class Supervisor {
     }
     const incumbent = this.#incumbent;
     if (!incumbent?.session || incumbent.session.channel.closed || this.#lifecycle !== 'serving') {
-      throw new SupervisorError(SupervisorErrorCode.NoIncumbent, `no incumbent is serving (supervisor ${this.#lifecycle}); wait for the daemon to start`);
+      const why = this.#failure ? `the supervisor gave up: ${this.#failure}` : `supervisor ${this.#lifecycle}; wait for the daemon to start`;
+      throw new SupervisorError(SupervisorErrorCode.NoIncumbent, `no incumbent is serving (${why})`);
     }
     const command: DaemonCommand = { ...this.#options.daemon, ...request.daemon };
     const run = new HandoffRun(this.#runContext(), incumbent, command, (child) => { this.#track(child); });
@@ -374,20 +393,30 @@ export class Supervisor {
     this.#scheduleRestart(`the daemon (pid ${inc.pid}) died`);
   }
 
-  /** Cold-starts the daemon after a delay that doubles with each consecutive failure. */
+  /** Cold-starts the daemon after a delay that doubles with each failure in the window; gives up on a crash loop. */
   #scheduleRestart(reason: string): void {
+    const r = this.#options.restart ?? {};
+    const now = Date.now();
+    this.#failures = [...this.#failures.filter((t) => now - t < (r.windowMs ?? 60_000)), now];
+    const maxFailures = r.maxFailures ?? 5;
+    if (r.policy === 'never' || this.#failures.length > maxFailures) {
+      this.#lifecycle = 'failed';
+      this.#failure =
+        r.policy === 'never'
+          ? `${reason}; the restart policy is "never"`
+          : `${reason}; ${this.#failures.length} failures within ${r.windowMs ?? 60_000} ms is a crash loop (limit ${maxFailures}); fix the daemon and restart the supervisor`;
+      publish('gave-up', { reason: this.#failure });
+      return;
+    }
     this.#lifecycle = 'restarting';
     this.#restarts += 1;
-    const r = this.#options.restart ?? {};
-    const delay = Math.min((r.initialDelayMs ?? 100) * 2 ** this.#consecutiveRestarts, r.maxDelayMs ?? 5_000);
-    this.#consecutiveRestarts += 1;
-    publish('restart', { reason, delayMs: delay });
+    const delay = Math.min((r.initialDelayMs ?? 100) * 2 ** (this.#failures.length - 1), r.maxDelayMs ?? 5_000);
+    publish('restart', { reason, delayMs: delay, failuresInWindow: this.#failures.length });
     this.#restartTimer = setTimeout(() => {
       if (this.#lifecycle !== 'restarting') return;
       this.#coldStart().then(
         () => {
           this.#lifecycle = 'serving';
-          this.#consecutiveRestarts = 0;
         },
         (error: unknown) => {
           this.#scheduleRestart(`restart failed: ${(error as Error).message}`);

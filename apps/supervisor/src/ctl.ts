@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+/**
+ * handoffctl: the control client of handoff-supervisor.
+ *
+ *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--json]
+ *   handoffctl ... status [--json]
+ *   handoffctl ... stop
+ *
+ * Exit codes: 0 committed (or done); 2 rolled back (the old version serves on); 1 error
+ * (nothing changed: unreachable, in progress, pre-handoff check failed, bad request).
+ */
+import { Command } from 'commander';
+import { ask } from './client.js';
+import type { Answer } from './client.js';
+import { ConfigError, defaultConfig, loadConfig } from './config.js';
+
+const program = new Command()
+  .name('handoffctl')
+  .description('Control a running handoff-supervisor through its trigger socket.')
+  .option('-s, --socket <path>', 'the trigger socket')
+  .option('-c, --config <file>', "take the trigger socket from the supervisor's configuration")
+  .showHelpAfterError()
+  .exitOverride((error) => {
+    process.exit(error.exitCode === 0 ? 0 : 1);
+  });
+
+function socketPath(): string {
+  const o = program.opts<{ socket?: string; config?: string }>();
+  if (o.socket) return o.socket;
+  if (o.config) {
+    try {
+      return loadConfig(o.config).triggerSocket;
+    } catch (error) {
+      if (error instanceof ConfigError) fail(error.message);
+      throw error;
+    }
+  }
+  fail('give the trigger socket with --socket <path>, or the configuration with --config <file>');
+  return defaultConfig().triggerSocket;
+}
+
+function fail(message: string): never {
+  process.stderr.write(`handoffctl: ${message}\n`);
+  process.exit(1);
+}
+
+const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+function describeResult(r: Answer): string {
+  const timings = r.timings as { totalMs: number; phases: Record<string, number> };
+  const phases = Object.entries(timings.phases).map(([p, ms]) => `${p} ${ms} ms`).join(', ');
+  if (r.committed === true) return `committed: handoff ${String(r.handoffId)} (${String(r.outcome)}) in ${timings.totalMs} ms — ${phases}; now serving pid ${String(r.incumbentPid)}`;
+  const abort = r.abortReason as { code: string; reason: string } | null;
+  return `rolled back: handoff ${String(r.handoffId)} — ${abort?.code ?? ''}: ${abort?.reason ?? ''}; the previous version serves on (pid ${String(r.incumbentPid)})`;
+}
+
+program
+  .command('upgrade')
+  .description('hand off to a new program and wait for the outcome')
+  .option('--command <command>', 'the new program (default: the configured command)')
+  .option('--arg <arg>', 'an argument of the new program (repeatable; replaces the configured args)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--json', 'print the answer lines as JSON')
+  .action(async (o: { command?: string; arg: string[]; json?: boolean }) => {
+    const tty = process.stderr.isTTY && !o.json;
+    let spin = 0;
+    let current = 'starting';
+    const started = Date.now();
+    const timer = tty
+      ? setInterval(() => {
+          process.stderr.write(`\r${SPINNER[spin++ % SPINNER.length] ?? ''} ${current}  ${Date.now() - started} ms   `);
+        }, 80)
+      : undefined;
+    const answers = await ask(socketPath(), { cmd: 'upgrade', ...(o.command ? { command: o.command } : {}), ...(o.arg.length ? { args: o.arg } : {}) }, (a) => {
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(a)}\n`);
+        return;
+      }
+      if (a.type === 'phase') {
+        const from = typeof a.from === 'string' ? `${a.from} → ` : '';
+        const line = `${from}${String(a.phase)}${typeof a.phaseMs === 'number' ? ` (${a.phaseMs} ms)` : ''}`;
+        current = String(a.phase);
+        if (tty) process.stderr.write(`\r✓ ${line}${' '.repeat(20)}\n`);
+        else process.stdout.write(`phase ${line}\n`);
+      }
+    }).catch((error: unknown) => fail((error as Error).message));
+    clearInterval(timer);
+    if (tty) process.stderr.write('\r');
+    const last = answers.at(-1);
+    if (!last) fail('the supervisor closed the connection without an answer');
+    if (last.type === 'result') {
+      if (!o.json) process.stdout.write(`${describeResult(last)}\n`);
+      process.exit(last.committed === true ? 0 : 2);
+    }
+    if (!o.json) process.stderr.write(`handoffctl: ${String(last.code)}: ${String(last.message)}\n${typeof last.output === 'string' && last.output ? `--- output ---\n${last.output}\n` : ''}`);
+    process.exit(1);
+  });
+
+program
+  .command('status')
+  .description("show the supervisor's state")
+  .option('--json', 'print the status as JSON')
+  .action(async (o: { json?: boolean }) => {
+    const [s] = await ask(socketPath(), { cmd: 'status' }).catch((error: unknown) => fail((error as Error).message));
+    if (s?.type !== 'status') fail(`unexpected answer: ${JSON.stringify(s)}`);
+    if (o.json) {
+      process.stdout.write(`${JSON.stringify(s)}\n`);
+      return;
+    }
+    const inc = s.incumbent as { pid: number; buildId: string; generation: number; uptimeMs: number } | null;
+    const handoff = s.handoff as { handoffId: string; phase: string } | null;
+    const last = s.lastHandoff as Answer | null;
+    const lines = [
+      `supervisor   pid ${String(s.pid)}, ${String(s.lifecycle)}, up ${Math.round(Number(s.supervisorUptimeMs) / 1000)} s`,
+      `daemon       ${inc ? `pid ${inc.pid}, build ${inc.buildId}, generation ${inc.generation}, up ${Math.round(inc.uptimeMs / 1000)} s` : 'none'}`,
+      `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}` : 'none in progress'}`,
+      `last         ${last ? describeResult(last) : 'none'}`,
+      `restarts     ${String(s.restarts)}${typeof s.failure === 'string' ? `\nfailure      ${s.failure}` : ''}`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  });
+
+program
+  .command('stop')
+  .description('stop the supervisor: the daemon drains and seals, nothing acknowledged is lost')
+  .action(async () => {
+    await ask(socketPath(), { cmd: 'stop' }).catch((error: unknown) => fail((error as Error).message));
+    process.stdout.write('stopping\n');
+  });
+
+await program.parseAsync();

@@ -1,0 +1,71 @@
+/**
+ * Prometheus metrics of the supervisor (prom-client), served on the configured address.
+ */
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { HandoffResult, SupervisorStatus } from '@handoff/supervisor';
+
+const SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/** The supervisor's metrics. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #handoffs = new Counter({ name: 'handoff_handoffs_total', help: 'Handoffs by outcome (committed, promoted, rolledBack, coldStart, error).', labelNames: ['outcome'], registers: [this.registry] });
+  readonly #duration = new Histogram({ name: 'handoff_duration_seconds', help: 'Handoff duration, from start to commit or rollback.', buckets: SECONDS, registers: [this.registry] });
+  readonly #phase = new Histogram({ name: 'handoff_phase_duration_seconds', help: 'Time spent in each supervisor phase of a handoff.', labelNames: ['phase'], buckets: SECONDS, registers: [this.registry] });
+  readonly #restarts = new Gauge({ name: 'handoff_daemon_restarts', help: 'Restarts of the daemon after an unexpected death, since the supervisor started.', registers: [this.registry] });
+  readonly #generation = new Gauge({ name: 'handoff_daemon_generation', help: 'Generation of the serving daemon (1 = first start; +1 per handoff or restart).', registers: [this.registry] });
+  readonly #pid = new Gauge({ name: 'handoff_daemon_pid', help: 'Pid of the serving daemon (0 when none).', registers: [this.registry] });
+  readonly #up = new Gauge({ name: 'handoff_daemon_up', help: '1 while a daemon serves, 0 otherwise.', registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'handoff_supervisor_' });
+  }
+
+  handoff(result: HandoffResult): void {
+    this.#handoffs.inc({ outcome: result.outcome });
+    this.#duration.observe(result.timings.totalMs / 1000);
+    for (const [phase, ms] of Object.entries(result.timings.phases)) this.#phase.observe({ phase }, ms / 1000);
+  }
+
+  handoffError(): void {
+    this.#handoffs.inc({ outcome: 'error' });
+  }
+
+  status(status: SupervisorStatus): void {
+    this.#restarts.set(status.restarts);
+    this.#generation.set(status.incumbent?.generation ?? 0);
+    this.#pid.set(status.incumbent?.pid ?? 0);
+    this.#up.set(status.incumbent ? 1 : 0);
+  }
+
+  /** Serves GET /metrics; `refresh` is called before each scrape. */
+  async serve(host: string, port: number, refresh: () => void): Promise<Server> {
+    const server = createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.statusCode = 404;
+        res.end('see /metrics\n');
+        return;
+      }
+      refresh();
+      this.registry.metrics().then(
+        (text) => {
+          res.setHeader('content-type', this.registry.contentType);
+          res.end(text);
+        },
+        (error: unknown) => {
+          res.statusCode = 500;
+          res.end(String(error));
+        },
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        resolve();
+      });
+    });
+    return server;
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * The single-instance guard (after the pid-file guard of hero_shrimp): the pid file is
+ * created atomically (O_CREAT|O_EXCL); a live supervisor owning it makes a second one refuse
+ * loudly; a pid file whose process is gone is reclaimed; `--force` stops a live predecessor
+ * (SIGTERM, then SIGKILL) and takes over — after checking that the pid really is a handoff
+ * supervisor, so that a reused pid is never killed.
+ */
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { isAlive, stopProcess } from '@handoff/supervisor';
+
+/** Another live supervisor owns the pid file: exit code 3. */
+export class AlreadyRunningError extends Error {
+  override readonly name = 'AlreadyRunningError';
+  readonly code = 'HANDOFF_ALREADY_RUNNING';
+  readonly pid: number;
+
+  constructor(message: string, pid: number) {
+    super(message);
+    this.pid = pid;
+  }
+}
+
+function readPid(path: string): number | null {
+  try {
+    const text = readFileSync(path, 'utf8').trim();
+    return /^\d+$/.test(text) ? Number(text) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** True when `pid` runs a handoff supervisor (its command line names our entry point). */
+export function isSupervisorProcess(pid: number): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv.some((a) => a.endsWith('handoff-supervisor') || /supervisor(-cli)?[/\\]dist[/\\]main\.js$/.test(a));
+  } catch {
+    return false;
+  }
+}
+
+/** The pid file held by this process. */
+export class PidFile {
+  readonly path: string;
+  /** The predecessor stopped with --force, if any. */
+  readonly replaced: number | null;
+
+  private constructor(path: string, replaced: number | null) {
+    this.path = path;
+    this.replaced = replaced;
+  }
+
+  /**
+   * Creates the pid file, or refuses, reclaims or (with `force`) takes it over.
+   * @throws AlreadyRunningError when a live supervisor owns it and `force` is false.
+   */
+  static async acquire(path: string, options: { readonly force: boolean; readonly graceMs: number }): Promise<PidFile> {
+    let replaced: number | null = null;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const fd = openSync(path, 'wx', 0o644);
+        try {
+          writeSync(fd, `${process.pid}\n`);
+        } finally {
+          closeSync(fd);
+        }
+        return new PidFile(path, replaced);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw new Error(`cannot create the pid file ${path}: ${(error as Error).message}; check that its directory exists and is writable`, { cause: error });
+        }
+      }
+      const pid = readPid(path);
+      if (pid !== null && pid !== process.pid && isAlive(pid) && isSupervisorProcess(pid)) {
+        if (!options.force) {
+          throw new AlreadyRunningError(
+            `another handoff supervisor is running (pid ${pid}, pid file ${path}); stop it with "handoffctl stop", or start this one with --force to take over`,
+            pid,
+          );
+        }
+        await stopProcess(pid, options.graceMs);
+        replaced = pid;
+      }
+      // Stale (its process is gone, or the pid was reused by something else): reclaim it.
+      try {
+        unlinkSync(path);
+      } catch {
+        // raced with another starter; the next attempt decides
+      }
+    }
+    throw new Error(`could not take the pid file ${path}: other supervisors keep starting; retry`);
+  }
+
+  /** Removes the pid file if it still names this process. */
+  release(): void {
+    if (readPid(this.path) !== process.pid) return;
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // gone
+    }
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * The trigger socket: a Unix socket, mode 0600, in a private directory. One request per
+ * connection, one line of JSON (or plain words: `upgrade [command args...]`, `status`,
+ * `stop`), at most 64 KiB, within 5 s; answers are JSON lines. Garbage gets an error line,
+ * never a crash.
+ *
+ *   {"cmd":"upgrade","command":"/usr/bin/node","args":["v2.js"]}  -> phase lines, then a result
+ *   {"cmd":"status"}                                               -> one status line
+ *   {"cmd":"stop"}                                                 -> {"type":"stopping"}
+ */
+import { chmodSync, existsSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { Server, Socket } from 'node:net';
+import { dirname } from 'node:path';
+import { controlSocketAnswers } from '@handoff/core';
+
+/** A request on the trigger socket. */
+export type TriggerRequest =
+  | { readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[] }
+  | { readonly cmd: 'status' }
+  | { readonly cmd: 'stop' };
+
+/** Largest request line. */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+/** Time a client has to send its request line. */
+export const REQUEST_TIMEOUT_MS = 5_000;
+
+/** What the server does with a request: write answer lines with `send`, then resolve. */
+export type TriggerHandler = (request: TriggerRequest, send: (line: Record<string, unknown>) => void) => Promise<void>;
+
+/** Parses one request line; returns an error message instead of throwing. */
+export function parseRequest(line: string): TriggerRequest | string {
+  const text = line.trim();
+  if (text === '') return 'empty request; send one line: {"cmd":"status"}, {"cmd":"upgrade"} or {"cmd":"stop"}';
+  if (!text.startsWith('{')) {
+    const [word, ...rest] = text.split(/\s+/);
+    if (word === 'status' || word === 'stop') return rest.length === 0 ? { cmd: word } : `"${word}" takes no arguments`;
+    if (word === 'upgrade' || word === 'handoff') {
+      const [command, ...args] = rest;
+      return command ? { cmd: 'upgrade', command, args } : { cmd: 'upgrade' };
+    }
+    return `unknown request ${JSON.stringify(text.slice(0, 80))}; expected status, stop, or upgrade [command args...]`;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return 'the request is not valid JSON';
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'the request must be a JSON object with a "cmd"';
+  const r = raw as Record<string, unknown>;
+  if (r.cmd === 'status' || r.cmd === 'stop') return { cmd: r.cmd };
+  if (r.cmd === 'upgrade') {
+    if (r.command !== undefined && (typeof r.command !== 'string' || r.command === '')) return '"command" must be a non-empty string';
+    if (r.args !== undefined && (!Array.isArray(r.args) || !r.args.every((a) => typeof a === 'string'))) return '"args" must be an array of strings';
+    return { cmd: 'upgrade', ...(typeof r.command === 'string' ? { command: r.command } : {}), ...(Array.isArray(r.args) ? { args: r.args } : {}) };
+  }
+  return `unknown cmd ${JSON.stringify(r.cmd)}; expected "status", "upgrade" or "stop"`;
+}
+
+/** A bound trigger socket. */
+export interface TriggerServer {
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+/**
+ * Binds the trigger socket (creating its directory with mode 0700) and serves requests.
+ * @throws Error when another process serves the path.
+ */
+export async function bindTrigger(path: string, handle: TriggerHandler): Promise<TriggerServer> {
+  const dir = dirname(path);
+  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if ((statSync(dir).mode & 0o002) !== 0) throw new Error(`the trigger socket's directory ${dir} is world-writable; use a private directory (mode 0700)`);
+  if (existsSync(path) && lstatSync(path).isSocket()) {
+    if (await controlSocketAnswers(path)) throw new Error(`the trigger socket ${path} is served by a live process; is another supervisor running?`);
+    unlinkSync(path);
+  }
+  const server = createServer((socket) => {
+    serveConnection(socket, handle);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  chmodSync(path, 0o600);
+  return {
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      }),
+  };
+}
+
+function serveConnection(socket: Socket, handle: TriggerHandler): void {
+  socket.on('error', () => undefined);
+  socket.setEncoding('utf8');
+  const send = (line: Record<string, unknown>): void => {
+    if (!socket.destroyed) socket.write(`${JSON.stringify(line)}\n`);
+  };
+  const fail = (code: string, message: string): void => {
+    send({ type: 'error', code, message });
+    socket.end();
+  };
+  let buffer = '';
+  let started = false;
+  const timer = setTimeout(() => {
+    if (!started) fail('HANDOFF_BAD_REQUEST', `no complete request line within ${REQUEST_TIMEOUT_MS} ms`);
+  }, REQUEST_TIMEOUT_MS);
+  socket.on('data', (chunk: string) => {
+    if (started) return;
+    buffer += chunk;
+    const newline = buffer.indexOf('\n');
+    if (newline < 0) {
+      if (Buffer.byteLength(buffer) > MAX_REQUEST_BYTES) {
+        started = true;
+        clearTimeout(timer);
+        fail('HANDOFF_BAD_REQUEST', `request longer than ${MAX_REQUEST_BYTES} bytes`);
+      }
+      return;
+    }
+    started = true;
+    clearTimeout(timer);
+    const request = parseRequest(buffer.slice(0, newline));
+    if (typeof request === 'string') {
+      fail('HANDOFF_BAD_REQUEST', request);
+      return;
+    }
+    handle(request, send).then(
+      () => socket.end(),
+      (error: unknown) => {
+        const e = error as { code?: string; message?: string };
+        fail(e.code ?? 'HANDOFF_ERROR', e.message ?? String(error));
+      },
+    );
+  });
+  socket.on('end', () => {
+    if (!started) {
+      started = true;
+      clearTimeout(timer);
+      const request = buffer === '' ? 'empty request' : parseRequest(buffer);
+      if (typeof request === 'string') fail('HANDOFF_BAD_REQUEST', request);
+      else
+        handle(request, send).then(
+          () => socket.end(),
+          (error: unknown) => {
+            fail('HANDOFF_ERROR', (error as Error).message);
+          },
+        );
+    }
+  });
+}

@@ -1,0 +1,153 @@
+/**
+ * Runs the real handoff-supervisor and handoffctl binaries for tests, in a temp directory,
+ * and cleans up everything they started (process groups, daemons, the directory).
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { kvDaemon, processesWithEnv } from '@handoff/testkit';
+import { ask } from '../src/client.js';
+import type { Answer } from '../src/client.js';
+
+export const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+export const CTL = fileURLToPath(new URL('../dist/ctl.js', import.meta.url));
+
+/** A temp directory with a data dir and a private runtime dir. */
+export class Workspace implements AsyncDisposable {
+  readonly dir = mkdtempSync(join(tmpdir(), 'handoff-cli-'));
+  readonly dataDir = join(this.dir, 'data');
+  readonly runtimeDir = join(this.dir, 'run');
+  readonly trigger = join(this.dir, 'run', 'trigger.sock');
+  readonly #children: ChildProcess[] = [];
+
+  constructor() {
+    mkdirSync(this.dataDir);
+    mkdirSync(this.runtimeDir, { mode: 0o700 });
+  }
+
+  /** A configuration for the kv daemon on an ephemeral loopback port; `extra` is appended. */
+  config(extra = '', daemonEnv: Record<string, string> = {}): string {
+    const kv = kvDaemon(this.dataDir, daemonEnv);
+    const env = Object.entries(kv.env ?? {}).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(', ');
+    const text = `[daemon]
+command = ${JSON.stringify(kv.command)}
+args = ${JSON.stringify(kv.args)}
+env = { ${env} }
+data_dir = "data"
+
+[[listeners]]
+name = "http"
+address = "127.0.0.1:0"
+
+[sockets]
+runtime_dir = "run"
+
+[timeouts]
+liveness = 1000
+heartbeat = 100
+drain_grace = 200
+stop_grace = 500
+shutdown = 10000
+${extra}`;
+    const file = join(this.dir, 'handoff.toml');
+    writeFileSync(file, text);
+    return file;
+  }
+
+  /** Starts handoff-supervisor with `args`; collects its output. */
+  start(args: readonly string[], env: Record<string, string> = {}): Running {
+    const child = spawn(process.execPath, [MAIN, ...args], { cwd: this.dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json', ...env } });
+    this.#children.push(child);
+    return new Running(child, this.trigger);
+  }
+
+  /** Runs handoffctl to completion. */
+  ctl(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, [CTL, '--socket', this.trigger, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('exit', (code) => {
+        resolve({ code, stdout, stderr });
+      });
+    });
+  }
+
+  /** Daemons working on this workspace's data. */
+  daemons(): number[] {
+    return processesWithEnv(`KV_DATA_DIR=${this.dataDir}`);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    for (const c of this.#children) {
+      try {
+        if (c.pid) process.kill(-c.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    for (const pid of this.daemons()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+    return Promise.resolve();
+  }
+}
+
+/** A running supervisor binary. */
+export class Running {
+  readonly child: ChildProcess;
+  readonly trigger: string;
+  output = '';
+  readonly exited: Promise<number | null>;
+
+  constructor(child: ChildProcess, trigger: string) {
+    this.child = child;
+    this.trigger = trigger;
+    child.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.exited = new Promise((resolve) => child.once('exit', (code) => {
+      resolve(code);
+    }));
+  }
+
+  /** Waits until the supervisor answers status (with a deadline), and returns it. */
+  async ready(timeoutMs = 20_000): Promise<Answer> {
+    const deadline = Date.now() + timeoutMs;
+    let exitCode: number | null | undefined;
+    void this.exited.then((c) => (exitCode = c));
+    for (;;) {
+      if (exitCode !== undefined) throw new Error(`the supervisor exited with ${String(exitCode)}:\n${this.output}`);
+      try {
+        const [status] = await ask(this.trigger, { cmd: 'status' });
+        if (status?.type === 'status' && status.pid === this.child.pid && status.lifecycle === 'serving') return status;
+      } catch {
+        // not up yet
+      }
+      if (Date.now() > deadline) throw new Error(`the supervisor was not ready within ${timeoutMs} ms:\n${this.output}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async status(): Promise<Answer> {
+    const [s] = await ask(this.trigger, { cmd: 'status' });
+    if (!s) throw new Error('no status');
+    return s;
+  }
+
+  /** The port of the first listener, from status. */
+  async port(): Promise<number> {
+    const s = await this.status();
+    const address = (s.listeners as { address: string }[])[0]?.address ?? '';
+    return Number(address.split(':').pop());
+  }
+}

@@ -1,0 +1,294 @@
+/**
+ * The real binaries: handoff-supervisor and handoffctl, with the kv daemon.
+ */
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { createConnection } from 'node:net';
+import { join } from 'node:path';
+import { describe, expect, it, onTestFailed } from 'vitest';
+import { LoadDriver } from '@handoff/testkit';
+import { ask } from '../src/client.js';
+import { Workspace } from './bin.js';
+import type { Running } from './bin.js';
+
+function showOnFailure(...running: Running[]): void {
+  onTestFailed(() => {
+    for (const r of running) console.error(`--- supervisor ${String(r.child.pid)} output ---\n${r.output}`);
+  });
+}
+
+/** Sends raw bytes to the trigger socket; resolves with the whole answer. */
+function raw(socket: string, data: string | Buffer): Promise<string> {
+  return new Promise((resolve) => {
+    const s = createConnection(socket, () => {
+      s.write(data);
+    });
+    let out = '';
+    s.setEncoding('utf8').on('data', (d: string) => (out += d));
+    s.on('close', () => {
+      resolve(out);
+    });
+    s.on('error', () => {
+      resolve(out);
+    });
+  });
+}
+
+function scrape(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
+        resolve(body);
+      });
+    }).on('error', reject);
+  });
+}
+
+describe('handoff-supervisor configuration', () => {
+  it('exits 2 naming the file, line and key of a bad configuration', async () => {
+    await using ws = new Workspace();
+    const file = ws.config('seal = "30s"\n'); // appended to the [timeouts] table
+    const sup = ws.start(['--config', file]);
+    expect(await sup.exited).toBe(2);
+    expect(sup.output).toMatch(/handoff\.toml:\d+: \[timeouts\] seal: expected an integer number of milliseconds/);
+    const missing = ws.start(['--config', join(ws.dir, 'nope.toml')]);
+    expect(await missing.exited).toBe(2);
+    expect(missing.output).toMatch(/nope\.toml: cannot read the configuration \(ENOENT\); check the path given to --config/);
+  });
+});
+
+describe('single instance', () => {
+  it('refuses a second supervisor on the same pid file, loudly, while the first serves on', async () => {
+    await using ws = new Workspace();
+    const file = ws.config();
+    const first = ws.start(['--config', file]);
+    showOnFailure(first);
+    await first.ready();
+    const second = ws.start(['--config', file]);
+    expect(await second.exited).toBe(3);
+    expect(second.output).toMatch(new RegExp(`another handoff supervisor is running \\(pid ${String(first.child.pid)}.*--force to take over`));
+    expect((await first.status()).lifecycle).toBe('serving');
+    expect(ws.daemons()).toHaveLength(1);
+  });
+
+  it('reclaims a stale pid file', async () => {
+    await using ws = new Workspace();
+    const file = ws.config();
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((resolve) => dead.once('exit', resolve));
+    writeFileSync(join(ws.runtimeDir, 'supervisor.pid'), `${String(dead.pid)}\n`);
+    const sup = ws.start(['--config', file]);
+    showOnFailure(sup);
+    await sup.ready();
+    expect(readFileSync(join(ws.runtimeDir, 'supervisor.pid'), 'utf8').trim()).toBe(String(sup.child.pid));
+  });
+
+  it('--force stops the running supervisor (its daemon drains and seals) and takes over without losing a write', async () => {
+    await using ws = new Workspace();
+    const file = ws.config();
+    const first = ws.start(['--config', file]);
+    showOnFailure(first);
+    await first.ready();
+    const port = await first.port();
+    const load = new LoadDriver({ port, readers: 0, writers: 1, probeEveryMs: 0 }).start();
+    await load.waitForProgress(20);
+    const report = await load.stop();
+    const second = ws.start(['--config', file, '--force']);
+    showOnFailure(first, second);
+    expect(await first.exited).toBe(0);
+    await second.ready();
+    expect(second.output).toMatch(/took over/);
+    expect(ws.daemons()).toHaveLength(1);
+    const log = readFileSync(join(ws.dataDir, 'kv.log'), 'utf8');
+    for (const [key, value] of load.ledger) expect(log).toContain(JSON.stringify({ k: key, v: value }));
+    expect(report.acknowledgedWrites).toBeGreaterThan(0);
+  });
+});
+
+describe('signals', () => {
+  it('SIGHUP hands off to the configured command', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config()]);
+    showOnFailure(sup);
+    const before = await sup.ready();
+    sup.child.kill('SIGHUP');
+    const deadline = Date.now() + 20_000;
+    let status = before;
+    while (((status.lastHandoff as { committed?: boolean } | null)?.committed !== true) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      status = await sup.status();
+    }
+    expect(status.lastHandoff).toMatchObject({ committed: true });
+    expect((status.incumbent as { pid: number }).pid).not.toBe((before.incumbent as { pid: number }).pid);
+  });
+
+  it('SIGTERM stops gracefully under write load: exit 0, no acknowledged write lost, no daemon left', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config()]);
+    showOnFailure(sup);
+    await sup.ready();
+    const load = new LoadDriver({ port: await sup.port(), readers: 2, writers: 2, probeEveryMs: 0 }).start();
+    await load.waitForProgress(50);
+    sup.child.kill('SIGTERM');
+    expect(await sup.exited).toBe(0);
+    const report = await load.stop();
+    expect(report.acknowledgedWrites).toBeGreaterThan(0);
+    const log = readFileSync(join(ws.dataDir, 'kv.log'), 'utf8');
+    const durable = new Map(log.trim().split('\n').map((l) => { const r = JSON.parse(l) as { k: string; v: string }; return [r.k, r.v] as const; }));
+    for (const [key, value] of load.ledger) expect(durable.get(key), key).toBe(value);
+    expect(ws.daemons()).toEqual([]);
+    expect(sup.output).toMatch(/"msg":"stopped"/);
+  });
+});
+
+describe('handoffctl and the trigger socket', () => {
+  it('upgrade streams the phases and exits 0 on commit; status and --json work', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config()]);
+    showOnFailure(sup);
+    await sup.ready();
+    const up = await ws.ctl(['upgrade']);
+    expect(up.code).toBe(0);
+    expect(up.stdout).toMatch(/phase awaitingHello → preparing \(\d+ ms\)/);
+    expect(up.stdout).toMatch(/committed: handoff h-\S+ \(committed\) in \d+ ms/);
+    const status = await ws.ctl(['status']);
+    expect(status.stdout).toMatch(/daemon\s+pid \d+, build v1, generation 2/);
+    const json = JSON.parse((await ws.ctl(['status', '--json'])).stdout) as { lifecycle: string; lastHandoff: { committed: boolean } };
+    expect(json).toMatchObject({ lifecycle: 'serving', lastHandoff: { committed: true } });
+  });
+
+  it('exits 2 when the handoff rolls back', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config()]);
+    showOnFailure(sup);
+    await sup.ready();
+    const up = await ws.ctl(['upgrade', '--command', '/nonexistent/bin/daemon']);
+    expect(up.code).toBe(2);
+    expect(up.stdout).toMatch(/rolled back: .*HANDOFF_(SPAWN_FAILED|SUCCESSOR_EXITED)/);
+  });
+
+  it('a failing pre-handoff check leaves the incumbent serving undisturbed and shows the output', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config('\n[hooks]\npre_handoff = "echo broken build >&2; exit 3"\n')]);
+    showOnFailure(sup);
+    const before = await sup.ready();
+    const up = await ws.ctl(['upgrade']);
+    expect(up.code).toBe(1);
+    expect(up.stderr).toMatch(/HANDOFF_CHECK_FAILED: the pre-handoff check failed \(exit 3\).*nothing was changed/);
+    expect(up.stderr).toContain('broken build');
+    const after = await sup.status();
+    expect((after.incumbent as { pid: number; generation: number })).toMatchObject({ pid: (before.incumbent as { pid: number }).pid, generation: 1 });
+    expect(after.lastHandoff).toBeNull();
+  });
+
+  it('answers garbage and oversized requests with an error line, and keeps serving', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config()]);
+    showOnFailure(sup);
+    await sup.ready();
+    expect(JSON.parse(await raw(ws.trigger, 'rm -rf /\n'))).toMatchObject({ type: 'error', code: 'HANDOFF_BAD_REQUEST' });
+    expect(JSON.parse(await raw(ws.trigger, '{"cmd":\n'))).toMatchObject({ type: 'error', message: 'the request is not valid JSON' });
+    expect(JSON.parse(await raw(ws.trigger, Buffer.from([0xff, 0xfe, 0x00, 0x0a])))).toMatchObject({ type: 'error' });
+    expect(JSON.parse(await raw(ws.trigger, 'x'.repeat(70 * 1024)))).toMatchObject({ type: 'error', message: expect.stringMatching(/longer than 65536 bytes/) });
+    expect((await sup.status()).lifecycle).toBe('serving');
+  });
+
+  it('answers a concurrent upgrade with "in progress", and status during a handoff shows its phase', async () => {
+    await using ws = new Workspace();
+    // The incumbent's seal takes 1.5 s, so the handoff is in progress long enough to look at it.
+    const sup = ws.start(['--config', ws.config('', { KV_SEAL_DELAY_MS: '1500' })]);
+    showOnFailure(sup);
+    await sup.ready();
+    const phases: string[] = [];
+    const first = ask(ws.trigger, { cmd: 'upgrade' }, (a) => {
+      if (a.type === 'phase') phases.push(String(a.phase));
+    });
+    while (!phases.includes('sealing')) await new Promise((resolve) => setTimeout(resolve, 10));
+    const status = await sup.status();
+    expect(status.handoff).toMatchObject({ phase: 'sealing' });
+    const second = await ws.ctl(['upgrade']);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/HANDOFF_IN_PROGRESS: handoff h-\S+ is in progress \(phase sealing\)/);
+    expect((await first).at(-1)).toMatchObject({ type: 'result', committed: true });
+  });
+
+  it('stop makes the supervisor exit 0', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config()]);
+    showOnFailure(sup);
+    await sup.ready();
+    expect((await ws.ctl(['stop'])).code).toBe(0);
+    expect(await sup.exited).toBe(0);
+  });
+
+  it('reports an unreachable supervisor with exit 1 and what to check', async () => {
+    await using ws = new Workspace();
+    const r = await ws.ctl(['status']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/cannot reach the supervisor .* is the supervisor running\?/);
+  });
+});
+
+describe('child supervision and metrics', () => {
+  it('restarts a dying daemon with growing delays, then gives up on a crash loop with a clear status', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config('\n[restart]\ninitial_delay = 50\nmax_failures = 3\nwindow = 60000\n', { KV_DIE_AFTER_MS: '300' })]);
+    showOnFailure(sup);
+    await sup.ready();
+    const deadline = Date.now() + 30_000;
+    let status = await sup.status();
+    while (status.lifecycle !== 'failed' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      status = await sup.status();
+    }
+    expect(status).toMatchObject({ lifecycle: 'failed', restarts: 3, incumbent: null });
+    expect(status.failure).toMatch(/4 failures within 60000 ms is a crash loop \(limit 3\)/);
+    const delays = [...sup.output.matchAll(/"event":"restart".*?"delayMs":(\d+)/g)].map((m) => Number(m[1]));
+    expect(delays).toEqual([50, 100, 200]);
+    const up = await ws.ctl(['upgrade']);
+    expect(up.code).toBe(1);
+    expect(up.stderr).toMatch(/the supervisor gave up/);
+  });
+
+  it('serves Prometheus metrics: handoffs by outcome, durations, generation and pid', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config('\n[supervisor]\nmetrics = "127.0.0.1:0"\n')]);
+    showOnFailure(sup);
+    const status = await sup.ready();
+    expect((await ws.ctl(['upgrade'])).code).toBe(0);
+    const text = await scrape(String(status.metrics));
+    expect(text).toMatch(/^handoff_handoffs_total\{outcome="committed"\} 1$/m);
+    expect(text).toMatch(/^handoff_duration_seconds_count 1$/m);
+    expect(text).toMatch(/^handoff_phase_duration_seconds_count\{phase="sealing"\} 1$/m);
+    expect(text).toMatch(/^handoff_daemon_generation 2$/m);
+    const pid = (await sup.status()).incumbent as { pid: number };
+    expect(text).toMatch(new RegExp(`^handoff_daemon_pid ${String(pid.pid)}$`, 'm'));
+  });
+});
+
+describe('--daemon', () => {
+  it('detaches, logs to a file and keeps serving', async () => {
+    await using ws = new Workspace();
+    const parent = ws.start(['--config', ws.config(), '--daemon']);
+    showOnFailure(parent);
+    expect(await parent.exited).toBe(0);
+    expect(parent.output).toMatch(/running as pid \d+; log: .*supervisor\.log/);
+    const pid = Number(/running as pid (\d+)/.exec(parent.output)?.[1]);
+    const [status] = await ask(ws.trigger, { cmd: 'status' });
+    expect(status).toMatchObject({ type: 'status', pid, lifecycle: 'serving' });
+    expect(readFileSync(join(ws.runtimeDir, 'supervisor.log'), 'utf8')).toMatch(/"msg":"serving"/);
+    await ask(ws.trigger, { cmd: 'stop' });
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(() => process.kill(pid, 0)).toThrow();
+  });
+});

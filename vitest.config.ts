@@ -6,7 +6,7 @@ import { defineConfig } from 'vitest/config';
 // .ci/run counts.
 export default defineConfig({
   test: {
-    projects: ['packages/*', 'apps/*'],
+    projects: ['packages/*', 'apps/*', 'tools/*'],
     fileParallelism: false,
     reporters: ['default', ['json', { outputFile: '.vitest-results/results.json' }]],
   },

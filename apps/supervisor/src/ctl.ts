@@ -76,8 +76,9 @@ program
         return;
       }
       if (a.type === 'phase') {
-        const from = typeof a.from === 'string' ? `${a.from} → ` : '';
-        const line = `${from}${String(a.phase)}${typeof a.phaseMs === 'number' ? ` (${a.phaseMs} ms)` : ''}`;
+        // A phase line closes the phase it came from: show that phase with the time it took.
+        const took = typeof a.from === 'string' && typeof a.phaseMs === 'number' ? `${a.from} ${a.phaseMs} ms → ` : '';
+        const line = `${took}${String(a.phase)}`;
         current = String(a.phase);
         if (tty) process.stderr.write(`\r✓ ${line}${' '.repeat(20)}\n`);
         else process.stdout.write(`phase ${line}\n`);

@@ -151,7 +151,7 @@ describe('handoffctl and the trigger socket', () => {
     await sup.ready();
     const up = await ws.ctl(['upgrade']);
     expect(up.code).toBe(0);
-    expect(up.stdout).toMatch(/phase awaitingHello → preparing \(\d+ ms\)/);
+    expect(up.stdout).toMatch(/phase awaitingHello \d+ ms → preparing/);
     expect(up.stdout).toMatch(/committed: handoff h-\S+ \(committed\) in \d+ ms/);
     const status = await ws.ctl(['status']);
     expect(status.stdout).toMatch(/daemon\s+pid \d+, build v1, generation 2/);

@@ -245,8 +245,7 @@ async function main(): Promise<void> {
   const shutdown = async (why: string): Promise<void> => {
     if (stopping) {
       log.error('second stop request: forcing (SIGKILL to the daemon)');
-      const pid = supervisor.status().incumbent?.pid;
-      if (pid) process.kill(pid, 'SIGKILL');
+      supervisor.kill();
       pidFile.release();
       process.exit(1);
     }

@@ -2,7 +2,7 @@
  * The real binaries: handoff-supervisor and handoffctl, with the kv daemon.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
@@ -124,6 +124,22 @@ describe('signals', () => {
     expect((status.incumbent as { pid: number }).pid).not.toBe((before.incumbent as { pid: number }).pid);
   });
 
+  it('a second SIGTERM forces: the daemon is killed and the supervisor exits 1', async () => {
+    await using ws = new Workspace();
+    // A 30 s seal: the graceful stop would take that long.
+    const sup = ws.start(['--config', ws.config('', { KV_SEAL_DELAY_MS: '30000' })]);
+    showOnFailure(sup);
+    await sup.ready();
+    sup.child.kill('SIGTERM');
+    while (!sup.output.includes('stopping: the daemon drains and seals')) await new Promise((resolve) => setTimeout(resolve, 10));
+    sup.child.kill('SIGTERM');
+    expect(await sup.exited).toBe(1);
+    expect(sup.output).toMatch(/second stop request: forcing/);
+    const deadline = Date.now() + 5_000;
+    while (ws.daemons().length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(ws.daemons()).toEqual([]);
+  });
+
   it('SIGTERM stops gracefully under write load: exit 0, no acknowledged write lost, no daemon left', async () => {
     await using ws = new Workspace();
     const sup = ws.start(['--config', ws.config()]);
@@ -223,11 +239,42 @@ describe('handoffctl and the trigger socket', () => {
     expect(await sup.exited).toBe(0);
   });
 
+  it('binds the trigger socket mode 0600 and drops a client that sends nothing within 5 s', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config()]);
+    showOnFailure(sup);
+    await sup.ready();
+    expect(statSync(ws.trigger).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(await raw(ws.trigger, ''))).toMatchObject({ type: 'error', message: expect.stringMatching(/no complete request line within 5000 ms/) });
+  });
+
   it('reports an unreachable supervisor with exit 1 and what to check', async () => {
     await using ws = new Workspace();
     const r = await ws.ctl(['status']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/cannot reach the supervisor .* is the supervisor running\?/);
+  });
+});
+
+describe('hooks', () => {
+  it('runs pre_start before the daemon and post_stop after it stopped', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config('\n[hooks]\npre_start = "echo started > pre_start.txt"\npost_stop = "ls data > post_stop.txt"\n')]);
+    showOnFailure(sup);
+    await sup.ready();
+    expect(readFileSync(join(ws.dir, 'pre_start.txt'), 'utf8')).toBe('started\n');
+    expect(existsSync(join(ws.dir, 'post_stop.txt'))).toBe(false);
+    expect((await ws.ctl(['stop'])).code).toBe(0);
+    expect(await sup.exited).toBe(0);
+    expect(readFileSync(join(ws.dir, 'post_stop.txt'), 'utf8')).toContain('kv.log');
+  });
+
+  it('does not start the daemon when pre_start fails, and shows its output', async () => {
+    await using ws = new Workspace();
+    const sup = ws.start(['--config', ws.config('\n[hooks]\npre_start = "echo migrations failed >&2; exit 7"\n')]);
+    expect(await sup.exited).toBe(1);
+    expect(sup.output).toMatch(/the pre_start hook failed \(exit 7\)[\s\S]*migrations failed/);
+    expect(ws.daemons()).toEqual([]);
   });
 });
 

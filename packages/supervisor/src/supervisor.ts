@@ -239,12 +239,33 @@ export class Supervisor {
     if (this.#incumbent === null) this.#scheduleRestart('no daemon serves after the handoff');
   }
 
+  /**
+   * Kills, with SIGKILL, every daemon this supervisor started or adopted: the last resort
+   * when a graceful stop takes too long (acknowledged writes are durable; in-flight ones fail).
+   */
+  kill(): void {
+    const pids = new Set([...this.#children].map((c) => c.pid).filter((p): p is number => p !== undefined));
+    if (this.#stopping) pids.add(this.#stopping.pid);
+    if (this.#incumbent) pids.add(this.#incumbent.pid);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+
+  /** The incumbent being stopped by {@link stop}, so that {@link kill} can still reach it. */
+  #stopping: IncumbentRef | null = null;
+
   /** Stops the daemon (SIGTERM: it drains and seals; SIGKILL after `graceMs`) and lets go of it. */
   async stop(graceMs = 30_000): Promise<void> {
     this.#lifecycle = 'stopping';
     clearTimeout(this.#restartTimer);
     const inc = this.#incumbent;
     this.#incumbent = null;
+    this.#stopping = inc;
     if (inc) {
       inc.session?.channel.close('supervisor stopping');
       await stopProcess(inc.pid, graceMs, inc.exited ?? undefined);

@@ -6,7 +6,8 @@
  *
  *   KV_DATA_DIR   data directory (required)     KV_PORT  port without a supervisor (8080)
  *   KV_BUILD_ID   build id reported in Hello    KV_SEAL_DELAY_MS, KV_SEAL_FAIL, KV_STALE,
- *                                               KV_FAIL_START, KV_DIE_AFTER_MS: fault injection
+ *                                               KV_FAIL_START, KV_DIE_AFTER_MS, KV_OPEN_DELAY_MS:
+ *                                               fault injection for tests
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { runDaemon } from '@handoff/core';
@@ -66,7 +67,11 @@ const exit = await runDaemon<KvStore>({
   buildId: env.KV_BUILD_ID ?? 'dev',
   dataDir,
   listeners: { http: { port: Number(env.KV_PORT ?? 8080), host: '127.0.0.1' } },
-  open: ({ dataDir: dir, seal }) => Promise.resolve(KvStore.open(dir, { dropLast: env.KV_STALE === '1' && seal !== null })),
+  open: async ({ dataDir: dir, seal }) => {
+    // A slow open, with the lock held: for recovery tests.
+    if (env.KV_OPEN_DELAY_MS) await sleep(Number(env.KV_OPEN_DELAY_MS));
+    return KvStore.open(dir, { dropLast: env.KV_STALE === '1' && seal !== null });
+  },
   revisions: (store) => [store.revision],
   fingerprint: (store) => `rev-${store.revision}`,
   seal: async (store) => {

@@ -6,7 +6,7 @@
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, assertNever, capabilities as capabilityBits, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
-import type { IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, SealReport } from '@handoff/protocol';
+import type { DaemonConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, SealReport } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { bindControlSocket } from './control-socket.js';
 import type { BoundControlSocket } from './control-socket.js';
@@ -66,6 +66,18 @@ const phaseChannel = diagnosticsChannel('handoff:incumbent:phase');
 /** Default capabilities of a Node daemon using this library. */
 export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
 
+/** The machine configuration of this process as a daemon (incumbent or successor). */
+export function daemonConfig(buildId: string, options: { readonly capabilities?: number; readonly heartbeatMs?: number; readonly livenessMs?: number }): DaemonConfig {
+  return {
+    pid: process.pid,
+    buildId,
+    versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
+    capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
+    heartbeatMs: options.heartbeatMs ?? 500,
+    livenessMs: options.livenessMs ?? 3_000,
+  };
+}
+
 /** A serving incumbent. */
 export class Incumbent {
   readonly #options: IncumbentOptions;
@@ -82,14 +94,7 @@ export class Incumbent {
     this.#options = options;
     this.#lock = options.lock;
     this.#machine = new MachineDriver({
-      initial: initialIncumbentState({
-        pid: process.pid,
-        buildId: options.buildId,
-        versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
-        capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
-        heartbeatMs: options.heartbeatMs ?? 500,
-        livenessMs: options.livenessMs ?? 3_000,
-      }),
+      initial: initialIncumbentState(daemonConfig(options.buildId, options)),
       transition: incumbentTransition,
       onEffect: (effect) => {
         this.#run(effect);

@@ -9,12 +9,12 @@
  * with which code the process should exit.
  */
 import { Socket } from 'node:net';
-import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, assertNever, initialSuccessorState, successorTransition } from '@handoff/protocol';
+import { assertNever, initialSuccessorState, successorTransition } from '@handoff/protocol';
 import type { SealReport, SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState, SuccessorTimer } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { crashPoint } from './crash-points.js';
 import { CoreErrorCode, HandoffError } from './errors.js';
-import { DAEMON_CAPABILITIES, Incumbent } from './incumbent.js';
+import { Incumbent, daemonConfig } from './incumbent.js';
 import type { IncumbentExit, IncumbentOptions } from './incumbent.js';
 import { MachineDriver } from './machine-driver.js';
 
@@ -48,14 +48,7 @@ class SuccessorSession {
 
   constructor(options: SuccessorOptions, buildId: string) {
     this.#machine = new MachineDriver({
-      initial: initialSuccessorState({
-        pid: process.pid,
-        buildId,
-        versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
-        capabilities: options.capabilities ?? DAEMON_CAPABILITIES,
-        heartbeatMs: options.heartbeatMs ?? 500,
-        livenessMs: options.livenessMs ?? 3_000,
-      }),
+      initial: initialSuccessorState(daemonConfig(buildId, options)),
       transition: successorTransition,
       onEffect: (effect) => {
         this.#run(effect);

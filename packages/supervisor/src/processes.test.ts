@@ -5,7 +5,8 @@ import { isAlive, processStartTime, spawnDaemon, stopProcess } from './processes
 const PROBE = `
 const fs = require('node:fs');
 const fds = [3, 4, 5, 6].map((fd) => { try { return fs.fstatSync(fd).isSocket(); } catch { return false; } });
-console.log(JSON.stringify({ env: Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(LISTEN_|HANDOFF_|X_)/.test(k))), fds }));
+const contract = /^(LISTEN_FDS|LISTEN_FDNAMES|LISTEN_PID|HANDOFF_(RESERVE_COPIES|CONTROL_SOCKET|HEARTBEAT_MS|LIVENESS_MS|LISTEN_BACKLOGS|ROLE|SOCK_FD)|X_EXTRA)$/;
+console.log(JSON.stringify({ env: Object.fromEntries(Object.entries(process.env).filter(([k]) => contract.test(k))), fds }));
 `;
 
 describe('spawnDaemon', () => {

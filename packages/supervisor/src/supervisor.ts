@@ -172,15 +172,21 @@ export class Supervisor {
     if (damaged) publish('journal-damaged', { reason: damaged });
     const known = [record?.incumbent, record?.successor].filter((p): p is NonNullable<typeof p> => p !== null && p !== undefined);
     const sameProcess = (p: { pid: number; startTime: string | null }): boolean => isAlive(p.pid) && (p.startTime === null || processStartTime(p.pid) === p.startTime);
-    // Daemons resolve a dead supervisor on their own within the liveness timeout and the lock retry.
-    const deadline = Date.now() + (record && record.phase !== 'idle' ? this.#timeouts.livenessMs + 6_000 : 2_000);
+    // Daemons resolve a dead supervisor on their own within the liveness timeout and the lock
+    // retry. A live process holding the lock (e.g. a daemon still starting when the previous
+    // supervisor died) is given up to the start timeout to answer: never start a second one.
+    const started = Date.now();
+    const deadline = started + (record && record.phase !== 'idle' ? this.#timeouts.livenessMs + 6_000 : 2_000);
+    const holderDeadline = started + (this.#options.startTimeoutMs ?? 15_000);
     let adopted: IncumbentSession | null;
     for (;;) {
       adopted = await this.#connectToLockHolder(1_000);
       if (adopted) break;
       const lock = DataDirLock.probe(this.#options.dataDir);
       const anyAlive = known.some(sameProcess);
-      if ((!lock.held && !anyAlive) || Date.now() >= deadline) break;
+      if (!lock.held && !anyAlive) break;
+      const now = Date.now();
+      if (now >= deadline && !(lock.held && lock.pidAlive && now < holderDeadline)) break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const stopped: number[] = [];
@@ -369,6 +375,7 @@ export class Supervisor {
       exit.gone = true;
     });
     publish('cold-start', { pid });
+    crashPoint('supervisor:cold-started');
     const session = await this.#awaitSession(pid, () => exit.gone);
     if (!session) {
       await stopProcess(pid, this.#timeouts.stopGraceMs, spawned.exited);

@@ -36,6 +36,8 @@ export const TEST_TIMEOUTS: Partial<Timeouts> = {
 export interface ClusterOptions {
   /** The daemon; default the example kv daemon (in this workspace). */
   readonly daemon?: DaemonCommand;
+  /** Extra environment of the default kv daemon. */
+  readonly daemonEnv?: Readonly<Record<string, string>>;
   readonly timeouts?: Partial<Timeouts>;
   /** Extra environment of the supervisor process (and so of the daemons it starts). */
   readonly env?: Readonly<Record<string, string>>;
@@ -112,7 +114,7 @@ export class Cluster implements AsyncDisposable {
       held.close();
     };
     this.port = Number((held.listeners[0] as HeldListener).address.split(':').pop());
-    this.daemon = options.daemon ?? kvDaemon(this.dataDir);
+    this.daemon = options.daemon ?? kvDaemon(this.dataDir, options.daemonEnv);
   }
 
   /** The supervisor's pid (null when it is not running). */

@@ -5,7 +5,7 @@
  * acknowledged write, no refused connection, no orphan), and hand off once more.
  */
 import { describe, expect, it, onTestFailed } from 'vitest';
-import { runCrashScenario, startCluster } from '../src/index.js';
+import { checkPromises, runCrashScenario, startCluster } from '../src/index.js';
 import type { CrashScenario } from '../src/index.js';
 
 const REPEAT = Number(process.env.HANDOFF_CRASH_REPEAT ?? 5);
@@ -65,4 +65,29 @@ describe('crash matrix', () => {
       });
     }
   }
+});
+
+describe('recovery beyond the matrix', () => {
+  it('a supervisor killed right after cold-starting a daemon: the next one adopts that daemon, never a second', async () => {
+    // The daemon holds the lock 3 s before it answers: longer than recovery's usual wait.
+    await using cluster = await startCluster({ daemonEnv: { KV_OPEN_DELAY_MS: '3000' } });
+    onTestFailed(() => {
+      console.error(cluster.output());
+    });
+    await cluster.killSupervisor();
+    const first = await cluster.health();
+    if (first) process.kill(first.pid, 'SIGKILL');
+    await cluster.waitFor('the daemon to be gone', () => cluster.daemonPids().length === 0);
+    cluster.arm('supervisor:cold-started');
+    await cluster.startSupervisor().catch(() => undefined); // dies right after spawning the daemon
+    await cluster.waitFor('the crash point', () => cluster.fired());
+    await cluster.waitFor('the supervisor to be gone', () => cluster.supervisorPid === null || cluster.lock().held);
+    const starting = await cluster.waitFor('the cold-started daemon to hold the lock', () => (cluster.lock().held ? cluster.lock().pid : null));
+    await cluster.startSupervisor(); // while that daemon still opens its data
+    expect(await checkPromises(cluster, null)).toEqual([]);
+    expect((await cluster.health())?.pid).toBe(starting);
+    expect(cluster.daemonPids()).toEqual([starting]);
+    cluster.disarm();
+    expect(await cluster.handoff()).toMatchObject({ committed: true });
+  });
 });

@@ -2,6 +2,7 @@
  * The real binaries: handoff-supervisor and handoffctl, with the kv daemon.
  */
 import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { createConnection } from 'node:net';
@@ -9,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { LoadDriver } from '@handoff/testkit';
 import { ask } from '../src/client.js';
-import { Workspace } from './bin.js';
+import { CTL, MAIN, Workspace } from './bin.js';
 import type { Running } from './bin.js';
 
 function showOnFailure(...running: Running[]): void {
@@ -337,5 +338,44 @@ describe('--daemon', () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
+
+/** Runs a command under a pseudo-terminal (util-linux `script`), so that it sees a TTY. */
+function onTerminal(command: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess & { output: () => string } {
+  const line = command.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
+  const child = spawn('script', ['-qec', line, '/dev/null'], { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  // Without colours, so the text can be matched.
+  const ansi = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g');
+  return Object.assign(child, { output: () => out.replace(ansi, '') });
+}
+
+describe('on a terminal', () => {
+  it('handoffctl upgrade shows a progress display; the supervisor logs human-readable lines', async () => {
+    await using ws = new Workspace();
+    const env = { ...process.env };
+    delete env.HANDOFF_LOG_FORMAT;
+    const sup = onTerminal([process.execPath, MAIN, '--config', ws.config()], { cwd: ws.dir, env });
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!/: serving/.test(sup.output()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      // pino-pretty on a TTY: "[time] INFO (pid): message", not JSON.
+      expect(sup.output()).toMatch(/INFO.*: serving/);
+      expect(sup.output()).not.toMatch(/^\{"level"/m);
+      const ctl = onTerminal([process.execPath, CTL, '--socket', ws.trigger, 'upgrade']);
+      const code = await new Promise((resolve) => ctl.once('exit', resolve));
+      expect(code).toBe(0);
+      expect(ctl.output()).toMatch(/✓ awaitingHello \d+ ms → preparing/);
+      expect(ctl.output()).toMatch(/committed: handoff h-\S+/);
+    } finally {
+      // The supervisor runs in the pty's own session: stop it through its socket, and script ends with it.
+      const exited = new Promise((resolve) => sup.once('exit', resolve));
+      await ask(ws.trigger, { cmd: 'stop' }).catch(() => []);
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
+      if (sup.exitCode === null && sup.pid) process.kill(-sup.pid, 'SIGKILL');
+    }
   });
 });

@@ -15,6 +15,18 @@ import type { Answer } from '../src/client.js';
 export const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 export const CTL = fileURLToPath(new URL('../dist/ctl.js', import.meta.url));
 
+/**
+ * Polls `predicate` until it holds, failing after `timeoutMs` with what was awaited (and
+ * `context()`, e.g. the supervisor's output).
+ */
+export async function waitUntil(what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 20_000, context: () => string = () => ''): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${context()}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** A temp directory with a data dir and a private runtime dir. */
 export class Workspace implements AsyncDisposable {
   readonly dir = mkdtempSync(join(tmpdir(), 'handoff-cli-'));

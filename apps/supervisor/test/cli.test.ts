@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { LoadDriver } from '@handoff/testkit';
 import { ask } from '../src/client.js';
-import { CTL, MAIN, Workspace } from './bin.js';
+import { CTL, MAIN, Workspace, waitUntil } from './bin.js';
 import type { Running } from './bin.js';
 
 function showOnFailure(...running: Running[]): void {
@@ -115,12 +115,11 @@ describe('signals', () => {
     showOnFailure(sup);
     const before = await sup.ready();
     sup.child.kill('SIGHUP');
-    const deadline = Date.now() + 20_000;
     let status = before;
-    while (((status.lastHandoff as { committed?: boolean } | null)?.committed !== true) && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    await waitUntil('the SIGHUP handoff to commit', async () => {
       status = await sup.status();
-    }
+      return (status.lastHandoff as { committed?: boolean } | null)?.committed === true;
+    }, 20_000, () => sup.output);
     expect(status.lastHandoff).toMatchObject({ committed: true });
     expect((status.incumbent as { pid: number }).pid).not.toBe((before.incumbent as { pid: number }).pid);
   });
@@ -132,13 +131,11 @@ describe('signals', () => {
     showOnFailure(sup);
     await sup.ready();
     sup.child.kill('SIGTERM');
-    while (!sup.output.includes('stopping: the daemon drains and seals')) await new Promise((resolve) => setTimeout(resolve, 10));
+    await waitUntil('the graceful stop to begin', () => sup.output.includes('stopping: the daemon drains and seals'), 10_000, () => sup.output);
     sup.child.kill('SIGTERM');
     expect(await sup.exited).toBe(1);
     expect(sup.output).toMatch(/second stop request: forcing/);
-    const deadline = Date.now() + 5_000;
-    while (ws.daemons().length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(ws.daemons()).toEqual([]);
+    await waitUntil('the daemon to be killed', () => ws.daemons().length === 0, 5_000);
   });
 
   it('SIGTERM stops gracefully under write load: exit 0, no acknowledged write lost, no daemon left', async () => {
@@ -222,7 +219,7 @@ describe('handoffctl and the trigger socket', () => {
     const first = ask(ws.trigger, { cmd: 'upgrade' }, (a) => {
       if (a.type === 'phase') phases.push(String(a.phase));
     });
-    while (!phases.includes('sealing')) await new Promise((resolve) => setTimeout(resolve, 10));
+    await waitUntil('the handoff to reach sealing', () => phases.includes('sealing'), 20_000, () => sup.output);
     const status = await sup.status();
     expect(status.handoff).toMatchObject({ phase: 'sealing' });
     const second = await ws.ctl(['upgrade']);
@@ -285,12 +282,11 @@ describe('child supervision and metrics', () => {
     const sup = ws.start(['--config', ws.config('\n[restart]\ninitial_delay = 50\nmax_failures = 3\nwindow = 60000\n', { KV_DIE_AFTER_MS: '300' })]);
     showOnFailure(sup);
     await sup.ready();
-    const deadline = Date.now() + 30_000;
     let status = await sup.status();
-    while (status.lifecycle !== 'failed' && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    await waitUntil('the supervisor to give up', async () => {
       status = await sup.status();
-    }
+      return status.lifecycle === 'failed';
+    }, 30_000, () => sup.output);
     expect(status).toMatchObject({ lifecycle: 'failed', restarts: 3, incumbent: null });
     expect(status.failure).toMatch(/4 failures within 60000 ms is a crash loop \(limit 3\)/);
     const delays = [...sup.output.matchAll(/"event":"restart".*?"delayMs":(\d+)/g)].map((m) => Number(m[1]));
@@ -328,16 +324,15 @@ describe('--daemon', () => {
     expect(status).toMatchObject({ type: 'status', pid, lifecycle: 'serving' });
     expect(readFileSync(join(ws.runtimeDir, 'supervisor.log'), 'utf8')).toMatch(/"msg":"serving"/);
     await ask(ws.trigger, { cmd: 'stop' });
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
+    const alive = (): boolean => {
       try {
         process.kill(pid, 0);
+        return true;
       } catch {
-        break;
+        return false;
       }
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    expect(() => process.kill(pid, 0)).toThrow();
+    };
+    await waitUntil('the detached supervisor to exit', () => !alive(), 15_000);
   });
 });
 
@@ -360,8 +355,7 @@ describe('on a terminal', () => {
     delete env.HANDOFF_LOG_FORMAT;
     const sup = onTerminal([process.execPath, MAIN, '--config', ws.config()], { cwd: ws.dir, env });
     try {
-      const deadline = Date.now() + 20_000;
-      while (!/: serving/.test(sup.output()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      await waitUntil('the supervisor to log "serving"', () => /: serving/.test(sup.output()), 20_000, () => sup.output());
       // pino-pretty on a TTY: "[time] INFO (pid): message", not JSON.
       expect(sup.output()).toMatch(/INFO.*: serving/);
       expect(sup.output()).not.toMatch(/^\{"level"/m);

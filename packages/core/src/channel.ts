@@ -34,27 +34,32 @@ export class Channel<S extends Direction> extends EventEmitter<ChannelEvents<Opp
     this.#socket = socket;
     const receives = (sends === 'toSupervisor' ? 'toDaemon' : 'toSupervisor') as Opposite<S>;
     this.#decoder = new FrameDecoder({ direction: receives, ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}) });
-    socket.on('data', (chunk: Buffer) => {
-      for (const r of this.#decoder.push(chunk)) {
-        if (this.#closed) return;
-        if (r.ok) this.emit('message', r.message);
-        else {
-          this.emit('protocolError', r.error);
-          this.close(`protocol error: ${r.error.message}`);
-          return;
+    this.#listeners = {
+      data: (chunk: Buffer) => {
+        for (const r of this.#decoder.push(chunk)) {
+          if (this.#closed) return;
+          if (r.ok) this.emit('message', r.message);
+          else {
+            this.emit('protocolError', r.error);
+            this.close(`protocol error: ${r.error.message}`);
+            return;
+          }
         }
-      }
-    });
-    socket.on('error', (error) => {
-      this.close(`socket error: ${error.message}`);
-    });
-    socket.on('end', () => {
-      this.close('EOF');
-    });
-    socket.on('close', () => {
-      this.close('closed');
-    });
+      },
+      error: (error: Error) => {
+        this.close(`socket error: ${error.message}`);
+      },
+      end: () => {
+        this.close('EOF');
+      },
+      close: () => {
+        this.close('closed');
+      },
+    };
+    for (const [event, listener] of Object.entries(this.#listeners)) socket.on(event, listener);
   }
+
+  readonly #listeners: Readonly<Record<'data' | 'error' | 'end' | 'close', (...args: any[]) => void>>; // eslint-disable-line @typescript-eslint/no-explicit-any -- Socket.on's own listener type
 
   /** True once the channel ended. */
   get closed(): boolean {
@@ -71,6 +76,10 @@ export class Channel<S extends Direction> extends EventEmitter<ChannelEvents<Opp
   close(reason = 'closed locally'): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Let go of the socket: something else may keep it (a dead child's `stdio` does), and
+    // through our listeners it would keep this channel and everything its listeners reach.
+    for (const [event, listener] of Object.entries(this.#listeners)) this.#socket.off(event, listener);
+    this.#socket.on('error', () => undefined);
     this.#socket.destroy();
     this.emit('close', reason);
   }

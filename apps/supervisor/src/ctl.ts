@@ -12,7 +12,7 @@
 import { Command } from 'commander';
 import { ask } from './client.js';
 import type { Answer } from './client.js';
-import { ConfigError, defaultConfig, loadConfig } from './config.js';
+import { ConfigError, loadConfig } from './config.js';
 
 const program = new Command()
   .name('handoffctl')
@@ -36,7 +36,6 @@ function socketPath(): string {
     }
   }
   fail('give the trigger socket with --socket <path>, or the configuration with --config <file>');
-  return defaultConfig().triggerSocket;
 }
 
 function fail(message: string): never {

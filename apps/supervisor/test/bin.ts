@@ -134,20 +134,16 @@ export class Running {
 
   /** Waits until the supervisor answers status (with a deadline), and returns it. */
   async ready(timeoutMs = 20_000): Promise<Answer> {
-    const deadline = Date.now() + timeoutMs;
     let exitCode: number | null | undefined;
     void this.exited.then((c) => (exitCode = c));
-    for (;;) {
+    let ready: Answer | undefined;
+    await waitUntil('the supervisor to serve', async () => {
       if (exitCode !== undefined) throw new Error(`the supervisor exited with ${String(exitCode)}:\n${this.output}`);
-      try {
-        const [status] = await ask(this.trigger, { cmd: 'status' });
-        if (status?.type === 'status' && status.pid === this.child.pid && status.lifecycle === 'serving') return status;
-      } catch {
-        // not up yet
-      }
-      if (Date.now() > deadline) throw new Error(`the supervisor was not ready within ${timeoutMs} ms:\n${this.output}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+      const [status] = await ask(this.trigger, { cmd: 'status' }).catch(() => []);
+      if (status?.type === 'status' && status.pid === this.child.pid && status.lifecycle === 'serving') ready = status;
+      return ready !== undefined;
+    }, timeoutMs, () => this.output);
+    return ready as Answer;
   }
 
   async status(): Promise<Answer> {

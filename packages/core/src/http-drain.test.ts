@@ -52,11 +52,54 @@ describe('HttpDrainer', () => {
     try {
       expect(await get()).toEqual({ connection: 'keep-alive', body: 'ok' });
       const drained = drainer.drain({ deadline: Date.now() + 5_000, graceMs: 1_000 });
-      // The same connection, reused after the server stopped accepting: answered, then closed.
+      // The same connection, reused during the drain: answered, then closed.
       expect(await get()).toEqual({ connection: 'close', body: 'ok' });
       expect(await drained).toEqual({ openConnsRemaining: 0, acceptClosed: true });
     } finally {
       agent.destroy();
     }
+  });
+
+  it('keeps serving new connections while an idle keep-alive connection waits out the grace, then stops accepting', async () => {
+    const server = createServer({ keepAlive: true }, (_req, res) => res.end('ok'));
+    const drainer = new HttpDrainer(server);
+    const port = await listen(server);
+    const idle = new Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (agent: Agent | false): Promise<{ connection: string | undefined; body: string }> =>
+      new Promise((resolve, reject) => {
+        request({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
+            resolve({ connection: res.headers.connection, body });
+          });
+        })
+          .on('error', reject)
+          .end();
+      });
+    try {
+      await get(idle); // one keep-alive connection, now idle
+      const started = Date.now();
+      const drained = drainer.drain({ deadline: Date.now() + 10_000, graceMs: 1_000 });
+      // A new client during the grace is served (before: refused, nobody accepting for 1 s).
+      expect(await get(false)).toEqual({ connection: 'close', body: 'ok' });
+      expect(server.listening).toBe(true);
+      // At the grace's end the idle connection is closed and accepting stops.
+      expect(await drained).toEqual({ openConnsRemaining: 0, acceptClosed: true });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
+      expect(server.listening).toBe(false);
+      await expect(get(false)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    } finally {
+      idle.destroy();
+    }
+  });
+
+  it('stops accepting as soon as the connections open at the start have closed, without waiting for the grace', async () => {
+    const server = createServer({ keepAlive: true }, (_req, res) => res.end('ok'));
+    const drainer = new HttpDrainer(server);
+    await listen(server);
+    const started = Date.now();
+    expect(await drainer.drain({ deadline: Date.now() + 10_000, graceMs: 5_000 })).toEqual({ openConnsRemaining: 0, acceptClosed: true });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(server.listening).toBe(false);
   });
 });

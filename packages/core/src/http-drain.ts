@@ -1,9 +1,10 @@
 /**
  * Draining an `http.Server` with zero client errors under keep-alive load (DESIGN section 8):
- * stop accepting without touching open connections (`net.Server.prototype.close`, not
- * `http.Server.close`, which closes idle keep-alive sockets at once and races with requests
- * already on the wire), answer every later request with `Connection: close`, close the
- * connections still idle after a grace, and destroy what remains at the hard deadline.
+ * answer every request with `Connection: close`, stop accepting without touching open
+ * connections (`net.Server.prototype.close`, not `http.Server.close`, which closes idle
+ * keep-alive sockets at once and races with requests already on the wire) once the
+ * connections open at the start are gone, close the connections still idle after a grace
+ * (accepting until then), and destroy what remains at the hard deadline.
  */
 import type { Server as HttpServer } from 'node:http';
 import { Server as NetServer } from 'node:net';
@@ -58,17 +59,36 @@ export class HttpDrainer {
     return this.#draining;
   }
 
-  /** Stops accepting, lets in-flight requests finish, and closes connections as they go idle. */
+  /**
+   * Answers every request from now on with `Connection: close`, lets in-flight requests
+   * finish, and stops accepting once every connection that was open when the drain began has
+   * closed — or at the grace's end, when the connections still idle are closed. Until then
+   * new connections are still accepted (and each served once): a client that keeps an idle
+   * keep-alive connection open must not leave everyone else with nobody accepting for the
+   * whole grace (measured: a 1 s stall for fresh connections with one idle connection open).
+   */
   async drain(options: HttpDrainOptions): Promise<HttpDrainReport> {
     this.#draining = true;
-    const acceptClosed = this.server.listening;
-    if (acceptClosed) NetServer.prototype.close.call(this.server);
     const graceEnds = Date.now() + (options.graceMs ?? 1_000);
-    while (this.#sockets.size > 0) {
-      if (options.signal?.aborted) return { openConnsRemaining: this.#sockets.size, acceptClosed: true };
+    const preexisting = new Set(this.#sockets);
+    let accepting = this.server.listening;
+    const stopAccepting = (): void => {
+      if (!accepting) return;
+      accepting = false;
+      NetServer.prototype.close.call(this.server);
+    };
+    for (;;) {
+      if (options.signal?.aborted) {
+        stopAccepting();
+        return { openConnsRemaining: this.#sockets.size, acceptClosed: true };
+      }
       const now = Date.now();
+      for (const socket of preexisting) if (!this.#sockets.has(socket)) preexisting.delete(socket);
+      if (preexisting.size === 0 || now >= graceEnds) stopAccepting();
+      if (!accepting && this.#sockets.size === 0) return { openConnsRemaining: 0, acceptClosed: true };
       if (now >= options.deadline) {
         // Past the deadline nothing may be served: destroy what remains, and return once it is gone.
+        stopAccepting();
         const remaining = [...this.#sockets];
         const closed = remaining.map((socket) => new Promise((resolve) => socket.once('close', resolve)));
         this.server.closeAllConnections();
@@ -79,6 +99,5 @@ export class HttpDrainer {
       if (now >= graceEnds) this.server.closeIdleConnections();
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    return { openConnsRemaining: 0, acceptClosed: true };
   }
 }

@@ -6,7 +6,7 @@
 export { Cluster, TEST_TIMEOUTS, kvDaemon, processesWithEnv, startCluster } from './cluster.js';
 export type { ClusterOptions } from './cluster.js';
 export { LoadDriver, verifyLedger } from './load.js';
-export type { ErrorCounts, LoadOptions, LoadReport } from './load.js';
+export type { ErrorCounts, LoadOptions, LoadReport, RequestResult, Role } from './load.js';
 export { checkPromises } from './checks.js';
 export { runCrashScenario } from './scenario.js';
 export type { CrashScenario, CrashScenarioResult } from './scenario.js';

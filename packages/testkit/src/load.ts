@@ -22,6 +22,18 @@ export interface LoadOptions {
   readonly maxDurationMs?: number;
   /** Hard bound on requests. Default 5 million. */
   readonly maxRequests?: number;
+  /** Called as each request settles: for timelines (a benchmark's latency over time). */
+  readonly onResult?: ((result: RequestResult) => void) | undefined;
+}
+
+/** One settled request, as {@link LoadOptions.onResult} sees it. */
+export interface RequestResult {
+  readonly role: Role;
+  /** Epoch milliseconds. */
+  readonly startedAt: number;
+  readonly endedAt: number;
+  /** Null when it got a 2xx. */
+  readonly error: keyof ErrorCounts | null;
 }
 
 /** Errors by kind. */
@@ -47,7 +59,8 @@ export interface LoadReport {
   readonly samples: readonly string[];
 }
 
-type Role = 'reader' | 'prober' | 'writer';
+/** What a request was for: a keep-alive read, a fresh-connection probe, a ledger write. */
+export type Role = 'reader' | 'prober' | 'writer';
 
 function emptyCounts(): ErrorCounts {
   return { refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 };
@@ -88,6 +101,7 @@ export class LoadDriver {
       requestTimeoutMs: 10_000,
       maxDurationMs: 300_000,
       maxRequests: 5_000_000,
+      onResult: undefined,
       ...options,
     };
     this.#agent = new Agent({ keepAlive: true, maxSockets: this.#o.readers + this.#o.writers });
@@ -191,11 +205,13 @@ export class LoadDriver {
     this.#requests += 1;
     const stats = this.#byRole[role];
     stats.requests += 1;
+    const startedAt = Date.now();
     return new Promise((resolve) => {
       let settled = false;
       const fail = (kind: keyof ErrorCounts, what: string): void => {
         if (settled) return;
         settled = true;
+        this.#o.onResult?.({ role, startedAt, endedAt: Date.now(), error: kind });
         stats.errors[kind] += 1;
         this.#errorTotal += 1;
         if (this.#samples.length < 20) this.#samples.push(`${role} ${method} ${path}: ${what}`);
@@ -212,6 +228,7 @@ export class LoadDriver {
             if (settled) return;
             if ((res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300) {
               settled = true;
+              this.#o.onResult?.({ role, startedAt, endedAt: Date.now(), error: null });
               stats.ok += 1;
               resolve(true);
             } else fail('non2xx', `status ${res.statusCode ?? '?'}`);

@@ -32,7 +32,8 @@ export default defineConfig(
         {
           patterns: [
             {
-              regex: '^@handoff/[^/]+/(?!package\\.json$).+',
+              // Exported subpaths are public: package.json, and handoffctl's trigger-socket client.
+              regex: '^@handoff/(?!supervisor-cli/client$)[^/]+/(?!package\\.json$).+',
               message: 'No deep imports across packages: import from the package entry point (internals are not exported).',
             },
             { regex: '^(\\.\\./)+(packages|apps|tools)/', message: 'Import other workspace packages by name, not by path.' },
@@ -63,8 +64,13 @@ export default defineConfig(
     },
   },
   {
-    files: ['**/*.js'],
+    files: ['**/*.js', '**/*.cjs'],
     extends: [tseslint.configs.disableTypeChecked],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly' } },
+  },
+  {
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable' } },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
 );

@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { ask } from '@handoff/supervisor-cli/client';
 import { LoadDriver, verifyLedger } from '@handoff/testkit';
 
 const HANDOFFS = Number(process.env.HANDOFF_DEMO_HANDOFFS ?? 5);
@@ -18,9 +19,7 @@ const green = (s: string): string => (tty ? `\x1b[32m${s}\x1b[0m` : s);
 const red = (s: string): string => (tty ? `\x1b[31m${s}\x1b[0m` : s);
 const dim = (s: string): string => (tty ? `\x1b[2m${s}\x1b[0m` : s);
 
-const cli = dirname(createRequire(import.meta.url).resolve('@handoff/supervisor-cli/package.json'));
-const MAIN = join(cli, 'dist', 'main.js');
-const { ask } = (await import(join(cli, 'dist', 'client.js'))) as { ask: (socket: string, request: object, onLine?: (a: Record<string, unknown>) => void) => Promise<Record<string, unknown>[]> };
+const MAIN = join(dirname(createRequire(import.meta.url).resolve('@handoff/supervisor-cli/package.json')), 'dist', 'main.js');
 
 function waitForLine<T>(stream: NodeJS.ReadableStream, pick: (line: Record<string, unknown>) => T | undefined, timeoutMs: number): Promise<T> {
   return new Promise((resolve, reject) => {

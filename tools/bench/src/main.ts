@@ -1,0 +1,201 @@
+#!/usr/bin/env node
+/**
+ * handoff's side-by-side benchmark. On loopback, bounded in time, one system after another:
+ * this project (a stateless app and the key-value daemon), a kill-and-restart, PM2 cluster
+ * reload with and without draining, PM2 fork restart, nginx's binary upgrade (when nginx is
+ * installed); then two scale curves and the data-path overhead.
+ *
+ *   pnpm bench [--quick] [--out DIR] [--only id,id] [--docs]
+ *
+ * Writes DIR/bench.json, DIR/bench.md and DIR/latency.svg (DIR: tools/bench/results); with
+ * --docs also docs/benchmarks.md and docs/benchmarks-latency.svg. Exits 1 when the harness
+ * itself failed (a system that would not start, a handoff that did not complete); figures
+ * are reported, never judged.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { cpus, release, totalmem, type } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { connectionCurve, dataCurve, FULL, overhead, QUICK, runSystem, skipped } from './run.js';
+import type { CurvePoint, OverheadRow, SystemResult } from './run.js';
+import { markdown, svg } from './report.js';
+import type { BenchResult, Machine } from './report.js';
+import { HandoffSystem, NaiveRestart, NginxUpgrade, Pm2Home, Pm2System } from './systems.js';
+import type { System } from './systems.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const require = createRequire(import.meta.url);
+
+const USAGE = 'usage: pnpm bench [--quick] [--out DIR] [--only id,id,...] [--docs]';
+let args;
+try {
+  args = parseArgs({
+    options: { quick: { type: 'boolean', default: false }, out: { type: 'string' }, only: { type: 'string' }, docs: { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
+    allowPositionals: false,
+  }).values;
+} catch (error) {
+  console.error(`bench: ${(error as Error).message}\n${USAGE}`);
+  process.exit(2);
+}
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const preset = args.quick ? QUICK : FULL;
+const out = resolve(args.out ?? join(ROOT, 'tools', 'bench', 'results'));
+
+const systems: System[] = [
+  new HandoffSystem('hello'),
+  new NaiveRestart('hello'),
+  new Pm2System('cluster', false, 'hello'),
+  new Pm2System('cluster', true, 'hello'),
+  new Pm2System('fork', false, 'hello'),
+  new NginxUpgrade(),
+  new HandoffSystem('kv'),
+  new NaiveRestart('kv'),
+  new Pm2System('cluster', true, 'kv'),
+  new Pm2System('fork', false, 'kv'),
+];
+const PARTS = ['connections', 'data', 'overhead'];
+const only = args.only?.split(',').map((s) => s.trim()).filter(Boolean) ?? null;
+if (only) {
+  const known = [...systems.map((s) => s.id), ...PARTS];
+  const unknown = only.filter((id) => !known.includes(id));
+  if (unknown.length) {
+    console.error(`bench: unknown --only ${unknown.join(', ')}; known: ${known.join(', ')}`);
+    process.exit(2);
+  }
+}
+const wanted = (id: string): boolean => only === null || only.includes(id);
+
+function version(pkg: string): string {
+  try {
+    return (JSON.parse(readFileSync(require.resolve(`${pkg}/package.json`), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'not installed';
+  }
+}
+
+function machine(): Machine {
+  const nginx = spawnSync('nginx', ['-v'], { encoding: 'utf8' });
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    os: `${type()} ${release()}`,
+    node: process.version,
+    peers: {
+      autocannon: version('autocannon'),
+      pm2: version('pm2'),
+      nginx: nginx.error ? 'not installed' : nginx.stderr.trim().replace(/^nginx version: /, ''),
+    },
+  };
+}
+
+const started = Date.now();
+const log = (line: string): void => {
+  console.log(`${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s ${line}`);
+};
+// Ctrl-C: stop what runs (PM2's daemon lives in a temp home), then exit.
+process.once('SIGINT', () => {
+  void (Pm2Home.opened?.close() ?? Promise.resolve()).finally(() => process.exit(130));
+});
+
+const results: SystemResult[] = [];
+let connectionPoints: CurvePoint[] = [];
+let dataPoints: CurvePoint[] = [];
+let overheadRows: OverheadRow[] = [];
+let harnessFailed = false;
+const guard = async <T>(what: string, f: () => Promise<T>, fallback: T): Promise<T> => {
+  try {
+    return await f();
+  } catch (error) {
+    harnessFailed = true;
+    console.error(`bench: ${what} failed: ${(error as Error).stack ?? String(error)}`);
+    return fallback;
+  }
+};
+try {
+  log(`handoff benchmark (${args.quick ? 'quick' : 'full'}), results in ${out}`);
+  for (const system of systems.filter((s) => wanted(s.id))) {
+    log(`${system.label} [${system.id}]`);
+    const r = await guard(system.label, () => runSystem(system, preset, log), { ...skipped(system, ''), skipped: null, failure: 'the harness failed (see the log)' });
+    if (r.skipped !== null) log(`  skipped: ${r.skipped}`);
+    if (r.failure !== null) harnessFailed = true;
+    results.push(r);
+  }
+  if (wanted('connections')) {
+    log('scale curve: open connections');
+    connectionPoints = await guard('the connection curve', () => connectionCurve(preset, log), []);
+  }
+  if (wanted('data')) {
+    log('scale curve: data size');
+    dataPoints = await guard('the data-size curve', () => dataCurve(preset, log), []);
+  }
+  if (wanted('overhead')) {
+    log('data-path overhead');
+    overheadRows = await guard('the overhead run', () => overhead(preset, log), []);
+  }
+} finally {
+  await Pm2Home.opened?.close();
+}
+if ([...connectionPoints, ...dataPoints].some((p) => !p.ok)) harnessFailed = true;
+
+const result: BenchResult = {
+  version: 1,
+  preset: args.quick ? 'quick' : 'full',
+  startedAt: new Date(started).toISOString(),
+  durationS: Math.round((Date.now() - started) / 1000),
+  machine: machine(),
+  settings: { ...preset },
+  systems: results,
+  connectionCurve: connectionPoints,
+  dataCurve: dataPoints,
+  overhead: overheadRows,
+};
+mkdirSync(out, { recursive: true });
+const report = markdown(result);
+writeFileSync(join(out, 'bench.json'), `${JSON.stringify(result, null, 1)}\n`);
+writeFileSync(join(out, 'bench.md'), report);
+writeFileSync(join(out, 'latency.svg'), svg(results));
+if (args.docs) {
+  const m = result.machine;
+  writeFileSync(join(ROOT, 'docs', 'benchmarks-latency.svg'), svg(results));
+  writeFileSync(
+    join(ROOT, 'docs', 'benchmarks.md'),
+    `# Benchmarks
+
+The latest full run of \`pnpm bench\` (tools/bench), every figure measured side by side in one run
+on one machine, so compare ratios, not absolutes. Nothing here is asserted by a test; the test suite
+runs \`pnpm bench --quick\` only to check that the harness works and that this project's rows show
+0 errors and 0 lost writes.
+
+**Machine:** ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}; Node ${m.node};
+autocannon ${m.peers.autocannon ?? '?'}, PM2 ${m.peers.pm2 ?? '?'}, nginx ${m.peers.nginx ?? '?'}. Everything on loopback.
+The run took ${result.durationS} s.
+
+**Reproduce:** \`pnpm install && pnpm build && pnpm bench\` (add \`--quick\` for a one-minute run,
+\`--only handoff-hello,pm2-cluster-drain-hello\` for some systems, \`--docs\` to rewrite this page).
+Results go to \`tools/bench/results/\` (bench.json, bench.md, latency.svg). nginx's row needs nginx
+(Debian: \`apt-get install nginx-light\`); without it the row says skipped.
+
+${report.replace('](latency.svg)', '](benchmarks-latency.svg)')}
+## How to read it
+
+- **refused**: the connection was refused (nobody listening). autocannon reconnects at once after
+  a refusal, so during an outage this counts connect attempts, not users.
+- **reset**: the connection was reset or closed with a request in flight (a real client sees that
+  request fail; autocannon alone would retry it silently, the benchmark counts it).
+- **longest no-accept**: the longest a new client waited, or kept failing, before being served.
+- **lost writes**: acknowledged writes (the daemon fsyncs before answering) missing or wrong when
+  read back after the last handoff.
+`,
+  );
+}
+console.log(`\n${report}`);
+log(`wrote ${join(out, 'bench.json')}, bench.md, latency.svg${args.docs ? '; docs/benchmarks.md' : ''} (${result.durationS} s)`);
+// PM2's client library keeps handles open after disconnecting: exit explicitly.
+process.exit(harnessFailed ? 1 : 0);

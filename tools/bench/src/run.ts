@@ -1,0 +1,353 @@
+/**
+ * The runs: each system under the same load with the same number of handoffs at the same
+ * spacing; the two scale curves; the data-path overhead.
+ */
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { verifyLedger } from '@handoff/testkit';
+import { freePort, ProcSampler, sleep } from './proc.js';
+import { countErrors, longestUnserved, max, median, quantile, timeline } from './stats.js';
+import type { Timeline } from './stats.js';
+import { HandoffSystem, NaiveRestart, Pm2System } from './systems.js';
+import type { System } from './systems.js';
+import type { CannonResult, ErrorKind, HandoffTiming, LoadConfig, ProbeResult, WorkerMessage } from './types.js';
+
+const WORKER = fileURLToPath(new URL('./load-worker.js', import.meta.url));
+
+/** How much load, how many handoffs, how far apart. */
+export interface Preset {
+  readonly connections: number;
+  readonly warmupMs: number;
+  readonly handoffs: number;
+  readonly spacingMs: number;
+  readonly tailMs: number;
+  readonly probeEveryMs: number;
+  readonly writers: number;
+  /** A request unanswered this long counts as a timeout (and ends the wait for it). */
+  readonly requestTimeoutMs: number;
+  readonly binMs: number;
+  readonly curveConnections: readonly number[];
+  readonly curveKeys: readonly number[];
+  readonly curveHandoffs: number;
+  readonly overheadRounds: number;
+  readonly overheadMs: number;
+}
+
+export const FULL: Preset = {
+  connections: 32,
+  warmupMs: 1_000,
+  handoffs: 10,
+  spacingMs: 1_500,
+  tailMs: 1_000,
+  probeEveryMs: 5,
+  writers: 2,
+  requestTimeoutMs: 5_000,
+  binMs: 100,
+  curveConnections: [100, 500, 1_000, 2_000, 5_000],
+  curveKeys: [10_000, 100_000, 1_000_000],
+  curveHandoffs: 3,
+  overheadRounds: 3,
+  overheadMs: 5_000,
+};
+
+export const QUICK: Preset = {
+  connections: 16,
+  warmupMs: 250,
+  handoffs: 2,
+  spacingMs: 500,
+  tailMs: 250,
+  probeEveryMs: 5,
+  writers: 2,
+  requestTimeoutMs: 2_000,
+  binMs: 50,
+  curveConnections: [100, 1_000],
+  curveKeys: [10_000, 100_000],
+  curveHandoffs: 1,
+  overheadRounds: 1,
+  overheadMs: 1_000,
+};
+
+/** One system's row. */
+export interface SystemResult {
+  readonly id: string;
+  readonly label: string;
+  readonly app: string;
+  readonly skipped: string | null;
+  readonly handoffs: readonly HandoffTiming[];
+  readonly requests: number;
+  readonly errors: Record<ErrorKind, number>;
+  readonly latencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
+  readonly longestUnservedMs: number;
+  readonly handoffMs: { readonly p50: number; readonly max: number };
+  readonly throughput: { readonly baselineRps: number; readonly rps: number; readonly relative: number };
+  readonly acknowledgedWrites: number | null;
+  readonly lostWrites: number | null;
+  readonly supervisor: { readonly cpuPercent: number; readonly cpuSeconds: number; readonly peakRssBytes: number } | null;
+  readonly timeline: Timeline | null;
+  /** Handoff windows relative to the timeline's start, ms. */
+  readonly marks: readonly { readonly from: number; readonly to: number }[];
+  readonly failure: string | null;
+}
+
+type LoadSpec = Omit<LoadConfig, 'maxDurationMs' | 'requestTimeoutMs'>;
+
+/** Forks the load workers, waits until all run, runs `body`, stops them and collects their results. */
+async function underLoad<T>(p: Preset, specs: readonly LoadSpec[], body: () => Promise<T>, boundMs = 600_000): Promise<{ results: (CannonResult | ProbeResult)[]; value: T }> {
+  const children: ChildProcess[] = [];
+  try {
+    const results = specs.map((spec) => {
+      const child = fork(WORKER, [JSON.stringify({ ...spec, requestTimeoutMs: p.requestTimeoutMs, maxDurationMs: boundMs })], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      children.push(child);
+      let ready: () => void = () => undefined;
+      const isReady = new Promise<void>((resolve) => (ready = resolve));
+      const result = new Promise<CannonResult | ProbeResult>((resolve, reject) => {
+        child.on('message', (m: WorkerMessage) => {
+          if (m.type === 'ready') ready();
+          else resolve(m.result);
+        });
+        // 'close' comes after every message was delivered ('exit' may come before).
+        child.once('close', (code) => {
+          reject(new Error(`a ${spec.kind} load worker exited (${String(code)}) before reporting`));
+        });
+      });
+      // Surface an early exit while waiting for readiness too.
+      result.catch(() => undefined);
+      return { isReady: Promise.race([isReady, result.then(() => undefined)]), result };
+    });
+    await Promise.all(results.map((r) => r.isReady));
+    const value = await body();
+    for (const child of children) child.send({ type: 'stop' });
+    return { results: await Promise.all(results.map((r) => r.result)), value };
+  } finally {
+    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  }
+}
+
+function cannonOf(results: readonly (CannonResult | ProbeResult)[]): CannonResult {
+  const c = results.find((r): r is CannonResult => r.kind === 'cannon');
+  if (!c) throw new Error('no keep-alive load result');
+  return c;
+}
+
+function probeOf(results: readonly (CannonResult | ProbeResult)[]): ProbeResult {
+  const p = results.find((r): r is ProbeResult => r.kind === 'probe');
+  if (!p) throw new Error('no prober result');
+  return p;
+}
+
+/** 2xx answers per second, after the first `skipMs` (connections opening, code warming up). */
+function okRps(c: CannonResult, skipMs = 0): number {
+  const from = c.startedAt + skipMs;
+  const ok = c.status.filter((s, i) => s >= 200 && s < 300 && (c.at[i] ?? 0) >= from).length;
+  return ok / Math.max((c.endedAt - from) / 1000, 0.001);
+}
+
+/** Triggers `count` handoffs, the i-th at `warmup + i * spacing` (or right after the previous one). */
+async function handoffsOnSchedule(system: System, p: Preset, count: number): Promise<HandoffTiming[]> {
+  const start = Date.now();
+  const timings: HandoffTiming[] = [];
+  for (let i = 0; i < count; i++) {
+    const due = start + p.warmupMs + i * p.spacingMs;
+    if (Date.now() < due) await sleep(due - Date.now());
+    timings.push(await system.handoff());
+  }
+  // A run with no handoff (the baseline) lasts as long as a run with `p.handoffs` would.
+  const end = count === 0 ? start + p.warmupMs + p.handoffs * p.spacingMs + p.tailMs : Date.now() + p.tailMs;
+  if (Date.now() < end) await sleep(end - Date.now());
+  return timings;
+}
+
+export function skipped(system: System, why: string): SystemResult {
+  return {
+    id: system.id,
+    label: system.label,
+    app: system.app,
+    skipped: why,
+    handoffs: [],
+    requests: 0,
+    errors: { refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 },
+    latencyMs: { p50: 0, p99: 0, max: 0 },
+    longestUnservedMs: 0,
+    handoffMs: { p50: 0, max: 0 },
+    throughput: { baselineRps: 0, rps: 0, relative: 0 },
+    acknowledgedWrites: null,
+    lostWrites: null,
+    supervisor: null,
+    timeline: null,
+    marks: [],
+    failure: null,
+  };
+}
+
+/** One system: a baseline with no handoff, then the same load with `p.handoffs` handoffs. */
+export async function runSystem(system: System, p: Preset, log: (line: string) => void): Promise<SystemResult> {
+  const why = system.unavailable();
+  if (why !== null) return skipped(system, why);
+  const port = await freePort();
+  const stateful = system.app === 'kv';
+  await system.start(port);
+  try {
+    const load: LoadSpec[] = [
+      { kind: 'cannon', port, connections: p.connections, probeEveryMs: 0, writers: 0, idleConnections: 0 },
+      { kind: 'probe', port, connections: 0, probeEveryMs: p.probeEveryMs, writers: stateful ? p.writers : 0, idleConnections: 0 },
+    ];
+    const what = `${p.connections} keep-alive connections + a prober every ${p.probeEveryMs} ms${stateful ? ` + ${p.writers} writers` : ''}`;
+    log(`  baseline: ${what}, no handoff`);
+    const base = cannonOf((await underLoad(p, load, () => handoffsOnSchedule(system, p, 0))).results);
+    log(`  the same with ${p.handoffs} handoffs, ${p.spacingMs} ms apart`);
+    const sampler = new ProcSampler(() => system.supervisorPids()).start();
+    const { results, value: handoffs } = await underLoad(p, load, () => handoffsOnSchedule(system, p, p.handoffs));
+    const supervisor = sampler.stop();
+    const cannon = cannonOf(results);
+    const probe = probeOf(results);
+    const lost = stateful ? await verifyLedger(port, new Map(probe.ledger)) : null;
+    const durations = handoffs.map((h) => h.committedAt - h.triggeredAt);
+    const rps = okRps(cannon, p.warmupMs);
+    const baselineRps = okRps(base, p.warmupMs);
+    return {
+      ...skipped(system, ''),
+      skipped: null,
+      handoffs,
+      requests: cannon.at.length + cannon.errors.length + probe.results.length,
+      errors: countErrors(cannon, probe.results),
+      latencyMs: { p50: quantile(cannon.latency, 0.5), p99: quantile(cannon.latency, 0.99), max: max(cannon.latency) },
+      longestUnservedMs: longestUnserved(probe.results),
+      handoffMs: { p50: median(durations), max: max(durations) },
+      throughput: { baselineRps, rps, relative: baselineRps > 0 ? rps / baselineRps : 0 },
+      acknowledgedWrites: stateful ? probe.ledger.length : null,
+      lostWrites: lost === null ? null : lost.length,
+      supervisor,
+      timeline: timeline(cannon, probe.results, cannon.startedAt, cannon.endedAt, p.binMs),
+      marks: handoffs.map((h) => ({ from: h.triggeredAt - cannon.startedAt, to: h.committedAt - cannon.startedAt })),
+      failure: handoffs.every((h) => h.ok) ? null : handoffs.filter((h) => !h.ok).map((h) => h.detail).join('; '),
+    };
+  } finally {
+    await system.stop();
+  }
+}
+
+/** A point of a scale curve. */
+export interface CurvePoint {
+  readonly system: string;
+  readonly x: number;
+  readonly handoffMs: number;
+  readonly longestUnservedMs: number;
+  readonly drainMs: number | null;
+  readonly errors: number;
+  readonly ok: boolean;
+}
+
+async function curvePoint(system: System, x: number, p: Preset, idle: number): Promise<CurvePoint> {
+  const port = await freePort();
+  await system.start(port);
+  try {
+    const { results, value: handoffs } = await underLoad(p, [{ kind: 'probe', port, connections: 0, probeEveryMs: p.probeEveryMs, writers: 0, idleConnections: idle }], () => handoffsOnSchedule(system, p, p.curveHandoffs));
+    const probe = probeOf(results);
+    if (idle > 0 && probe.idleOpen < idle) throw new Error(`only ${probe.idleOpen} of ${idle} idle connections were open`);
+    const drains = handoffs.map((h) => h.phases?.preparing).filter((d): d is number => d !== undefined);
+    return {
+      system: system.id,
+      x,
+      handoffMs: median(handoffs.map((h) => h.committedAt - h.triggeredAt)),
+      longestUnservedMs: longestUnserved(probe.results),
+      drainMs: drains.length ? median(drains) : null,
+      errors: probe.results.filter((r) => r.error !== null).length,
+      ok: handoffs.every((h) => h.ok),
+    };
+  } finally {
+    await system.stop();
+  }
+}
+
+/** Handoff duration and stall against the number of open (idle keep-alive) connections. */
+export async function connectionCurve(p: Preset, log: (line: string) => void): Promise<CurvePoint[]> {
+  const points: CurvePoint[] = [];
+  for (const n of p.curveConnections) {
+    for (const system of [new HandoffSystem('hello'), new Pm2System('cluster', true, 'hello')]) {
+      const why = system.unavailable();
+      if (why !== null) continue;
+      log(`  ${system.label}: ${n} open connections`);
+      points.push(await curvePoint(system, n, p, n));
+    }
+  }
+  return points;
+}
+
+/** Writes a key-value log of `keys` records (the format apps/kv replays), as a data directory. */
+function seedKv(keys: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'handoff-bench-kv-seed-'));
+  mkdirSync(dir, { recursive: true });
+  const chunks: string[] = [];
+  for (let i = 0; i < keys; i++) chunks.push(`${JSON.stringify({ k: `key-${i}`, v: `value-${i}-${'x'.repeat(16)}` })}\n`);
+  writeFileSync(join(dir, 'kv.log'), chunks.join(''));
+  return dir;
+}
+
+/** Handoff duration and stall against the key-value daemon's data size. */
+export async function dataCurve(p: Preset, log: (line: string) => void): Promise<CurvePoint[]> {
+  const points: CurvePoint[] = [];
+  for (const keys of p.curveKeys) {
+    const dir = seedKv(keys);
+    try {
+      log(`  handoff (key-value daemon): ${keys} keys`);
+      points.push(await curvePoint(new HandoffSystem('kv', dir), keys, p, 0));
+      log(`  kill and restart (key-value daemon): ${keys} keys`);
+      points.push(await curvePoint(new NaiveRestart('kv', dir), keys, p, 0));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return points;
+}
+
+/** Requests per second of the hello app with no handoff, per way of running it. */
+export interface OverheadRow {
+  readonly id: string;
+  readonly label: string;
+  readonly rps: readonly number[];
+  readonly medianRps: number;
+  readonly relative: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+/** The data path: bare Node vs this project's held listener vs PM2 cluster with one instance. */
+export async function overhead(p: Preset, log: (line: string) => void): Promise<OverheadRow[]> {
+  const systems: { id: string; label: string; system: System }[] = [
+    { id: 'bare', label: 'bare Node (listens itself)', system: new NaiveRestart('hello') },
+    { id: 'handoff', label: 'handoff (listener held by the supervisor, inherited)', system: new HandoffSystem('hello') },
+    { id: 'pm2-cluster', label: 'PM2 cluster mode, 1 instance', system: new Pm2System('cluster', false, 'hello') },
+  ].filter((s) => s.system.unavailable() === null);
+  const ports = new Map<string, number>();
+  const runs = new Map<string, CannonResult[]>();
+  try {
+    for (const s of systems) {
+      const port = await freePort();
+      await s.system.start(port);
+      ports.set(s.id, port);
+      runs.set(s.id, []);
+    }
+    // Interleaved rounds, so drift of the machine hits every system alike.
+    for (let round = 0; round < p.overheadRounds; round++) {
+      for (const s of systems) {
+        log(`  round ${round + 1}/${p.overheadRounds}: ${s.label}`);
+        const port = ports.get(s.id) ?? 0;
+        const { results } = await underLoad(p, [{ kind: 'cannon', port, connections: p.connections, probeEveryMs: 0, writers: 0, idleConnections: 0 }], () => sleep(p.overheadMs));
+        runs.get(s.id)?.push(cannonOf(results));
+      }
+    }
+  } finally {
+    for (const s of systems) await s.system.stop();
+  }
+  const rows = systems.map((s) => {
+    const rs = runs.get(s.id) ?? [];
+    const latencies = rs.flatMap((r) => r.latency);
+    return { id: s.id, label: s.label, rps: rs.map(okRps), medianRps: median(rs.map(okRps)), relative: 0, p50Ms: quantile(latencies, 0.5), p99Ms: quantile(latencies, 0.99) };
+  });
+  const bare = rows.find((r) => r.id === 'bare')?.medianRps ?? 0;
+  return rows.map((r) => ({ ...r, relative: bare > 0 ? r.medianRps / bare : 0 }));
+}

@@ -1,0 +1,80 @@
+/**
+ * A smoke test of the benchmark harness: `pnpm bench --quick` must run every installed
+ * system, count requests, and show this project's rows with 0 errors and 0 lost writes.
+ * No timing is asserted: the figures are the benchmark's to report, not the suite's to judge.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUICK } from '../src/run.js';
+import type { BenchResult } from '../src/report.js';
+
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx'].some((p) => existsSync(p));
+
+describe('pnpm bench --quick', () => {
+  const out = mkdtempSync(join(tmpdir(), 'handoff-bench-test-'));
+  let output = '';
+  let code: number | null = null;
+  let result: BenchResult;
+
+  beforeAll(async () => {
+    const child = spawn(process.execPath, [MAIN, '--quick', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    const deadline = setTimeout(() => child.kill('SIGINT'), 280_000);
+    code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    clearTimeout(deadline);
+    if (existsSync(join(out, 'bench.json'))) result = JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8')) as BenchResult;
+  }, 300_000);
+
+  afterAll(() => {
+    rmSync(out, { recursive: true, force: true });
+  });
+
+  it('completes and writes JSON, Markdown and an SVG chart', () => {
+    expect(code, output).toBe(0);
+    expect(readFileSync(join(out, 'bench.md'), 'utf8')).toContain('| system | handoffs | requests | refused | reset |');
+    expect(readFileSync(join(out, 'latency.svg'), 'utf8')).toMatch(/^<svg [^]*<\/svg>\n$/);
+  });
+
+  it('ran every installed system with the same number of handoffs, and counted requests', () => {
+    const ids = result.systems.map((s) => s.id);
+    expect(ids).toEqual(['handoff-hello', 'naive-hello', 'pm2-cluster-nodrain-hello', 'pm2-cluster-drain-hello', 'pm2-fork-restart-hello', 'nginx-upgrade', 'handoff-kv', 'naive-kv', 'pm2-cluster-drain-kv', 'pm2-fork-restart-kv']);
+    for (const s of result.systems) {
+      if (s.id === 'nginx-upgrade' && !NGINX) {
+        expect(s.skipped, output).toMatch(/nginx is not installed/);
+        continue;
+      }
+      expect(s.skipped, `${s.id}\n${output}`).toBeNull();
+      expect(s.failure, `${s.id}\n${output}`).toBeNull();
+      expect(s.handoffs.filter((h) => h.ok), s.id).toHaveLength(QUICK.handoffs);
+      expect(s.requests, s.id).toBeGreaterThan(0);
+      expect(s.throughput.baselineRps, s.id).toBeGreaterThan(0);
+      expect(s.timeline?.p99.length, s.id).toBeGreaterThan(0);
+    }
+    expect(result.machine.peers.pm2).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it("shows this project's rows with 0 errors of any kind and 0 lost writes", () => {
+    for (const id of ['handoff-hello', 'handoff-kv']) {
+      const s = result.systems.find((r) => r.id === id);
+      expect(s?.errors, `${id}\n${output}`).toEqual({ refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 });
+    }
+    const kv = result.systems.find((r) => r.id === 'handoff-kv');
+    expect(kv?.acknowledgedWrites).toBeGreaterThan(0);
+    expect(kv?.lostWrites).toBe(0);
+  });
+
+  it('measures both scale curves and the data-path overhead', () => {
+    expect(result.connectionCurve.map((p) => [p.system, p.x])).toEqual(QUICK.curveConnections.flatMap((n) => [['handoff-hello', n], ['pm2-cluster-drain-hello', n]]));
+    expect(result.dataCurve.map((p) => [p.system, p.x])).toEqual(QUICK.curveKeys.flatMap((n) => [['handoff-kv', n], ['naive-kv', n]]));
+    for (const p of [...result.connectionCurve, ...result.dataCurve]) expect(p.ok).toBe(true);
+    for (const p of [...result.connectionCurve, ...result.dataCurve].filter((q) => q.system.startsWith('handoff'))) expect(p.errors, JSON.stringify(p)).toBe(0);
+    expect(result.overhead.map((r) => r.id)).toEqual(['bare', 'handoff', 'pm2-cluster']);
+    for (const r of result.overhead) expect(r.medianRps, r.id).toBeGreaterThan(0);
+  });
+});

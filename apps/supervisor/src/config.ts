@@ -198,7 +198,7 @@ class Reader {
   }
 }
 
-const DEFAULT_TIMEOUTS = { drainGraceMs: 5_000, drainMs: 30_000, sealMs: 30_000, readyMs: 30_000, totalMs: 120_000, livenessMs: 3_000, heartbeatMs: 500, helloMs: 10_000, stopGraceMs: 2_000, shutdownMs: 30_000 };
+const DEFAULT_TIMEOUTS = { drainGraceMs: 1_000, drainMs: 30_000, sealMs: 30_000, readyMs: 30_000, totalMs: 120_000, livenessMs: 3_000, heartbeatMs: 500, helloMs: 10_000, stopGraceMs: 2_000, shutdownMs: 30_000 };
 
 function table(r: Reader, parent: Table, key: string): Table {
   const v = parent[key];

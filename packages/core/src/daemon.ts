@@ -10,7 +10,7 @@
 import { createServer } from 'node:http';
 import type { RequestListener, Server } from 'node:http';
 import type { SealReport } from '@handoff/protocol';
-import { explainRevisionGap } from '@handoff/protocol';
+import { DEFAULT_TIMEOUTS, explainRevisionGap } from '@handoff/protocol';
 import { detectRole } from './env.js';
 import type { DetectedRole } from './env.js';
 import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
@@ -55,6 +55,7 @@ export interface DaemonOptions<S> {
   onServing?(info: { readonly role: 'cold' | 'successor'; readonly promoted: boolean; readonly listeningOn: readonly string[] }): void;
   /** Aborting it stops the daemon gracefully: drain, seal, release, exit 0. */
   readonly stopSignal?: AbortSignal;
+  /** The drain grace when stopping on `stopSignal` (default 1 s); in a handoff the supervisor's `drain_grace` applies. */
   readonly drainGraceMs?: number;
   readonly heartbeatMs?: number;
   readonly livenessMs?: number;
@@ -112,8 +113,9 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
   };
 
   const drainable: Drainable = {
-    async drain(deadline, signal) {
-      const reports = await Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: options.drainGraceMs ?? 1_000, signal })));
+    async drain(deadline, signal, graceMs) {
+      const grace = graceMs ?? options.drainGraceMs ?? DEFAULT_TIMEOUTS.drainGraceMs;
+      const reports = await Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal })));
       return { openConnsRemaining: reports.reduce((n, r) => n + r.openConnsRemaining, 0), acceptClosed: true };
     },
     async seal() {

@@ -29,8 +29,12 @@ export interface StateSnapshot {
 
 /** The daemon's side of a handoff, implemented by the user (or by the high-level API). */
 export interface Drainable {
-  /** Stop accepting, finish in-flight work, fsync — by `deadline` (epoch ms); stop early when `signal` aborts. */
-  drain(deadline: number, signal: AbortSignal): Promise<DrainReport>;
+  /**
+   * Stop accepting, finish in-flight work, fsync — by `deadline` (epoch ms); stop early when
+   * `signal` aborts. `graceMs` is the supervisor's drain grace (PrepareHandoff's
+   * `drainGraceMs`): idle keep-alive connections are closed after it.
+   */
+  drain(deadline: number, signal: AbortSignal, graceMs?: number): Promise<DrainReport>;
   /** Flush, fsync and close the writer; report the last revision per shard. The lock is released right after. */
   seal(signal: AbortSignal, progress: (completed: number, total: number) => void): Promise<SealReport>;
   /** The handoff was abandoned: re-open the writer if sealed (the lock is held again) and accept again. */
@@ -183,7 +187,7 @@ export class Incumbent {
       case 'startDrain': {
         const { drainable } = this.#options;
         this.#startHook(async (signal) => {
-          const report = drainable.drain(Date.now() + effect.deadlineMs, signal);
+          const report = drainable.drain(Date.now() + effect.deadlineMs, signal, effect.drainGraceMs);
           crashPoint('incumbent:inside-drain');
           const r = await report;
           return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed };

@@ -60,7 +60,7 @@ export const DEFAULT_TIMEOUTS: Timeouts = {
   livenessMs: 3_000,
   helloMs: 10_000,
   drainMs: 30_000,
-  drainGraceMs: 5_000,
+  drainGraceMs: 1_000,
   sealMs: 30_000,
   readyMs: 30_000,
   totalMs: 120_000,

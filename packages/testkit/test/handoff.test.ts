@@ -1,6 +1,7 @@
 /**
  * Real handoffs of the example kv daemon: real processes, sockets, fsync and load.
  */
+import { Agent, request } from 'node:http';
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { LoadDriver, checkPromises, startCluster } from '../src/index.js';
 import type { Cluster } from '../src/index.js';
@@ -51,5 +52,31 @@ describe('handoff of a stateful daemon', () => {
     expect(report.byRole.prober.ok).toBeGreaterThan(100);
     expect(await checkPromises(cluster, load)).toEqual([]);
     expect((await cluster.health())?.buildId).toBe('v21');
+  });
+
+  it("honours the supervisor's drain grace: an idle keep-alive connection is closed only after it, and the handoff commits", async () => {
+    const drainGraceMs = 2_500; // more than the daemon's own default (1 s), which it used to apply instead
+    await using cluster = await startCluster({ timeouts: { drainGraceMs } });
+    printOnFailure(cluster);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      // (Wrapped: resolving with a bare promise would wait for it.)
+      const { closed } = await new Promise<{ closed: Promise<void> }>((resolve, reject) => {
+        request({ host: '127.0.0.1', port: cluster.port, path: '/health', agent }, (res) => {
+          const socket = res.socket;
+          res.resume().on('end', () => {
+            resolve({ closed: new Promise((done) => socket.once('close', () => { done(); })) });
+          });
+        })
+          .on('error', reject)
+          .end();
+      });
+      const result = await cluster.handoff();
+      expect(result).toMatchObject({ committed: true });
+      await closed; // the old daemon closed the idle connection
+      expect(result.timings.phases.preparing ?? 0).toBeGreaterThanOrEqual(drainGraceMs);
+    } finally {
+      agent.destroy();
+    }
   });
 });

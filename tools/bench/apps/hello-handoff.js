@@ -3,6 +3,11 @@
 //   BENCH_DATA_DIR  the data directory (holds only the lock)
 import { runDaemon } from '@handoff/core';
 
+if (!process.env.BENCH_DATA_DIR) {
+  console.error('hello-handoff: set BENCH_DATA_DIR to the data directory');
+  process.exit(2);
+}
+
 const exit = await runDaemon({
   buildId: 'hello',
   dataDir: process.env.BENCH_DATA_DIR,

@@ -13,7 +13,7 @@
  * are reported, never judged.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, release, totalmem, type } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -163,9 +163,14 @@ writeFileSync(join(out, 'bench.md'), report);
 writeFileSync(join(out, 'latency.svg'), svg(results));
 if (args.docs) {
   const m = result.machine;
+  const page = join(ROOT, 'docs', 'benchmarks.md');
+  // The hand-written findings at the end of the page survive a rewrite (update them by hand).
+  const FINDINGS = '## Findings of this run';
+  const previous = existsSync(page) ? readFileSync(page, 'utf8') : '';
+  const findings = previous.includes(FINDINGS) ? `\n${previous.slice(previous.indexOf(FINDINGS))}` : '';
   writeFileSync(join(ROOT, 'docs', 'benchmarks-latency.svg'), svg(results));
   writeFileSync(
-    join(ROOT, 'docs', 'benchmarks.md'),
+    page,
     `# Benchmarks
 
 The latest full run of \`pnpm bench\` (tools/bench), every figure measured side by side in one run
@@ -177,7 +182,7 @@ runs \`pnpm bench --quick\` only to check that the harness works and that this p
 autocannon ${m.peers.autocannon ?? '?'}, PM2 ${m.peers.pm2 ?? '?'}, nginx ${m.peers.nginx ?? '?'}. Everything on loopback.
 The run took ${result.durationS} s.
 
-**Reproduce:** \`pnpm install && pnpm build && pnpm bench\` (add \`--quick\` for a one-minute run,
+**Reproduce:** \`pnpm install && pnpm build && pnpm bench\` (add \`--quick\` for a run of about 90 s,
 \`--only handoff-hello,pm2-cluster-drain-hello\` for some systems, \`--docs\` to rewrite this page).
 Results go to \`tools/bench/results/\` (bench.json, bench.md, latency.svg). nginx's row needs nginx
 (Debian: \`apt-get install nginx-light\`); without it the row says skipped.
@@ -192,7 +197,7 @@ ${report.replace('](latency.svg)', '](benchmarks-latency.svg)')}
 - **longest no-accept**: the longest a new client waited, or kept failing, before being served.
 - **lost writes**: acknowledged writes (the daemon fsyncs before answering) missing or wrong when
   read back after the last handoff.
-`,
+${findings}`,
   );
 }
 console.log(`\n${report}`);

@@ -189,8 +189,8 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
   if (why !== null) return skipped(system, why);
   const port = await freePort();
   const stateful = system.app === 'kv';
-  await system.start(port);
   try {
+    await system.start(port);
     const load: LoadSpec[] = [
       { kind: 'cannon', port, connections: p.connections, probeEveryMs: 0, writers: 0, idleConnections: 0 },
       { kind: 'probe', port, connections: 0, probeEveryMs: p.probeEveryMs, writers: stateful ? p.writers : 0, idleConnections: 0 },
@@ -243,8 +243,8 @@ export interface CurvePoint {
 
 async function curvePoint(system: System, x: number, p: Preset, idle: number): Promise<CurvePoint> {
   const port = await freePort();
-  await system.start(port);
   try {
+    await system.start(port);
     const { results, value: handoffs } = await underLoad(p, [{ kind: 'probe', port, connections: 0, probeEveryMs: p.probeEveryMs, writers: 0, idleConnections: idle }], () => handoffsOnSchedule(system, p, p.curveHandoffs));
     const probe = probeOf(results);
     if (idle > 0 && probe.idleOpen < idle) throw new Error(`only ${probe.idleOpen} of ${idle} idle connections were open`);

@@ -11,6 +11,20 @@ function listen(server: Server): Promise<number> {
   });
 }
 
+/** One GET: the Connection header and the body. `agent: false` opens a fresh connection. */
+function get(port: number, agent: Agent | false): Promise<{ connection: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    request({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
+        resolve({ connection: res.headers.connection, body });
+      });
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
 describe('HttpDrainer', () => {
   it('reports and destroys the connections still open at the hard deadline', async () => {
     const server = createServer({ keepAlive: true }, () => {
@@ -38,22 +52,11 @@ describe('HttpDrainer', () => {
     const drainer = new HttpDrainer(server);
     const port = await listen(server);
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    const get = (): Promise<{ connection: string | undefined; body: string }> =>
-      new Promise((resolve, reject) => {
-        request({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
-          let body = '';
-          res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
-            resolve({ connection: res.headers.connection, body });
-          });
-        })
-          .on('error', reject)
-          .end();
-      });
     try {
-      expect(await get()).toEqual({ connection: 'keep-alive', body: 'ok' });
+      expect(await get(port, agent)).toEqual({ connection: 'keep-alive', body: 'ok' });
       const drained = drainer.drain({ deadline: Date.now() + 5_000, graceMs: 1_000 });
       // The same connection, reused during the drain: answered, then closed.
-      expect(await get()).toEqual({ connection: 'close', body: 'ok' });
+      expect(await get(port, agent)).toEqual({ connection: 'close', body: 'ok' });
       expect(await drained).toEqual({ openConnsRemaining: 0, acceptClosed: true });
     } finally {
       agent.destroy();
@@ -65,29 +68,18 @@ describe('HttpDrainer', () => {
     const drainer = new HttpDrainer(server);
     const port = await listen(server);
     const idle = new Agent({ keepAlive: true, maxSockets: 1 });
-    const get = (agent: Agent | false): Promise<{ connection: string | undefined; body: string }> =>
-      new Promise((resolve, reject) => {
-        request({ host: '127.0.0.1', port, path: '/', agent }, (res) => {
-          let body = '';
-          res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
-            resolve({ connection: res.headers.connection, body });
-          });
-        })
-          .on('error', reject)
-          .end();
-      });
     try {
-      await get(idle); // one keep-alive connection, now idle
+      await get(port, idle); // one keep-alive connection, now idle
       const started = Date.now();
       const drained = drainer.drain({ deadline: Date.now() + 10_000, graceMs: 1_000 });
       // A new client during the grace is served (before: refused, nobody accepting for 1 s).
-      expect(await get(false)).toEqual({ connection: 'close', body: 'ok' });
+      expect(await get(port, false)).toEqual({ connection: 'close', body: 'ok' });
       expect(server.listening).toBe(true);
       // At the grace's end the idle connection is closed and accepting stops.
       expect(await drained).toEqual({ openConnsRemaining: 0, acceptClosed: true });
       expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
       expect(server.listening).toBe(false);
-      await expect(get(false)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+      await expect(get(port, false)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     } finally {
       idle.destroy();
     }

@@ -33,7 +33,7 @@ function table(head: readonly string[], rows: readonly (readonly string[])[]): s
 
 export function systemsTable(systems: readonly SystemResult[]): string {
   const rows = systems.map((s) => {
-    if (s.skipped !== null) return [s.label, ...new Array<string>(14).fill('—'), `skipped: ${s.skipped}`];
+    if (s.skipped !== null) return [s.label, ...new Array<string>(15).fill('—'), `skipped: ${s.skipped}`];
     const e = s.errors;
     return [
       s.label,
@@ -47,6 +47,7 @@ export function systemsTable(systems: readonly SystemResult[]): string {
       ms(s.latencyMs.p99),
       ms(s.latencyMs.max),
       ms(s.longestUnservedMs),
+      `${ms(s.unservedPerHandoffP50Ms)} (${ms(s.unservedNoHandoffMs)})`,
       `${ms(s.handoffMs.p50)} / ${ms(s.handoffMs.max)}`,
       `${(100 * s.throughput.relative).toFixed(0)}%`,
       s.lostWrites === null ? 'n/a' : `${s.lostWrites} of ${int(s.acknowledgedWrites ?? 0)}`,
@@ -55,7 +56,7 @@ export function systemsTable(systems: readonly SystemResult[]): string {
     ];
   });
   return table(
-    ['system', 'handoffs', 'requests', 'refused', 'reset', 'timeout', 'non-2xx/other', 'p50 ms', 'p99 ms', 'max ms', 'longest no-accept ms', 'handoff p50 / max ms', 'throughput vs no handoff', 'lost writes', 'supervisor CPU · RSS', 'note'],
+    ['system', 'handoffs', 'requests', 'refused', 'reset', 'timeout', 'non-2xx/other', 'p50 ms', 'p99 ms', 'max ms', 'longest no-accept ms', 'per handoff, median (no handoff) ms', 'handoff p50 / max ms', 'throughput vs no handoff', 'lost writes', 'supervisor CPU · RSS', 'note'],
     rows,
   );
 }
@@ -88,7 +89,8 @@ export function markdown(r: BenchResult): string {
 Each system served the same app under the same load: ${String(s.connections)} keep-alive connections from autocannon,
 a prober opening a fresh connection every ${String(s.probeEveryMs)} ms, and for the key-value daemon ${String(s.writers)} writers
 keeping a ledger of acknowledged writes, read back after the last handoff. ${String(s.handoffs)} handoffs, ${String(s.spacingMs)} ms apart.
-Latency is the keep-alive clients'; "longest no-accept" is the longest a fresh connection waited to be served.
+Latency is the keep-alive clients'; "longest no-accept" is the longest a fresh connection waited to be served over the
+whole run, then the median over handoffs of each handoff's longest wait (in brackets: the longest in the same run without handoffs).
 Handoff duration runs from the trigger until the new version alone serves (this project: the supervisor's commit; PM2: the
 reload/restart call returning; kill and restart: the new process answering; nginx: the old master gone). Throughput is
 against the same system with no handoff, measured just before. Supervisor CPU is a share of one core over the handoff phase.

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { verifyLedger } from '@handoff/testkit';
 import { freePort, ProcSampler, sleep } from './proc.js';
-import { countErrors, longestUnserved, max, median, quantile, timeline } from './stats.js';
+import { countErrors, longestUnserved, max, median, quantile, timeline, unservedPerHandoff } from './stats.js';
 import type { Timeline } from './stats.js';
 import { HandoffSystem, NaiveRestart, Pm2System } from './systems.js';
 import type { System } from './systems.js';
@@ -82,6 +82,9 @@ export interface SystemResult {
   readonly errors: Record<ErrorKind, number>;
   readonly latencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
   readonly longestUnservedMs: number;
+  /** The median over handoffs of each one's longest wait; the longest wait in the baseline run (no handoff). */
+  readonly unservedPerHandoffP50Ms: number;
+  readonly unservedNoHandoffMs: number;
   readonly handoffMs: { readonly p50: number; readonly max: number };
   readonly throughput: { readonly baselineRps: number; readonly rps: number; readonly relative: number };
   readonly acknowledgedWrites: number | null;
@@ -172,6 +175,8 @@ export function skipped(system: System, why: string): SystemResult {
     errors: { refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 },
     latencyMs: { p50: 0, p99: 0, max: 0 },
     longestUnservedMs: 0,
+    unservedPerHandoffP50Ms: 0,
+    unservedNoHandoffMs: 0,
     handoffMs: { p50: 0, max: 0 },
     throughput: { baselineRps: 0, rps: 0, relative: 0 },
     acknowledgedWrites: null,
@@ -197,7 +202,8 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
     ];
     const what = `${p.connections} keep-alive connections + a prober every ${p.probeEveryMs} ms${stateful ? ` + ${p.writers} writers` : ''}`;
     log(`  baseline: ${what}, no handoff`);
-    const base = cannonOf((await underLoad(p, load, () => handoffsOnSchedule(system, p, 0))).results);
+    const baseline = (await underLoad(p, load, () => handoffsOnSchedule(system, p, 0))).results;
+    const base = cannonOf(baseline);
     log(`  the same with ${p.handoffs} handoffs, ${p.spacingMs} ms apart`);
     const sampler = new ProcSampler(() => system.supervisorPids()).start();
     const { results, value: handoffs } = await underLoad(p, load, () => handoffsOnSchedule(system, p, p.handoffs));
@@ -216,6 +222,8 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
       errors: countErrors(cannon, probe.results),
       latencyMs: { p50: quantile(cannon.latency, 0.5), p99: quantile(cannon.latency, 0.99), max: max(cannon.latency) },
       longestUnservedMs: longestUnserved(probe.results),
+      unservedPerHandoffP50Ms: median(unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt))),
+      unservedNoHandoffMs: longestUnserved(probeOf(baseline).results),
       handoffMs: { p50: median(durations), max: max(durations) },
       throughput: { baselineRps, rps, relative: baselineRps > 0 ? rps / baselineRps : 0 },
       acknowledgedWrites: stateful ? probe.ledger.length : null,

@@ -56,6 +56,17 @@ export function longestUnserved(probes: readonly RequestResult[]): number {
   return longest;
 }
 
+/**
+ * {@link longestUnserved} per handoff: the probes started from one trigger to the next (the
+ * last: to the end), so one outlier does not stand for every handoff.
+ */
+export function unservedPerHandoff(probes: readonly RequestResult[], triggers: readonly number[]): number[] {
+  return triggers.map((t, i) => {
+    const next = triggers[i + 1] ?? Infinity;
+    return longestUnserved(probes.filter((p) => p.startedAt >= t && p.startedAt < next));
+  });
+}
+
 /** Latency over time: per bin of `binMs` from `start`, the p50, p99 and max latency, and errors. */
 export interface Timeline {
   readonly binMs: number;

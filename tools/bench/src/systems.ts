@@ -52,6 +52,15 @@ function capture(child: ChildProcess): () => string {
   return () => out;
 }
 
+/** Runs `f`; if it throws, adds the process's output so far to the error. */
+async function withOutput<T>(output: () => string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (error) {
+    throw new Error(`${(error as Error).message}\n--- its output ---\n${output()}`, { cause: error });
+  }
+}
+
 /** This project: handoff-supervisor running the app through @handoff/core. */
 export class HandoffSystem implements System {
   readonly id: string;
@@ -105,14 +114,16 @@ log_format = "json"
     const child = spawn(process.execPath, [SUPERVISOR_MAIN, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     this.#log = capture(child);
-    await waitUntil(`handoff-supervisor to serve (log: ${this.#log()})`, () => {
-      if (child.exitCode !== null) throw new Error(`handoff-supervisor exited ${child.exitCode}: ${this.#log()}`);
-      const serving = this.#log().split('\n').find((l) => l.includes('"msg":"serving"'));
-      if (serving === undefined) return false;
-      this.#trigger = (JSON.parse(serving) as { trigger: string }).trigger;
-      return true;
-    }, START_TIMEOUT_MS, 10);
-    await waitUntil(`the ${this.app} daemon to answer on port ${port}`, () => answers(port), START_TIMEOUT_MS);
+    await withOutput(this.#log, async () => {
+      await waitUntil('handoff-supervisor to serve', () => {
+        if (child.exitCode !== null) throw new Error(`handoff-supervisor exited ${child.exitCode}`);
+        const serving = this.#log().split('\n').find((l) => l.includes('"msg":"serving"'));
+        if (serving === undefined) return false;
+        this.#trigger = (JSON.parse(serving) as { trigger: string }).trigger;
+        return true;
+      }, START_TIMEOUT_MS, 10);
+      await waitUntil(`the ${this.app} daemon to answer on port ${port}`, () => answers(port), START_TIMEOUT_MS);
+    });
   }
 
   async handoff(): Promise<HandoffTiming> {
@@ -195,8 +206,7 @@ export class NaiveRestart implements System {
     const { script, env } = standalone(this.app, this.#port, this.#dir, false, this.#dataDir);
     const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.#child = child;
-    const log = capture(child);
-    await waitUntil(`the naive ${this.app} app to answer (log: ${log()})`, () => answers(this.#port, '/health', 200), START_TIMEOUT_MS);
+    await withOutput(capture(child), () => waitUntil(`the ${this.app} app to answer on port ${this.#port}`, () => answers(this.#port, '/health', 200), START_TIMEOUT_MS));
   }
 
   async handoff(): Promise<HandoffTiming> {

@@ -8,24 +8,12 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { kvDaemon, processesWithEnv } from '@handoff/testkit';
+import { kvDaemon, processesWithEnv, waitUntil } from '@handoff/testkit';
 import { ask } from '../src/client.js';
 import type { Answer } from '../src/client.js';
 
 export const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 export const CTL = fileURLToPath(new URL('../dist/ctl.js', import.meta.url));
-
-/**
- * Polls `predicate` until it holds, failing after `timeoutMs` with what was awaited (and
- * `context()`, e.g. the supervisor's output).
- */
-export async function waitUntil(what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 20_000, context: () => string = () => ''): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${context()}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 /** A temp directory with a data dir and a private runtime dir. */
 export class Workspace implements AsyncDisposable {
@@ -142,7 +130,7 @@ export class Running {
       const [status] = await ask(this.trigger, { cmd: 'status' }).catch(() => []);
       if (status?.type === 'status' && status.pid === this.child.pid && status.lifecycle === 'serving') ready = status;
       return ready !== undefined;
-    }, timeoutMs, () => this.output);
+    }, timeoutMs, { context: () => this.output });
     return ready as Answer;
   }
 

@@ -8,9 +8,9 @@ import { get } from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFailed } from 'vitest';
-import { LoadDriver } from '@handoff/testkit';
+import { LoadDriver, waitUntil } from '@handoff/testkit';
 import { ask } from '../src/client.js';
-import { CTL, MAIN, Workspace, waitUntil } from './bin.js';
+import { CTL, MAIN, Workspace } from './bin.js';
 import type { Running } from './bin.js';
 
 function showOnFailure(...running: Running[]): void {
@@ -119,7 +119,7 @@ describe('signals', () => {
     await waitUntil('the SIGHUP handoff to commit', async () => {
       status = await sup.status();
       return (status.lastHandoff as { committed?: boolean } | null)?.committed === true;
-    }, 20_000, () => sup.output);
+    }, 20_000, { context: () => sup.output });
     expect(status.lastHandoff).toMatchObject({ committed: true });
     expect((status.incumbent as { pid: number }).pid).not.toBe((before.incumbent as { pid: number }).pid);
   });
@@ -131,7 +131,7 @@ describe('signals', () => {
     showOnFailure(sup);
     await sup.ready();
     sup.child.kill('SIGTERM');
-    await waitUntil('the graceful stop to begin', () => sup.output.includes('stopping: the daemon drains and seals'), 10_000, () => sup.output);
+    await waitUntil('the graceful stop to begin', () => sup.output.includes('stopping: the daemon drains and seals'), 10_000, { context: () => sup.output });
     sup.child.kill('SIGTERM');
     expect(await sup.exited).toBe(1);
     expect(sup.output).toMatch(/second stop request: forcing/);
@@ -219,7 +219,7 @@ describe('handoffctl and the trigger socket', () => {
     const first = ask(ws.trigger, { cmd: 'upgrade' }, (a) => {
       if (a.type === 'phase') phases.push(String(a.phase));
     });
-    await waitUntil('the handoff to reach sealing', () => phases.includes('sealing'), 20_000, () => sup.output);
+    await waitUntil('the handoff to reach sealing', () => phases.includes('sealing'), 20_000, { context: () => sup.output });
     const status = await sup.status();
     expect(status.handoff).toMatchObject({ phase: 'sealing' });
     const second = await ws.ctl(['upgrade']);
@@ -286,7 +286,7 @@ describe('child supervision and metrics', () => {
     await waitUntil('the supervisor to give up', async () => {
       status = await sup.status();
       return status.lifecycle === 'failed';
-    }, 30_000, () => sup.output);
+    }, 30_000, { context: () => sup.output });
     expect(status).toMatchObject({ lifecycle: 'failed', restarts: 3, incumbent: null });
     expect(status.failure).toMatch(/4 failures within 60000 ms is a crash loop \(limit 3\)/);
     const delays = [...sup.output.matchAll(/"event":"restart".*?"delayMs":(\d+)/g)].map((m) => Number(m[1]));
@@ -355,7 +355,7 @@ describe('on a terminal', () => {
     delete env.HANDOFF_LOG_FORMAT;
     const sup = onTerminal([process.execPath, MAIN, '--config', ws.config()], { cwd: ws.dir, env });
     try {
-      await waitUntil('the supervisor to log "serving"', () => /: serving/.test(sup.output()), 20_000, () => sup.output());
+      await waitUntil('the supervisor to log "serving"', () => /: serving/.test(sup.output()), 20_000, { context: () => sup.output() });
       // pino-pretty on a TTY: "[time] INFO (pid): message", not JSON.
       expect(sup.output()).toMatch(/INFO.*: serving/);
       expect(sup.output()).not.toMatch(/^\{"level"/m);

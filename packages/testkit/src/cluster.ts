@@ -18,6 +18,7 @@ import type { LockProbe } from '@handoff/core';
 import type { Timeouts } from '@handoff/protocol';
 import { bindListeners } from '@handoff/supervisor';
 import type { DaemonCommand, HandoffRequest, HandoffResult, HeldListener, SupervisorStatus } from '@handoff/supervisor';
+import { waitUntil } from './wait.js';
 
 /** Timeouts for tests: short, so that liveness and recovery cases finish quickly. */
 export const TEST_TIMEOUTS: Partial<Timeouts> = {
@@ -253,13 +254,13 @@ export class Cluster implements AsyncDisposable {
 
   /** Waits for `predicate` with a deadline; fails with the cluster's output. */
   async waitFor<T>(what: string, predicate: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<T>> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const value = await predicate();
-      if (value !== undefined && value !== null && value !== false) return value;
-      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n--- output ---\n${this.#output}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    let value: T | undefined;
+    const found = async (): Promise<boolean> => {
+      value = await predicate();
+      return value !== undefined && value !== null && value !== false;
+    };
+    await waitUntil(what, found, timeoutMs, { context: () => `--- output ---\n${this.#output}` });
+    return value as NonNullable<T>;
   }
 
   /** GET /health on a fresh connection: the pid that serves, or null. */

@@ -11,7 +11,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ask } from '@handoff/supervisor-cli/client';
-import { answers, exited, isAlive, readPid, sleep, terminate, waitUntil } from './proc.js';
+import { isAlive, stopProcess, waitForDeath } from '@handoff/supervisor';
+import { waitUntil } from '@handoff/testkit';
+import { answers, exited, readPid, sleep } from './proc.js';
 import type { HandoffTiming } from './types.js';
 
 const require = createRequire(import.meta.url);
@@ -19,6 +21,9 @@ const APPS = join(dirname(fileURLToPath(import.meta.url)), '..', 'apps');
 const SUPERVISOR_MAIN = join(dirname(require.resolve('@handoff/supervisor-cli/package.json')), 'dist', 'main.js');
 const KV_MAIN = join(dirname(require.resolve('@handoff/example-kv/package.json')), 'dist', 'main.js');
 const START_TIMEOUT_MS = 30_000;
+/** For waits whose end is a measured moment (a restart's commit): poll every 2 ms. */
+const FINE = { everyMs: 2 } as const;
+const STOP_GRACE_MS = 3_000;
 
 /** What runs under a system: the stateless hello app, or the example key-value daemon. */
 export type AppKind = 'hello' | 'kv';
@@ -121,7 +126,7 @@ log_format = "json"
         if (serving === undefined) return false;
         this.#trigger = (JSON.parse(serving) as { trigger: string }).trigger;
         return true;
-      }, START_TIMEOUT_MS, 10);
+      }, START_TIMEOUT_MS);
       await waitUntil(`the ${this.app} daemon to answer on port ${port}`, () => answers(port), START_TIMEOUT_MS);
     });
   }
@@ -149,7 +154,7 @@ log_format = "json"
         // not reachable: signal it instead
       }
       const gone = await Promise.race([exited(child).then(() => true), sleep(10_000).then(() => false)]);
-      if (!gone) await terminate(child.pid);
+      if (!gone) await stopProcess(child.pid, STOP_GRACE_MS, exited(child));
     }
     rmSync(this.#dir, { recursive: true, force: true });
   }
@@ -206,7 +211,7 @@ export class NaiveRestart implements System {
     const { script, env } = standalone(this.app, this.#port, this.#dir, false, this.#dataDir);
     const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     this.#child = child;
-    await withOutput(capture(child), () => waitUntil(`the ${this.app} app to answer on port ${this.#port}`, () => answers(this.#port, '/health', 200), START_TIMEOUT_MS));
+    await withOutput(capture(child), () => waitUntil(`the ${this.app} app to answer on port ${this.#port}`, () => answers(this.#port, '/health', 200), START_TIMEOUT_MS, FINE));
   }
 
   async handoff(): Promise<HandoffTiming> {
@@ -225,7 +230,7 @@ export class NaiveRestart implements System {
   }
 
   async stop(): Promise<void> {
-    if (this.#child?.pid !== undefined && this.#child.exitCode === null) await terminate(this.#child.pid);
+    if (this.#child?.pid !== undefined && this.#child.exitCode === null) await stopProcess(this.#child.pid, STOP_GRACE_MS, exited(this.#child));
     rmSync(this.#dir, { recursive: true, force: true });
   }
 }
@@ -300,7 +305,7 @@ export class Pm2Home {
       // fall through to the signal
     }
     this.#pm2.disconnect();
-    if (pid !== null && isAlive(pid)) await terminate(pid);
+    if (pid !== null && isAlive(pid)) await stopProcess(pid, STOP_GRACE_MS);
     rmSync(this.home, { recursive: true, force: true });
     Pm2Home.#instance = undefined;
   }
@@ -371,7 +376,7 @@ export class Pm2System implements System {
     const home = Pm2Home.opened;
     if (home && this.#name) {
       await home.call((cb) => { home.pm2.delete(this.#name, cb); }).catch(() => undefined);
-      await waitUntil(`PM2's app to stop on port ${this.#port}`, async () => !(await answers(this.#port, '/health', 200)), 10_000, 20).catch(() => undefined);
+      await waitUntil(`PM2's app to stop on port ${this.#port}`, async () => !(await answers(this.#port, '/health', 200)), 10_000).catch(() => undefined);
     }
     rmSync(this.#dir, { recursive: true, force: true });
   }
@@ -438,10 +443,10 @@ http {
     await waitUntil('the new nginx master', () => {
       fresh = readPid(this.#pidFile());
       return fresh !== null && fresh !== old && existsSync(`${this.#pidFile()}.oldbin`);
-    }, 10_000);
+    }, 10_000, FINE);
     process.kill(old, 'SIGWINCH');
     process.kill(old, 'SIGQUIT');
-    await waitUntil('the old nginx master to exit', () => !isAlive(old), 30_000);
+    if (!(await waitForDeath(old, 30_000))) throw new Error(`the old nginx master ${old} did not exit within 30 s`);
     return { triggeredAt, committedAt: Date.now(), ok: true, detail: `new master ${String(fresh)}` };
   }
 
@@ -458,7 +463,7 @@ http {
         // gone
       }
     }
-    for (const pid of masters) await waitUntil(`nginx ${pid} to exit`, () => !isAlive(pid), 10_000, 10).catch(() => terminate(pid));
+    for (const pid of masters) if (!(await waitForDeath(pid, 10_000))) await stopProcess(pid, STOP_GRACE_MS);
     rmSync(this.#dir, { recursive: true, force: true });
   }
 }

@@ -32,6 +32,8 @@ describe('HttpDrainer', () => {
     });
     const drainer = new HttpDrainer(server);
     const port = await listen(server);
+    // Registered after the drainer's own listener: when it fires, the drainer counts the connection.
+    const connected = new Promise((resolve) => server.once('connection', resolve));
     const failed = new Promise<string>((resolve) => {
       request({ host: '127.0.0.1', port, path: '/' })
         .on('error', (e: NodeJS.ErrnoException) => {
@@ -39,7 +41,8 @@ describe('HttpDrainer', () => {
         })
         .end();
     });
-    while (drainer.openConnections === 0) await new Promise((r) => setTimeout(r, 5));
+    await connected;
+    expect(drainer.openConnections).toBe(1);
     const report = await drainer.drain({ deadline: Date.now() + 300, graceMs: 50 });
     expect(report).toEqual({ openConnsRemaining: 1, acceptClosed: true });
     expect(drainer.openConnections).toBe(0);

@@ -19,7 +19,7 @@ import { cpus, release, totalmem, type } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connectionCurve, dataCurve, FULL, overhead, QUICK, runSystem, skipped } from './run.js';
+import { connectionCurve, dataCurve, emptyResult, FULL, overhead, QUICK, runSystem } from './run.js';
 import type { CurvePoint, OverheadRow, SystemResult } from './run.js';
 import { markdown, svg } from './report.js';
 import type { BenchResult, Machine } from './report.js';
@@ -122,7 +122,7 @@ try {
   log(`handoff benchmark (${args.quick ? 'quick' : 'full'}), results in ${out}`);
   for (const system of systems.filter((s) => wanted(s.id))) {
     log(`${system.label} [${system.id}]`);
-    const r = await guard(system.label, () => runSystem(system, preset, log), { ...skipped(system, ''), skipped: null, failure: 'the harness failed (see the log)' });
+    const r = await guard(system.label, () => runSystem(system, preset, log), emptyResult(system, null, 'the harness failed (see the log)'));
     if (r.skipped !== null) log(`  skipped: ${r.skipped}`);
     if (r.failure !== null) harnessFailed = true;
     results.push(r);

@@ -164,12 +164,13 @@ async function handoffsOnSchedule(system: System, p: Preset, count: number): Pro
   return timings;
 }
 
-export function skipped(system: System, why: string): SystemResult {
+/** A row with nothing measured: the base of every row, and what a skipped or failed system shows. */
+export function emptyResult(system: System, skipped: string | null, failure: string | null = null): SystemResult {
   return {
     id: system.id,
     label: system.label,
     app: system.app,
-    skipped: why,
+    skipped,
     handoffs: [],
     requests: 0,
     errors: { refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 },
@@ -184,14 +185,14 @@ export function skipped(system: System, why: string): SystemResult {
     supervisor: null,
     timeline: null,
     marks: [],
-    failure: null,
+    failure,
   };
 }
 
 /** One system: a baseline with no handoff, then the same load with `p.handoffs` handoffs. */
 export async function runSystem(system: System, p: Preset, log: (line: string) => void): Promise<SystemResult> {
   const why = system.unavailable();
-  if (why !== null) return skipped(system, why);
+  if (why !== null) return emptyResult(system, why);
   const port = await freePort();
   const stateful = system.app === 'kv';
   try {
@@ -215,8 +216,7 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
     const rps = okRps(cannon, p.warmupMs);
     const baselineRps = okRps(base, p.warmupMs);
     return {
-      ...skipped(system, ''),
-      skipped: null,
+      ...emptyResult(system, null),
       handoffs,
       requests: cannon.at.length + cannon.errors.length + probe.results.length,
       errors: countErrors(cannon, probe.results),

@@ -32,8 +32,9 @@ export default defineConfig(
         {
           patterns: [
             {
-              // Exported subpaths are public: package.json, and handoffctl's trigger-socket client.
-              regex: '^@handoff/(?!supervisor-cli/client$)[^/]+/(?!package\\.json$).+',
+              // Exported subpaths: package.json, each package's ./internal (plumbing shared by the
+              // handoff packages), and handoffctl's trigger-socket client.
+              regex: '^@handoff/(?!supervisor-cli/client$)[^/]+/(?!package\\.json$|internal$).+',
               message: 'No deep imports across packages: import from the package entry point (internals are not exported).',
             },
             { regex: '^(\\.\\./)+(packages|apps|tools)/', message: 'Import other workspace packages by name, not by path.' },

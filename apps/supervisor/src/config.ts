@@ -11,6 +11,7 @@ import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { TomlError, parse } from 'smol-toml';
+import { ConfigError } from './errors.js';
 
 /** A listener from the configuration. */
 export type ListenerConfig =
@@ -46,11 +47,6 @@ export interface Config {
   readonly health: { readonly url: string; readonly timeoutMs: number } | null;
 }
 
-/** A configuration error: exit code 2 in the binary. */
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-  readonly code = 'HANDOFF_CONFIG';
-}
 
 type Table = Record<string, unknown>;
 

@@ -2,17 +2,18 @@
 /**
  * handoffctl: the control client of handoff-supervisor.
  *
- *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--json]
+ *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--env K=V]... [--json]
  *   handoffctl ... status [--json]
  *   handoffctl ... stop
  *
  * Exit codes: 0 committed (or done); 2 rolled back (the old version serves on); 1 error
  * (nothing changed: unreachable, in progress, pre-handoff check failed, bad request).
  */
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { ask } from './client.js';
 import type { Answer } from './client.js';
-import { ConfigError, loadConfig } from './config.js';
+import { loadConfig } from './config.js';
+import { ConfigError } from './errors.js';
 
 const program = new Command()
   .name('handoffctl')
@@ -48,18 +49,28 @@ const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', 
 function describeResult(r: Answer): string {
   const timings = r.timings as { totalMs: number; phases: Record<string, number> };
   const phases = Object.entries(timings.phases).map(([p, ms]) => `${p} ${ms} ms`).join(', ');
-  if (r.committed === true) return `committed: handoff ${String(r.handoffId)} (${String(r.outcome)}) in ${timings.totalMs} ms — ${phases}; now serving pid ${String(r.incumbentPid)}`;
+  const serving = typeof r.incumbentPid === 'number' ? `now serving pid ${r.incumbentPid}` : 'no daemon serves yet';
+  const aftermath = typeof r.aftermath === 'string' ? `\nafter the handoff: ${r.aftermath}` : '';
+  if (r.committed === true) return `committed: handoff ${String(r.handoffId)} (${String(r.outcome)}) in ${timings.totalMs} ms — ${phases}; ${serving}${aftermath}`;
   const abort = r.abortReason as { code: string; reason: string } | null;
-  return `rolled back: handoff ${String(r.handoffId)} — ${abort?.code ?? ''}: ${abort?.reason ?? ''}; the previous version serves on (pid ${String(r.incumbentPid)})`;
+  const who = typeof r.incumbentPid === 'number' ? `the previous version serves on (pid ${r.incumbentPid})` : 'no daemon serves yet';
+  return `rolled back: handoff ${String(r.handoffId)} — ${abort?.code ?? ''}: ${abort?.reason ?? ''}; ${who}${aftermath}`;
+}
+
+function parseEnv(value: string, previous: Record<string, string>): Record<string, string> {
+  const eq = value.indexOf('=');
+  if (eq <= 0 || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(value.slice(0, eq))) throw new InvalidArgumentError(`expected NAME=value, got ${JSON.stringify(value)}`);
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
 }
 
 program
   .command('upgrade')
   .description('hand off to a new program and wait for the outcome')
   .option('--command <command>', 'the new program (default: the configured command)')
-  .option('--arg <arg>', 'an argument of the new program (repeatable; replaces the configured args)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--arg <arg>', 'an argument of the new program (repeatable; replaces the current args)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--env <NAME=value>', 'an environment variable of the new program (repeatable; set over the current environment)', parseEnv, {} as Record<string, string>)
   .option('--json', 'print the answer lines as JSON')
-  .action(async (o: { command?: string; arg: string[]; json?: boolean }) => {
+  .action(async (o: { command?: string; arg: string[]; env: Record<string, string>; json?: boolean }) => {
     const tty = process.stderr.isTTY && !o.json;
     let spin = 0;
     let current = 'starting';
@@ -69,7 +80,8 @@ program
           process.stderr.write(`\r${SPINNER[spin++ % SPINNER.length] ?? ''} ${current}  ${Date.now() - started} ms   `);
         }, 80)
       : undefined;
-    const answers = await ask(socketPath(), { cmd: 'upgrade', ...(o.command ? { command: o.command } : {}), ...(o.arg.length ? { args: o.arg } : {}) }, (a) => {
+    const request = { cmd: 'upgrade' as const, ...(o.command ? { command: o.command } : {}), ...(o.arg.length ? { args: o.arg } : {}), ...(Object.keys(o.env).length ? { env: o.env } : {}) };
+    const answers = await ask(socketPath(), request, (a) => {
       if (o.json) {
         process.stdout.write(`${JSON.stringify(a)}\n`);
         return;
@@ -86,10 +98,12 @@ program
     clearInterval(timer);
     if (tty) process.stderr.write('\r');
     const last = answers.at(-1);
-    if (!last) fail('the supervisor closed the connection without an answer');
-    if (last.type === 'result') {
+    if (last?.type === 'result') {
       if (!o.json) process.stdout.write(`${describeResult(last)}\n`);
       process.exit(last.committed === true ? 0 : 2);
+    }
+    if (last?.type !== 'error') {
+      fail(`the supervisor closed the connection before the outcome${last ? ` (last phase: ${String(last.phase)})` : ''}; did it die? check its log, then "handoffctl status"`);
     }
     if (!o.json) process.stderr.write(`handoffctl: ${String(last.code)}: ${String(last.message)}\n${typeof last.output === 'string' && last.output ? `--- output ---\n${last.output}\n` : ''}`);
     process.exit(1);
@@ -106,12 +120,14 @@ program
       process.stdout.write(`${JSON.stringify(s)}\n`);
       return;
     }
-    const inc = s.incumbent as { pid: number; buildId: string; generation: number; uptimeMs: number } | null;
+    const inc = s.incumbent as { pid: number; buildId: string; generation: number; uptimeMs: number; session: boolean } | null;
+    const prog = s.program as { command: string; args: string[] } | undefined;
     const handoff = s.handoff as { handoffId: string; phase: string } | null;
     const last = s.lastHandoff as Answer | null;
     const lines = [
       `supervisor   pid ${String(s.pid)}, ${String(s.lifecycle)}, up ${Math.round(Number(s.supervisorUptimeMs) / 1000)} s`,
-      `daemon       ${inc ? `pid ${inc.pid}, build ${inc.buildId}, generation ${inc.generation}, up ${Math.round(inc.uptimeMs / 1000)} s` : 'none'}`,
+      `daemon       ${inc ? `pid ${inc.pid}, build ${inc.buildId || '?'}, generation ${inc.generation}, up ${Math.round(inc.uptimeMs / 1000)} s${inc.session ? '' : ' (reconnecting)'}` : 'none'}`,
+      `program      ${prog ? [prog.command, ...prog.args].join(' ') : '?'}`,
       `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}` : 'none in progress'}`,
       `last         ${last ? describeResult(last) : 'none'}`,
       `restarts     ${String(s.restarts)}${typeof s.failure === 'string' ? `\nfailure      ${s.failure}` : ''}`,

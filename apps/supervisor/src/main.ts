@@ -7,7 +7,7 @@
  * 3 another supervisor owns the pid file.
  */
 import { execFile, spawn } from 'node:child_process';
-import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { subscribe } from 'node:diagnostics_channel';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { dirname, join } from 'node:path';
@@ -15,13 +15,15 @@ import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import pretty from 'pino-pretty';
-import { Supervisor, bindListeners, listenersFromEnv, selfTestHeldListeners } from '@handoff/supervisor';
-import type { HandoffRequest, HandoffResult, HeldListener } from '@handoff/supervisor';
+import { ErrorCode, changeProgram } from '@handoff/protocol';
+import { Supervisor, SupervisorChannels, bindListeners, listenersFromEnv, selfTestHeldListeners } from '@handoff/supervisor';
+import type { HandoffRequest, HandoffResult, HeldListener, SupervisorChannel } from '@handoff/supervisor';
 import { ask } from './client.js';
-import { ConfigError, defaultConfig, loadConfig } from './config.js';
+import { defaultConfig, loadConfig } from './config.js';
 import type { Config } from './config.js';
+import { AlreadyRunningError, ConfigError } from './errors.js';
 import { Metrics } from './metrics.js';
-import { AlreadyRunningError, PidFile } from './pidfile.js';
+import { PidFile } from './pidfile.js';
 import { bindTrigger } from './trigger.js';
 import type { TriggerRequest } from './trigger.js';
 
@@ -144,8 +146,14 @@ async function main(): Promise<void> {
     }
   }
 
-  let listeners: HeldListener[] = listenersFromEnv();
+  let listeners: HeldListener[];
   let closeListeners = (): void => undefined;
+  try {
+    listeners = listenersFromEnv();
+  } catch (error) {
+    pidFile.release();
+    fatal(1, (error as Error).message);
+  }
   if (listeners.length === 0) {
     try {
       selfTestHeldListeners();
@@ -159,13 +167,16 @@ async function main(): Promise<void> {
       fatal(1, (error as Error).message);
     }
   } else {
-    // From systemd or a holder: the configured backlogs still apply, by name.
-    listeners = listeners.map((l) => ({ ...l, backlog: config.listeners.find((c) => c.name === l.name)?.backlog ?? 511 }));
+    // From systemd or a holder: the configured address and backlog of each, by name.
+    listeners = listeners.map((l) => {
+      const c = config.listeners.find((x) => x.name === l.name);
+      return { ...l, backlog: c?.backlog ?? 511, ...(c ? { address: 'path' in c ? `unix:${c.path}` : c.host.includes(':') ? `tcp:[${c.host}]:${c.port}` : `tcp:${c.host}:${c.port}` } : {}) };
+    });
   }
 
   const supervisor = new Supervisor({
     listeners,
-    daemon: { command: config.daemon.command, args: config.daemon.args, env: config.daemon.env, ...(config.daemon.cwd ? { cwd: config.daemon.cwd } : {}) },
+    daemon: { command: config.daemon.command, args: config.daemon.args, env: config.daemon.env, cwd: config.daemon.cwd },
     controlSocket: config.controlSocket,
     dataDir: config.daemon.dataDir,
     journal: config.journal,
@@ -173,29 +184,39 @@ async function main(): Promise<void> {
     restart: config.restart,
   });
   const metrics = new Metrics();
-  subscribe('handoff:supervisor:event', (message) => {
-    // An event's `pid` is a daemon's; the log line's own `pid` is the supervisor's.
-    const { pid: daemonPid, ...m } = message as { event: string; pid?: number };
-    const fields = daemonPid === undefined ? m : { ...m, daemonPid };
-    if (m.event === 'gave-up' || m.event === 'restart-failed') log.error(fields, m.event);
-    else if (m.event === 'restart' || m.event === 'session-closed' || m.event === 'violation') log.warn(fields, m.event);
-    else if (m.event === 'session-refused') log.debug(fields, m.event);
-    else log.info(fields, m.event);
-  });
-  subscribe('handoff:supervisor:phase', (message) => {
-    log.debug(message as object, 'phase');
-  });
+  // One log line per supervisor event; an event's `pid` is a daemon's (the line's own is the supervisor's).
+  const levels: Record<SupervisorChannel, 'error' | 'warn' | 'info' | 'debug'> = {
+    phase: 'debug',
+    handoff: 'info',
+    recovered: 'info',
+    journalDamaged: 'warn',
+    coldStart: 'info',
+    serving: 'info',
+    daemonExited: 'info',
+    sessionClosed: 'info',
+    sessionRefused: 'debug',
+    restart: 'warn',
+    gaveUp: 'error',
+    sealProgress: 'debug',
+    violation: 'warn',
+  };
+  for (const [kind, name] of Object.entries(SupervisorChannels) as [SupervisorChannel, string][]) {
+    subscribe(name, (message) => {
+      const { pid: daemonPid, ...fields } = message as { pid?: number };
+      log[levels[kind]](daemonPid === undefined ? fields : { ...fields, daemonPid }, name.slice('handoff:supervisor:'.length));
+    });
+  }
 
   let running: Promise<unknown> | null = null;
   /** A handoff: the pre-handoff check, the handoff, the health probe. */
   const upgrade = async (request: Extract<TriggerRequest, { cmd: 'upgrade' }>, send: (line: Record<string, unknown>) => void): Promise<void> => {
-    const started = Date.now();
     if (running) {
       const status = supervisor.status();
-      send({ type: 'error', code: 'HANDOFF_IN_PROGRESS', message: `handoff ${status.handoff?.handoffId ?? ''} is in progress (phase ${status.handoff?.phase ?? 'check'}); wait for its outcome` });
+      send({ type: 'error', code: ErrorCode.InProgress, message: `handoff ${status.handoff?.handoffId ?? ''} is in progress (phase ${status.handoff?.phase ?? 'check'}); wait for its outcome` });
       return;
     }
-    const handoffRequest: HandoffRequest = request.command ? { daemon: { command: request.command, ...(request.args ? { args: request.args } : {}) } } : {};
+    const change = { ...(request.command ? { command: request.command } : {}), ...(request.args ? { args: request.args } : {}), ...(request.env ? { env: request.env } : {}) };
+    const handoffRequest: HandoffRequest = { daemon: change };
     let resolveRun: () => void = () => undefined;
     running = new Promise<void>((r) => {
       resolveRun = r;
@@ -203,35 +224,29 @@ async function main(): Promise<void> {
     try {
       if (config.hooks.preHandoff) {
         send({ type: 'phase', phase: 'check', elapsedMs: 0 });
-        const check = await runShell(config.hooks.preHandoff, { HANDOFF_NEW_COMMAND: request.command ?? config.daemon.command, HANDOFF_NEW_ARGS: JSON.stringify(request.args ?? config.daemon.args) }, config.hooks.preHandoffTimeoutMs);
+        // The check is given the program the handoff will run.
+        const next = changeProgram(supervisor.status().program, change);
+        const check = await runShell(config.hooks.preHandoff, { HANDOFF_NEW_COMMAND: next.command, HANDOFF_NEW_ARGS: JSON.stringify(next.args) }, config.hooks.preHandoffTimeoutMs);
         if (!check.ok) {
           log.warn({ exit: check.code }, 'pre-handoff check failed: the incumbent serves on undisturbed');
           metrics.handoffError();
-          send({ type: 'error', code: 'HANDOFF_CHECK_FAILED', message: `the pre-handoff check failed (exit ${String(check.code)}): ${config.hooks.preHandoff}; nothing was changed`, output: check.output });
+          send({ type: 'error', code: ErrorCode.CheckFailed, message: `the pre-handoff check failed (exit ${String(check.code)}): ${config.hooks.preHandoff}; nothing was changed`, output: check.output });
           return;
         }
       }
-      let last = Date.now();
-      const onPhase = (message: unknown): void => {
-        const m = message as { handoffId: string; from: string; to: string; at: number };
-        send({ type: 'phase', handoffId: m.handoffId, phase: m.to, from: m.from, phaseMs: m.at - last, elapsedMs: m.at - started });
-        last = m.at;
-      };
-      subscribe('handoff:supervisor:phase', onPhase);
-      let result: HandoffResult;
-      try {
-        result = await supervisor.performHandoff(handoffRequest);
-      } finally {
-        unsubscribe('handoff:supervisor:phase', onPhase);
-      }
+      const result: HandoffResult = await supervisor.performHandoff(handoffRequest, {
+        onPhase: (p) => {
+          send({ type: 'phase', handoffId: p.handoffId, phase: p.to, from: p.from, phaseMs: p.phaseMs, elapsedMs: p.elapsedMs });
+        },
+      });
       metrics.handoff(result);
-      const health = result.committed && config.health ? await probe(config.health.url, config.health.timeoutMs) : null;
-      log[result.committed ? 'info' : 'warn']({ handoffId: result.handoffId, outcome: result.outcome, abortReason: result.abortReason, timings: result.timings, health }, result.committed ? 'handoff committed' : 'handoff rolled back');
+      const health = result.committed && result.incumbentPid !== null && config.health ? await probe(config.health.url, config.health.timeoutMs) : null;
+      log[result.committed && !result.aftermath ? 'info' : 'warn']({ handoffId: result.handoffId, outcome: result.outcome, abortReason: result.abortReason, aftermath: result.aftermath, timings: result.timings, health }, result.committed ? 'handoff committed' : 'handoff rolled back');
       send({ type: 'result', ...result, health });
     } catch (error) {
       metrics.handoffError();
       const e = error as { code?: string; message: string };
-      send({ type: 'error', code: e.code ?? 'HANDOFF_ERROR', message: e.message });
+      send({ type: 'error', code: e.code ?? ErrorCode.Internal, message: e.message });
     } finally {
       running = null;
       resolveRun();
@@ -278,7 +293,7 @@ async function main(): Promise<void> {
   } catch (error) {
     closeListeners();
     pidFile.release();
-    fatal(1, `cannot start the daemon: ${(error as Error).message}`);
+    fatal(1, (error as Error).message);
   }
   const started = Date.now();
   const trigger = await bindTrigger(config.triggerSocket, async (request, send) => {
@@ -303,7 +318,13 @@ async function main(): Promise<void> {
         await upgrade(request, send);
         return;
     }
-  }).catch((error: unknown) => fatal(1, (error as Error).message));
+  }).catch(async (error: unknown) => {
+    // Leave nothing behind: the daemon drains, seals and exits before this process does.
+    await supervisor.stop(config.timeouts.shutdownMs);
+    closeListeners();
+    pidFile.release();
+    return fatal(1, `${(error as Error).message}; the daemon was stopped`);
+  });
   triggerRef.close = () => trigger.close();
   if (config.metrics) {
     const server = await metrics.serve(config.metrics.host, config.metrics.port, () => {

@@ -1,24 +1,14 @@
 /**
- * The single-instance guard (after the pid-file guard of hero_shrimp): the pid file is
+ * The single-instance guard: the pid file is
  * created atomically (O_CREAT|O_EXCL); a live supervisor owning it makes a second one refuse
  * loudly; a pid file whose process is gone is reclaimed; `--force` stops a live predecessor
  * (SIGTERM, then SIGKILL) and takes over — after checking that the pid really is a handoff
  * supervisor, so that a reused pid is never killed.
  */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
-import { isAlive, stopProcess } from '@handoff/supervisor';
+import { isAlive, stopProcess } from '@handoff/supervisor/internal';
+import { AlreadyRunningError } from './errors.js';
 
-/** Another live supervisor owns the pid file: exit code 3. */
-export class AlreadyRunningError extends Error {
-  override readonly name = 'AlreadyRunningError';
-  readonly code = 'HANDOFF_ALREADY_RUNNING';
-  readonly pid: number;
-
-  constructor(message: string, pid: number) {
-    super(message);
-    this.pid = pid;
-  }
-}
 
 function readPid(path: string): number | null {
   try {

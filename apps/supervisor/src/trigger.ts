@@ -4,7 +4,8 @@
  * `stop`), at most 64 KiB, within 5 s; answers are JSON lines. Garbage gets an error line,
  * never a crash.
  *
- *   {"cmd":"upgrade","command":"/usr/bin/node","args":["v2.js"]}  -> phase lines, then a result
+ *   {"cmd":"upgrade","command":"/usr/bin/node","args":["v2.js"],"env":{"K":"V"}}
+ *                                                                  -> phase lines, then a result
  *   {"cmd":"status"}                                               -> one status line
  *   {"cmd":"stop"}                                                 -> {"type":"stopping"}
  */
@@ -12,11 +13,13 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, statSync, unlinkSync } fro
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { controlSocketAnswers } from '@handoff/core';
+import { controlSocketAnswers } from '@handoff/core/internal';
+import { ErrorCode } from '@handoff/protocol';
 
 /** A request on the trigger socket. */
 export type TriggerRequest =
-  | { readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[] }
+  /** A handoff: `command`, `args` replace the current ones; `env` entries are set over the current environment. */
+  | { readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[]; readonly env?: Readonly<Record<string, string>> }
   | { readonly cmd: 'status' }
   | { readonly cmd: 'stop' };
 
@@ -53,7 +56,16 @@ export function parseRequest(line: string): TriggerRequest | string {
   if (r.cmd === 'upgrade') {
     if (r.command !== undefined && (typeof r.command !== 'string' || r.command === '')) return '"command" must be a non-empty string';
     if (r.args !== undefined && (!Array.isArray(r.args) || !r.args.every((a) => typeof a === 'string'))) return '"args" must be an array of strings';
-    return { cmd: 'upgrade', ...(typeof r.command === 'string' ? { command: r.command } : {}), ...(Array.isArray(r.args) ? { args: r.args } : {}) };
+    const env = r.env;
+    if (env !== undefined && (typeof env !== 'object' || env === null || Array.isArray(env) || !Object.entries(env).every(([k, v]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && typeof v === 'string'))) {
+      return '"env" must be an object of variable names to string values';
+    }
+    return {
+      cmd: 'upgrade',
+      ...(typeof r.command === 'string' ? { command: r.command } : {}),
+      ...(Array.isArray(r.args) ? { args: r.args } : {}),
+      ...(env !== undefined ? { env: env as Record<string, string> } : {}),
+    };
   }
   return `unknown cmd ${JSON.stringify(r.cmd)}; expected "status", "upgrade" or "stop"`;
 }
@@ -111,7 +123,7 @@ function serveConnection(socket: Socket, handle: TriggerHandler): void {
   let buffer = '';
   let started = false;
   const timer = setTimeout(() => {
-    if (!started) fail('HANDOFF_BAD_REQUEST', `no complete request line within ${REQUEST_TIMEOUT_MS} ms`);
+    if (!started) fail(ErrorCode.BadRequest, `no complete request line within ${REQUEST_TIMEOUT_MS} ms`);
   }, REQUEST_TIMEOUT_MS);
   socket.on('data', (chunk: string) => {
     if (started) return;
@@ -121,7 +133,7 @@ function serveConnection(socket: Socket, handle: TriggerHandler): void {
       if (Buffer.byteLength(buffer) > MAX_REQUEST_BYTES) {
         started = true;
         clearTimeout(timer);
-        fail('HANDOFF_BAD_REQUEST', `request longer than ${MAX_REQUEST_BYTES} bytes`);
+        fail(ErrorCode.BadRequest, `request longer than ${MAX_REQUEST_BYTES} bytes`);
       }
       return;
     }
@@ -129,14 +141,14 @@ function serveConnection(socket: Socket, handle: TriggerHandler): void {
     clearTimeout(timer);
     const request = parseRequest(buffer.slice(0, newline));
     if (typeof request === 'string') {
-      fail('HANDOFF_BAD_REQUEST', request);
+      fail(ErrorCode.BadRequest, request);
       return;
     }
     handle(request, send).then(
       () => socket.end(),
       (error: unknown) => {
         const e = error as { code?: string; message?: string };
-        fail(e.code ?? 'HANDOFF_ERROR', e.message ?? String(error));
+        fail(e.code ?? ErrorCode.Internal, e.message ?? String(error));
       },
     );
   });
@@ -145,12 +157,12 @@ function serveConnection(socket: Socket, handle: TriggerHandler): void {
       started = true;
       clearTimeout(timer);
       const request = buffer === '' ? 'empty request' : parseRequest(buffer);
-      if (typeof request === 'string') fail('HANDOFF_BAD_REQUEST', request);
+      if (typeof request === 'string') fail(ErrorCode.BadRequest, request);
       else
         handle(request, send).then(
           () => socket.end(),
           (error: unknown) => {
-            fail('HANDOFF_ERROR', (error as Error).message);
+            fail(ErrorCode.Internal, (error as Error).message);
           },
         );
     }

@@ -6,7 +6,8 @@
 import { chmodSync, lstatSync, statSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
-import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
+import { CoreError, CoreErrorCode } from './errors.js';
+import { messageOf } from '@handoff/protocol/internal';
 
 /** True when something accepts connections on the Unix socket `path`. */
 export function answers(path: string, timeoutMs = 1_000): Promise<boolean> {
@@ -51,7 +52,7 @@ function identity(path: string): string | null {
 
 /**
  * Binds `path` and hands each connection to `onConnection`.
- * @throws HandoffError HANDOFF_INVALID_ARGUMENT when a live process serves the path and `replace` is false.
+ * @throws CoreError HANDOFF_INVALID_ARGUMENT when a live process serves the path and `replace` is false.
  */
 export async function bindControlSocket(path: string, onConnection: (socket: Socket) => void, options: { replace?: boolean } = {}): Promise<BoundControlSocket> {
   let exists: boolean;
@@ -62,7 +63,7 @@ export async function bindControlSocket(path: string, onConnection: (socket: Soc
   }
   if (exists) {
     if (!options.replace && (await answers(path))) {
-      throw new HandoffError(CoreErrorCode.InvalidArgument, `control socket ${path} is served by a live process; is another daemon running on this data? stop it first`);
+      throw new CoreError(CoreErrorCode.ControlSocketInUse, `control socket ${path} is served by a live process; is another daemon running on this data? stop it first`);
     }
     try {
       unlinkSync(path);
@@ -73,7 +74,7 @@ export async function bindControlSocket(path: string, onConnection: (socket: Soc
   const server = createServer({ allowHalfOpen: false, pauseOnConnect: false }, onConnection);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error) => {
-      reject(new HandoffError(CoreErrorCode.InvalidArgument, `cannot bind control socket ${path}: ${messageOf(error)}`, { cause: error }));
+      reject(new CoreError(CoreErrorCode.InvalidArgument, `cannot bind control socket ${path}: ${messageOf(error)}`, { cause: error }));
     });
     server.listen(path, () => {
       resolve();

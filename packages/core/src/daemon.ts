@@ -13,7 +13,8 @@ import type { SealReport } from '@handoff/protocol';
 import { DEFAULT_TIMEOUTS, explainRevisionGap } from '@handoff/protocol';
 import { detectRole } from './env.js';
 import type { DetectedRole } from './env.js';
-import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
+import { CoreError, CoreErrorCode } from './errors.js';
+import { messageOf } from '@handoff/protocol/internal';
 import { HttpDrainer } from './http-drain.js';
 import { Incumbent } from './incumbent.js';
 import type { Drainable, IncumbentExit } from './incumbent.js';
@@ -108,7 +109,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
   };
 
   const requireState = (): S => {
-    if (state === undefined) throw new HandoffError(CoreErrorCode.WrongState, 'the daemon has no open data');
+    if (state === undefined) throw new CoreError(CoreErrorCode.WrongState, 'the daemon has no open data');
     return state;
   };
 
@@ -132,9 +133,6 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
       }
       const listeningOn = await listen(requireState());
       options.onServing?.({ role: detected.role, promoted: false, listeningOn });
-    },
-    snapshotState() {
-      return { openConns: served.reduce((n, s) => n + s.drainer.openConnections, 0), revisions: state === undefined ? [] : [...options.revisions(state)] };
     },
   };
   const heartbeatMs = options.heartbeatMs ?? detected.timing.heartbeatMs;
@@ -172,7 +170,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
       incumbent = await begun.announceReady({ listeningOn, healthy: true, revisions }, { ...incumbentOptions, lock });
       options.onServing?.({ role: 'successor', promoted: begun.promoted, listeningOn });
     } catch (error) {
-      if (!HandoffError.is(error) || !exitWith) throw error;
+      if (!(error instanceof CoreError) || !exitWith) throw error;
       for (const s of served) s.server.closeAllConnections();
       return exitWith;
     }

@@ -1,7 +1,7 @@
 import { createServer } from 'node:net';
 import type { Server } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { detectRole } from './env.js';
+import { detectRole, listenFds } from './env.js';
 
 describe('detectRole', () => {
   it('is a cold start with nothing inherited when the contract is absent', () => {
@@ -13,16 +13,20 @@ describe('detectRole', () => {
   });
 
   it('rejects malformed variables with what to check', () => {
-    expect(() => detectRole({ LISTEN_FDS: 'two' })).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID', message: expect.stringMatching(/LISTEN_FDS="two".*spawned this one/) }));
+    const LISTEN_PID = String(process.pid);
+    expect(() => detectRole({ LISTEN_PID, LISTEN_FDS: 'two' })).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID', message: expect.stringMatching(/LISTEN_FDS="two".*spawned this one/) }));
     expect(() => detectRole({ HANDOFF_ROLE: 'incumbent' })).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID' }));
     expect(() => detectRole({ HANDOFF_ROLE: 'successor' })).toThrow(/HANDOFF_SOCK_FD=<fd>/);
     expect(() => detectRole({ HANDOFF_ROLE: 'successor', HANDOFF_SOCK_FD: '250' })).toThrow(/not open in this process/);
-    expect(() => detectRole({ LISTEN_FDS: '60' })).toThrow(/is fd \d+, which is not (open in this process|a socket)/);
-    expect(() => detectRole({ LISTEN_FDS: '1', LISTEN_FDNAMES: 'a:b' })).toThrow(/names 2 listeners but LISTEN_FDS=1/);
+    expect(() => detectRole({ LISTEN_PID, LISTEN_FDS: '60' })).toThrow(/is fd \d+, which is not (open in this process|a socket)/);
+    expect(() => detectRole({ LISTEN_PID, LISTEN_FDS: '1', LISTEN_FDNAMES: 'a:b' })).toThrow(/names 2 listeners but LISTEN_FDS=1/);
   });
 
-  it('ignores listeners meant for another pid (LISTEN_PID)', () => {
+  it('takes listeners only when LISTEN_PID names this process, as systemd defines it', () => {
     expect(detectRole({ LISTEN_FDS: '3', LISTEN_PID: String(process.pid + 1) }).listeners.names).toEqual([]);
+    const unset: NodeJS.ProcessEnv = { LISTEN_FDS: '3', LISTEN_FDNAMES: 'a:b:c' };
+    expect(listenFds(unset)).toEqual([]);
+    expect(unset).toEqual({}); // consumed all the same, so that no child takes them for its own
   });
 
   it('consumes the variables, so a second call (or a child) sees a cold start', async () => {

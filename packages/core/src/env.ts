@@ -1,8 +1,10 @@
 /**
- * The spawn contract (DESIGN section 3, PROTOCOL.md section 2), read from the environment:
+ * The spawn contract (PROTOCOL.md section 2), read from the environment (the variables'
+ * names are `SpawnEnv` of `@handoff/protocol`):
  *
  * - fds `3 .. 3+n-1`: listening sockets; `LISTEN_FDS=n`; `LISTEN_FDNAMES=a:b:...`;
- *   `LISTEN_PID`, when set, must be this process's pid (systemd).
+ *   `LISTEN_PID` must be this process's pid, as systemd defines it (sd_listen_fds(3)):
+ *   listeners meant for another process (a parent's, inherited by accident) are ignored.
  * - `HANDOFF_RESERVE_COPIES=k`: then `k` more copies of the same sockets follow, in the same
  *   order (fds `3+n .. 3+n+k*n-1`), so the daemon can accept again after closing a server.
  * - `HANDOFF_ROLE=successor` and `HANDOFF_SOCK_FD=<fd>`: the successor's channel.
@@ -11,34 +13,18 @@
  * - `HANDOFF_LISTEN_BACKLOGS=511:128`: the accept backlog of each listener, in fd order.
  *
  * {@link detectRole} consumes these variables, so a second call in the same process, or a
- * child process, sees a cold start with nothing inherited.
+ * child process, sees a cold start.
  */
 import { fstatSync } from 'node:fs';
-import { CoreErrorCode, HandoffError } from './errors.js';
+import { LISTEN_FDS_START, LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
+import { CoreError, CoreErrorCode } from './errors.js';
 import { InheritedListeners } from './listeners.js';
-
-/** Names of the spawn contract's environment variables. */
-export const SpawnEnv = {
-  ListenFds: 'LISTEN_FDS',
-  ListenFdNames: 'LISTEN_FDNAMES',
-  ListenPid: 'LISTEN_PID',
-  ReserveCopies: 'HANDOFF_RESERVE_COPIES',
-  Role: 'HANDOFF_ROLE',
-  SockFd: 'HANDOFF_SOCK_FD',
-  ControlSocket: 'HANDOFF_CONTROL_SOCKET',
-  HeartbeatMs: 'HANDOFF_HEARTBEAT_MS',
-  LivenessMs: 'HANDOFF_LIVENESS_MS',
-  Backlogs: 'HANDOFF_LISTEN_BACKLOGS',
-} as const;
 
 /** The supervisor's timing, when it passed it. */
 export interface SpawnTiming {
   readonly heartbeatMs: number | null;
   readonly livenessMs: number | null;
 }
-
-/** The first inherited fd. */
-export const LISTEN_FDS_START = 3;
 
 /** What a process learns about itself at start. */
 export type DetectedRole =
@@ -61,7 +47,7 @@ function parseCount(env: NodeJS.ProcessEnv, name: string, max: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return 0;
   if (!/^\d+$/.test(raw) || Number(raw) > max) {
-    throw new HandoffError(CoreErrorCode.EnvInvalid, `${name}=${JSON.stringify(raw)} is not a count from 0 to ${max}; check the process that spawned this one`);
+    throw new CoreError(CoreErrorCode.EnvInvalid, `${name}=${JSON.stringify(raw)} is not a count from 0 to ${max}; check the process that spawned this one`);
   }
   return Number(raw);
 }
@@ -71,44 +57,67 @@ function checkSocketFd(fd: number, what: string): void {
   try {
     ok = fstatSync(fd).isSocket();
   } catch (cause) {
-    throw new HandoffError(CoreErrorCode.EnvInvalid, `${what} is fd ${fd}, which is not open in this process; the spawner must pass it in stdio slot ${fd}`, { cause });
+    throw new CoreError(CoreErrorCode.EnvInvalid, `${what} is fd ${fd}, which is not open in this process; the spawner must pass it in stdio slot ${fd}`, { cause });
   }
-  if (!ok) throw new HandoffError(CoreErrorCode.EnvInvalid, `${what} is fd ${fd}, which is not a socket`);
+  if (!ok) throw new CoreError(CoreErrorCode.EnvInvalid, `${what} is fd ${fd}, which is not a socket`);
+}
+
+/** A listening socket passed by fd, systemd-style. */
+export interface ListenFd {
+  readonly name: string;
+  readonly fd: number;
+}
+
+/**
+ * The listening sockets passed to this process systemd-style, as sd_listen_fds(3) defines
+ * it: `LISTEN_PID` must be this process's pid (unset or another pid: they are not for this
+ * process, and none are returned), `LISTEN_FDS=n` sockets from fd 3, named by
+ * `LISTEN_FDNAMES` (default `fd<N>`). Consumes the three variables. Each fd is checked to be
+ * an open socket.
+ * @throws CoreError HANDOFF_ENV_INVALID when the variables are malformed or name fds that are not sockets.
+ */
+export function listenFds(env: NodeJS.ProcessEnv = process.env, pid: number = process.pid): ListenFd[] {
+  const forUs = env[SpawnEnv.ListenPid] === String(pid);
+  const count = forUs ? parseCount(env, SpawnEnv.ListenFds, 64) : 0;
+  const names = (env[SpawnEnv.ListenFdNames] ?? '').split(LIST_SEPARATOR).filter((n) => n !== '');
+  for (const name of [SpawnEnv.ListenPid, SpawnEnv.ListenFds, SpawnEnv.ListenFdNames]) Reflect.deleteProperty(env, name);
+  if (count > 0 && names.length !== 0 && names.length !== count) {
+    throw new CoreError(CoreErrorCode.EnvInvalid, `LISTEN_FDNAMES names ${names.length} listeners but LISTEN_FDS=${count}`);
+  }
+  return Array.from({ length: count }, (_, i) => {
+    const fd = LISTEN_FDS_START + i;
+    checkSocketFd(fd, `listener ${i} (LISTEN_FDS)`);
+    return { name: names[i] ?? `fd${fd}`, fd };
+  });
 }
 
 /**
  * Reads and removes the spawn contract's variables.
- * @throws HandoffError HANDOFF_ENV_INVALID when they are malformed or name fds that are not sockets.
+ * @throws CoreError HANDOFF_ENV_INVALID when they are malformed or name fds that are not sockets.
  */
 export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
-  const pidFor = env[SpawnEnv.ListenPid];
-  const forUs = pidFor === undefined || pidFor === '' || pidFor === String(process.pid);
-  const count = forUs ? parseCount(env, SpawnEnv.ListenFds, 64) : 0;
+  const forUs = env[SpawnEnv.ListenPid] === String(process.pid);
   const copies = forUs ? parseCount(env, SpawnEnv.ReserveCopies, 16) : 0;
-  const names = (env[SpawnEnv.ListenFdNames] ?? '').split(':').filter((n) => n !== '');
-  if (count > 0 && names.length !== 0 && names.length !== count) {
-    throw new HandoffError(CoreErrorCode.EnvInvalid, `LISTEN_FDNAMES names ${names.length} listeners but LISTEN_FDS=${count}`);
-  }
+  const listening = listenFds(env);
   const role = env[SpawnEnv.Role];
   if (role !== undefined && role !== '' && role !== 'successor') {
-    throw new HandoffError(CoreErrorCode.EnvInvalid, `HANDOFF_ROLE=${JSON.stringify(role)}: the only role a spawner sets is "successor"`);
+    throw new CoreError(CoreErrorCode.EnvInvalid, `HANDOFF_ROLE=${JSON.stringify(role)}: the only role a spawner sets is "successor"`);
   }
   const controlSocket = env[SpawnEnv.ControlSocket] ?? null;
   let channelFd: number | null = null;
   if (role === 'successor') {
     const raw = env[SpawnEnv.SockFd] ?? '';
-    if (!/^\d+$/.test(raw)) throw new HandoffError(CoreErrorCode.EnvInvalid, `HANDOFF_ROLE=successor needs HANDOFF_SOCK_FD=<fd>, got ${JSON.stringify(raw)}`);
+    if (!/^\d+$/.test(raw)) throw new CoreError(CoreErrorCode.EnvInvalid, `HANDOFF_ROLE=successor needs HANDOFF_SOCK_FD=<fd>, got ${JSON.stringify(raw)}`);
     channelFd = Number(raw);
-    checkSocketFd(channelFd, 'HANDOFF_SOCK_FD');
+    checkSocketFd(channelFd, SpawnEnv.SockFd);
   }
-  const backlogs = (env[SpawnEnv.Backlogs] ?? '').split(':');
-  const entries = Array.from({ length: count }, (_, i) => {
-    const fd = LISTEN_FDS_START + i;
+  const backlogs = (env[SpawnEnv.Backlogs] ?? '').split(LIST_SEPARATOR);
+  const count = listening.length;
+  const entries = listening.map(({ name, fd }, i) => {
     const backlog = /^\d+$/.test(backlogs[i] ?? '') ? Number(backlogs[i]) : undefined;
-    checkSocketFd(fd, `listener ${i}`);
     const reserves = Array.from({ length: copies }, (_, c) => LISTEN_FDS_START + count * (c + 1) + i);
     for (const r of reserves) checkSocketFd(r, `reserve copy of listener ${i}`);
-    return { name: names[i] ?? `fd${fd}`, fd, reserves, ...(backlog ? { backlog } : {}) };
+    return { name, fd, reserves, ...(backlog ? { backlog } : {}) };
   });
   const ms = (name: string): number | null => {
     const n = parseCount(env, name, 86_400_000);

@@ -1,5 +1,5 @@
 /**
- * Draining an `http.Server` with zero client errors under keep-alive load (DESIGN section 8):
+ * Draining an `http.Server` with zero client errors under keep-alive load (docs/design.md, "Draining HTTP"):
  * answer every request with `Connection: close`, stop accepting without touching open
  * connections (`net.Server.prototype.close`, not `http.Server.close`, which closes idle
  * keep-alive sockets at once and races with requests already on the wire) once the

@@ -5,26 +5,20 @@
  */
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
-import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, assertNever, capabilities as capabilityBits, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
+import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, capabilities as capabilityBits, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
 import type { DaemonConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, SealReport } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { bindControlSocket } from './control-socket.js';
 import type { BoundControlSocket } from './control-socket.js';
 import { crashPoint } from './crash-points.js';
-import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
+import { CoreError, CoreErrorCode } from './errors.js';
+import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
 import { DataDirLock } from './lock.js';
-import { MachineDriver } from './machine-driver.js';
 
 /** What drain reports. */
 export interface DrainReport {
   readonly openConnsRemaining: number;
   readonly acceptClosed: boolean;
-}
-
-/** What a daemon reports about itself for status. */
-export interface StateSnapshot {
-  readonly openConns: number;
-  readonly revisions: readonly number[];
 }
 
 /** The daemon's side of a handoff, implemented by the user (or by the high-level API). */
@@ -39,8 +33,6 @@ export interface Drainable {
   seal(signal: AbortSignal, progress: (completed: number, total: number) => void): Promise<SealReport>;
   /** The handoff was abandoned: re-open the writer if sealed (the lock is held again) and accept again. */
   resumeAfterAbort(): Promise<void>;
-  /** Current facts, for status. */
-  snapshotState(): StateSnapshot;
 }
 
 /** Options of {@link Incumbent.bind}. */
@@ -116,10 +108,10 @@ export class Incumbent {
 
   /**
    * Binds the control socket and starts serving supervisor sessions.
-   * @throws HandoffError when the control socket is served by a live process.
+   * @throws CoreError when the control socket is served by a live process.
    */
   static async bind(options: IncumbentOptions): Promise<Incumbent> {
-    if (options.lock.state !== 'held') throw new HandoffError(CoreErrorCode.WrongState, 'Incumbent.bind needs a held DataDirLock');
+    if (options.lock.state !== 'held') throw new CoreError(CoreErrorCode.WrongState, 'Incumbent.bind needs a held DataDirLock');
     const incumbent = new Incumbent(options);
     incumbent.#control = await bindControlSocket(options.controlSocket, (socket) => {
       incumbent.#onConnection(socket);
@@ -240,7 +232,7 @@ export class Incumbent {
     const hook = this.#hook;
     this.#hook = undefined;
     if (hook) {
-      hook.controller.abort(new HandoffError(CoreErrorCode.Aborted, 'the handoff was abandoned'));
+      hook.controller.abort(new CoreError(CoreErrorCode.Aborted, 'the handoff was abandoned'));
       await hook.done;
     }
     try {
@@ -248,7 +240,7 @@ export class Incumbent {
         try {
           this.#lock = await DataDirLock.acquire(this.#lock.dataDir, { waitMs: this.#options.lockRetryMs ?? 3_000 });
         } catch (error) {
-          const taken = HandoffError.is(error) && error.code === CoreErrorCode.LockHeld;
+          const taken = error instanceof CoreError && error.code === CoreErrorCode.LockHeld;
           this.#feed({ type: 'resumeFailed', error: messageOf(error), lockTaken: taken });
           return;
         }

@@ -4,7 +4,7 @@
  * must accept again (after an abort) listens on the next copy.
  */
 import type { Server } from 'node:net';
-import { CoreErrorCode, HandoffError } from './errors.js';
+import { CoreError, CoreErrorCode } from './errors.js';
 
 /** Default accept backlog; it must cover connects that arrive while nobody accepts. */
 export const DEFAULT_BACKLOG = 511;
@@ -29,12 +29,12 @@ export class InheritedListener {
 
   /**
    * Makes `server` accept on the next unused copy of this socket, with `backlog` honoured.
-   * @throws HandoffError HANDOFF_NO_RESERVE when every copy was used in this process.
+   * @throws CoreError HANDOFF_NO_RESERVE when every copy was used in this process.
    */
   async listen(server: Server, backlog = this.backlog): Promise<void> {
     const fd = this.#fds.shift();
     if (fd === undefined) {
-      throw new HandoffError(
+      throw new CoreError(
         CoreErrorCode.NoReserve,
         `listener "${this.name}": every inherited copy has been used; this process cannot accept on it again — restart the daemon (a cold start) or give it more copies (HANDOFF_RESERVE_COPIES)`,
       );
@@ -77,12 +77,12 @@ export class InheritedListeners {
 
   /**
    * The listener named `name`.
-   * @throws HandoffError HANDOFF_LISTENER_MISSING naming the inherited ones.
+   * @throws CoreError HANDOFF_LISTENER_MISSING naming the inherited ones.
    */
   require(name: string): InheritedListener {
     const l = this.#byName.get(name);
     if (!l) {
-      throw new HandoffError(
+      throw new CoreError(
         CoreErrorCode.ListenerMissing,
         `no inherited listener named "${name}" (inherited: ${this.names.join(', ') || 'none'}); the supervisor's listener names must match the daemon's`,
       );

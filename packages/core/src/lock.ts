@@ -7,7 +7,8 @@
 import { closeSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fsx from 'fs-native-extensions';
-import { CoreErrorCode, HandoffError, messageOf } from './errors.js';
+import { CoreError, CoreErrorCode } from './errors.js';
+import { messageOf } from '@handoff/protocol/internal';
 
 /** The lock file's name inside the data directory. */
 export const LOCK_FILE = '.handoff.lock';
@@ -56,7 +57,7 @@ function openLockFile(dataDir: string): number {
   try {
     return openSync(join(dataDir, LOCK_FILE), 'a+', 0o600);
   } catch (cause) {
-    throw new HandoffError(CoreErrorCode.LockFailed, `cannot open the lock file in ${dataDir}: ${messageOf(cause)}; check that the data directory exists and is writable`, { cause });
+    throw new CoreError(CoreErrorCode.LockFailed, `cannot open the lock file in ${dataDir}: ${messageOf(cause)}; check that the data directory exists and is writable`, { cause });
   }
 }
 
@@ -64,7 +65,7 @@ function tryLock(fd: number, dataDir: string): boolean {
   try {
     return fsx.tryLock(fd);
   } catch (cause) {
-    throw new HandoffError(CoreErrorCode.LockFailed, `cannot lock ${join(dataDir, LOCK_FILE)}: ${messageOf(cause)}`, { cause });
+    throw new CoreError(CoreErrorCode.LockFailed, `cannot lock ${join(dataDir, LOCK_FILE)}: ${messageOf(cause)}`, { cause });
   }
 }
 
@@ -90,7 +91,7 @@ export class DataDirLock {
   /**
    * Takes the lock, waiting up to `waitMs` while another process holds it, and writes this
    * process's pid to the pid file.
-   * @throws HandoffError HANDOFF_LOCK_HELD naming the holder; HANDOFF_LOCK_FAILED on I/O errors.
+   * @throws CoreError HANDOFF_LOCK_HELD naming the holder; HANDOFF_LOCK_FAILED on I/O errors.
    */
   static async acquire(dataDir: string, options: AcquireOptions = {}): Promise<DataDirLock> {
     const deadline = Date.now() + (options.waitMs ?? 0);
@@ -112,7 +113,7 @@ export class DataDirLock {
     closeSync(fd);
     const holder = readPid(dataDir);
     const who = holder === null ? 'another process (no pid file)' : `pid ${holder}${isAlive(holder) ? ' (alive)' : ' (not alive: the pid file is stale)'}`;
-    throw new HandoffError(
+    throw new CoreError(
       CoreErrorCode.LockHeld,
       `the data directory ${dataDir} is locked by ${who}; only one daemon may write it — stop that process, or let the supervisor hand off to this one`,
     );
@@ -122,7 +123,7 @@ export class DataDirLock {
    * Takes the lock at start-up. A kernel lock cannot outlive its holder, so "stale" here means
    * the pid file names a process that is gone while the kernel is still tearing it down: then
    * this waits up to `staleWaitMs` (default 2 s) for the lock to free. A live holder fails at once.
-   * @throws HandoffError HANDOFF_LOCK_HELD when a live process holds it.
+   * @throws CoreError HANDOFF_LOCK_HELD when a live process holds it.
    */
   static async acquireOrBreakStale(dataDir: string, options: AcquireOptions & { readonly staleWaitMs?: number } = {}): Promise<DataDirLock> {
     const probe = DataDirLock.probe(dataDir);

@@ -5,18 +5,18 @@
  * `@handoff/protocol` over the socket pair the supervisor passed (`HANDOFF_SOCK_FD`).
  *
  * When the machine exits (Abort, a dead supervisor before the lock was taken, a violation),
- * every pending call rejects with a HandoffError and {@link SuccessorSession.exited} says
+ * every pending call rejects with a CoreError and {@link SuccessorSession.exited} says
  * with which code the process should exit.
  */
 import { Socket } from 'node:net';
-import { assertNever, initialSuccessorState, successorTransition } from '@handoff/protocol';
+import { initialSuccessorState, successorTransition } from '@handoff/protocol';
+import { MachineDriver, assertNever } from '@handoff/protocol/internal';
 import type { SealReport, SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState, SuccessorTimer } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { crashPoint } from './crash-points.js';
-import { CoreErrorCode, HandoffError } from './errors.js';
+import { CoreError, CoreErrorCode } from './errors.js';
 import { Incumbent, daemonConfig } from './incumbent.js';
 import type { IncumbentExit, IncumbentOptions } from './incumbent.js';
-import { MachineDriver } from './machine-driver.js';
 
 /** Options of {@link Successor.connect}. */
 export interface SuccessorOptions {
@@ -34,7 +34,7 @@ export interface Readiness {
   readonly revisions: readonly number[];
 }
 
-type Waiter = { readonly until: (phase: SuccessorPhase) => boolean; readonly resolve: () => void; readonly reject: (e: HandoffError) => void };
+type Waiter = { readonly until: (phase: SuccessorPhase) => boolean; readonly resolve: () => void; readonly reject: (e: CoreError) => void };
 
 /** The machine and its I/O; shared by the typestate objects. */
 class SuccessorSession {
@@ -76,7 +76,7 @@ class SuccessorSession {
   }
 
   get takeover(): { handoffId: string; seal: SealReport | null } {
-    if (!this.#takeover) throw new HandoffError(CoreErrorCode.WrongState, `no Begin received (phase ${this.phase})`);
+    if (!this.#takeover) throw new CoreError(CoreErrorCode.WrongState, `no Begin received (phase ${this.phase})`);
     return this.#takeover;
   }
 
@@ -97,9 +97,9 @@ class SuccessorSession {
     });
   }
 
-  #exitError(): HandoffError {
-    const reason = this.#machine.state.reason ?? 'the successor exited';
-    return new HandoffError(reason.startsWith('aborted') ? CoreErrorCode.Aborted : CoreErrorCode.ChannelClosed, reason);
+  #exitError(): CoreError {
+    const { reason, exitError } = this.#machine.state;
+    return new CoreError(exitError ?? CoreErrorCode.ChannelClosed, reason ?? 'the successor exited');
   }
 
   #settleWaiters(): void {
@@ -155,7 +155,7 @@ export class Successor {
 
   /**
    * Says Hello with `buildId` and waits for the supervisor's HelloAck.
-   * @throws HandoffError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit instead.
+   * @throws CoreError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit instead.
    */
   async handshake(buildId: string): Promise<HandshookSuccessor> {
     crashPoint('successor:before-handshake');
@@ -183,7 +183,7 @@ export class HandshookSuccessor {
 
   /**
    * Waits until the incumbent has sealed and released the lock (Begin).
-   * @throws HandoffError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit instead.
+   * @throws CoreError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit instead.
    */
   async waitForBegin(): Promise<BegunSuccessor> {
     await this.#session.waitFor((p) => p === 'takingOver');
@@ -223,13 +223,15 @@ export class BegunSuccessor {
    * Sends Ready and waits for Commit (or for promotion, if the supervisor goes away now that
    * this process holds the lock); then binds the control socket and returns the incumbent.
    * When the revisions do not continue the seal, the machine reports Ready and exits instead.
-   * @throws HandoffError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit.
+   * @throws CoreError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit.
    */
   async announceReady(readiness: Readiness, incumbent: Omit<IncumbentOptions, 'replaceControlSocket'>): Promise<Incumbent> {
     this.#session.feed({ type: 'takeoverDone', listeningOn: readiness.listeningOn, healthy: readiness.healthy, revisions: readiness.revisions });
     await this.#session.waitFor((p) => p === 'committed');
     crashPoint('successor:committed');
-    return Incumbent.bind({ ...incumbent, replaceControlSocket: true });
+    const bound = await Incumbent.bind({ ...incumbent, replaceControlSocket: true });
+    crashPoint('successor:control-bound');
+    return bound;
   }
 
   /** True when this successor became the incumbent without the supervisor's Commit. */

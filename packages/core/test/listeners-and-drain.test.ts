@@ -2,6 +2,7 @@
  * Inherited listeners with reserve copies, and the http drain, in real child processes.
  */
 import { spawn } from 'node:child_process';
+import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createConnection } from 'node:net';
@@ -9,6 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
+
+/** Starts node with `args` the way a supervisor (or systemd) starts a daemon: `LISTEN_PID` is its own pid. */
+function spawnActivated(args: string[], options: SpawnOptions): ChildProcess {
+  return spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"', process.execPath, ...args], options);
+}
 
 const require = createRequire(import.meta.url);
 const net = require('node:net') as { _createServerHandle(a: string, p: number, t: number, fd: undefined, f: number): { fd: number; close(): void; getsockname(o: object): void } };
@@ -52,7 +58,7 @@ describe('inherited listeners', () => {
       const out: { port?: number } = {};
       if (s.family !== -1) handle.getsockname(out);
       const target = s.path ? { socketPath: s.path } : { host: s.address, port: out.port ?? 0 };
-      const child = spawn(process.execPath, ['--input-type=module', '-e', CHILD], {
+      const child = spawnActivated(['--input-type=module', '-e', CHILD], {
         stdio: ['ignore', 'inherit', 'inherit', handle.fd, handle.fd, 'ipc'],
         env: { ...process.env, LISTEN_FDS: '1', LISTEN_FDNAMES: 'http', HANDOFF_RESERVE_COPIES: '1', CORE: new URL('../dist/index.js', import.meta.url).href },
       });
@@ -120,8 +126,7 @@ describe('backlog', () => {
     const handle = net._createServerHandle('127.0.0.1', 0, 4, undefined, 0);
     const out: { port?: number } = {};
     handle.getsockname(out);
-    const child = spawn(
-      process.execPath,
+    const child = spawnActivated(
       ['--input-type=module', '-e', `const { detectRole } = await import(process.env.CORE); const http = await import('node:http'); await detectRole().listeners.require('http').listen(http.createServer(), 77); process.send('listening'); setInterval(() => {}, 1000);`],
       { stdio: ['ignore', 'inherit', 'inherit', handle.fd, 'ipc'], env: { ...process.env, LISTEN_FDS: '1', LISTEN_FDNAMES: 'http', CORE: new URL('../dist/index.js', import.meta.url).href } },
     );

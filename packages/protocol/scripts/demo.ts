@@ -1,11 +1,13 @@
 /**
- * A demonstration of protocol v1 without processes: the three real state machines
- * exchange real frames in the simulated world of `simulateHandoff`, through the happy
- * path, each fault, and a SIGKILL of each role mid-handoff. Exits non-zero if any
+ * A demonstration of protocol v1 without processes: the four real state machines (the
+ * supervisor's lifecycle and its handoff, the incumbent, the successor) exchange real frames
+ * in the simulated world of `simulateHandoff`, through the happy path, each fault, and a
+ * SIGKILL of each role mid-handoff and after the commit point. Exits non-zero if any
  * invariant breaks. (The live demo with real processes comes with the supervisor.)
  */
-import { encodeFrame, simulateHandoff } from '../src/index.js';
-import type { SimOptions, SimResult } from '../src/index.js';
+import { encodeFrame } from '../src/index.js';
+import { simulateHandoff } from '../src/internal.js';
+import type { SimOptions, SimResult } from '../src/internal.js';
 
 const tty = process.stdout.isTTY;
 const bold = (s: string): string => (tty ? `\x1b[1m${s}\x1b[0m` : s);
@@ -14,7 +16,7 @@ const dim = (s: string): string => (tty ? `\x1b[2m${s}\x1b[0m` : s);
 /** The first crash step of `role` at which the trace before the crash contains `after`. */
 function crashAfter(role: 'supervisor' | 'incumbent' | 'successor', after: string): SimOptions {
   for (let atStep = 0; atStep < 200; atStep++) {
-    const options: SimOptions = { crash: { role, atStep }, writeEvery: 3 };
+    const options: SimOptions = { crashes: [{ role, atStep }], writeEvery: 3 };
     const trace = simulateHandoff(options).trace;
     const died = trace.findIndex((line) => line.startsWith(`${role} dies: SIGKILL`));
     if (died >= 0 && trace.slice(0, died).some((line) => line.includes(after))) return options;
@@ -28,13 +30,13 @@ function show(title: string, options: SimOptions, verbose = false): SimResult {
   if (verbose) for (const line of r.trace) console.log(`  ${dim(line)}`);
   const serving = r.serving.map((s) => `${s.role}${s.holdsLock ? ' (holds the lock)' : ''}`).join(', ') || 'nobody';
   const outcome = r.outcome ? `${r.outcome.kind}${r.outcome.code ? ` — ${r.outcome.code}` : ''}` : 'supervisor died before deciding';
-  console.log(`  outcome: ${outcome}`);
+  console.log(`  outcome: ${outcome}${r.lifecycle ? `; supervisor ${r.lifecycle.phase}, ${r.lifecycle.restarts} restart(s)` : ''}`);
   console.log(`  serving: ${serving}; durable revision ${r.durableRevision}, acknowledged ${r.acknowledgedWrites}`);
   console.log(`  invariants: ${r.problems.length === 0 ? 'one writer, one server, no lost write ✔' : `BROKEN: ${r.problems.join('; ')}`}`);
   return r;
 }
 
-console.log(bold('handoff protocol v1 — a handoff between three state machines, over real frames'));
+console.log(bold('handoff protocol v1 — a handoff between four state machines, over real frames'));
 const commit = encodeFrame({ type: 'Commit', handoffId: 'h-1' }, 'toDaemon');
 console.log(`\nA frame (Commit): ${Buffer.from(commit).toString('hex').replace(/(..)/g, '$1 ').trim()}`);
 console.log(dim('  u32 length | u16 version | msgpack map {type, handoffId}'));
@@ -48,6 +50,7 @@ const results: SimResult[] = [
   show('6. SIGKILL of the incumbent while draining: the successor is promoted', crashAfter('incumbent', 'serving -> draining')),
   show('7. SIGKILL of the successor while it takes over: rolled back, the incumbent re-takes its lock', crashAfter('successor', 'successor <- Begin')),
   show('8. SIGKILL of the successor right after its Ready: committed, then the supervisor restarts the daemon', crashAfter('successor', 'takingOver -> ready')),
+  show('9. SIGKILL of the successor right after it received Commit: the supervisor restarts the committed program', crashAfter('successor', 'successor <- Commit'), true),
 ];
 const broken = results.filter((r) => r.problems.length > 0).length;
 console.log(`\n${broken === 0 ? 'All scenarios kept the promises.' : `${broken} scenario(s) broke an invariant.`}`);

@@ -37,7 +37,7 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
 
 function expectTyped(result: DecodeResult<Direction>): void {
   if (result.ok) return;
-  expect(HandoffProtocolError.is(result.error)).toBe(true);
+  expect(result.error instanceof HandoffProtocolError).toBe(true);
   expect(CODES.has(result.error.code)).toBe(true);
 }
 

@@ -226,7 +226,7 @@ export class FrameDecoder<D extends Direction> {
     try {
       return { ok: true, version, message: parseMessage(payload, this.direction), frameBytes: 4 + length };
     } catch (error) {
-      if (HandoffProtocolError.is(error)) return { ok: false, fatal: false, error };
+      if (error instanceof HandoffProtocolError) return { ok: false, fatal: false, error };
       return {
         ok: false,
         fatal: false,

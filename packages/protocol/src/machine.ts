@@ -67,27 +67,6 @@ export const DEFAULT_TIMEOUTS: Timeouts = {
   stopGraceMs: 2_000,
 };
 
-/** Stable codes of handoff outcomes and abort reasons (carried in Abort.code and outcomes). */
-export const AbortCode = {
-  SpawnFailed: 'HANDOFF_SPAWN_FAILED',
-  SuccessorExited: 'HANDOFF_SUCCESSOR_EXITED',
-  SuccessorSilent: 'HANDOFF_SUCCESSOR_SILENT',
-  IncumbentSilent: 'HANDOFF_INCUMBENT_SILENT',
-  IncumbentDisconnected: 'HANDOFF_INCUMBENT_DISCONNECTED',
-  PhaseTimeout: 'HANDOFF_PHASE_TIMEOUT',
-  TotalTimeout: 'HANDOFF_TOTAL_TIMEOUT',
-  SealFailed: 'HANDOFF_SEAL_FAILED',
-  VersionMismatch: 'HANDOFF_VERSION_MISMATCH',
-  PidMismatch: 'HANDOFF_PID_MISMATCH',
-  Unhealthy: 'HANDOFF_SUCCESSOR_UNHEALTHY',
-  RevisionsDiverged: 'HANDOFF_REVISIONS_DIVERGED',
-  ProtocolViolation: 'HANDOFF_PROTOCOL_VIOLATION',
-  Cancelled: 'HANDOFF_CANCELLED',
-  NoRecovery: 'HANDOFF_NO_RECOVERY',
-} as const;
-/** One of {@link AbortCode}. */
-export type AbortCode = (typeof AbortCode)[keyof typeof AbortCode];
-
 /** What a daemon (incumbent or successor) says about itself, and its timing. */
 export interface DaemonConfig {
   readonly pid: number;

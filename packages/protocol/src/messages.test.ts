@@ -16,14 +16,14 @@ function codeOf(fn: () => unknown): string {
   try {
     fn();
   } catch (error) {
-    expect(HandoffProtocolError.is(error)).toBe(true);
+    expect(error instanceof HandoffProtocolError).toBe(true);
     return (error as HandoffProtocolError).code;
   }
   return 'no error';
 }
 
 describe('parseMessage', () => {
-  it('knows every message of DESIGN section 4, each with one or two directions', () => {
+  it('knows every message of PROTOCOL.md section 6, each with one or two directions', () => {
     expect([...MESSAGE_TYPES].sort()).toEqual(
       ['Abort', 'Begin', 'Commit', 'Drained', 'Heartbeat', 'Hello', 'HelloAck', 'PrepareHandoff', 'Ready', 'ResumeAfterAbort', 'SealComplete', 'SealFailed', 'SealProgress', 'SealRequest'].sort(),
     );

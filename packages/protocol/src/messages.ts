@@ -188,23 +188,20 @@ export interface MessageSchema {
 }
 
 const HANDOFF_ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
-const handoffId: FieldSpec = { kind: 'string', min: 1, max: FieldLimits.handoffIdMax, pattern: HANDOFF_ID_PATTERN };
-const text: FieldSpec = { kind: 'string', min: 0, max: FieldLimits.textMax };
-const uint53: FieldSpec = { kind: 'uint', min: 0, max: Number.MAX_SAFE_INTEGER };
-const version: FieldSpec = { kind: 'uint', min: 1, max: 0xffff };
-const pid: FieldSpec = { kind: 'uint', min: 1, max: FieldLimits.pidMax };
-const caps: FieldSpec = { kind: 'uint', min: 0, max: 0xffff_ffff };
-const revisions: FieldSpec = { kind: 'uintArray', maxItems: FieldLimits.revisionsMax };
-const fingerprint: FieldSpec = { kind: 'string', min: 0, max: FieldLimits.fingerprintMax };
-const deadline: FieldSpec = { kind: 'uint', min: 0, max: FieldLimits.deadlineMsMax };
-const toS: readonly Direction[] = ['toSupervisor'];
-const toD: readonly Direction[] = ['toDaemon'];
+const handoffId = { kind: 'string', min: 1, max: FieldLimits.handoffIdMax, pattern: HANDOFF_ID_PATTERN } as const satisfies FieldSpec;
+const text = { kind: 'string', min: 0, max: FieldLimits.textMax } as const satisfies FieldSpec;
+const uint53 = { kind: 'uint', min: 0, max: Number.MAX_SAFE_INTEGER } as const satisfies FieldSpec;
+const version = { kind: 'uint', min: 1, max: 0xffff } as const satisfies FieldSpec;
+const pid = { kind: 'uint', min: 1, max: FieldLimits.pidMax } as const satisfies FieldSpec;
+const caps = { kind: 'uint', min: 0, max: 0xffff_ffff } as const satisfies FieldSpec;
+const revisions = { kind: 'uintArray', maxItems: FieldLimits.revisionsMax } as const satisfies FieldSpec;
+const fingerprint = { kind: 'string', min: 0, max: FieldLimits.fingerprintMax } as const satisfies FieldSpec;
+const deadline = { kind: 'uint', min: 0, max: FieldLimits.deadlineMsMax } as const satisfies FieldSpec;
+const toS = ['toSupervisor'] as const satisfies readonly Direction[];
+const toD = ['toDaemon'] as const satisfies readonly Direction[];
 
-/**
- * The v1 schema of every message: its directions and its fields, in wire order.
- * Unknown keys in a received map are ignored (forward compatibility within a version).
- */
-export const MESSAGE_SCHEMAS: Readonly<Record<MessageType, MessageSchema>> = {
+/** {@link MESSAGE_SCHEMAS} with its literal types kept, for the agreement check below. */
+const SCHEMAS = {
   Hello: {
     directions: toS,
     fields: {
@@ -260,7 +257,77 @@ export const MESSAGE_SCHEMAS: Readonly<Record<MessageType, MessageSchema>> = {
     },
   },
   ResumeAfterAbort: { directions: toD, fields: { handoffId, reason: text } },
+} as const satisfies Readonly<Record<MessageType, MessageSchema>>;
+
+/**
+ * The v1 schema of every message: its directions and its fields, in wire order.
+ * Unknown keys in a received map are ignored (forward compatibility within a version).
+ */
+export const MESSAGE_SCHEMAS: Readonly<Record<MessageType, MessageSchema>> = SCHEMAS;
+
+// ---- compile-time agreement of the interfaces and MESSAGE_SCHEMAS -------------------
+
+/*
+ * The message interfaces and MESSAGE_SCHEMAS describe the same protocol twice; the types below
+ * make `tsc` fail as soon as the two drift apart. For every message type T, the interface's
+ * fields other than `type` must be exactly the fields derived from its schema: the same keys,
+ * each `readonly`, each of the type its FieldSpec validates ('uint' is number, 'enum' the union
+ * of its values, 'nullable' inner | null, ...). And the types whose schema lists 'toSupervisor'
+ * (resp. 'toDaemon') must be exactly the members of ToSupervisorMessage (resp. ToDaemonMessage).
+ * A failure is reported on `_SchemasAgree` and names the message that disagrees.
+ */
+
+/** True when A and B are the same type (not merely assignable to each other). */
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters -- the usual type-identity idiom
+type Equal<A, B> = (<G>() => G extends A ? 1 : 2) extends <G>() => G extends B ? 1 : 2 ? true : false;
+
+/** The TypeScript type of the values a FieldSpec accepts. */
+type FieldType<S> = S extends { readonly kind: 'uint' }
+  ? number
+  : S extends { readonly kind: 'string' }
+    ? string
+    : S extends { readonly kind: 'bool' }
+      ? boolean
+      : S extends { readonly kind: 'enum'; readonly values: readonly (infer V)[] }
+        ? V
+        : S extends { readonly kind: 'uintArray' }
+          ? readonly number[]
+          : S extends { readonly kind: 'stringArray' }
+            ? readonly string[]
+            : S extends { readonly kind: 'nullable'; readonly inner: infer I }
+              ? FieldType<I> | null
+              : S extends { readonly kind: 'sealReport' }
+                ? SealReport
+                : never;
+
+/** The fields of message T as its schema describes them. */
+type SchemaFields<T extends MessageType> = {
+  readonly [K in keyof (typeof SCHEMAS)[T]['fields']]: FieldType<(typeof SCHEMAS)[T]['fields'][K]>;
 };
+/** The fields of message T as its interface declares them. */
+type InterfaceFields<T extends MessageType> = Omit<Extract<Message, { readonly type: T }>, 'type'>;
+/** The messages whose interface and schema disagree about their fields. */
+type FieldDrift = {
+  [T in MessageType]: Equal<InterfaceFields<T>, SchemaFields<T>> extends true
+    ? never
+    : `${T}: its interface's fields differ from MESSAGE_SCHEMAS.${T}.fields`;
+}[MessageType];
+
+/** The messages whose schema lists direction D. */
+type SchemaDirected<D extends Direction> = {
+  [T in MessageType]: D extends (typeof SCHEMAS)[T]['directions'][number] ? T : never;
+}[MessageType];
+/** The messages that are in the union of direction D or list D in their schema, but not both. */
+type DirectionDrift = {
+  [D in Direction]:
+    | `${Exclude<SchemaDirected<D>, MessageOf<D>['type']>}: MESSAGE_SCHEMAS lists ${D}, but the message union does not`
+    | `${Exclude<MessageOf<D>['type'], SchemaDirected<D>>}: in the ${D} message union, but MESSAGE_SCHEMAS does not list ${D}`;
+}[Direction];
+
+/** Compiles only when T is never, i.e. when there is no disagreement to report. */
+type ExpectNone<T extends never> = T;
+// eslint-disable-next-line @typescript-eslint/no-unused-vars -- a compile-time assertion, referenced nowhere
+type _SchemasAgree = [ExpectNone<FieldDrift>, ExpectNone<DirectionDrift>];
 
 /** Every v1 type tag, in the order of {@link MESSAGE_SCHEMAS}. */
 export const MESSAGE_TYPES = Object.keys(MESSAGE_SCHEMAS) as readonly MessageType[];
@@ -415,7 +482,7 @@ export function toWire(message: Message, direction: Direction): Record<string, u
     checkDirection(tag, direction);
     return build(tag, get) as unknown as Record<string, unknown>;
   } catch (error) {
-    if (!HandoffProtocolError.is(error)) throw error;
+    if (!(error instanceof HandoffProtocolError)) throw error;
     throw new HandoffProtocolError(ProtocolErrorCode.InvalidArgument, `refusing to send an invalid message: ${error.message}`, error.details, { cause: error });
   }
 }

@@ -1,31 +1,45 @@
 /**
- * A deterministic in-memory world in which the three state machines perform a handoff:
- * every message goes through the real codec, the data-directory lock is a single-holder
- * lock freed when its holder dies, hooks (drain, seal, takeover, resume) complete at
- * arbitrary later steps, timers fire at arbitrary times, and any process may be killed.
+ * A deterministic in-memory world in which the four state machines run a supervisor's life
+ * around one handoff: the supervisor's lifecycle (recovery, serving, handing off, restarting
+ * a daemon that died) with the handoff machine inside it, the incumbent and the successor.
+ * Every machine runs in the product's own {@link MachineDriver} on a virtual clock, so the
+ * events a driver queues while effects run are handled in the order the product handles
+ * them; every message goes through the real codec; the data-directory lock is a
+ * single-holder lock freed when its holder dies; hooks (drain, seal, takeover, resume),
+ * process-exit notices and timers complete at arbitrary later steps; and any process may be
+ * killed at any step — also after the commit point, and also a daemon the supervisor
+ * restarted.
  *
  * The scheduler picks among enabled actions using a list of choices (for property-based
  * tests that shrink), then drives to quiescence with a default order. After every step it
  * checks that no process writes without holding the lock; at the end, that exactly one
- * process serves and holds the lock and that no acknowledged write was lost.
+ * process serves and holds the lock, that the supervisor's lifecycle names that process as
+ * the serving daemon, and that no acknowledged write was lost.
  */
 import { FrameDecoder, encodeFrame } from './codec.js';
 import { assertNever } from './errors.js';
 import { incumbentTransition, initialIncumbentState } from './incumbent-machine.js';
-import type { IncumbentEffect, IncumbentEvent, IncumbentState } from './incumbent-machine.js';
-import type { Timeouts } from './machine.js';
+import type { IncumbentEffect, IncumbentEvent, IncumbentState, IncumbentTimer } from './incumbent-machine.js';
+import { initialLifecycleState, lifecycleTransition } from './lifecycle-machine.js';
+import type { LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer } from './lifecycle-machine.js';
+import type { Timeouts, Transition } from './machine.js';
 import { DEFAULT_TIMEOUTS } from './machine.js';
+import { MachineDriver } from './machine-driver.js';
+import type { Clock } from './machine-driver.js';
 import type { Direction, Message, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './messages.js';
 import type { VersionRange } from './negotiation.js';
 import { capabilities } from './negotiation.js';
 import { successorTransition, initialSuccessorState } from './successor-machine.js';
-import type { SuccessorEffect, SuccessorEvent, SuccessorState } from './successor-machine.js';
+import type { SuccessorEffect, SuccessorEvent, SuccessorState, SuccessorTimer } from './successor-machine.js';
 import { initialSupervisorState, supervisorTransition } from './supervisor-machine.js';
-import type { HandoffOutcome, SupervisorEffect, SupervisorEvent, SupervisorState } from './supervisor-machine.js';
+import type { HandoffOutcome, SupervisorEffect, SupervisorEvent, SupervisorState, SupervisorTimer } from './supervisor-machine.js';
 
-/** A process of the simulated world. */
-export type SimRole = 'supervisor' | 'incumbent' | 'successor' | 'cold';
+/**
+ * A process of the simulated world. `restarted` is the daemon the supervisor started last
+ * after a death (a cold start of the committed program).
+ */
+export type SimRole = 'supervisor' | 'incumbent' | 'successor' | 'restarted';
 
 /** Faults injected into the simulated daemons. */
 export interface SimFaults {
@@ -43,17 +57,36 @@ export interface SimFaults {
   readonly successorNoRecovery?: boolean;
 }
 
+/**
+ * A SIGKILL of `role`, if it is alive then: at step `atStep`, or right after the world logs
+ * the trace line `afterLine` (a crash point: e.g. `successor takingOver -> ready` is the
+ * instant after the successor sent Ready).
+ */
+export type SimCrash = ({ readonly role: SimRole; readonly atStep: number } | { readonly role: SimRole; readonly afterLine: string }) & {
+  /** Scheduler choices for the steps right after the crash (before `choices` resume): who notices first. */
+  readonly then?: readonly number[];
+};
+
 /** Options of {@link simulateHandoff}. */
 export interface SimOptions {
   /** Scheduler choices, consumed one per step (index into the enabled actions, modulo). */
-  readonly choices?: readonly number[];
-  /** Kill `role` with SIGKILL at this step, if it is alive and the handoff is unfinished. */
-  readonly crash?: { readonly role: 'supervisor' | 'incumbent' | 'successor'; readonly atStep: number };
+  readonly choices?: readonly (number | undefined)[];
+  /**
+   * SIGKILLs, at any step: before, during or after the handoff. A daemon's death after the
+   * supervisor's is not injected: nobody would restart that daemon until a supervisor runs
+   * again, and restarted supervisors are the crash matrix's part.
+   */
+  readonly crashes?: readonly SimCrash[];
   readonly faults?: SimFaults;
   /** Once the choices are used up, acknowledge a write every this many steps (when a writer exists). */
   readonly writeEvery?: number;
   /** Steps before the run is declared stuck. Default 5000. */
   readonly maxSteps?: number;
+  /**
+   * Replaces the lifecycle's transition function (to show that the checks catch a broken
+   * lifecycle; the default is the product's own).
+   */
+  readonly lifecycleTransition?: (state: LifecycleState, event: LifecycleEvent) => Transition<LifecycleState, LifecycleEffect>;
 }
 
 /** What a simulated run ended with. */
@@ -64,7 +97,10 @@ export interface SimResult {
   readonly lockHolder: SimRole | null;
   readonly acknowledgedWrites: number;
   readonly durableRevision: number;
-  readonly crashed: SimRole | null;
+  /** The roles killed by injected crashes, in order. */
+  readonly crashed: readonly SimRole[];
+  /** The lifecycle's final phase, and the restarts it scheduled (null when the supervisor died). */
+  readonly lifecycle: { readonly phase: string; readonly restarts: number } | null;
   readonly steps: number;
   /** Broken invariants; empty when the run was correct. */
   readonly problems: readonly string[];
@@ -80,13 +116,63 @@ interface Channel {
   open: boolean;
 }
 
-type Op = { readonly who: SimRole; readonly name: string; readonly run: () => void };
-type Timer = { readonly who: SimRole; readonly timer: string };
+/** A process of the world; `pid` tells restarted daemons apart. */
+interface Proc {
+  readonly role: SimRole;
+  readonly pid: number;
+}
+
+type Op = { readonly who: Proc; readonly name: string; readonly run: () => void };
 
 const SIM_TIMEOUTS: Timeouts = { ...DEFAULT_TIMEOUTS };
-/** How often a resuming incumbent tries a lock held by another process before giving up. */
-const RESUME_ATTEMPTS = 25;
+/** How often a resuming incumbent (or a starting daemon) tries a lock held by another process before giving up. */
+const LOCK_ATTEMPTS = 25;
+/** How often the supervisor looks for a daemon's session before it gives up on it. */
+const SESSION_ATTEMPTS = 40;
 const ALL_CAPS = capabilities('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
+const REQUEST_ID = 1;
+
+/** Timers whose firing the scheduler picks, each owned by a process (gone when it dies). */
+class VirtualTimers {
+  #now = 1_000_000;
+  #next = 1;
+  readonly pending = new Map<number, { readonly owner: Proc; readonly name: string; readonly due: number; readonly fire: () => void }>();
+
+  now(): number {
+    return this.#now;
+  }
+
+  tick(): void {
+    this.#now += 1;
+  }
+
+  /** The clock of one machine of `owner`. */
+  clockOf(owner: Proc): Clock {
+    return {
+      now: () => this.#now,
+      setTimer: (ms, fire, name = 'timer') => {
+        const id = this.#next++;
+        this.pending.set(id, { owner, name, due: this.#now + ms, fire });
+        return id;
+      },
+      clearTimer: (handle) => {
+        this.pending.delete(handle as number);
+      },
+    };
+  }
+
+  fire(id: number): void {
+    const t = this.pending.get(id);
+    if (!t) return;
+    this.pending.delete(id);
+    this.#now = Math.max(this.#now, t.due);
+    t.fire();
+  }
+
+  dropOwnedBy(proc: Proc): void {
+    for (const [id, t] of this.pending) if (t.owner === proc) this.pending.delete(id);
+  }
+}
 
 function newChannel(): Channel {
   return {
@@ -98,49 +184,55 @@ function newChannel(): Channel {
   };
 }
 
-/** Runs one simulated handoff. Pure and deterministic for given options. */
+/** Runs one simulated supervisor life around one handoff. Pure and deterministic for given options. */
 export function simulateHandoff(options: SimOptions = {}): SimResult {
   const faults = options.faults ?? {};
   const choices = options.choices ?? [];
   const maxSteps = options.maxSteps ?? 5000;
   const trace: string[] = [];
   const problems: string[] = [];
-  const alive = new Set<SimRole>(['supervisor', 'incumbent']);
-  let lock = 'incumbent' as SimRole | null;
-  let disk = 5; // durable revision of the data directory (some data exists before the handoff)
-  let acked = disk; // highest acknowledged revision
-  /** The revision each process believes the data is at (what it opened, plus its own writes). */
-  const views: Record<SimRole, number> = { supervisor: 0, incumbent: disk, successor: 0, cold: 0 };
-  let crashed: SimRole | null = null;
-  let outcome = null as HandoffOutcome | null; // assigned by effects; `as` keeps TS from narrowing it to null
-  const ops: Op[] = [];
-  const timers: Timer[] = [];
-  const pids: Record<SimRole, number> = { supervisor: 100, incumbent: 200, successor: 300, cold: 400 };
-
-  let sup: SupervisorState = initialSupervisorState();
-  let inc: IncumbentState = initialIncumbentState({
-    pid: pids.incumbent,
-    buildId: 'v1',
-    versions: { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
-    capabilities: ALL_CAPS,
-    heartbeatMs: SIM_TIMEOUTS.heartbeatMs,
-    livenessMs: SIM_TIMEOUTS.livenessMs,
-  });
-  let suc: SuccessorState | null = null;
-  let coldServing = false;
-  const control: Channel = newChannel(); // supervisor <-> incumbent
-  let successorChannel: Channel | null = null;
-
+  const clock = new VirtualTimers();
   const log = (line: string): void => {
     trace.push(line);
   };
+
+  const SUPERVISOR: Proc = { role: 'supervisor', pid: 100 };
+  const INCUMBENT: Proc = { role: 'incumbent', pid: 200 };
+  const SUCCESSOR: Proc = { role: 'successor', pid: 300 };
+  let nextRestartPid = 400;
+  /** Restarted daemons, oldest first; `serving` once one holds the lock. */
+  const restarted: { proc: Proc; serving: boolean }[] = [];
+  const alive = new Set<Proc>([SUPERVISOR, INCUMBENT]);
+  const name = (p: Proc | null): string => (p ? (p.role === 'restarted' ? `restarted:${p.pid}` : p.role) : 'nobody');
+
+  let lock = INCUMBENT as Proc | null; // changed by effects
+  let disk = 5; // durable revision of the data directory (some data exists before the handoff)
+  let acked = disk; // highest acknowledged revision
+  /** The revision each process believes the data is at (what it opened, plus its own writes). */
+  const views = new Map<Proc, number>([[INCUMBENT, disk]]);
+  const crashed: SimRole[] = [];
+  let outcome = null as HandoffOutcome | null; // assigned by effects; `as` keeps TS from narrowing it to null
+  let settled = false as boolean; // set by effects
+  let greeted = false;
+  const ops: Op[] = [];
+
+  const daemonConfig = (pid: number, buildId: string, caps = ALL_CAPS, versions: VersionRange = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX }) => ({
+    pid,
+    buildId,
+    versions,
+    capabilities: caps,
+    heartbeatMs: SIM_TIMEOUTS.heartbeatMs,
+    livenessMs: SIM_TIMEOUTS.livenessMs,
+  });
+
+  const control: Channel = newChannel(); // supervisor <-> incumbent
+  let successorChannel: Channel | null = null;
 
   const send = (channel: Channel | null, direction: Direction, message: Message): void => {
     if (!channel?.open) return;
     const frame = encodeFrame(message, direction);
     (direction === 'toDaemon' ? channel.toDaemon : channel.toSupervisor).push(frame);
   };
-
   const closeEnd = (channel: Channel | null, closer: 'daemon' | 'supervisor'): void => {
     if (!channel?.open) return;
     channel.open = false;
@@ -153,147 +245,53 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     }
   };
 
-  const setTimer = (who: SimRole, timer: string): void => {
-    if (!timers.some((t) => t.who === who && t.timer === timer)) timers.push({ who, timer });
-  };
-  const cancelTimer = (who: SimRole, timer: string): void => {
-    const i = timers.findIndex((t) => t.who === who && t.timer === timer);
-    if (i >= 0) timers.splice(i, 1);
-  };
-
-  const kill = (who: SimRole, why: string): void => {
-    if (!alive.has(who)) return;
-    alive.delete(who);
-    log(`${who} dies: ${why}`);
-    if (lock === who) lock = null;
-    for (let i = timers.length - 1; i >= 0; i--) if (timers[i]?.who === who) timers.splice(i, 1);
-    for (let i = ops.length - 1; i >= 0; i--) if (ops[i]?.who === who) ops.splice(i, 1);
-    if (who === 'supervisor') {
+  const kill = (proc: Proc, why: string): void => {
+    if (!alive.has(proc)) return;
+    alive.delete(proc);
+    log(`${name(proc)} dies: ${why}`);
+    if (lock === proc) lock = null;
+    clock.dropOwnedBy(proc);
+    for (let i = ops.length - 1; i >= 0; i--) if (ops[i]?.who === proc) ops.splice(i, 1);
+    if (proc === SUPERVISOR) {
       closeEnd(control, 'supervisor');
       closeEnd(successorChannel, 'supervisor');
-    } else if (who === 'incumbent') {
-      if (control.open) {
-        control.open = false;
-        control.toDaemon.length = 0;
-      }
-      if (alive.has('supervisor')) {
-        ops.push({
-          who: 'supervisor',
-          name: 'observe incumbent exit',
-          run: () => {
-            feedSupervisor({ type: 'incumbentExited', reason: why });
-            supervise('incumbent');
-          },
-        });
-      }
-    } else if (who === 'successor') {
-      if (successorChannel?.open) {
-        successorChannel.open = false;
-        successorChannel.toDaemon.length = 0;
-      }
-      if (alive.has('supervisor')) {
-        ops.push({
-          who: 'supervisor',
-          name: 'reap successor',
-          run: () => {
-            feedSupervisor({ type: 'successorGone', reason: why });
-            supervise('successor');
-          },
-        });
-      }
+      return;
     }
-  };
-
-  // ---- supervisor -------------------------------------------------------------------
-  const feedSupervisor = (event: SupervisorEvent): void => {
-    if (!alive.has('supervisor')) return;
-    const r = supervisorTransition(sup, event);
-    if (r.state.phase !== sup.phase) log(`supervisor ${sup.phase} -> ${r.state.phase} on ${describeEvent(event)}`);
-    if (r.violation) log(`supervisor violation: ${r.violation.message}`);
-    sup = r.state;
-    for (const effect of r.effects) runSupervisorEffect(effect);
-  };
-  const runSupervisorEffect = (effect: SupervisorEffect): void => {
-    switch (effect.type) {
-      case 'journal':
-      case 'sealProgress':
-        return;
-      case 'spawnSuccessor': {
-        successorChannel = newChannel();
-        alive.add('successor');
-        suc = initialSuccessorState({
-          pid: pids.successor,
-          buildId: 'v2',
-          versions: faults.successorVersions ?? { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX },
-          capabilities: faults.successorNoRecovery ? capabilities('SealProgress') : ALL_CAPS,
-          heartbeatMs: SIM_TIMEOUTS.heartbeatMs,
-          livenessMs: SIM_TIMEOUTS.livenessMs,
-        });
-        ops.push({ who: 'successor', name: 'successor starts', run: () => { feedSuccessor({ type: 'start' }); } });
-        feedSupervisor({ type: 'spawned', pid: pids.successor });
-        return;
-      }
-      case 'sendToSuccessor':
-        send(successorChannel, 'toDaemon', effect.message);
-        return;
-      case 'sendToIncumbent':
-        send(control, 'toDaemon', effect.message);
-        return;
-      case 'stopSuccessor':
-        ops.push({ who: 'supervisor', name: 'SIGKILL successor', run: () => { kill('successor', 'stopped by the supervisor'); } });
-        return;
-      case 'coldStart':
-        alive.add('cold');
-        ops.push({ who: 'cold', name: 'cold start takes the lock', run: coldStart });
-        return;
-      case 'finished':
-        outcome = effect.outcome;
-        log(`handoff finished: ${effect.outcome.kind}${effect.outcome.code ? ` (${effect.outcome.code})` : ''}`);
-        return;
-      case 'setTimer':
-        setTimer('supervisor', effect.timer);
-        return;
-      case 'cancelTimer':
-        cancelTimer('supervisor', effect.timer);
-        return;
-      default:
-        assertNever(effect, 'effect');
+    const channel = proc === INCUMBENT ? control : proc === SUCCESSOR ? successorChannel : null;
+    if (channel?.open) {
+      channel.open = false;
+      channel.toDaemon.length = 0;
     }
-  };
-  /**
-   * Child supervision, outside the handoff machine: once the handoff is over, the death of
-   * the daemon that the outcome made the server is a crash like any other, and the
-   * supervisor starts a fresh daemon (which waits for the lock).
-   */
-  const supervise = (died: SimRole): void => {
-    if (!outcome) return;
-    const server: SimRole = outcome.committed ? 'successor' : outcome.kind === 'coldStart' ? 'cold' : 'incumbent';
-    if (died === server && !alive.has('cold')) {
-      log(`supervisor restarts the daemon: ${died} died after the handoff ended`);
-      runSupervisorEffect({ type: 'coldStart', reason: `${died} died` });
+    if (!alive.has(SUPERVISOR)) return;
+    // The supervisor learns of a death from the process's exit (a child) or from its session's
+    // end and a check that the process is gone (an adopted daemon): later, at any step. The
+    // handoff run and the lifecycle each observe it.
+    if ((proc === INCUMBENT || proc === SUCCESSOR) && handoff && !outcome) {
+      const event: SupervisorEvent = proc === INCUMBENT ? { type: 'incumbentExited', reason: why } : { type: 'successorGone', reason: why };
+      ops.push({ who: SUPERVISOR, name: `handoff run observes the death of ${name(proc)}`, run: () => { handoff?.feed(event); } });
     }
-  };
-  const coldStart = (): void => {
-    if (lock === null) {
-      lock = 'cold';
-      views.cold = disk;
-      coldServing = true;
-      log('cold-started daemon holds the lock and serves');
-    } else {
-      ops.push({ who: 'cold', name: 'cold start takes the lock', run: coldStart });
-    }
+    ops.push({
+      who: SUPERVISOR,
+      name: `lifecycle observes the death of ${name(proc)}`,
+      run: () => { lifecycle.feed({ type: 'daemonExited', pid: proc.pid, reason: why, now: clock.now() }); },
+    });
   };
 
   // ---- incumbent ----------------------------------------------------------------------
+  const incumbent = new MachineDriver<IncumbentState, IncumbentEvent, IncumbentEffect, IncumbentTimer>({
+    initial: initialIncumbentState(daemonConfig(INCUMBENT.pid, 'v1')),
+    transition: incumbentTransition,
+    clock: clock.clockOf(INCUMBENT),
+    onStep: ({ before, after, event, violation }) => {
+      if (after.phase !== before.phase) log(`incumbent ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
+      if (violation) log(`incumbent violation: ${violation.message}`);
+    },
+    onEffect: (effect) => { runIncumbentEffect(effect); },
+  });
   const feedIncumbent = (event: IncumbentEvent): void => {
-    if (!alive.has('incumbent')) return;
-    const r = incumbentTransition(inc, event);
-    if (r.state.phase !== inc.phase) log(`incumbent ${inc.phase} -> ${r.state.phase} on ${describeEvent(event)}`);
-    if (r.violation) log(`incumbent violation: ${r.violation.message}`);
-    inc = r.state;
-    for (const effect of r.effects) runIncumbentEffect(effect);
+    if (alive.has(INCUMBENT)) incumbent.feed(event);
   };
-  const runIncumbentEffect = (effect: IncumbentEffect): void => {
+  const runIncumbentEffect = (effect: Exclude<IncumbentEffect, { type: 'setTimer' | 'cancelTimer' }>): void => {
     switch (effect.type) {
       case 'send':
         send(control, 'toSupervisor', effect.message);
@@ -301,25 +299,32 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
       case 'closeSession':
         if (control.open) {
           closeEnd(control, 'daemon');
-          ops.push({ who: 'supervisor', name: 'notice incumbent disconnect', run: () => { feedSupervisor({ type: 'incumbentDisconnected', reason: 'control session closed by the incumbent' }); } });
+          ops.push({
+            who: SUPERVISOR,
+            name: 'notice incumbent disconnect',
+            run: () => {
+              if (handoff && !outcome) handoff.feed({ type: 'incumbentDisconnected', reason: 'control session closed by the incumbent' });
+              lifecycle.feed({ type: 'sessionLost', pid: INCUMBENT.pid });
+            },
+          });
         }
         return;
       case 'startDrain':
         ops.push({
-          who: 'incumbent',
+          who: INCUMBENT,
           name: 'drain completes',
           run: () => { feedIncumbent(faults.drainFails ? { type: 'drainFailed', error: 'injected' } : { type: 'drainDone', openConnsRemaining: 0, acceptClosed: true }); },
         });
         return;
       case 'startSeal':
         ops.push({
-          who: 'incumbent',
+          who: INCUMBENT,
           name: 'seal completes',
           run: () => { feedIncumbent(faults.sealFails ? { type: 'sealFailed', error: 'injected' } : { type: 'sealDone', report: { revisions: [disk], fingerprint: `fp-${disk}` } }); },
         });
         return;
       case 'releaseLock':
-        if (lock === 'incumbent') lock = null;
+        if (lock === INCUMBENT) lock = null;
         feedIncumbent({ type: 'lockReleased' });
         return;
       case 'resume': {
@@ -327,27 +332,21 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         // still give it up), then reports resumeFailed.
         let attempts = 0;
         const attempt = (): void => {
-          if (lock === 'incumbent' || (effect.reacquireLock && lock === null)) {
-            lock = 'incumbent';
-            views.incumbent = disk; // re-opens its writer
+          if (lock === INCUMBENT || (effect.reacquireLock && lock === null)) {
+            lock = INCUMBENT;
+            views.set(INCUMBENT, disk); // re-opens its writer
             feedIncumbent({ type: 'resumed' });
-          } else if (lock !== null && ++attempts < RESUME_ATTEMPTS) {
-            ops.push({ who: 'incumbent', name: 'resume retries the lock', run: attempt });
+          } else if (lock !== null && ++attempts < LOCK_ATTEMPTS) {
+            ops.push({ who: INCUMBENT, name: 'resume retries the lock', run: attempt });
           } else {
-            feedIncumbent({ type: 'resumeFailed', error: `lock held by ${String(lock)}`, lockTaken: lock !== null });
+            feedIncumbent({ type: 'resumeFailed', error: `lock held by ${name(lock)}`, lockTaken: lock !== null });
           }
         };
-        ops.push({ who: 'incumbent', name: 'resume completes', run: attempt });
+        ops.push({ who: INCUMBENT, name: 'resume completes', run: attempt });
         return;
       }
       case 'exit':
-        kill('incumbent', `exit ${effect.code}: ${effect.reason}`);
-        return;
-      case 'setTimer':
-        setTimer('incumbent', effect.timer);
-        return;
-      case 'cancelTimer':
-        cancelTimer('incumbent', effect.timer);
+        kill(INCUMBENT, `exit ${effect.code}: ${effect.reason}`);
         return;
       default:
         assertNever(effect, 'effect');
@@ -355,15 +354,11 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   };
 
   // ---- successor ----------------------------------------------------------------------
+  let successor: MachineDriver<SuccessorState, SuccessorEvent, SuccessorEffect, SuccessorTimer> | null = null;
   const feedSuccessor = (event: SuccessorEvent): void => {
-    if (!alive.has('successor') || !suc) return;
-    const r = successorTransition(suc, event);
-    if (r.state.phase !== suc.phase) log(`successor ${suc.phase} -> ${r.state.phase} on ${describeEvent(event)}`);
-    if (r.violation) log(`successor violation: ${r.violation.message}`);
-    suc = r.state;
-    for (const effect of r.effects) runSuccessorEffect(effect);
+    if (alive.has(SUCCESSOR)) successor?.feed(event);
   };
-  const runSuccessorEffect = (effect: SuccessorEffect): void => {
+  const runSuccessorEffect = (effect: Exclude<SuccessorEffect, { type: 'setTimer' | 'cancelTimer' }>): void => {
     switch (effect.type) {
       case 'send':
         send(successorChannel, 'toSupervisor', effect.message);
@@ -373,16 +368,17 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         return;
       case 'takeOver':
         ops.push({
-          who: 'successor',
+          who: SUCCESSOR,
           name: 'takeover completes',
           run: () => {
             if (lock !== null) {
-              feedSuccessor({ type: 'takeoverFailed', error: `lock held by ${lock}` });
+              feedSuccessor({ type: 'takeoverFailed', error: `lock held by ${name(lock)}` });
               return;
             }
-            lock = 'successor';
-            views.successor = faults.successorStale && suc?.seal ? disk - 1 : disk;
-            feedSuccessor({ type: 'takeoverDone', listeningOn: ['tcp:127.0.0.1:8080'], healthy: !faults.successorUnhealthy, revisions: [views.successor] });
+            lock = SUCCESSOR;
+            const view = faults.successorStale && effect.seal ? disk - 1 : disk;
+            views.set(SUCCESSOR, view);
+            feedSuccessor({ type: 'takeoverDone', listeningOn: ['tcp:127.0.0.1:8080'], healthy: !faults.successorUnhealthy, revisions: [view] });
           },
         });
         return;
@@ -390,56 +386,232 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         log(`successor becomes the incumbent${effect.promoted ? ' (promoted without a supervisor commit)' : ''}`);
         return;
       case 'exit':
-        kill('successor', `exit ${effect.code}: ${effect.reason}`);
-        return;
-      case 'setTimer':
-        setTimer('successor', effect.timer);
-        return;
-      case 'cancelTimer':
-        cancelTimer('successor', effect.timer);
+        kill(SUCCESSOR, `exit ${effect.code}: ${effect.reason}`);
         return;
       default:
         assertNever(effect, 'effect');
     }
   };
 
-  // ---- world ---------------------------------------------------------------------------
-  const writers = (): SimRole[] => {
-    const w: SimRole[] = [];
-    if (alive.has('incumbent') && (inc.phase === 'serving' || inc.phase === 'draining')) w.push('incumbent');
-    if (alive.has('successor') && suc && (suc.phase === 'ready' || suc.phase === 'committed')) w.push('successor');
-    if (alive.has('cold') && coldServing) w.push('cold');
-    return w;
-  };
-  /** Processes whose state machine believes it holds the lock (the incumbent while releasing is excluded: it is letting go). */
-  const believedHolders = (): SimRole[] => {
-    const h: SimRole[] = [];
-    if (alive.has('incumbent') && inc.lockHeld && inc.phase !== 'releasing') h.push('incumbent');
-    if (alive.has('successor') && suc?.lockHeld) h.push('successor');
-    if (alive.has('cold') && coldServing) h.push('cold');
-    return h;
-  };
-  const servers = (): SimRole[] => {
-    const s: SimRole[] = [];
-    if (alive.has('incumbent') && inc.phase === 'serving') s.push('incumbent');
-    if (alive.has('successor') && suc?.phase === 'committed') s.push('successor');
-    if (alive.has('cold') && coldServing) s.push('cold');
-    return s;
+  // ---- restarted daemons (cold starts of the committed program) ----------------------
+  const coldStart = (): Proc => {
+    const proc: Proc = { role: 'restarted', pid: nextRestartPid++ };
+    alive.add(proc);
+    const entry = { proc, serving: false };
+    restarted.push(entry);
+    let attempts = 0;
+    const takeLock = (): void => {
+      if (lock === null) {
+        lock = proc;
+        views.set(proc, disk);
+        entry.serving = true;
+        log(`${name(proc)} holds the lock and serves`);
+      } else if (++attempts < LOCK_ATTEMPTS) {
+        ops.push({ who: proc, name: `${name(proc)} retries the lock`, run: takeLock });
+      } else {
+        kill(proc, `exit 1: the lock stayed held by ${name(lock)}`);
+      }
+    };
+    ops.push({ who: proc, name: `${name(proc)} takes the lock`, run: takeLock });
+    return proc;
   };
 
+  // ---- supervisor: one handoff run ----------------------------------------------------
+  let handoff: MachineDriver<SupervisorState, SupervisorEvent, SupervisorEffect, SupervisorTimer> | null = null;
+  const runHandoffEffect = (effect: Exclude<SupervisorEffect, { type: 'setTimer' | 'cancelTimer' }>): void => {
+    switch (effect.type) {
+      case 'journal':
+      case 'sealProgress':
+      case 'coldStart': // the lifecycle starts the daemon afresh on a coldStart outcome
+        return;
+      case 'spawnSuccessor': {
+        successorChannel = newChannel();
+        alive.add(SUCCESSOR);
+        successor = new MachineDriver<SuccessorState, SuccessorEvent, SuccessorEffect, SuccessorTimer>({
+          initial: initialSuccessorState(daemonConfig(SUCCESSOR.pid, 'v2', faults.successorNoRecovery ? capabilities('SealProgress') : ALL_CAPS, faults.successorVersions)),
+          transition: successorTransition,
+          clock: clock.clockOf(SUCCESSOR),
+          onStep: ({ before, after, event, violation }) => {
+            if (after.phase !== before.phase) log(`successor ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
+            if (violation) log(`successor violation: ${violation.message}`);
+          },
+          onEffect: (e) => { runSuccessorEffect(e); },
+        });
+        ops.push({ who: SUCCESSOR, name: 'successor starts', run: () => { feedSuccessor({ type: 'start' }); } });
+        handoff?.feed({ type: 'spawned', pid: SUCCESSOR.pid });
+        lifecycle.feed({ type: 'successorSpawned', requestId: REQUEST_ID, pid: SUCCESSOR.pid });
+        return;
+      }
+      case 'sendToSuccessor':
+        send(successorChannel, 'toDaemon', effect.message);
+        return;
+      case 'sendToIncumbent':
+        send(control, 'toDaemon', effect.message);
+        return;
+      case 'stopSuccessor':
+        ops.push({ who: SUPERVISOR, name: 'SIGKILL successor', run: () => { kill(SUCCESSOR, 'stopped by the supervisor'); } });
+        return;
+      case 'finished':
+        outcome = effect.outcome;
+        log(`handoff finished: ${effect.outcome.kind}${effect.outcome.code ? ` (${effect.outcome.code})` : ''}`);
+        lifecycle.feed({ type: 'handoffFinished', requestId: REQUEST_ID, outcome: effect.outcome.kind, now: clock.now() });
+        return;
+      default:
+        assertNever(effect, 'effect');
+    }
+  };
+
+  // ---- supervisor: the lifecycle --------------------------------------------------------
+  const isServing = (pid: number): 'yes' | 'not yet' | 'never' => {
+    const proc = [...alive].find((p) => p.pid === pid);
+    if (!proc) return 'never';
+    const phase = proc === INCUMBENT ? incumbent.state.phase : proc === SUCCESSOR ? successor?.state.phase : undefined;
+    if (phase === 'exited' || (proc === INCUMBENT && phase === 'committed')) return 'never';
+    if (proc === INCUMBENT) return phase === 'serving' ? 'yes' : 'not yet';
+    if (proc === SUCCESSOR) return phase === 'committed' ? 'yes' : 'not yet';
+    return restarted.find((r) => r.proc === proc)?.serving ? 'yes' : 'not yet';
+  };
+  const openSession = (pid: number, onOpen: () => void, onFail: (why: string) => void): void => {
+    let attempts = 0;
+    const attempt = (): void => {
+      const s = isServing(pid);
+      if (s === 'yes') onOpen();
+      else if (s === 'not yet' && ++attempts < SESSION_ATTEMPTS) ops.push({ who: SUPERVISOR, name: `look for the session of ${pid}`, run: attempt });
+      else if (s === 'not yet') onFail('no answer on the control socket');
+      // 'never': the process is dead or exiting; its death is reported as daemonExited.
+    };
+    ops.push({ who: SUPERVISOR, name: `open a session with ${pid}`, run: attempt });
+  };
+  const runLifecycleEffect = (effect: Exclude<LifecycleEffect, { type: 'setTimer' | 'cancelTimer' }>): void => {
+    switch (effect.type) {
+      case 'recover': {
+        if (!greeted) {
+          // At start, the supervisor's session layer greets the incumbent, which recovery adopts.
+          greeted = true;
+          feedIncumbent({ type: 'sessionOpened' });
+          const hello = control.toSupervisor.shift();
+          const greeting = hello ? control.supervisorDecoder.push(hello)[0] : undefined;
+          if (!greeting?.ok || greeting.message.type !== 'Hello') problems.push('the incumbent did not open its session with Hello');
+          send(control, 'toDaemon', { type: 'HelloAck', version: PROTOCOL_VERSION_MAX, handoffId: null, capabilities: ALL_CAPS });
+          lifecycle.feed({ type: 'recovered', adopted: { pid: INCUMBENT.pid, buildId: 'v1' }, now: clock.now() });
+          return;
+        }
+        // Before a restart: adopt the live lock holder once it answers; wait (bounded) while
+        // it is still on its way; cold-start when nobody holds the lock.
+        let attempts = 0;
+        const attempt = (): void => {
+          const holder = lock;
+          if (holder && isServing(holder.pid) === 'yes') lifecycle.feed({ type: 'recovered', adopted: { pid: holder.pid, buildId: '' }, now: clock.now() });
+          else if (holder && ++attempts < SESSION_ATTEMPTS) ops.push({ who: SUPERVISOR, name: 'recovery waits for the lock holder', run: attempt });
+          else lifecycle.feed({ type: 'recovered', adopted: null, now: clock.now() });
+        };
+        ops.push({ who: SUPERVISOR, name: 'recovery looks for the lock holder', run: attempt });
+        return;
+      }
+      case 'coldStart': {
+        const proc = coldStart();
+        lifecycle.feed({ type: 'coldSpawned', pid: proc.pid });
+        openSession(
+          proc.pid,
+          () => { lifecycle.feed({ type: 'sessionOpened', pid: proc.pid, buildId: 'v2', now: clock.now() }); },
+          (why) => {
+            kill(proc, 'stopped by the supervisor');
+            lifecycle.feed({ type: 'coldStartFailed', pid: proc.pid, reason: why, now: clock.now() });
+          },
+        );
+        return;
+      }
+      case 'openSession':
+        openSession(
+          effect.pid,
+          () => { lifecycle.feed({ type: 'sessionOpened', pid: effect.pid, buildId: '', now: clock.now() }); },
+          (why) => { lifecycle.feed({ type: 'sessionFailed', pid: effect.pid, reason: why, now: clock.now() }); },
+        );
+        return;
+      case 'runHandoff': {
+        const run = new MachineDriver<SupervisorState, SupervisorEvent, SupervisorEffect, SupervisorTimer>({
+          initial: initialSupervisorState(),
+          transition: supervisorTransition,
+          clock: clock.clockOf(SUPERVISOR),
+          onStep: ({ before, after, event, violation }) => {
+            if (after.phase !== before.phase) log(`supervisor ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
+            if (violation) log(`supervisor violation: ${violation.message}`);
+          },
+          onEffect: (e) => { runHandoffEffect(e); },
+        });
+        handoff = run;
+        run.feed({ type: 'start', spec: { handoffId: 'h-1', timeouts: SIM_TIMEOUTS, capabilities: ALL_CAPS } });
+        return;
+      }
+      case 'rejectHandoff':
+        problems.push(`the handoff was refused: ${effect.code}: ${effect.message}`);
+        return;
+      case 'handoffSettled':
+        settled = true;
+        log(`handoff request answered: serving ${String(effect.servingPid)}${effect.aftermath ? ` (${effect.aftermath})` : ''}`);
+        return;
+      case 'stopDaemon': {
+        const proc = [...alive].find((p) => p.pid === effect.pid);
+        if (proc) ops.push({ who: SUPERVISOR, name: `stop ${name(proc)}`, run: () => { kill(proc, `stopped by the supervisor: ${effect.reason}`); } });
+        return;
+      }
+      case 'stopAll':
+        problems.push('the simulated supervisor was never asked to stop');
+        return;
+      case 'serving':
+        log(`lifecycle: pid ${effect.pid} serves (generation ${effect.generation}, ${effect.how})`);
+        return;
+      case 'restartScheduled':
+        log(`lifecycle: restart in ${effect.delayMs} ms: ${effect.reason}`);
+        return;
+      case 'gaveUp':
+        log(`lifecycle gave up: ${effect.reason}`);
+        return;
+      default:
+        assertNever(effect, 'effect');
+    }
+  };
+  const lifecycle = new MachineDriver<LifecycleState, LifecycleEvent, LifecycleEffect, LifecycleTimer>({
+    initial: initialLifecycleState({ command: 'daemon', args: [], env: {}, cwd: null }),
+    transition: options.lifecycleTransition ?? lifecycleTransition,
+    clock: clock.clockOf(SUPERVISOR),
+    onStep: ({ before, after, event, violation }) => {
+      if (after.phase !== before.phase) log(`lifecycle ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
+      if (violation) problems.push(`lifecycle violation: ${violation.message}`);
+    },
+    onEffect: (e) => { runLifecycleEffect(e); },
+  });
+
+  // ---- world ---------------------------------------------------------------------------
+  const daemons = (): Proc[] => [...alive].filter((p) => p !== SUPERVISOR);
+  const writers = (): Proc[] =>
+    daemons().filter((p) => {
+      if (p === INCUMBENT) return incumbent.state.phase === 'serving' || incumbent.state.phase === 'draining';
+      if (p === SUCCESSOR) return successor?.state.phase === 'ready' || successor?.state.phase === 'committed';
+      return restarted.find((r) => r.proc === p)?.serving === true;
+    });
+  /** Processes that believe they hold the lock (the incumbent while releasing is excluded: it is letting go). */
+  const believedHolders = (): Proc[] =>
+    daemons().filter((p) => {
+      if (p === INCUMBENT) return incumbent.state.lockHeld && incumbent.state.phase !== 'releasing';
+      if (p === SUCCESSOR) return successor?.state.lockHeld === true;
+      return restarted.find((r) => r.proc === p)?.serving === true;
+    });
+  const servers = (): Proc[] => daemons().filter((p) => isServing(p.pid) === 'yes');
+
   type Action = { readonly label: string; readonly run: () => void; readonly background: boolean };
-  const deliverFrom = (channel: Channel, direction: Direction, to: SimRole): Action | undefined => {
+  const deliverFrom = (channel: Channel, direction: Direction, to: Proc): Action | undefined => {
     const queue = direction === 'toDaemon' ? channel.toDaemon : channel.toSupervisor;
     if (queue.length === 0 || !alive.has(to)) return undefined;
     return {
-      label: `deliver ${direction} to ${to}`,
+      label: `deliver ${direction} to ${name(to)}`,
       background: false,
       run: () => {
         const frame = queue.shift();
         if (frame === undefined) return;
         if (frame === null) {
-          if (to === 'incumbent') feedIncumbent({ type: 'sessionClosed', reason: 'EOF' });
-          else if (to === 'successor') feedSuccessor({ type: 'sessionClosed', reason: 'EOF' });
+          if (to === INCUMBENT) feedIncumbent({ type: 'sessionClosed', reason: 'EOF' });
+          else if (to === SUCCESSOR) feedSuccessor({ type: 'sessionClosed', reason: 'EOF' });
           return; // the supervisor learns of daemon deaths from exits, not EOFs
         }
         const decoder = direction === 'toDaemon' ? channel.daemonDecoder : channel.supervisorDecoder;
@@ -450,13 +622,15 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
           }
           if (direction === 'toDaemon') {
             const message = result.message as ToDaemonMessage;
-            log(`${to} <- ${message.type}`);
-            if (to === 'incumbent') feedIncumbent({ type: 'message', message });
+            log(`${name(to)} <- ${message.type}`);
+            if (to === INCUMBENT) feedIncumbent({ type: 'message', message });
             else feedSuccessor({ type: 'message', message });
           } else {
             const message = result.message as ToSupervisorMessage;
             log(`supervisor <- ${message.type} from ${channel === control ? 'incumbent' : 'successor'}`);
-            feedSupervisor(channel === control ? { type: 'incumbentMessage', message } : { type: 'successorMessage', message });
+            // Past the handoff, the lifecycle's session watcher gets the incumbent's messages
+            // (heartbeats only); the finished handoff run ignores them.
+            handoff?.feed(channel === control ? { type: 'incumbentMessage', message } : { type: 'successorMessage', message });
           }
         }
       },
@@ -468,11 +642,11 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     const add = (a: Action | undefined): void => {
       if (a) actions.push(a);
     };
-    add(deliverFrom(control, 'toSupervisor', 'supervisor'));
-    add(deliverFrom(control, 'toDaemon', 'incumbent'));
+    add(deliverFrom(control, 'toSupervisor', SUPERVISOR));
+    add(deliverFrom(control, 'toDaemon', INCUMBENT));
     if (successorChannel) {
-      add(deliverFrom(successorChannel, 'toSupervisor', 'supervisor'));
-      add(deliverFrom(successorChannel, 'toDaemon', 'successor'));
+      add(deliverFrom(successorChannel, 'toSupervisor', SUPERVISOR));
+      add(deliverFrom(successorChannel, 'toDaemon', SUCCESSOR));
     }
     for (const op of ops) {
       if (!alive.has(op.who)) continue;
@@ -485,29 +659,21 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         },
       });
     }
-    for (const t of timers) {
-      if (!alive.has(t.who)) continue;
-      actions.push({
-        label: `${t.who} timer ${t.timer} fires`,
-        background: t.timer === 'heartbeat',
-        run: () => {
-          cancelTimer(t.who, t.timer);
-          const now = 1_000_000 + step;
-          if (t.who === 'supervisor') feedSupervisor({ type: 'timeout', timer: t.timer as never, now });
-          else if (t.who === 'incumbent') feedIncumbent({ type: 'timeout', timer: t.timer as never, now });
-          else feedSuccessor({ type: 'timeout', timer: t.timer as never, now });
-        },
-      });
+    for (const [id, t] of clock.pending) {
+      if (!alive.has(t.owner)) continue;
+      // Heartbeats are background noise; every other timer is a step of its own.
+      actions.push({ label: `${name(t.owner)} timer ${t.name} fires`, background: t.name === 'heartbeat', run: () => { clock.fire(id); } });
     }
     for (const w of writers()) {
       actions.push({
-        label: `${w} acknowledges a write`,
+        label: `${name(w)} acknowledges a write`,
         background: true,
         run: () => {
-          if (lock !== w) problems.push(`${w} wrote without holding the lock (holder: ${String(lock)})`);
-          if (views[w] !== disk) problems.push(`${w} wrote from revision ${views[w]} over durable revision ${disk}: acknowledged writes lost`);
-          views[w] += 1;
-          disk = views[w];
+          const view = views.get(w) ?? 0;
+          if (lock !== w) problems.push(`${name(w)} wrote without holding the lock (holder: ${name(lock)})`);
+          if (view !== disk) problems.push(`${name(w)} wrote from revision ${view} over durable revision ${disk}: acknowledged writes lost`);
+          views.set(w, view + 1);
+          disk = view + 1;
           acked = Math.max(acked, disk);
         },
       });
@@ -516,59 +682,94 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   };
 
   // ---- run ----------------------------------------------------------------------------
-  let step = 0;
-  // The supervisor's session layer greets the incumbent before the handoff machine starts.
-  feedIncumbent({ type: 'sessionOpened' });
-  const hello = control.toSupervisor.shift();
-  const greeting = hello ? control.supervisorDecoder.push(hello)[0] : undefined;
-  if (!greeting?.ok || greeting.message.type !== 'Hello') problems.push('the incumbent did not open its session with Hello');
-  send(control, 'toDaemon', { type: 'HelloAck', version: PROTOCOL_VERSION_MAX, handoffId: null, capabilities: ALL_CAPS });
-  feedSupervisor({
-    type: 'start',
-    spec: { handoffId: 'h-1', timeouts: SIM_TIMEOUTS, capabilities: ALL_CAPS },
-  });
+  lifecycle.feed({ type: 'start', now: clock.now() });
+  lifecycle.feed({ type: 'handoffRequested', requestId: REQUEST_ID, change: { env: { BUILD_ID: 'v2' } }, now: clock.now() });
 
-  for (; step < maxSteps; step++) {
-    if (options.crash && step === options.crash.atStep && outcome === null && alive.has(options.crash.role)) {
-      crashed = options.crash.role;
-      kill(options.crash.role, 'SIGKILL (injected)');
+  const pendingCrashes = [...(options.crashes ?? [])];
+  /** Injects the crashes due now: at this step, or after a trace line logged since `seen`. */
+  const injectCrashes = (seen: number): void => {
+    for (const crash of [...pendingCrashes]) {
+      const due = 'atStep' in crash ? crash.atStep === step : trace.slice(seen).includes(crash.afterLine);
+      if (!due) continue;
+      pendingCrashes.splice(pendingCrashes.indexOf(crash), 1);
+      if (!alive.has(SUPERVISOR) && crash.role !== 'supervisor') continue;
+      const target = crash.role === 'restarted' ? restarted.at(-1)?.proc : [SUPERVISOR, INCUMBENT, SUCCESSOR].find((p) => p.role === crash.role);
+      if (target && alive.has(target)) {
+        crashed.push(crash.role);
+        kill(target, 'SIGKILL (injected)');
+        forced.push(...(crash.then ?? []));
+      }
     }
+  };
+  /** Choices that take precedence over `choices` (a crash's `then`). */
+  const forced: number[] = [];
+
+  let step = 0;
+  for (; step < maxSteps; step++) {
+    injectCrashes(trace.length);
     const actions = enabled();
     const foreground = actions.filter((a) => !a.background);
-    const choice = choices[step];
+    const choice = forced.length > 0 ? forced.shift() : choices[step];
     let action: Action | undefined;
     if (choice !== undefined && actions.length > 0) {
       action = actions[Math.abs(choice) % actions.length];
     } else {
       // Default order: a periodic write, then messages and hook completions, then timers.
       const write = options.writeEvery && step % options.writeEvery === 0 ? actions.find((a) => a.label.endsWith('acknowledges a write')) : undefined;
-      action = write ?? foreground.find((a) => !a.label.includes('timer')) ?? foreground[0];
+      action = write ?? foreground.find((a) => !a.label.endsWith('timer fires')) ?? foreground[0];
     }
-    if (!action) break;
+    if (!action) {
+      if (!pendingCrashes.some((c) => 'atStep' in c && c.atStep > step)) break;
+      clock.tick();
+      continue;
+    }
+    clock.tick();
+    const seen = trace.length;
     action.run();
+    injectCrashes(seen);
     const w = writers();
     for (const writer of w) {
-      if (lock !== writer) problems.push(`step ${step}: ${writer} is in a writing state without holding the lock (holder: ${String(lock)})`);
+      if (lock !== writer) problems.push(`step ${step}: ${name(writer)} is in a writing state without holding the lock (holder: ${name(lock)})`);
     }
-    if (w.length > 1) problems.push(`step ${step}: two writers at once: ${w.join(', ')}`);
+    if (w.length > 1) problems.push(`step ${step}: two writers at once: ${w.map(name).join(', ')}`);
     const holders = believedHolders();
-    if (holders.length > 1) problems.push(`step ${step}: two processes believe they hold the lock: ${holders.join(', ')}`);
+    if (holders.length > 1) problems.push(`step ${step}: two processes believe they hold the lock: ${holders.map(name).join(', ')}`);
     for (const holder of holders) {
-      if (lock !== holder) problems.push(`step ${step}: ${holder} believes it holds the lock, but ${String(lock)} does`);
+      if (lock !== holder) problems.push(`step ${step}: ${name(holder)} believes it holds the lock, but ${name(lock)} does`);
     }
   }
   if (step >= maxSteps) problems.push(`no quiescence after ${maxSteps} steps`);
 
-  const serving = servers().map((role) => ({ role, holdsLock: lock === role }));
-  if (serving.length !== 1) problems.push(`expected exactly one serving daemon, found ${serving.length}: ${serving.map((s) => s.role).join(', ') || 'none'}`);
-  for (const s of serving) if (!s.holdsLock) problems.push(`${s.role} serves without holding the lock`);
+  const serving = servers().map((proc) => ({ role: proc.role, holdsLock: lock === proc }));
+  const servingProcs = servers();
+  if (serving.length !== 1) problems.push(`expected exactly one serving daemon, found ${serving.length}: ${servingProcs.map(name).join(', ') || 'none'}`);
+  for (const p of servingProcs) if (lock !== p) problems.push(`${name(p)} serves without holding the lock`);
   if (disk < acked) problems.push(`acknowledged writes lost: acked ${acked}, durable ${disk}`);
-  for (const s of serving) if (views[s.role] !== disk) problems.push(`${s.role} serves revision ${views[s.role]}, the data is at ${disk}`);
-  if (crashed === null && outcome === null) problems.push('the handoff never finished though no process crashed');
-  if (outcome?.committed && crashed === null && !serving.some((s) => s.role === 'successor')) {
-    problems.push('the handoff committed but the successor does not serve');
+  for (const p of servingProcs) if (views.get(p) !== disk) problems.push(`${name(p)} serves revision ${String(views.get(p))}, the data is at ${disk}`);
+  const supervisorAlive = alive.has(SUPERVISOR);
+  if (supervisorAlive) {
+    const life = lifecycle.state;
+    // What the supervisor reports must be the truth: it serves with the daemon that serves.
+    if (life.phase !== 'serving') problems.push(`the supervisor's lifecycle ended in ${life.phase}, not serving${life.failure ? `: ${life.failure}` : ''}`);
+    const reported = life.daemon?.pid ?? null;
+    const actual = servingProcs.length === 1 ? (servingProcs[0] as Proc).pid : null;
+    if (reported !== actual) problems.push(`the supervisor reports pid ${String(reported)} as serving, but ${String(actual)} serves`);
+    if (!settled) problems.push('the handoff request was never answered');
   }
-  return { outcome, serving, lockHolder: lock, acknowledgedWrites: acked, durableRevision: disk, crashed, steps: step, problems, trace };
+  if (crashed.length === 0 && outcome === null) problems.push('the handoff never finished though no process crashed');
+  if (outcome?.committed && crashed.length === 0 && !servingProcs.includes(SUCCESSOR)) problems.push('the handoff committed but the successor does not serve');
+  return {
+    outcome,
+    serving,
+    lockHolder: lock?.role ?? null,
+    acknowledgedWrites: acked,
+    durableRevision: disk,
+    crashed,
+    lifecycle: supervisorAlive ? { phase: lifecycle.state.phase, restarts: lifecycle.state.restarts } : null,
+    steps: step,
+    problems,
+    trace,
+  };
 }
 
 function describeEvent(event: { readonly type: string; readonly message?: { readonly type: string }; readonly timer?: string }): string {

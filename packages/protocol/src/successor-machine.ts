@@ -7,7 +7,8 @@
  * only possible writer and serves on (`committed`, promoted). See PROTOCOL.md,
  * "Successor phases".
  */
-import { HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
+import { ErrorCode, HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
+import type { CoreErrorCode } from './errors.js';
 import { helloFor } from './machine.js';
 import type { CancelTimer, DaemonConfig, SetTimer, Transition } from './machine.js';
 import type { SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
@@ -35,6 +36,8 @@ export interface SuccessorState {
   readonly seal: SealReport | null;
   readonly lockHeld: boolean;
   readonly reason: string | null;
+  /** Once `exited`: why, as a code (aborted, the supervisor went away, a violation, ...). */
+  readonly exitError: CoreErrorCode | null;
 }
 
 /** Events fed to the successor machine. */
@@ -66,7 +69,7 @@ type Result = Transition<SuccessorState, SuccessorEffect>;
 
 /** A fresh successor, before `start`. */
 export function initialSuccessorState(config: SuccessorConfig): SuccessorState {
-  return { phase: 'init', config, handoffId: null, version: null, capabilities: 0, orphaned: false, seal: null, lockHeld: false, reason: null };
+  return { phase: 'init', config, handoffId: null, version: null, capabilities: 0, orphaned: false, seal: null, lockHeld: false, reason: null, exitError: null };
 }
 
 const STOP_TIMERS: readonly SuccessorEffect[] = [
@@ -78,12 +81,12 @@ function violation(state: SuccessorState, what: string): HandoffProtocolError {
   return new HandoffProtocolError(ProtocolErrorCode.ProtocolViolation, `${what} (successor in phase ${state.phase})`, { phase: state.phase });
 }
 
-function exit(state: SuccessorState, code: number, reason: string): Result {
-  return { state: { ...state, phase: 'exited', reason }, effects: [...STOP_TIMERS, { type: 'closeSession' }, { type: 'exit', code, reason }] };
+function exit(state: SuccessorState, code: number, reason: string, why: CoreErrorCode): Result {
+  return { state: { ...state, phase: 'exited', reason, exitError: why }, effects: [...STOP_TIMERS, { type: 'closeSession' }, { type: 'exit', code, reason }] };
 }
 
 function fail(state: SuccessorState, error: HandoffProtocolError): Result {
-  return { ...exit(state, 1, error.message), violation: error };
+  return { ...exit(state, 1, error.message, ErrorCode.ProtocolViolation), violation: error };
 }
 
 function become(state: SuccessorState, promoted: boolean): Result {
@@ -99,7 +102,7 @@ function supervisorGone(state: SuccessorState, reason: string): Result {
     case 'init':
     case 'awaitingAck':
     case 'awaitingBegin':
-      return exit(state, 0, `the supervisor went away before Begin (${reason}); nothing was taken over`);
+      return exit(state, 0, `the supervisor went away before Begin (${reason}); nothing was taken over`, ErrorCode.ChannelClosed);
     case 'takingOver':
       return { state: { ...state, orphaned: true, reason }, effects: [...STOP_TIMERS] };
     case 'ready':
@@ -130,7 +133,7 @@ function onMessage(state: SuccessorState, message: ToDaemonMessage): Result {
     };
   }
   if (state.phase === 'awaitingAck') {
-    if (message.type === 'Abort') return exit(state, 0, `aborted by the supervisor: ${message.code}: ${message.reason}`);
+    if (message.type === 'Abort') return exit(state, 0, `aborted by the supervisor: ${message.code}: ${message.reason}`, ErrorCode.Aborted);
     return fail(state, violation(state, `${message.type} before HelloAck`));
   }
   switch (message.type) {
@@ -146,7 +149,7 @@ function onMessage(state: SuccessorState, message: ToDaemonMessage): Result {
       if (state.phase !== 'ready' || message.handoffId !== state.handoffId) return fail(state, violation(state, `Commit for ${message.handoffId}`));
       return become(state, false);
     case 'Abort':
-      return exit(state, 0, `aborted by the supervisor: ${message.code}: ${message.reason}`);
+      return exit(state, 0, `aborted by the supervisor: ${message.code}: ${message.reason}`, ErrorCode.Aborted);
     case 'PrepareHandoff':
     case 'SealRequest':
     case 'ResumeAfterAbort':
@@ -186,18 +189,18 @@ export function successorTransition(state: SuccessorState, event: SuccessorEvent
       if (gap !== undefined) {
         // Never serve data that does not continue the sealed data, even without a supervisor
         // to check Ready: tell it (so it reports the precise reason) and exit at once.
-        const r = exit(held, 1, `refusing to serve: ${gap}`);
+        const r = exit(held, 1, `refusing to serve: ${gap}`, ErrorCode.RevisionsDiverged);
         return { state: r.state, effects: state.orphaned ? r.effects : [ready, ...r.effects] };
       }
       if (state.orphaned) {
-        if (!event.healthy) return exit(held, 1, 'the supervisor went away and this successor is unhealthy');
+        if (!event.healthy) return exit(held, 1, 'the supervisor went away and this successor is unhealthy', ErrorCode.Unhealthy);
         return become(held, true);
       }
       return { state: { ...held, phase: 'ready' }, effects: [ready] };
     }
     case 'takeoverFailed':
       if (state.phase !== 'takingOver') return fail(state, violation(state, 'takeoverFailed without a takeover'));
-      return exit(state, 1, `takeover failed: ${event.error}`);
+      return exit(state, 1, `takeover failed: ${event.error}`, ErrorCode.TakeoverFailed);
     case 'timeout':
       switch (event.timer) {
         case 'heartbeat':

@@ -6,8 +6,7 @@
  * point (a valid Ready). `committed`, `rolledBack` and `failed` are final: every event there
  * is ignored. See PROTOCOL.md, "Supervisor phases".
  */
-import { HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
-import { AbortCode } from './machine.js';
+import { AbortCode, HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
 import type { CancelTimer, SetTimer, Timeouts, Transition } from './machine.js';
 import type { Hello, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './messages.js';
@@ -253,7 +252,7 @@ function onHello(state: SupervisorState, hello: Hello): Result {
   try {
     version = negotiateVersion(s.versions ?? { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX }, { min: hello.protoMin, max: hello.protoMax });
   } catch (error) {
-    const message = HandoffProtocolError.is(error) ? error.message : String(error);
+    const message = error instanceof HandoffProtocolError ? error.message : String(error);
     return abort({ ...state, successorGreeted: true }, AbortCode.VersionMismatch, message);
   }
   const capabilities = commonCapabilities(s.capabilities, hello.capabilities);

@@ -62,7 +62,7 @@ export function describeTable<S extends { readonly phase: string }, E, R extends
         it(`${row} + ${column} -> ${expected}`, () => {
           const r = spec.transition(state, spec.events[column] as E);
           if (expected.startsWith('!')) {
-            expect(HandoffProtocolError.is(r.violation), 'a typed violation').toBe(true);
+            expect(r.violation instanceof HandoffProtocolError, 'a typed violation').toBe(true);
             expect(r.violation?.code).toBe('HANDOFF_PROTOCOL_VIOLATION');
             expect(r.state.phase).toBe(expected.slice(1) || state.phase);
             spec.onViolation(r, state);

@@ -1,15 +1,19 @@
 /**
- * Model-based test: the three real state machines, talking through the real codec, in
- * random interleavings with hook completions, timer firings and a SIGKILL of any role at
- * any step. After every step no process writes without the lock; at the end exactly one
- * daemon serves and holds the lock, and no acknowledged write is lost.
+ * Model-based test: the four real state machines (the supervisor's lifecycle with its
+ * handoff machine, the incumbent, the successor), each in the product's MachineDriver on a
+ * virtual clock, talking through the real codec, in random interleavings with hook
+ * completions, timer firings, process-exit notices and SIGKILLs of any process at any step —
+ * before, during and after the handoff, the daemon the supervisor restarted included. After
+ * every step no process writes without the lock; at the end exactly one daemon serves and
+ * holds the lock, the supervisor names it as the serving daemon, and no acknowledged write
+ * is lost.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { lifecycleTransition } from '../src/lifecycle-machine.js';
+import type { LifecycleEvent, LifecycleState } from '../src/lifecycle-machine.js';
 import { simulateHandoff } from '../src/simulation.js';
-import type { SimFaults, SimOptions, SimResult } from '../src/simulation.js';
-
-const ROLES = ['supervisor', 'incumbent', 'successor'] as const;
+import type { SimCrash, SimFaults, SimOptions, SimResult, SimRole } from '../src/simulation.js';
 
 function check(result: SimResult, options: SimOptions): void {
   if (result.problems.length > 0) {
@@ -26,44 +30,77 @@ const faultsArb: fc.Arbitrary<SimFaults> = fc.oneof(
   fc.constant({ successorVersions: { min: 2, max: 3 } }),
   fc.constant({ successorNoRecovery: true }),
 );
-const crashArb = fc.option(fc.record({ role: fc.constantFrom(...ROLES), atStep: fc.nat(60) }), { nil: undefined });
+/** The steps of a run with no fault, to quiescence (kills beyond them hit a settled system). */
+const HAPPY = simulateHandoff({ writeEvery: 2 });
+const HAPPY_STEPS = simulateHandoff().steps;
+/** When a crash strikes: at a step, or right after any event of a faultless run (the crash points of the model). */
+const when = fc.oneof(fc.record({ atStep: fc.nat(3 * HAPPY.steps) }), fc.record({ afterLine: fc.constantFrom(...HAPPY.trace) }));
+const crashOf = (roles: fc.Arbitrary<SimRole>): fc.Arbitrary<SimCrash> => fc.tuple(roles, when).map(([role, w]) => ({ role, ...w }));
+/** Up to two daemon deaths, or the supervisor's alone (a daemon dying with it would wait for a restarted supervisor: the crash matrix's part). */
+const crashesArb: fc.Arbitrary<SimCrash[]> = fc.oneof(
+  fc.array(crashOf(fc.constantFrom('incumbent', 'successor', 'restarted')), { maxLength: 2 }),
+  crashOf(fc.constant('supervisor')).map((c) => [c]),
+);
+/** Scheduler choices: the default order now and then, an arbitrary enabled action otherwise. */
+const choicesArb = fc.array(fc.option(fc.nat(), { nil: undefined, freq: 3 }), { maxLength: 400 });
 
-describe('model: three machines, random interleavings and crashes', () => {
+describe('model: four machines, random interleavings and crashes', () => {
   it('commits when nothing goes wrong', () => {
     const r = simulateHandoff();
     check(r, {});
     expect(r.outcome).toMatchObject({ kind: 'committed', committed: true });
     expect(r.serving).toEqual([{ role: 'successor', holdsLock: true }]);
+    expect(r.lifecycle).toEqual({ phase: 'serving', restarts: 0 });
   });
 
-  it('keeps one writer, one server and every acknowledged write in any interleaving', () => {
-    const seen = { committed: 0, promoted: 0, rolledBack: 0, coldStart: 0, supervisorCrash: 0, incumbentCrash: 0, successorCrash: 0, unfinished: 0 };
+  it('keeps one writer, one server, a truthful supervisor and every acknowledged write in any interleaving', () => {
+    const seen = { committed: 0, promoted: 0, rolledBack: 0, coldStart: 0, unfinished: 0, restarted: 0, supervisorCrash: 0, incumbentCrash: 0, successorCrash: 0, restartedCrash: 0, deathAfterCommit: 0 };
     fc.assert(
-      fc.property(fc.array(fc.nat(), { maxLength: 400 }), crashArb, faultsArb, (choices, crash, faults) => {
-        const options: SimOptions = { choices, faults, ...(crash ? { crash } : {}) };
+      fc.property(choicesArb, crashesArb, faultsArb, (choices, crashes, faults) => {
+        const options: SimOptions = { choices, faults, crashes };
         const r = simulateHandoff(options);
         check(r, options);
         if (r.outcome) seen[r.outcome.kind] += 1;
         else seen.unfinished += 1;
-        if (r.crashed) seen[`${r.crashed as (typeof ROLES)[number]}Crash`] += 1;
+        if ((r.lifecycle?.restarts ?? 0) > 0) seen.restarted += 1;
+        for (const role of r.crashed) seen[`${role}Crash`] += 1;
+        if (r.outcome?.committed && r.crashed.includes('successor')) seen.deathAfterCommit += 1;
       }),
       { numRuns: Number(process.env.HANDOFF_MODEL_RUNS ?? 4000) },
     );
-    // The property must have exercised every ending, or it proves little.
+    // The property must have exercised every ending and every kind of death, or it proves little.
     for (const [what, count] of Object.entries(seen)) expect(count, `${what} never happened: ${JSON.stringify(seen)}`).toBeGreaterThan(0);
   });
 
-  for (const role of ROLES) {
-    it(`converges when the ${role} is killed at any step of a handoff`, () => {
-      const happy = simulateHandoff();
-      for (let atStep = 0; atStep <= happy.steps; atStep++) {
+  for (const role of ['supervisor', 'incumbent', 'successor'] as const) {
+    it(`converges when the ${role} is killed at any step, before, during or after the handoff`, () => {
+      for (let atStep = 0; atStep <= HAPPY_STEPS + 2; atStep++) {
         for (const faults of [{}, { sealFails: true }, { successorStale: true }] as SimFaults[]) {
-          const options: SimOptions = { crash: { role, atStep }, faults, writeEvery: 2 };
+          const options: SimOptions = { crashes: [{ role, atStep }], faults, writeEvery: 2 };
           check(simulateHandoff(options), options);
         }
       }
     });
   }
+
+  it('converges when a daemon is killed at every crash point, whichever process notices first', () => {
+    for (const options of everyCrashPoint()) check(simulateHandoff(options), options);
+  });
+
+  it('restarts the committed program when the new daemon dies at any step after the commit point, and again when the restarted one dies', () => {
+    let afterCommit = 0;
+    for (let atStep = 0; atStep <= 2 * HAPPY_STEPS + 4; atStep++) {
+      const options: SimOptions = { crashes: [{ role: 'successor', atStep }, { role: 'restarted', atStep: 3 * HAPPY_STEPS + 40 }], writeEvery: 2 };
+      const r = simulateHandoff(options);
+      check(r, options);
+      if (r.outcome?.committed && r.crashed.includes('successor')) {
+        afterCommit += 1;
+        expect(r.serving, JSON.stringify(options)).toEqual([{ role: 'restarted', holdsLock: true }]);
+        expect(r.lifecycle?.restarts).toBe(r.crashed.length);
+      }
+    }
+    expect(afterCommit).toBeGreaterThan(3);
+  });
 
   it('rolls back with the incumbent serving for every fault of the successor or the seal', () => {
     const cases: [SimFaults, string][] = [
@@ -81,11 +118,30 @@ describe('model: three machines, random interleavings and crashes', () => {
     }
   });
 
-  it('detects a broken machine (the check is not vacuous)', () => {
-    // A successor that claims the old revision is accepted only if the supervisor stops
-    // checking revisions; simulate that by comparing against a doctored result.
-    const r = simulateHandoff({ faults: { successorStale: true } });
-    expect(r.outcome?.code).toBe('HANDOFF_REVISIONS_DIVERGED');
-    expect(r.problems).toEqual([]);
+  it('catches a lifecycle that loses track of a successor dying after the commit point (the check is not vacuous)', () => {
+    // The supervisor's bug before the lifecycle machine: the successor's death between the
+    // commit point and the supervisor adopting it as the serving daemon went unnoticed.
+    const forgetful = (state: LifecycleState, event: LifecycleEvent) =>
+      state.phase === 'handingOff' && event.type === 'daemonExited' && event.pid === state.handoff?.successorPid ? { state, effects: [] } : lifecycleTransition(state, event);
+    const broken = everyCrashPoint()
+      .map((options) => simulateHandoff({ ...options, lifecycleTransition: forgetful }).problems.join('; '))
+      .filter((p) => p !== '');
+    expect(broken.length).toBeGreaterThan(0);
+    expect(broken.join('\n')).toMatch(/expected exactly one serving daemon, found 0|reports pid \d+ as serving/);
   });
 });
+
+/**
+ * Every crash point of a faultless run (each line of its trace) for each daemon, with each
+ * of the next few enabled actions taken first: e.g. the supervisor noticing the successor's
+ * death before or after it reads the successor's Ready.
+ */
+function everyCrashPoint(): SimOptions[] {
+  const all: SimOptions[] = [];
+  for (const afterLine of new Set(HAPPY.trace)) {
+    for (const role of ['incumbent', 'successor'] as const) {
+      for (let first = 0; first < 6; first++) all.push({ crashes: [{ role, afterLine, then: [first] }], writeEvery: 2 });
+    }
+  }
+  return all;
+}

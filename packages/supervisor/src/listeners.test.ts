@@ -3,6 +3,8 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { fileURLToPath } from 'node:url';
+import { spawnWithListenPid } from './processes.js';
 import { bindListeners, listenersFromEnv, selfTestHeldListeners } from './listeners.js';
 
 function tryConnect(options: { host: string; port: number } | { path: string }): Promise<string> {
@@ -65,13 +67,26 @@ describe('held listeners', () => {
     }
   });
 
-  it('takes listeners from LISTEN_FDS and consumes the variables', () => {
-    const env: NodeJS.ProcessEnv = { LISTEN_FDS: '2', LISTEN_FDNAMES: 'http:admin', HANDOFF_LISTEN_ADDRESSES: 'tcp:127.0.0.1:80 unix:/a' };
-    expect(listenersFromEnv(env)).toEqual([
-      { name: 'http', fd: 3, address: 'tcp:127.0.0.1:80' },
-      { name: 'admin', fd: 4, address: 'unix:/a' },
-    ]);
-    expect(env).toEqual({});
-    expect(() => listenersFromEnv({ LISTEN_FDS: 'x' })).toThrow(/is not a count/);
+  it('takes the listeners systemd-style only when LISTEN_PID is this process, and consumes the variables', async () => {
+    const other: NodeJS.ProcessEnv = { LISTEN_PID: String(process.pid + 1), LISTEN_FDS: '2', LISTEN_FDNAMES: 'http:admin' };
+    expect(listenersFromEnv(other)).toEqual([]);
+    expect(other).toEqual({});
+    expect(() => listenersFromEnv({ LISTEN_PID: String(process.pid), LISTEN_FDS: 'x' })).toThrow(/LISTEN_FDS="x" is not a count/);
+    // A real process started the way the supervisor starts daemons (and as systemd does): it
+    // finds its listener at fd 3, under its name.
+    const held = bindListeners([{ name: 'http', host: '127.0.0.1', port: 0 }]);
+    try {
+      const probe = "import('@handoff/supervisor').then((m) => console.log(JSON.stringify({ pid: process.pid, listeners: m.listenersFromEnv() })))";
+      const child = spawnWithListenPid(
+        { command: process.execPath, args: ['-e', probe], env: {}, cwd: fileURLToPath(new URL('..', import.meta.url)) },
+        { env: { ...process.env, LISTEN_FDS: '1', LISTEN_FDNAMES: 'http' }, stdio: ['ignore', 'pipe', 'inherit', held.listeners[0]!.fd] },
+      );
+      let out = '';
+      child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      await new Promise((resolve) => child.once('exit', resolve));
+      expect(JSON.parse(out)).toEqual({ pid: child.pid, listeners: [{ name: 'http', fd: 3, address: 'fd:3' }] });
+    } finally {
+      held.close();
+    }
   });
 });

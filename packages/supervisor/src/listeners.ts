@@ -2,12 +2,13 @@
  * Listening sockets held by the supervisor without accepting on them. A `net.Server` that
  * listens in the supervisor would steal connections; a socket bound by Node's internal
  * `net._createServerHandle` (the path the cluster module uses) and never listened is never
- * polled, and the first daemon's `listen({ fd })` puts it in LISTEN (DESIGN section 8).
- * Alternatively the sockets come from a holder process or systemd via `LISTEN_FDS`, so they
- * outlive the supervisor.
+ * polled, and the first daemon's `listen({ fd })` puts it in LISTEN (docs/design.md, "Holding
+ * listeners"). Alternatively the sockets come from a holder process or systemd via
+ * `LISTEN_FDS`, so they outlive the supervisor.
  */
 import { chmodSync } from 'node:fs';
 import * as net from 'node:net';
+import { listenFds } from '@handoff/core';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
 
 /** A listener to bind: TCP (IPv4 or IPv6) or a Unix socket path. */
@@ -102,19 +103,11 @@ function bindError(name: string, where: string, errno: number): SupervisorError 
 }
 
 /**
- * The listeners passed by a holder or systemd (`LISTEN_FDS`, `LISTEN_FDNAMES`), consuming
- * those variables. Empty when none were passed.
+ * The listeners passed to this process by systemd or a holder (`LISTEN_FDS`, `LISTEN_FDNAMES`,
+ * `LISTEN_PID`, as sd_listen_fds(3) defines them), consuming those variables. Empty when none
+ * were passed for this process. Their `address` is `fd:<n>` until the caller names it.
+ * @throws CoreError HANDOFF_ENV_INVALID when the variables are malformed or name fds that are not sockets.
  */
 export function listenersFromEnv(env: NodeJS.ProcessEnv = process.env): HeldListener[] {
-  const count = Number(env.LISTEN_FDS ?? '0');
-  if (!Number.isInteger(count) || count < 0 || count > 64) {
-    throw new SupervisorError(SupervisorErrorCode.Listener, `LISTEN_FDS=${JSON.stringify(env.LISTEN_FDS)} is not a count`);
-  }
-  const names = (env.LISTEN_FDNAMES ?? '').split(':').filter((n) => n !== '');
-  const addresses = (env.HANDOFF_LISTEN_ADDRESSES ?? '').split(' ').filter((n) => n !== '');
-  delete env.LISTEN_FDS;
-  delete env.LISTEN_FDNAMES;
-  delete env.LISTEN_PID;
-  delete env.HANDOFF_LISTEN_ADDRESSES;
-  return Array.from({ length: count }, (_, i) => ({ name: names[i] ?? `fd${3 + i}`, fd: 3 + i, address: addresses[i] ?? `fd:${3 + i}` }));
+  return listenFds(env).map(({ name, fd }) => ({ name, fd, address: `fd:${fd}` }));
 }

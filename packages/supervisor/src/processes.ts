@@ -1,95 +1,159 @@
 /**
  * Spawning daemons under the spawn contract, and stopping them.
+ *
+ * A program is started through `/bin/sh -c 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"'`:
+ * the shell learns its own pid, exports it and execs the program, which keeps that pid. So
+ * `LISTEN_PID` names the daemon's own pid, as systemd sets it (sd_listen_fds(3) ignores
+ * listeners whose `LISTEN_PID` is another process's), which Node's `spawn` cannot do itself.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
+import type { DaemonProgram } from '@handoff/protocol';
+import { SupervisorError, SupervisorErrorCode } from './errors.js';
 import type { HeldListener } from './listeners.js';
 
-/** The program to run as the daemon. */
+/** The program to run as the daemon: `env` is set over the supervisor's environment; `cwd` defaults to the supervisor's. */
 export interface DaemonCommand {
   readonly command: string;
   readonly args?: readonly string[];
   readonly env?: Readonly<Record<string, string>>;
-  readonly cwd?: string;
+  readonly cwd?: string | null;
+}
+
+/** The full program of a {@link DaemonCommand}. */
+export function toProgram(command: DaemonCommand): DaemonProgram {
+  return { command: command.command, args: command.args ?? [], env: command.env ?? {}, cwd: command.cwd ?? null };
 }
 
 /** A spawned daemon. */
 export interface SpawnedDaemon {
   readonly child: ChildProcess;
+  /** The pid (spawning through the shell keeps it: the shell execs the program). */
+  readonly pid: number;
   /** The supervisor's end of the successor's channel (successors only). */
   readonly channel: Socket | null;
   /** Resolves with how the process ended. */
   readonly exited: Promise<{ readonly code: number | null; readonly signal: NodeJS.Signals | null }>;
 }
 
-/** Environment variables of the spawn contract that must not leak from the supervisor's own environment. */
-const CONTRACT_VARS = [
-  'LISTEN_FDS',
-  'LISTEN_FDNAMES',
-  'LISTEN_PID',
-  'HANDOFF_ROLE',
-  'HANDOFF_SOCK_FD',
-  'HANDOFF_RESERVE_COPIES',
-  'HANDOFF_CONTROL_SOCKET',
-  'HANDOFF_HEARTBEAT_MS',
-  'HANDOFF_LIVENESS_MS',
-  'HANDOFF_LISTEN_BACKLOGS',
-  'HANDOFF_LISTEN_ADDRESSES',
-  'NODE_CHANNEL_FD',
-  'NODE_CHANNEL_SERIALIZATION_MODE',
-];
+/** Variables that must not leak from the supervisor's own environment into a daemon's. */
+const NOT_INHERITED: readonly string[] = [...Object.values(SpawnEnv), 'NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE'];
+
+/** Sets `LISTEN_PID` to the pid the program will run as, then execs it. */
+const EXEC_WITH_LISTEN_PID = 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
 
 /**
- * Spawns `command` with the listeners at fds 3.., `reserveCopies` more copies of them after,
- * and for a successor a socket pair after those.
+ * Checks what a spawn would otherwise report late and vaguely (`spawn ... ENOENT`, or a
+ * shell's exit 127): that the working directory exists and the command is an executable.
+ * @throws SupervisorError HANDOFF_SPAWN saying which and what to do.
  */
-export function spawnDaemon(
-  command: DaemonCommand,
-  options: {
-    readonly role: 'cold' | 'successor';
-    readonly listeners: readonly HeldListener[];
-    readonly reserveCopies: number;
-    readonly controlSocket: string;
-    readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number };
-    /** The daemon's stdout and stderr: the supervisor's own (default), or pipes to read. */
-    readonly output?: 'inherit' | 'pipe';
-  },
-): SpawnedDaemon {
+export function checkProgram(program: DaemonProgram, env: Readonly<Record<string, string | undefined>> = process.env): void {
+  const cwd = program.cwd ?? process.cwd();
+  let isDir: boolean;
+  try {
+    isDir = statSync(cwd).isDirectory();
+  } catch {
+    isDir = false;
+  }
+  if (!isDir) throw new SupervisorError(SupervisorErrorCode.Spawn, `the daemon's working directory ${cwd} does not exist or is not a directory; fix [daemon] cwd`);
+  const executable = (path: string): boolean => {
+    try {
+      accessSync(path, constants.X_OK);
+      return statSync(path).isFile();
+    } catch {
+      return false;
+    }
+  };
+  const command = program.command;
+  if (command.includes('/')) {
+    const path = isAbsolute(command) ? command : resolve(cwd, command);
+    if (!executable(path)) throw new SupervisorError(SupervisorErrorCode.Spawn, `the daemon's command ${path} does not exist or is not executable; fix the command`);
+    return;
+  }
+  const dirs = (program.env.PATH ?? env.PATH ?? '').split(delimiter).filter((d) => d !== '');
+  if (!dirs.some((d) => executable(join(isAbsolute(d) ? d : resolve(cwd, d), command)))) {
+    throw new SupervisorError(SupervisorErrorCode.Spawn, `the daemon's command ${JSON.stringify(command)} is not an executable in PATH (${dirs.join(delimiter)}); give its absolute path`);
+  }
+}
+
+/**
+ * Starts `program` with `LISTEN_PID` set to its own pid, in exactly the environment
+ * `options.env` (`program.env` is the caller's to merge), with `options.stdio` (listeners
+ * from slot 3).
+ * @throws SupervisorError HANDOFF_SPAWN when the command or the working directory is missing.
+ */
+export function spawnWithListenPid(program: DaemonProgram, options: { readonly env: Readonly<Record<string, string>>; readonly stdio: StdioOptions; readonly detached?: boolean }): ChildProcess {
+  checkProgram(program, options.env);
+  return spawn('/bin/sh', ['-c', EXEC_WITH_LISTEN_PID, program.command, ...program.args], {
+    stdio: options.stdio,
+    env: options.env,
+    detached: options.detached ?? false,
+    ...(program.cwd ? { cwd: program.cwd } : {}),
+  });
+}
+
+/** How a daemon is spawned. */
+export interface SpawnOptions {
+  readonly role: 'cold' | 'successor';
+  readonly listeners: readonly HeldListener[];
+  readonly reserveCopies: number;
+  readonly controlSocket: string;
+  readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number };
+  /** The daemon's stdout and stderr: the supervisor's own (default), or pipes to read. */
+  readonly output?: 'inherit' | 'pipe';
+}
+
+/**
+ * Spawns `program` with the listeners at fds 3.., `reserveCopies` more copies of them after,
+ * and for a successor a socket pair after those (PROTOCOL.md section 2).
+ * @throws SupervisorError HANDOFF_SPAWN when the command or the working directory is missing,
+ * or the process could not be created.
+ */
+export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): SpawnedDaemon {
   const fds = options.listeners.map((l) => l.fd);
   const output = options.output ?? 'inherit';
   const stdio: StdioOptions = ['ignore', output, output, ...fds];
   for (let c = 0; c < options.reserveCopies; c++) stdio.push(...fds);
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !CONTRACT_VARS.includes(k)) env[k] = v;
-  Object.assign(env, command.env ?? {}, {
-    LISTEN_FDS: String(fds.length),
-    LISTEN_FDNAMES: options.listeners.map((l) => l.name).join(':'),
-    HANDOFF_RESERVE_COPIES: String(options.reserveCopies),
-    HANDOFF_CONTROL_SOCKET: options.controlSocket,
-    HANDOFF_HEARTBEAT_MS: String(options.timing.heartbeatMs),
-    HANDOFF_LIVENESS_MS: String(options.timing.livenessMs),
-    HANDOFF_LISTEN_BACKLOGS: options.listeners.map((l) => String(l.backlog ?? 511)).join(':'),
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !NOT_INHERITED.includes(k)) env[k] = v;
+  Object.assign(env, program.env, {
+    [SpawnEnv.ListenFds]: String(fds.length),
+    [SpawnEnv.ListenFdNames]: options.listeners.map((l) => l.name).join(LIST_SEPARATOR),
+    [SpawnEnv.ReserveCopies]: String(options.reserveCopies),
+    [SpawnEnv.ControlSocket]: options.controlSocket,
+    [SpawnEnv.HeartbeatMs]: String(options.timing.heartbeatMs),
+    [SpawnEnv.LivenessMs]: String(options.timing.livenessMs),
+    [SpawnEnv.Backlogs]: options.listeners.map((l) => String(l.backlog ?? 511)).join(LIST_SEPARATOR),
   });
   let channelIndex = -1;
   if (options.role === 'successor') {
     channelIndex = stdio.length;
     stdio.push('pipe');
-    env.HANDOFF_ROLE = 'successor';
-    env.HANDOFF_SOCK_FD = String(channelIndex);
+    env[SpawnEnv.Role] = 'successor';
+    env[SpawnEnv.SockFd] = String(channelIndex);
   }
-  const child = spawn(command.command, [...(command.args ?? [])], { stdio, env, ...(command.cwd ? { cwd: command.cwd } : {}) });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+  const child = spawnWithListenPid(program, { env, stdio });
+  if (child.pid === undefined) {
+    // The process could not be created at all (e.g. E2BIG); 'error' follows asynchronously.
+    child.once('error', () => undefined);
+    throw new SupervisorError(SupervisorErrorCode.Spawn, `cannot create a process for the daemon ${program.command} (arguments and environment too large, or out of processes?)`);
+  }
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => {
     child.once('exit', (code, signal) => {
-      resolve({ code, signal });
-    });
-    child.once('error', () => {
-      if (child.pid === undefined) resolve({ code: null, signal: null });
+      done({ code, signal });
     });
   });
   const channel = channelIndex >= 0 ? (child.stdio[channelIndex] as Socket | null) : null;
-  return { child, channel, exited };
+  return { child, pid: child.pid, channel, exited };
+}
+
+/** How a process ended, in words. */
+export function describeExit(exit: { readonly code: number | null; readonly signal: NodeJS.Signals | null }): string {
+  return exit.signal ? `killed by ${exit.signal}` : `exit code ${String(exit.code)}`;
 }
 
 /** True when a process with `pid` exists (a zombie counts until reaped). */
@@ -118,7 +182,7 @@ export async function waitForDeath(pid: number, timeoutMs: number): Promise<bool
   const deadline = Date.now() + timeoutMs;
   while (isAlive(pid)) {
     if (Date.now() >= deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((r) => setTimeout(r, 10));
   }
   return true;
 }

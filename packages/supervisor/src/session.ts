@@ -1,11 +1,14 @@
 /**
- * The supervisor's control session with an incumbent: connect to its control socket, read
- * its Hello, negotiate, answer HelloAck.
+ * Control sessions: the supervisor's connection to the serving daemon's control socket.
+ * Connect, read its Hello, negotiate, answer HelloAck — and keep the session only with the
+ * process that holds the data directory's lock (recovery never trusts a socket alone).
  */
 import { createConnection } from 'node:net';
-import { Channel, crashPoint } from '@handoff/core';
+import { DataDirLock } from '@handoff/core';
+import { Channel, crashPoint } from '@handoff/core/internal';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, commonCapabilities, negotiateVersion } from '@handoff/protocol';
 import type { Hello } from '@handoff/protocol';
+import { publish } from './channels.js';
 
 /** An established control session. */
 export interface IncumbentSession {
@@ -56,4 +59,44 @@ export function openIncumbentSession(path: string, options: { readonly timeoutMs
       finish({ hello: message, channel });
     });
   });
+}
+
+/** Opens sessions with the daemon that holds the lock of a data directory. */
+export class SessionConnector {
+  readonly #options: { readonly controlSocket: string; readonly dataDir: string; readonly capabilities: number; readonly startTimeoutMs: number };
+
+  constructor(options: { readonly controlSocket: string; readonly dataDir: string; readonly capabilities: number; readonly startTimeoutMs: number }) {
+    this.#options = options;
+  }
+
+  /** Connects to whoever answers on the control socket, keeping the session only if it holds the lock (and is `expectPid`, when given). */
+  async connectToLockHolder(timeoutMs: number, expectPid?: number): Promise<IncumbentSession | null> {
+    const session = await openIncumbentSession(this.#options.controlSocket, {
+      timeoutMs,
+      capabilities: this.#options.capabilities,
+      onRefused: (reason) => {
+        publish('sessionRefused', { reason });
+      },
+    });
+    if (!session) return null;
+    const lock = DataDirLock.probe(this.#options.dataDir);
+    const holds = lock.held && lock.pid === session.hello.pid;
+    if (!holds || (expectPid !== undefined && session.hello.pid !== expectPid)) {
+      publish('sessionRefused', { reason: `pid ${session.hello.pid} answered; the lock is ${lock.held ? `held by ${String(lock.pid)}` : 'free'}; expected ${String(expectPid ?? 'the lock holder')}` });
+      session.channel.close('not the lock holder');
+      return null;
+    }
+    return session;
+  }
+
+  /** Waits (up to the start timeout) until `pid` answers on the control socket as the lock holder; null if it does not, or `isGone()`. */
+  async awaitSession(pid: number, isGone: () => boolean): Promise<IncumbentSession | null> {
+    const deadline = Date.now() + this.#options.startTimeoutMs;
+    while (Date.now() < deadline && !isGone()) {
+      const session = await this.connectToLockHolder(1_000, pid);
+      if (session) return session;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return null;
+  }
 }

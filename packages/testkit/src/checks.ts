@@ -1,5 +1,5 @@
 /**
- * Checks of the promises (DESIGN section 1, CRASH-MATRIX invariants) against a cluster.
+ * Checks of the promises (docs/design.md, "The promises"; the invariants of docs/crash-matrix.md) against a cluster.
  */
 import type { Cluster } from './cluster.js';
 import type { LoadDriver } from './load.js';
@@ -14,9 +14,11 @@ export interface CheckOptions {
 }
 
 /**
- * Waits until exactly one daemon is alive, serves, and holds the lock; then stops the load
- * (which ran through the fault and the recovery) and checks every acknowledged write and
- * the load's errors. Returns the broken promises (empty when all hold).
+ * Waits until exactly one daemon is alive, serves, and holds the lock — and, while a
+ * supervisor runs, until its status names that daemon as the one serving (it never reports
+ * a dead pid); then stops the load (which ran through the fault and the recovery) and checks
+ * every acknowledged write and the load's errors. Returns the broken promises (empty when
+ * all hold).
  */
 export async function checkPromises(cluster: Cluster, load: LoadDriver | null, options: CheckOptions = {}): Promise<string[]> {
   const problems: string[] = [];
@@ -26,10 +28,13 @@ export async function checkPromises(cluster: Cluster, load: LoadDriver | null, o
     const pids = cluster.daemonPids();
     const health = await cluster.health();
     const lock = cluster.lock();
-    last = `daemons alive ${JSON.stringify(pids)}, serving ${String(health?.pid)}, lock ${lock.held ? `held by ${String(lock.pid)}` : 'free'}`;
-    if (pids.length === 1 && health && health.pid === pids[0] && lock.held && lock.pid === health.pid) break;
+    const status = cluster.supervisorPid === null ? null : await cluster.status().catch(() => null);
+    const reported = status ? `the supervisor reports ${status.lifecycle}${status.incumbent ? ` with pid ${status.incumbent.pid}` : ''}` : 'no supervisor';
+    last = `daemons alive ${JSON.stringify(pids)}, serving ${String(health?.pid)}, lock ${lock.held ? `held by ${String(lock.pid)}` : 'free'}, ${reported}`;
+    const truthful = cluster.supervisorPid === null || (status?.lifecycle === 'serving' && status.incumbent?.pid === health?.pid);
+    if (pids.length === 1 && health && health.pid === pids[0] && lock.held && lock.pid === health.pid && truthful) break;
     if (Date.now() > deadline) {
-      problems.push(`no convergence to exactly one serving daemon holding the lock: ${last}`);
+      problems.push(`no convergence to exactly one serving daemon holding the lock, reported by the supervisor: ${last}`);
       return problems;
     }
     await new Promise((resolve) => setTimeout(resolve, 50));

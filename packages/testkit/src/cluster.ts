@@ -1,12 +1,13 @@
 /**
- * A fixture: a supervisor process with a daemon, in a temp directory, with this process
- * playing the listener holder (it binds the listeners and passes them to each supervisor it
- * starts, so they outlive a killed supervisor, as systemd would). Everything it starts is
- * killed and the directory removed on dispose, also when a test fails:
+ * A fixture: the real `handoff-supervisor` binary running a daemon of your choice, in a temp
+ * directory, driven through its trigger socket as `handoffctl` drives it. The test process
+ * holds the listening socket and passes it to each supervisor it starts (`LISTEN_FDS`, with
+ * `LISTEN_PID` set as systemd sets it) — systemd's part in socket activation — so that a
+ * killed supervisor can be started again with the same listener. Everything the fixture
+ * starts is killed and the directory removed on dispose, also when a test fails:
  *
- *     await using cluster = await startCluster();
+ *     await using cluster = await startCluster({ daemon: ({ dataDir }) => ({ command: '/usr/bin/node', args: ['app.js'], env: { DATA: dataDir } }) });
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -15,9 +16,13 @@ import { dirname, join } from 'node:path';
 import { request } from 'node:http';
 import { DataDirLock } from '@handoff/core';
 import type { LockProbe } from '@handoff/core';
-import type { Timeouts } from '@handoff/protocol';
+import { ErrorCode } from '@handoff/protocol';
+import type { RestartPolicy, Timeouts } from '@handoff/protocol';
 import { bindListeners } from '@handoff/supervisor';
 import type { DaemonCommand, HandoffRequest, HandoffResult, HeldListener, SupervisorStatus } from '@handoff/supervisor';
+import { spawnWithListenPid } from '@handoff/supervisor/internal';
+import { ask } from '@handoff/supervisor-cli/client';
+import type { Answer } from '@handoff/supervisor-cli/client';
 import { waitUntil } from './wait.js';
 
 /** Timeouts for tests: short, so that liveness and recovery cases finish quickly. */
@@ -33,32 +38,40 @@ export const TEST_TIMEOUTS: Partial<Timeouts> = {
   stopGraceMs: 500,
 };
 
+/** The cluster's paths a daemon command may need. */
+export interface ClusterPaths {
+  /** The temp directory of the cluster. */
+  readonly dir: string;
+  /** The daemon's data directory (the supervisor's `data_dir`). */
+  readonly dataDir: string;
+}
+
+/** What a daemon under test reports on GET /health: at least its pid. */
+export interface Health {
+  readonly pid: number;
+  readonly [key: string]: unknown;
+}
+
 /** Options of {@link startCluster}. */
 export interface ClusterOptions {
-  /** The daemon; default the example kv daemon (in this workspace). */
-  readonly daemon?: DaemonCommand;
-  /** Extra environment of the default kv daemon. */
-  readonly daemonEnv?: Readonly<Record<string, string>>;
+  /** The daemon under test, given the cluster's paths. */
+  readonly daemon: (paths: ClusterPaths) => DaemonCommand;
   readonly timeouts?: Partial<Timeouts>;
+  /** Restart policy; default: 50 ms doubling to 1 s, 5 failures a minute. */
+  readonly restart?: Partial<RestartPolicy>;
   /** Extra environment of the supervisor process (and so of the daemons it starts). */
   readonly env?: Readonly<Record<string, string>>;
-  /** How long to wait for the supervisor to be ready. Default 20 s. */
+  /** How long to wait for the supervisor to serve. Default 20 s. */
   readonly startTimeoutMs?: number;
+  /** The HTTP path the daemon answers with JSON holding its `pid`. Default `/health`. */
+  readonly healthPath?: string;
 }
 
-/** A reply from the supervisor process. */
-type Reply = { ok: true; value: unknown } | { ok: false; error: { code: string; message: string } };
+/** A reply of the supervisor to a handoff: its result, or its error. */
+export type Reply = { readonly ok: true; readonly value: HandoffResult } | { readonly ok: false; readonly error: { readonly code: string; readonly message: string } };
 
-/** The example kv daemon's command, for a data directory. */
-export function kvDaemon(dataDir: string, env: Readonly<Record<string, string>> = {}): DaemonCommand {
-  let main: string;
-  try {
-    main = join(dirname(createRequire(import.meta.url).resolve('@handoff/example-kv/package.json')), 'dist', 'main.js');
-  } catch {
-    throw new Error('the example kv daemon is not installed here; pass ClusterOptions.daemon');
-  }
-  return { command: process.execPath, args: [main], env: { KV_DATA_DIR: dataDir, KV_BUILD_ID: 'v1', ...env } };
-}
+/** The built supervisor binary of `@handoff/supervisor-cli`. */
+const SUPERVISOR_MAIN = join(dirname(createRequire(import.meta.url).resolve('@handoff/supervisor-cli/package.json')), 'dist', 'main.js');
 
 /** pids whose environment holds `needle` (our own processes only; others are unreadable). */
 export function processesWithEnv(needle: string): number[] {
@@ -77,27 +90,34 @@ export function processesWithEnv(needle: string): number[] {
   return pids;
 }
 
-/** The built supervisor entry (also when this module runs from source, as in this package's tests). */
-const SUPERVISOR_ENTRY = join(dirname(createRequire(import.meta.url).resolve('@handoff/testkit/package.json')), 'dist', 'supervisor-process.js');
+function toml(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(toml).join(', ')}]`;
+  if (typeof value === 'object' && value !== null) return `{ ${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)} = ${toml(v)}`).join(', ')} }`;
+  return String(value);
+}
 
 /** A running supervisor with its daemon. */
 export class Cluster implements AsyncDisposable {
   readonly dir: string;
   readonly dataDir: string;
+  readonly runtimeDir: string;
   readonly controlSocket: string;
+  readonly triggerSocket: string;
   readonly journal: string;
+  readonly config: string;
   readonly crashFile: string;
   readonly listeners: readonly HeldListener[];
   readonly port: number;
   readonly daemon: DaemonCommand;
+  /** Set in the environment of the supervisor and of every daemon it starts, to find them. */
+  readonly #tag: string;
   readonly #closeListeners: () => void;
   readonly #options: ClusterOptions;
   #supervisor: ChildProcess | null = null;
   readonly #groups = new Set<number>();
   #output = '';
-  #nextId = 1;
-  readonly #pending = new Map<number, (reply: Reply) => void>();
-  /** Events the supervisor published (phases, restarts, recovery). */
+  /** The supervisor's log lines (JSON), parsed: its events. */
   readonly events: Record<string, unknown>[] = [];
 
   /** @internal use {@link startCluster} */
@@ -105,22 +125,66 @@ export class Cluster implements AsyncDisposable {
     this.#options = options;
     this.dir = mkdtempSync(join(tmpdir(), 'handoff-test-'));
     this.dataDir = join(this.dir, 'data');
-    this.controlSocket = join(this.dir, 'control.sock');
+    this.runtimeDir = join(this.dir, 'run');
+    this.controlSocket = join(this.runtimeDir, 'control.sock');
+    this.triggerSocket = join(this.runtimeDir, 'trigger.sock');
     this.journal = join(this.dir, 'journal.json');
+    this.config = join(this.dir, 'handoff.toml');
     this.crashFile = join(this.dir, 'crash-point');
+    this.#tag = `HANDOFF_TESTKIT_CLUSTER=${this.dir}`;
     mkdirSync(this.dataDir);
+    mkdirSync(this.runtimeDir, { mode: 0o700 });
     const held = bindListeners([{ name: 'http', host: '127.0.0.1', port: 0 }]);
     this.listeners = held.listeners;
     this.#closeListeners = () => {
       held.close();
     };
     this.port = Number((held.listeners[0] as HeldListener).address.split(':').pop());
-    this.daemon = options.daemon ?? kvDaemon(this.dataDir, options.daemonEnv);
+    this.daemon = options.daemon({ dir: this.dir, dataDir: this.dataDir });
+    this.#writeConfig();
+  }
+
+  #writeConfig(): void {
+    const t = { ...TEST_TIMEOUTS, ...this.#options.timeouts };
+    const r = { initialDelayMs: 50, maxDelayMs: 1_000, ...this.#options.restart };
+    const keys: Record<string, keyof Timeouts> = { drain_grace: 'drainGraceMs', drain: 'drainMs', seal: 'sealMs', ready: 'readyMs', total: 'totalMs', liveness: 'livenessMs', heartbeat: 'heartbeatMs', hello: 'helloMs', stop_grace: 'stopGraceMs' };
+    const d = this.daemon;
+    const lines = [
+      '[daemon]',
+      `command = ${toml(d.command)}`,
+      `args = ${toml(d.args ?? [])}`,
+      `env = ${toml(d.env ?? {})}`,
+      ...(d.cwd ? [`cwd = ${toml(d.cwd)}`] : []),
+      `data_dir = ${toml(this.dataDir)}`,
+      '',
+      '[[listeners]]',
+      'name = "http"',
+      `address = ${toml(`127.0.0.1:${this.port}`)}`,
+      '',
+      '[sockets]',
+      `runtime_dir = ${toml(this.runtimeDir)}`,
+      '',
+      '[supervisor]',
+      `journal = ${toml(this.journal)}`,
+      'log_format = "json"',
+      '',
+      '[timeouts]',
+      ...Object.entries(keys).flatMap(([key, field]) => (t[field] === undefined ? [] : [`${key} = ${t[field]}`])),
+      '',
+      '[restart]',
+      ...(r.policy ? [`policy = ${toml(r.policy)}`] : []),
+      `initial_delay = ${r.initialDelayMs}`,
+      `max_delay = ${r.maxDelayMs}`,
+      ...(r.maxFailures !== undefined ? [`max_failures = ${r.maxFailures}`] : []),
+      ...(r.windowMs !== undefined ? [`window = ${r.windowMs}`] : []),
+    ];
+    writeFileSync(this.config, `${lines.join('\n')}\n`);
   }
 
   /** The supervisor's pid (null when it is not running). */
   get supervisorPid(): number | null {
-    return this.#supervisor?.pid ?? null;
+    const s = this.#supervisor;
+    return s && s.exitCode === null && s.signalCode === null ? (s.pid ?? null) : null;
   }
 
   /** Everything the supervisor and the daemons printed. */
@@ -128,99 +192,94 @@ export class Cluster implements AsyncDisposable {
     return this.#output;
   }
 
-  /** Starts a supervisor process (again, after {@link killSupervisor}). */
+  /** Starts `handoff-supervisor` (again, after {@link killSupervisor}) and waits until it serves. */
   async startSupervisor(): Promise<SupervisorStatus> {
     const fds = this.listeners.map((l) => l.fd);
-    const config = {
-      daemon: this.daemon,
-      controlSocket: this.controlSocket,
-      dataDir: this.dataDir,
-      journal: this.journal,
-      timeouts: { ...TEST_TIMEOUTS, ...this.#options.timeouts },
-      restart: { initialDelayMs: 50, maxDelayMs: 1_000 },
-    };
-    const child = spawn(process.execPath, ['--expose-gc', SUPERVISOR_ENTRY], {
-      stdio: ['ignore', 'pipe', 'pipe', ...fds, 'ipc'],
-      detached: true,
-      env: {
-        ...process.env,
-        ...this.#options.env,
-        LISTEN_FDS: String(fds.length),
-        LISTEN_FDNAMES: this.listeners.map((l) => l.name).join(':'),
-        HANDOFF_LISTEN_ADDRESSES: this.listeners.map((l) => l.address).join(' '),
-        HANDOFF_TESTKIT_CONFIG: JSON.stringify(config),
-        HANDOFF_CRASH_FILE: this.crashFile,
-        HANDOFF_TESTKIT_DIR: this.dir,
-      },
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+    Object.assign(env, this.#options.env, {
+      LISTEN_FDS: String(fds.length),
+      LISTEN_FDNAMES: this.listeners.map((l) => l.name).join(':'),
+      HANDOFF_CRASH_FILE: this.crashFile,
+      [this.#tag.split('=')[0] as string]: this.dir,
     });
+    const child = spawnWithListenPid(
+      { command: process.execPath, args: [SUPERVISOR_MAIN, '--config', this.config], env: {}, cwd: this.dir },
+      { env, stdio: ['ignore', 'pipe', 'pipe', ...fds], detached: true },
+    );
+    // Its own process group, so that dispose kills whatever it leaves behind.
     this.#supervisor = child;
     if (child.pid !== undefined) this.#groups.add(child.pid);
     const tag = `[supervisor ${String(child.pid)}] `;
-    child.stdout?.on('data', (d: Buffer) => (this.#output += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (this.#output += d.toString()));
-    child.on('exit', (code, signal) => {
-      this.#output += `${tag}exited (${signal ?? String(code)})\n`;
-      for (const resolve of this.#pending.values()) resolve({ ok: false, error: { code: 'SUPERVISOR_EXITED', message: `the supervisor exited (${signal ?? String(code)})` } });
-      this.#pending.clear();
-    });
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(new Error(`the supervisor was not ready within ${this.#options.startTimeoutMs ?? 20_000} ms\n${this.#output}`));
-      }, this.#options.startTimeoutMs ?? 20_000);
-      child.on('message', (raw) => {
-        const m = raw as { id?: number; ok?: boolean; event?: Record<string, unknown>; ready?: SupervisorStatus; startFailed?: { message: string } };
-        if (m.event) this.events.push(m.event);
-        else if (m.ready) {
-          clearTimeout(timer);
-          resolve(m.ready);
-        } else if (m.startFailed) {
-          clearTimeout(timer);
-          reject(new Error(`the supervisor could not start: ${m.startFailed.message}\n${this.#output}`));
-        } else if (m.id !== undefined) {
-          this.#pending.get(m.id)?.(m as Reply);
-          this.#pending.delete(m.id);
+    let partial = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      const text = d.toString();
+      this.#output += text;
+      partial += text;
+      for (let i = partial.indexOf('\n'); i >= 0; i = partial.indexOf('\n')) {
+        const line = partial.slice(0, i);
+        partial = partial.slice(i + 1);
+        if (line.startsWith('{"level"')) {
+          try {
+            this.events.push(JSON.parse(line) as Record<string, unknown>);
+          } catch {
+            // a daemon's line that merely looks like JSON
+          }
         }
-      });
-      child.on('exit', () => {
-        clearTimeout(timer);
-        reject(new Error(`the supervisor exited during start-up\n${this.#output}`));
+      }
+    });
+    child.stderr?.on('data', (d: Buffer) => (this.#output += d.toString()));
+    const exited = new Promise<string>((resolve) => {
+      child.once('exit', (code, signal) => {
+        const how = signal ?? String(code);
+        this.#output += `${tag}exited (${how})\n`;
+        resolve(how);
       });
     });
+    let exit: string | null = null;
+    void exited.then((how) => (exit = how));
+    let status: SupervisorStatus | null = null;
+    await waitUntil(
+      'the supervisor to serve',
+      async () => {
+        if (exit !== null) throw new Error(`the supervisor exited (${exit}) during start-up\n${this.#output}`);
+        const [s] = await ask(this.triggerSocket, { cmd: 'status' }).catch(() => []);
+        if (s?.type === 'status' && s.pid === child.pid && s.lifecycle === 'serving') status = s as unknown as SupervisorStatus;
+        return status !== null;
+      },
+      this.#options.startTimeoutMs ?? 20_000,
+      { context: () => this.#output },
+    );
+    return status as unknown as SupervisorStatus;
   }
 
-  #ask(cmd: string, extra: Record<string, unknown> = {}): Promise<Reply> {
-    const child = this.#supervisor;
-    if (!child?.connected) return Promise.resolve({ ok: false, error: { code: 'NO_SUPERVISOR', message: 'no supervisor is running' } });
-    const id = this.#nextId++;
-    return new Promise((resolve) => {
-      this.#pending.set(id, resolve);
-      child.send({ id, cmd, ...extra });
-    });
-  }
-
-  /** Asks for a handoff; resolves with the result, or rejects with the supervisor's error (`code` set). */
-  async handoff(request: HandoffRequest = {}): Promise<HandoffResult> {
-    const reply = await this.#ask('handoff', { request });
-    if (reply.ok) return reply.value as HandoffResult;
+  /** Asks for a handoff through the trigger socket; resolves with the result, or rejects with the supervisor's error (`code` set). */
+  async handoff(req: HandoffRequest = {}): Promise<HandoffResult> {
+    const reply = await this.handoffReply(req);
+    if (reply.ok) return reply.value;
     throw Object.assign(new Error(reply.error.message), { code: reply.error.code });
   }
 
-  /** Like {@link handoff}, but resolves with the raw reply. */
-  handoffReply(request: HandoffRequest = {}): Promise<Reply> {
-    return this.#ask('handoff', { request });
+  /** Like {@link handoff}, but resolves with the reply, also when the supervisor dies before it answers. */
+  async handoffReply(req: HandoffRequest = {}): Promise<Reply> {
+    const change = req.daemon ?? {};
+    const answers = await ask(this.triggerSocket, {
+      cmd: 'upgrade',
+      ...(change.command !== undefined ? { command: change.command } : {}),
+      ...(change.args !== undefined ? { args: change.args } : {}),
+      ...(change.env !== undefined ? { env: change.env } : {}),
+    }).catch((error: unknown): Answer[] => [{ type: 'error', code: ErrorCode.SupervisorGone, message: (error as Error).message }]);
+    const last = answers.at(-1);
+    if (last?.type === 'result') return { ok: true, value: last as unknown as HandoffResult };
+    if (last?.type === 'error') return { ok: false, error: { code: String(last.code), message: String(last.message) } };
+    return { ok: false, error: { code: ErrorCode.SupervisorGone, message: `the supervisor went away before the outcome (last answer: ${JSON.stringify(last ?? null)})` } };
   }
 
-  /** The supervisor process's open fds and memory (after a full GC). */
-  async resources(): Promise<{ fds: number; rss: number; heapUsed: number }> {
-    const reply = await this.#ask('resources');
-    if (!reply.ok) throw new Error(reply.error.message);
-    return reply.value as { fds: number; rss: number; heapUsed: number };
-  }
-
-  async status(): Promise<SupervisorStatus> {
-    const reply = await this.#ask('status');
-    if (!reply.ok) throw new Error(reply.error.message);
-    return reply.value as SupervisorStatus;
+  /** The supervisor's status, through the trigger socket. */
+  async status(): Promise<SupervisorStatus & { readonly listeners: readonly { name: string; address: string }[] }> {
+    const [s] = await ask(this.triggerSocket, { cmd: 'status' });
+    if (s?.type !== 'status') throw new Error(`no status from the supervisor: ${JSON.stringify(s ?? null)}`);
+    return s as unknown as SupervisorStatus & { readonly listeners: readonly { name: string; address: string }[] };
   }
 
   /** Kills the supervisor with `signal` (SIGKILL by default) and waits until it is gone. */
@@ -263,14 +322,15 @@ export class Cluster implements AsyncDisposable {
     return value as NonNullable<T>;
   }
 
-  /** GET /health on a fresh connection: the pid that serves, or null. */
-  health(): Promise<{ pid: number; buildId: string; revision: number } | null> {
+  /** GET the health path on a fresh connection: what the serving daemon says about itself (its pid at least), or null. */
+  health(): Promise<Health | null> {
     return new Promise((resolve) => {
-      const req = request({ host: '127.0.0.1', port: this.port, path: '/health', agent: false, timeout: 3_000 }, (res) => {
+      const req = request({ host: '127.0.0.1', port: this.port, path: this.#options.healthPath ?? '/health', agent: false, timeout: 3_000 }, (res) => {
         let body = '';
         res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
           try {
-            resolve(res.statusCode === 200 ? (JSON.parse(body) as { pid: number; buildId: string; revision: number }) : null);
+            const parsed = JSON.parse(body) as Health;
+            resolve(res.statusCode === 200 && typeof parsed.pid === 'number' ? parsed : null);
           } catch {
             resolve(null);
           }
@@ -289,9 +349,10 @@ export class Cluster implements AsyncDisposable {
     return DataDirLock.probe(this.dataDir);
   }
 
-  /** pids of live daemons working on this cluster's data directory. */
+  /** pids of live daemons this cluster's supervisors started (the supervisor itself excluded). */
   daemonPids(): number[] {
-    return processesWithEnv(`KV_DATA_DIR=${this.dataDir}`);
+    const supervisor = this.supervisorPid;
+    return processesWithEnv(this.#tag).filter((pid) => pid !== supervisor && !this.#groups.has(pid));
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -301,15 +362,19 @@ export class Cluster implements AsyncDisposable {
       } catch {
         // gone
       }
+      try {
+        process.kill(group, 'SIGKILL');
+      } catch {
+        // gone
+      }
     }
-    for (const pid of this.daemonPids()) {
+    for (const pid of processesWithEnv(this.#tag)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
         // gone
       }
     }
-    if (this.#supervisor?.connected) this.#supervisor.disconnect();
     this.#closeListeners();
     rmSync(this.dir, { recursive: true, force: true });
     return Promise.resolve();
@@ -317,7 +382,7 @@ export class Cluster implements AsyncDisposable {
 }
 
 /** Starts a cluster and waits until its daemon serves. */
-export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const cluster = new Cluster(options);
   try {
     await cluster.startSupervisor();

@@ -3,6 +3,10 @@
  * a fresh connection every few milliseconds (and measures how long each takes to be
  * served), and a writer that keeps a ledger of acknowledged writes. Every loop is bounded
  * in time and count.
+ *
+ * The daemon answers GET {@link LoadOptions.readPath} (default `/health`) and stores the body
+ * of PUT `<writePrefix><key>` (default `/kv/`), answering 2xx once it is durable, and returns
+ * it on GET of the same path — the HTTP API of the example key-value daemon.
  */
 import { Agent, request } from 'node:http';
 
@@ -10,11 +14,15 @@ import { Agent, request } from 'node:http';
 export interface LoadOptions {
   readonly host?: string;
   readonly port: number;
-  /** Keep-alive reader loops (GET /health). Default 8. */
+  /** Keep-alive reader loops (GET `readPath`). Default 8. */
   readonly readers?: number;
+  /** What readers and the prober GET. Default `/health`. */
+  readonly readPath?: string;
+  /** Where writes go: PUT (and read back with GET) `<writePrefix><key>`. Default `/kv/`. */
+  readonly writePrefix?: string;
   /** Interval between fresh-connection probes. Default 5 ms; 0 disables the prober. */
   readonly probeEveryMs?: number;
-  /** Writer loops (PUT /kv/<key>), each with its own keys. Default 1; 0 disables. */
+  /** Writer loops (PUT `<writePrefix><key>`), each with its own keys. Default 1; 0 disables. */
   readonly writers?: number;
   /** A request slower than this is a timeout. Default 10 s. */
   readonly requestTimeoutMs?: number;
@@ -69,7 +77,7 @@ function emptyCounts(): ErrorCounts {
 function classify(error: NodeJS.ErrnoException): keyof ErrorCounts {
   if (error.code === 'ECONNREFUSED') return 'refused';
   if (error.code === 'ECONNRESET' || error.code === 'EPIPE' || error.message === 'socket hang up') return 'reset';
-  if (error.code === 'ETIMEDOUT' || error.code === 'HANDOFF_TIMEOUT') return 'timeout';
+  if (error.code === 'ETIMEDOUT') return 'timeout';
   return 'other';
 }
 
@@ -96,6 +104,8 @@ export class LoadDriver {
     this.#o = {
       host: '127.0.0.1',
       readers: 8,
+      readPath: '/health',
+      writePrefix: '/kv/',
       probeEveryMs: 5,
       writers: 1,
       requestTimeoutMs: 10_000,
@@ -115,14 +125,14 @@ export class LoadDriver {
   start(): this {
     this.#running = true;
     this.#deadline = Date.now() + this.#o.maxDurationMs;
-    for (let i = 0; i < this.#o.readers; i++) this.#loops.push(this.#loop(() => this.#call('reader', 'GET', '/health')));
+    for (let i = 0; i < this.#o.readers; i++) this.#loops.push(this.#loop(() => this.#call('reader', 'GET', this.#o.readPath)));
     for (let w = 0; w < this.#o.writers; w++) {
       let seq = 0;
       this.#loops.push(
         this.#loop(async () => {
           const key = `w${w}-${seq++}`;
           const value = `${key}:${Math.random().toString(36).slice(2)}`;
-          if (await this.#call('writer', 'PUT', `/kv/${key}`, value)) this.#ledger.set(key, value);
+          if (await this.#call('writer', 'PUT', `${this.#o.writePrefix}${key}`, value)) this.#ledger.set(key, value);
         }),
       );
     }
@@ -188,7 +198,7 @@ export class LoadDriver {
     while (this.#live()) {
       if (inflight.size < 50) {
         const started = Date.now();
-        const p = this.#call('prober', 'GET', '/health', undefined, false).then(() => {
+        const p = this.#call('prober', 'GET', this.#o.readPath, undefined, false).then(() => {
           this.#probes += 1;
           this.#maxProbeMs = Math.max(this.#maxProbeMs, Date.now() - started);
         });
@@ -237,7 +247,7 @@ export class LoadDriver {
       );
       req.setTimeout(this.#o.requestTimeoutMs, () => {
         const e = new Error(`no answer within ${this.#o.requestTimeoutMs} ms`) as NodeJS.ErrnoException;
-        e.code = 'HANDOFF_TIMEOUT';
+        e.code = 'ETIMEDOUT';
         req.destroy(e);
       });
       req.on('error', (e: NodeJS.ErrnoException) => {
@@ -249,13 +259,13 @@ export class LoadDriver {
 }
 
 /** Reads back every acknowledged write; returns the keys that are missing or wrong. */
-export async function verifyLedger(port: number, ledger: ReadonlyMap<string, string>, host = '127.0.0.1'): Promise<string[]> {
+export async function verifyLedger(port: number, ledger: ReadonlyMap<string, string>, host = '127.0.0.1', writePrefix = '/kv/'): Promise<string[]> {
   const agent = new Agent({ keepAlive: true, maxSockets: 8 });
   const lost: string[] = [];
   const entries = [...ledger];
   const get = (key: string): Promise<{ status: number; body: string }> =>
     new Promise((resolve, reject) => {
-      request({ host, port, path: `/kv/${key}`, agent }, (res) => {
+      request({ host, port, path: `${writePrefix}${key}`, agent }, (res) => {
         let body = '';
         res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
           resolve({ status: res.statusCode ?? 0, body });

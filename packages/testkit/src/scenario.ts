@@ -33,6 +33,10 @@ export interface CrashScenarioResult {
   /** The daemon serving before the scenario, and after recovery (before the following handoff). */
   readonly servedBefore: number | null;
   readonly servedAfter: number | null;
+  /** The build id the serving daemon reports after recovery (the `buildId` of its health answer), if any. */
+  readonly buildAfter: string | null;
+  /** The supervisor's restarts count after recovery. */
+  readonly restarts: number;
   /** The handoff's reply: its result, or the error (e.g. the supervisor died). */
   readonly reply: { readonly ok: boolean; readonly value?: unknown; readonly error?: { readonly code: string; readonly message: string } } | null;
 }
@@ -64,16 +68,28 @@ export async function runCrashScenario(cluster: Cluster, scenario: CrashScenario
       await cluster.startSupervisor();
     }
   }
-  const answered = reply ? await reply : null;
+  // The handoff's answer comes once it settled; a supervisor that never answers is a failure, not a hang.
+  let timer: NodeJS.Timeout | undefined;
+  const unanswered = new Promise<null>((resolve) => {
+    timer = setTimeout(() => {
+      resolve(null);
+    }, 30_000);
+  });
+  const answered = reply ? await Promise.race([reply, unanswered]) : null;
+  clearTimeout(timer);
+  if (reply && answered === null) problems.push('the supervisor did not answer the handoff within 30 s');
   problems.push(...(await checkPromises(cluster, load, { allowResets: scenario.role !== 'supervisor' })));
-  const servedAfter = (await cluster.health())?.pid ?? null;
+  const after = await cluster.health();
+  const servedAfter = after?.pid ?? null;
+  const buildAfter = typeof after?.buildId === 'string' ? after.buildId : null;
+  const restarts = (await cluster.status().catch(() => null))?.restarts ?? 0;
   cluster.disarm();
   if (problems.length === 0) {
     const next = await cluster.handoffReply({});
     const committed = (next as { ok: boolean; value?: { committed?: boolean } }).value?.committed === true;
     if (!committed) problems.push(`the following handoff did not commit: ${JSON.stringify(next)}`);
   }
-  return { problems, firedBy, servedBefore, servedAfter, reply: answered };
+  return { problems, firedBy, servedBefore, servedAfter, buildAfter, restarts, reply: answered };
 }
 
 function isAlive(pid: number): boolean {

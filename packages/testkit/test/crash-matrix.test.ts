@@ -6,6 +6,7 @@
  */
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { checkPromises, runCrashScenario, startCluster } from '../src/index.js';
+import { kv } from './kv.js';
 import type { CrashScenario } from '../src/index.js';
 
 const REPEAT = Number(process.env.HANDOFF_CRASH_REPEAT ?? 5);
@@ -15,8 +16,15 @@ const REPEAT = Number(process.env.HANDOFF_CRASH_REPEAT ?? 5);
  * start), or either (a race the lock decides); and the handoff's outcome when the supervisor
  * lived to report it.
  */
-type Expect = { readonly serves: 'original' | 'new' | 'either'; readonly outcome?: 'committed' | 'promoted' | 'rolledBack' };
+type Expect = {
+  readonly serves: 'original' | 'new' | 'either';
+  readonly outcome?: 'committed' | 'promoted' | 'rolledBack';
+  /** Killed past the commit point: when the handoff committed, the supervisor restarted the committed program. */
+  readonly restartsCommitted?: true;
+};
 const O: Expect = { serves: 'original' };
+/** A handoff to build v2, so that a restart can be told to run the committed program. */
+const V2 = { daemon: { env: { KV_BUILD_ID: 'v2' } } };
 const N: Expect = { serves: 'new' };
 
 const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect })[] = [
@@ -39,6 +47,12 @@ const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect })[
   { row: 'successor: after Begin, before taking the lock', role: 'successor', point: 'successor:after-begin', expect: { serves: 'original', outcome: 'rolledBack' } },
   { row: 'successor: after taking the lock and listening, before Ready', role: 'successor', point: 'successor:listening', expect: { serves: 'original', outcome: 'rolledBack' } },
   { row: 'successor: hung after Begin (SIGSTOP)', role: 'successor', point: 'successor:after-begin', signal: 'SIGSTOP', expect: { serves: 'original', outcome: 'rolledBack' } },
+  // The successor killed after the commit point: child supervision restarts the committed
+  // program. (Right after it sent Ready, the supervisor may see its death before its Ready:
+  // then the handoff rolls back instead, and the original serves on.)
+  { row: 'successor: after sending Ready', role: 'successor', point: 'successor:sent-Ready', request: V2, expect: { serves: 'either', restartsCommitted: true } },
+  { row: 'successor: after receiving Commit', role: 'successor', point: 'successor:received-Commit', request: V2, expect: { serves: 'new', outcome: 'committed', restartsCommitted: true } },
+  { row: 'successor: after binding its control socket', role: 'successor', point: 'successor:control-bound', request: V2, expect: { serves: 'new', outcome: 'committed', restartsCommitted: true } },
   // The incumbent killed.
   { row: 'incumbent: inside drain', role: 'incumbent', point: 'incumbent:inside-drain', expect: { serves: 'new', outcome: 'promoted' } },
   { row: 'incumbent: after sending Drained', role: 'incumbent', point: 'incumbent:sent-Drained', expect: { serves: 'new', outcome: 'promoted' } },
@@ -52,7 +66,7 @@ describe('crash matrix', () => {
   for (let round = 1; round <= REPEAT; round++) {
     for (const scenario of ROWS) {
       it(`round ${round}: ${scenario.row}`, async () => {
-        await using cluster = await startCluster();
+        await using cluster = await startCluster({ daemon: kv() });
         onTestFailed(() => {
           console.error(`--- ${scenario.row}: output (${cluster.dir}) ---\n${cluster.output()}\n--- events ---\n${cluster.events.map((e) => JSON.stringify(e)).join('\n')}`);
         });
@@ -62,6 +76,18 @@ describe('crash matrix', () => {
         if (scenario.expect.serves === 'original') expect(result.servedAfter, 'the original incumbent serves').toBe(result.servedBefore);
         if (scenario.expect.serves === 'new') expect(result.servedAfter, 'a new daemon serves').not.toBe(result.servedBefore);
         if (scenario.expect.outcome) expect(result.reply?.value).toMatchObject({ outcome: scenario.expect.outcome });
+        if (scenario.expect.restartsCommitted) {
+          const committed = (result.reply?.value as { committed?: boolean } | undefined)?.committed === true;
+          if (committed) {
+            // The dead successor is not what serves; a restarted daemon runs the committed build.
+            expect(result.servedAfter).not.toBe(result.firedBy);
+            expect(result.servedAfter).not.toBe(result.servedBefore);
+            expect(result.buildAfter).toBe('v2');
+            expect(result.restarts).toBeGreaterThanOrEqual(1);
+          } else {
+            expect(result.servedAfter, 'rolled back: the original incumbent serves').toBe(result.servedBefore);
+          }
+        }
       });
     }
   }
@@ -70,7 +96,7 @@ describe('crash matrix', () => {
 describe('recovery beyond the matrix', () => {
   it('a supervisor killed right after cold-starting a daemon: the next one adopts that daemon, never a second', async () => {
     // The daemon holds the lock 3 s before it answers: longer than recovery's usual wait.
-    await using cluster = await startCluster({ daemonEnv: { KV_OPEN_DELAY_MS: '3000' } });
+    await using cluster = await startCluster({ daemon: kv({ KV_OPEN_DELAY_MS: '3000' }) });
     onTestFailed(() => {
       console.error(cluster.output());
     });

@@ -4,6 +4,7 @@
 import { Agent, request } from 'node:http';
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { LoadDriver, checkPromises, startCluster } from '../src/index.js';
+import { kv } from './kv.js';
 import type { Cluster } from '../src/index.js';
 
 function printOnFailure(cluster: Cluster): void {
@@ -14,7 +15,7 @@ function printOnFailure(cluster: Cluster): void {
 
 describe('handoff of a stateful daemon', () => {
   it('commits: the new pid holds the lock and serves, and every acknowledged write is readable', async () => {
-    await using cluster = await startCluster();
+    await using cluster = await startCluster({ daemon: kv() });
     printOnFailure(cluster);
     const before = await cluster.health();
     const load = new LoadDriver({ port: cluster.port, readers: 2, writers: 1 }).start();
@@ -34,7 +35,7 @@ describe('handoff of a stateful daemon', () => {
   });
 
   it('hands off 20 times under continuous load with no refused, reset or failed request and no lost write', async () => {
-    await using cluster = await startCluster();
+    await using cluster = await startCluster({ daemon: kv() });
     printOnFailure(cluster);
     const load = new LoadDriver({ port: cluster.port, readers: 8, writers: 2, probeEveryMs: 5 }).start();
     await load.waitForProgress(100);
@@ -56,7 +57,7 @@ describe('handoff of a stateful daemon', () => {
 
   it("honours the supervisor's drain grace: an idle keep-alive connection is closed only after it, and the handoff commits", async () => {
     const drainGraceMs = 2_500; // more than the daemon's own default (1 s), which it used to apply instead
-    await using cluster = await startCluster({ timeouts: { drainGraceMs } });
+    await using cluster = await startCluster({ daemon: kv(), timeouts: { drainGraceMs } });
     printOnFailure(cluster);
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     try {

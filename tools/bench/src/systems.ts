@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ask } from '@handoff/supervisor-cli/client';
-import { isAlive, stopProcess, waitForDeath } from '@handoff/supervisor';
+import { isAlive, stopProcess, waitForDeath } from '@handoff/supervisor/internal';
 import { waitUntil } from '@handoff/testkit';
 import { answers, exited, readPid, sleep } from './proc.js';
 import type { HandoffTiming } from './types.js';

@@ -1,19 +1,22 @@
 /**
- * Runs the real handoff-supervisor and handoffctl binaries for tests, in a temp directory,
- * and cleans up everything they started (process groups, daemons, the directory).
+ * Runs the real handoff-supervisor and handoffctl binaries as an operator does — the binary
+ * binds its own listeners from its configuration — in a temp directory, and cleans up
+ * everything they started (process groups, daemons, the directory).
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { kvDaemon, processesWithEnv, waitUntil } from '@handoff/testkit';
-import { ask } from '../src/client.js';
-import type { Answer } from '../src/client.js';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { ask } from '@handoff/supervisor-cli/client';
+import type { Answer } from '@handoff/supervisor-cli/client';
+import { processesWithEnv, waitUntil } from '../src/index.js';
+import { kvCommand } from './kv.js';
 
-export const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
-export const CTL = fileURLToPath(new URL('../dist/ctl.js', import.meta.url));
+const CLI = dirname(createRequire(import.meta.url).resolve('@handoff/supervisor-cli/package.json'));
+export const MAIN = join(CLI, 'dist', 'main.js');
+export const CTL = join(CLI, 'dist', 'ctl.js');
 
 /** A temp directory with a data dir and a private runtime dir. */
 export class Workspace implements AsyncDisposable {
@@ -30,7 +33,7 @@ export class Workspace implements AsyncDisposable {
 
   /** A configuration for the kv daemon on an ephemeral loopback port; `extra` is appended. */
   config(extra = '', daemonEnv: Record<string, string> = {}): string {
-    const kv = kvDaemon(this.dataDir, daemonEnv);
+    const kv = kvCommand(this.dataDir, daemonEnv);
     const env = Object.entries(kv.env ?? {}).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(', ');
     const text = `[daemon]
 command = ${JSON.stringify(kv.command)}

@@ -8,8 +8,8 @@ import { get } from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFailed } from 'vitest';
-import { LoadDriver, waitUntil } from '@handoff/testkit';
-import { ask } from '../src/client.js';
+import { ask } from '@handoff/supervisor-cli/client';
+import { LoadDriver, waitUntil } from '../src/index.js';
 import { CTL, MAIN, Workspace } from './bin.js';
 import type { Running } from './bin.js';
 
@@ -289,7 +289,8 @@ describe('child supervision and metrics', () => {
     }, 30_000, { context: () => sup.output });
     expect(status).toMatchObject({ lifecycle: 'failed', restarts: 3, incumbent: null });
     expect(status.failure).toMatch(/4 failures within 60000 ms is a crash loop \(limit 3\)/);
-    const delays = [...sup.output.matchAll(/"event":"restart".*?"delayMs":(\d+)/g)].map((m) => Number(m[1]));
+    const events = sup.output.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; delayMs?: number });
+    const delays = events.filter((e) => e.msg === 'restart').map((e) => e.delayMs);
     expect(delays).toEqual([50, 100, 200]);
     const up = await ws.ctl(['upgrade']);
     expect(up.code).toBe(1);

@@ -1,0 +1,35 @@
+/**
+ * The spawn contract (PROTOCOL.md section 2): how a supervisor hands listeners, its timing
+ * and a successor's channel to a daemon it starts. The names are defined here once; the
+ * supervisor writes them and the daemon library reads them.
+ */
+
+/** Environment variables of the spawn contract. */
+export const SpawnEnv = {
+  /** Number of listening sockets, at fds `3 .. 3+n-1` (systemd). */
+  ListenFds: 'LISTEN_FDS',
+  /** Their names in fd order, `a:b:…` (systemd). */
+  ListenFdNames: 'LISTEN_FDNAMES',
+  /** The pid the listeners are for; a process with another pid ignores them (systemd). */
+  ListenPid: 'LISTEN_PID',
+  /** `k`: `k` more copies of the listeners follow them, in the same order. */
+  ReserveCopies: 'HANDOFF_RESERVE_COPIES',
+  /** `successor` for a successor; unset for a cold start. */
+  Role: 'HANDOFF_ROLE',
+  /** A successor's end of the socket pair to the supervisor. */
+  SockFd: 'HANDOFF_SOCK_FD',
+  /** Where the incumbent serves supervisor sessions. */
+  ControlSocket: 'HANDOFF_CONTROL_SOCKET',
+  /** The supervisor's heartbeat interval, in ms. */
+  HeartbeatMs: 'HANDOFF_HEARTBEAT_MS',
+  /** The supervisor's liveness timeout, in ms. */
+  LivenessMs: 'HANDOFF_LIVENESS_MS',
+  /** The accept backlog of each listener, in fd order, `511:128`. */
+  Backlogs: 'HANDOFF_LISTEN_BACKLOGS',
+} as const;
+
+/** The first inherited listener's fd (systemd's `SD_LISTEN_FDS_START`). */
+export const LISTEN_FDS_START = 3;
+
+/** The separator of list-valued variables (`LISTEN_FDNAMES`, `HANDOFF_LISTEN_BACKLOGS`). */
+export const LIST_SEPARATOR = ':';

@@ -1,0 +1,69 @@
+/**
+ * What the supervisor tells observers, on `node:diagnostics_channel`: one named channel per
+ * kind of event (as undici does), each with a documented message. A library never logs; the
+ * `handoff-supervisor` binary subscribes to these and writes its log from them.
+ *
+ *     import { subscribe } from 'node:diagnostics_channel';
+ *     import { SupervisorChannels } from '@handoff/supervisor';
+ *     subscribe(SupervisorChannels.restart, (m) => console.warn('restarting the daemon:', m));
+ */
+import { channel } from 'node:diagnostics_channel';
+import type { OutcomeKind, SupervisorPhase } from '@handoff/protocol';
+
+/** The channel names. */
+export const SupervisorChannels = {
+  /** A handoff moved from one phase to the next. */
+  phase: 'handoff:supervisor:phase',
+  /** A handoff ended: its outcome. */
+  handoff: 'handoff:supervisor:handoff',
+  /** Recovery (at start, and before each restart) finished. */
+  recovered: 'handoff:supervisor:recovered',
+  /** The journal was damaged and moved aside. */
+  journalDamaged: 'handoff:supervisor:journal-damaged',
+  /** A daemon was spawned for a cold start. */
+  coldStart: 'handoff:supervisor:cold-start',
+  /** A daemon started to serve. */
+  serving: 'handoff:supervisor:serving',
+  /** A daemon process died. */
+  daemonExited: 'handoff:supervisor:daemon-exited',
+  /** The control session with the serving daemon ended. */
+  sessionClosed: 'handoff:supervisor:session-closed',
+  /** Something answered on the control socket but was not taken as the daemon (the reason says why). */
+  sessionRefused: 'handoff:supervisor:session-refused',
+  /** The serving daemon died: a restart is scheduled. */
+  restart: 'handoff:supervisor:restart',
+  /** The supervisor gave up restarting (crash loop, or policy `never`). */
+  gaveUp: 'handoff:supervisor:gave-up',
+  /** The incumbent reported progress of a long seal. */
+  sealProgress: 'handoff:supervisor:seal-progress',
+  /** A state machine rejected an event: a peer broke the protocol, or a bug. */
+  violation: 'handoff:supervisor:violation',
+} as const;
+
+/** The message published on each channel (every message also has `at`, ms since the epoch). */
+export interface SupervisorChannelMessages {
+  phase: { readonly handoffId: string; readonly from: SupervisorPhase; readonly to: SupervisorPhase; readonly phaseMs: number };
+  handoff: { readonly handoffId: string; readonly outcome: OutcomeKind; readonly code: string | null; readonly reason: string | null; readonly totalMs: number };
+  recovered: { readonly journalPhase: string | null; readonly adopted: number | null; readonly stopped: readonly number[] };
+  journalDamaged: { readonly reason: string };
+  coldStart: { readonly pid: number; readonly command: string };
+  serving: { readonly pid: number; readonly generation: number; readonly how: 'adopted' | 'started' | 'handoff' | 'rollback' };
+  daemonExited: { readonly pid: number; readonly reason: string };
+  sessionClosed: { readonly pid: number; readonly reason: string };
+  sessionRefused: { readonly reason: string };
+  restart: { readonly reason: string; readonly delayMs: number; readonly failuresInWindow: number };
+  gaveUp: { readonly reason: string };
+  sealProgress: { readonly handoffId: string; readonly completed: number; readonly total: number };
+  violation: { readonly machine: 'handoff' | 'lifecycle'; readonly error: string };
+}
+
+/** The name of a kind of event. */
+export type SupervisorChannel = keyof typeof SupervisorChannels;
+
+const channels = Object.fromEntries(Object.entries(SupervisorChannels).map(([key, name]) => [key, channel(name)])) as Record<SupervisorChannel, ReturnType<typeof channel>>;
+
+/** Publishes `message` on the channel of `kind`, if anyone listens. */
+export function publish<K extends SupervisorChannel>(kind: K, message: SupervisorChannelMessages[K]): void {
+  const c = channels[kind];
+  if (c.hasSubscribers) c.publish({ ...message, at: Date.now() });
+}

@@ -1,0 +1,361 @@
+/**
+ * The lifecycle driver: runs the supervisor's lifecycle machine of `@handoff/protocol` and
+ * carries out its effects — recovery, cold starts, control sessions, handoff runs, stops —
+ * feeding back what happened: sessions opened or lost, daemons spawned and dead, handoffs
+ * finished. It decides nothing itself; the machine does (which daemon serves, when to
+ * restart, when to give up), so every decision is in the exhaustively tested pure code.
+ */
+import { crashPoint } from '@handoff/core/internal';
+import { capabilities as capabilityBits, initialLifecycleState, lifecycleTransition } from '@handoff/protocol';
+import type { DaemonProgram, JournalPhase, JournalRecord, LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer, ProgramChange, RestartPolicy, SealReport, SupervisorErrorCode, Timeouts } from '@handoff/protocol';
+import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
+import { publish } from './channels.js';
+import { SupervisorError } from './errors.js';
+import { HandoffRun } from './handoff-run.js';
+import type { HandoffResult, PhaseChange } from './handoff-run.js';
+import { JournalFile } from './journal-file.js';
+import type { HeldListener } from './listeners.js';
+import { describeExit, isAlive, processStartTime, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
+import type { SpawnOptions, SpawnedDaemon } from './processes.js';
+import { recover } from './recovery.js';
+import { SessionConnector } from './session.js';
+import type { IncumbentSession } from './session.js';
+
+/** The capabilities this supervisor offers. */
+export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
+
+/** What the lifecycle driver is configured with. */
+export interface LifecycleConfig {
+  readonly listeners: readonly HeldListener[];
+  readonly program: DaemonProgram;
+  readonly controlSocket: string;
+  readonly dataDir: string;
+  readonly journal: string;
+  readonly timeouts: Timeouts;
+  readonly reserveCopies: number;
+  readonly restart: Partial<RestartPolicy>;
+  readonly startTimeoutMs: number;
+}
+
+/** A handoff asked for and not yet answered. */
+interface Request {
+  readonly resolve: (result: HandoffResult) => void;
+  readonly reject: (error: SupervisorError) => void;
+  readonly onPhase: ((change: PhaseChange) => void) | undefined;
+  result: HandoffResult | null;
+}
+
+/** Drives the lifecycle machine. */
+export class LifecycleDriver {
+  readonly #config: LifecycleConfig;
+  readonly #journal: JournalFile;
+  readonly #connector: SessionConnector;
+  readonly #machine: MachineDriver<LifecycleState, LifecycleEvent, LifecycleEffect, LifecycleTimer>;
+  /** Daemon processes this supervisor started, until they exit. */
+  readonly #children = new Map<number, SpawnedDaemon>();
+  /** The open control session with the serving daemon. */
+  #session: { readonly pid: number; readonly session: IncumbentSession } | null = null;
+  #run: HandoffRun | null = null;
+  readonly #requests = new Map<number, Request>();
+  #nextRequest = 1;
+  #lastHandoff: HandoffResult | null = null;
+  readonly #startTimes = new Map<number, string | null>();
+  /** Waiters for the machine to reach a phase. */
+  #waiters: { readonly until: (s: LifecycleState) => boolean; readonly done: () => void }[] = [];
+
+  constructor(config: LifecycleConfig) {
+    this.#config = config;
+    this.#journal = new JournalFile(config.journal);
+    this.#connector = new SessionConnector({ controlSocket: config.controlSocket, dataDir: config.dataDir, capabilities: SUPERVISOR_CAPABILITIES, startTimeoutMs: config.startTimeoutMs });
+    this.#machine = new MachineDriver({
+      initial: initialLifecycleState(config.program, config.restart),
+      transition: lifecycleTransition,
+      onEffect: (effect) => {
+        this.#carryOut(effect);
+      },
+      onStep: ({ violation, after }) => {
+        if (violation) publish('violation', { machine: 'lifecycle', error: violation.message });
+        const waiting = this.#waiters;
+        this.#waiters = [];
+        for (const w of waiting) {
+          if (w.until(after)) w.done();
+          else this.#waiters.push(w);
+        }
+      },
+    });
+  }
+
+  get state(): LifecycleState {
+    return this.#machine.state;
+  }
+
+  /** The handoff running now, if any. */
+  get run(): HandoffRun | null {
+    return this.#run;
+  }
+
+  get lastHandoff(): HandoffResult | null {
+    return this.#lastHandoff;
+  }
+
+  /** Pids of every daemon this supervisor started that has not exited, and of the serving one. */
+  get pids(): number[] {
+    const pids = new Set(this.#children.keys());
+    const daemon = this.state.daemon;
+    if (daemon) pids.add(daemon.pid);
+    return [...pids];
+  }
+
+  feed(event: LifecycleEvent): void {
+    this.#machine.feed(event);
+  }
+
+  /** Resolves once the machine's state satisfies `until`. */
+  until(until: (s: LifecycleState) => boolean): Promise<void> {
+    if (until(this.state)) return Promise.resolve();
+    return new Promise((done) => this.#waiters.push({ until, done }));
+  }
+
+  /** Asks for a handoff; the machine answers with a run or a refusal. */
+  requestHandoff(change: ProgramChange, onPhase: ((change: PhaseChange) => void) | undefined): Promise<HandoffResult> {
+    const requestId = this.#nextRequest++;
+    const answer = new Promise<HandoffResult>((resolve, reject) => {
+      this.#requests.set(requestId, { resolve, reject, onPhase, result: null });
+    });
+    this.feed({ type: 'handoffRequested', requestId, change, now: Date.now() });
+    return answer;
+  }
+
+  #carryOut(effect: Exclude<LifecycleEffect, { type: 'setTimer' | 'cancelTimer' }>): void {
+    switch (effect.type) {
+      case 'recover':
+        void this.#recover();
+        return;
+      case 'coldStart':
+        this.#coldStart(effect.program);
+        return;
+      case 'openSession':
+        void this.#openSession(effect.pid);
+        return;
+      case 'runHandoff':
+        void this.#runHandoff(effect.requestId, effect.program);
+        return;
+      case 'rejectHandoff': {
+        const request = this.#requests.get(effect.requestId);
+        this.#requests.delete(effect.requestId);
+        request?.reject(new SupervisorError(effect.code as SupervisorErrorCode, effect.message));
+        return;
+      }
+      case 'handoffSettled': {
+        const request = this.#requests.get(effect.requestId);
+        this.#requests.delete(effect.requestId);
+        if (!request?.result) return;
+        const result: HandoffResult = { ...request.result, incumbentPid: effect.servingPid, aftermath: effect.aftermath };
+        this.#lastHandoff = result;
+        request.resolve(result);
+        return;
+      }
+      case 'stopDaemon':
+        void this.#stop(effect.pid, this.#config.timeouts.stopGraceMs);
+        return;
+      case 'stopAll':
+        void this.#stopAll(effect.graceMs);
+        return;
+      case 'serving':
+        publish('serving', { pid: effect.pid, generation: effect.generation, how: effect.how });
+        this.#writeJournal('idle', null, null, null);
+        return;
+      case 'restartScheduled':
+        publish('restart', { reason: effect.reason, delayMs: effect.delayMs, failuresInWindow: effect.failuresInWindow });
+        return;
+      case 'gaveUp':
+        publish('gaveUp', { reason: effect.reason });
+        return;
+      default:
+        assertNever(effect, 'effect');
+    }
+  }
+
+  async #recover(): Promise<void> {
+    const { timeouts } = this.#config;
+    let adopted: IncumbentSession | null = null;
+    try {
+      ({ adopted } = await recover({ journal: this.#journal, connector: this.#connector, dataDir: this.#config.dataDir, livenessMs: timeouts.livenessMs, startTimeoutMs: this.#config.startTimeoutMs, stopGraceMs: timeouts.stopGraceMs }));
+    } catch (error) {
+      // An unreadable journal: recovery then relies on the lock and the control socket alone.
+      publish('journalDamaged', { reason: messageOf(error) });
+    }
+    if (adopted) this.#keepSession(adopted.hello.pid, adopted);
+    this.feed({ type: 'recovered', adopted: adopted ? { pid: adopted.hello.pid, buildId: adopted.hello.buildId } : null, now: Date.now() });
+  }
+
+  #spawnOptions(): Omit<SpawnOptions, 'role'> {
+    const { timeouts } = this.#config;
+    return {
+      listeners: this.#config.listeners,
+      reserveCopies: this.#config.reserveCopies,
+      controlSocket: this.#config.controlSocket,
+      timing: { heartbeatMs: timeouts.heartbeatMs, livenessMs: timeouts.livenessMs },
+    };
+  }
+
+  /** Tracks a child until it exits; its death is fed to the machine whatever the phase. */
+  #track(spawned: SpawnedDaemon): void {
+    this.#children.set(spawned.pid, spawned);
+    this.#startTimes.set(spawned.pid, processStartTime(spawned.pid));
+    void spawned.exited.then((exit) => {
+      this.#children.delete(spawned.pid);
+      const reason = describeExit(exit);
+      publish('daemonExited', { pid: spawned.pid, reason });
+      this.feed({ type: 'daemonExited', pid: spawned.pid, reason, now: Date.now() });
+    });
+  }
+
+  #coldStart(program: DaemonProgram): void {
+    let spawned: SpawnedDaemon;
+    try {
+      spawned = spawnDaemon(program, { role: 'cold', ...this.#spawnOptions() });
+    } catch (error) {
+      queueMicrotask(() => {
+        this.feed({ type: 'coldStartFailed', pid: null, reason: messageOf(error), now: Date.now() });
+      });
+      return;
+    }
+    const { pid } = spawned;
+    this.#track(spawned);
+    publish('coldStart', { pid, command: program.command });
+    this.feed({ type: 'coldSpawned', pid });
+    crashPoint('supervisor:cold-started');
+    void (async () => {
+      const session = await this.#connector.awaitSession(pid, () => !this.#children.has(pid));
+      if (session) {
+        this.#keepSession(pid, session);
+        this.feed({ type: 'sessionOpened', pid, buildId: session.hello.buildId, now: Date.now() });
+        return;
+      }
+      const exited = !this.#children.has(pid);
+      if (!exited) await stopProcess(pid, this.#config.timeouts.stopGraceMs, spawned.exited);
+      const reason = exited ? 'it exited during start-up; see its output' : `it did not answer on its control socket ${this.#config.controlSocket} within ${this.#config.startTimeoutMs} ms, and was stopped`;
+      this.feed({ type: 'coldStartFailed', pid, reason: `the daemon (pid ${pid}) ${reason}`, now: Date.now() });
+    })();
+  }
+
+  /** Makes sure a session with `pid` is open: the one kept, or a new one. */
+  async #openSession(pid: number): Promise<void> {
+    const kept = this.#session;
+    if (kept?.pid === pid && !kept.session.channel.closed) {
+      this.feed({ type: 'sessionOpened', pid, buildId: kept.session.hello.buildId, now: Date.now() });
+      return;
+    }
+    const gone = (): boolean => (this.#children.has(pid) ? false : !isAlive(pid));
+    const session = await this.#connector.awaitSession(pid, gone);
+    if (session) {
+      this.#keepSession(pid, session);
+      this.feed({ type: 'sessionOpened', pid, buildId: session.hello.buildId, now: Date.now() });
+    } else if (gone()) {
+      // A child's exit is fed when it is reaped; an adopted daemon's death only here.
+      if (!this.#children.has(pid)) this.feed({ type: 'daemonExited', pid, reason: 'gone', now: Date.now() });
+    } else {
+      this.feed({ type: 'sessionFailed', pid, reason: `no answer on ${this.#config.controlSocket} within ${this.#config.startTimeoutMs} ms`, now: Date.now() });
+    }
+  }
+
+  /** Keeps `session` as the one with the serving daemon and watches it. */
+  #keepSession(pid: number, session: IncumbentSession): void {
+    const previous = this.#session;
+    if (previous && previous.session !== session) previous.session.channel.close('replaced');
+    this.#session = { pid, session };
+    if (!this.#startTimes.has(pid)) this.#startTimes.set(pid, processStartTime(pid));
+    session.channel.on('close', (reason) => {
+      if (this.#session?.session === session) this.#session = null;
+      publish('sessionClosed', { pid, reason });
+      void (async () => {
+        const child = this.#children.get(pid);
+        const dead = child ? await Promise.race([child.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => { r(false); }, 300))]) : await waitForDeath(pid, 300);
+        // A child's death is fed when it is reaped.
+        if (dead && !child) this.feed({ type: 'daemonExited', pid, reason: 'its control session ended and the process is gone', now: Date.now() });
+        else if (!dead) this.feed({ type: 'sessionLost', pid });
+      })();
+    });
+  }
+
+  async #runHandoff(requestId: number, program: DaemonProgram): Promise<void> {
+    const request = this.#requests.get(requestId);
+    const daemon = this.state.daemon;
+    const kept = this.#session;
+    if (!daemon || kept?.pid !== daemon.pid) {
+      // The machine only runs a handoff with an open session; this is a bug if it happens.
+      this.feed({ type: 'handoffFinished', requestId, outcome: 'rolledBack', now: Date.now() });
+      return;
+    }
+    const run = new HandoffRun(
+      {
+        timeouts: this.#config.timeouts,
+        capabilities: SUPERVISOR_CAPABILITIES,
+        spawnOptions: this.#spawnOptions(),
+        writeJournal: (phase, handoffId, successor, seal) => {
+          this.#writeJournal(phase, handoffId, successor, seal);
+        },
+        onSpawned: (spawned) => {
+          this.#track(spawned);
+          this.feed({ type: 'successorSpawned', requestId, pid: spawned.pid });
+        },
+        onPhase: request?.onPhase,
+      },
+      { pid: daemon.pid, session: kept.session, exited: this.#children.get(daemon.pid)?.exited ?? null },
+      program,
+    );
+    this.#run = run;
+    let result: HandoffResult;
+    try {
+      result = await run.execute();
+    } finally {
+      this.#run = null;
+    }
+    if (request) request.result = result;
+    this.feed({ type: 'handoffFinished', requestId, outcome: result.outcome, now: Date.now() });
+  }
+
+  async #stop(pid: number, graceMs: number): Promise<void> {
+    if (this.#session?.pid === pid) this.#session.session.channel.close('stopping the daemon');
+    await stopProcess(pid, graceMs, this.#children.get(pid)?.exited);
+  }
+
+  /** Stops the serving daemon (it drains and seals on SIGTERM) and every other child. */
+  async #stopAll(graceMs: number): Promise<void> {
+    const serving = this.state.daemon?.pid;
+    const stops: Promise<void>[] = [];
+    if (serving !== undefined) stops.push(this.#stop(serving, graceMs));
+    for (const pid of this.#children.keys()) if (pid !== serving) stops.push(this.#stop(pid, Math.min(graceMs, this.#config.timeouts.stopGraceMs)));
+    await Promise.all(stops);
+    this.#writeJournal('idle', null, null, null);
+    this.feed({ type: 'stopped' });
+  }
+
+  /** SIGKILLs every daemon: the last resort when a graceful stop takes too long. */
+  kill(): void {
+    for (const pid of this.pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+
+  #writeJournal(phase: JournalPhase, handoffId: string | null, successor: { pid: number; startTime: string | null } | null, seal: SealReport | null): void {
+    const daemon = this.state.daemon;
+    const record: JournalRecord = {
+      v: 1,
+      phase,
+      handoffId,
+      writtenAt: Date.now(),
+      supervisorPid: process.pid,
+      incumbent: daemon && this.state.phase !== 'stopping' ? { pid: daemon.pid, startTime: this.#startTimes.get(daemon.pid) ?? processStartTime(daemon.pid) } : null,
+      successor,
+      seal,
+    };
+    this.#journal.write(record);
+    crashPoint(`supervisor:journal-${phase}`);
+  }
+}

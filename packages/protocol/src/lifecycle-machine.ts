@@ -188,7 +188,7 @@ export type LifecycleEffect =
   /** Stop the serving daemon (drain, seal) and every other child within `graceMs`; then feed `stopped`. */
   | { readonly type: 'stopAll'; readonly graceMs: number }
   /** A daemon started to serve. */
-  | { readonly type: 'serving'; readonly pid: number; readonly generation: number; readonly how: 'adopted' | 'started' | 'handoff' | 'rollback' }
+  | { readonly type: 'serving'; readonly pid: number; readonly generation: number; readonly how: 'adopted' | 'started' | 'handoff' }
   /** The serving daemon died; a restart is due in `delayMs`. */
   | { readonly type: 'restartScheduled'; readonly reason: string; readonly delayMs: number; readonly failuresInWindow: number }
   | { readonly type: 'gaveUp'; readonly reason: string }

@@ -47,7 +47,7 @@ export interface SupervisorChannelMessages {
   recovered: { readonly journalPhase: string | null; readonly adopted: number | null; readonly stopped: readonly number[] };
   journalDamaged: { readonly reason: string };
   coldStart: { readonly pid: number; readonly command: string };
-  serving: { readonly pid: number; readonly generation: number; readonly how: 'adopted' | 'started' | 'handoff' | 'rollback' };
+  serving: { readonly pid: number; readonly generation: number; readonly how: 'adopted' | 'started' | 'handoff' };
   daemonExited: { readonly pid: number; readonly reason: string };
   sessionClosed: { readonly pid: number; readonly reason: string };
   sessionRefused: { readonly reason: string };

@@ -42,7 +42,7 @@ export async function checkPromises(cluster: Cluster, load: LoadDriver | null, o
   if (load) {
     // The load ran through the fault and the recovery; stop it only now.
     const report = await load.stop();
-    const lost = await verifyLedger(cluster.port, load.ledger);
+    const lost = await verifyLedger(cluster.port, load.ledger, '127.0.0.1', load.writePrefix);
     if (lost.length > 0) problems.push(`${lost.length} of ${load.ledger.size} acknowledged writes lost: ${lost.slice(0, 5).join(', ')}`);
     const e = report.errors;
     if (e.refused > 0) problems.push(`${e.refused} refused connections`);

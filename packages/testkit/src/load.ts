@@ -117,6 +117,11 @@ export class LoadDriver {
     this.#agent = new Agent({ keepAlive: true, maxSockets: this.#o.readers + this.#o.writers });
   }
 
+  /** Where the writes went (for {@link verifyLedger}). */
+  get writePrefix(): string {
+    return this.#o.writePrefix;
+  }
+
   /** Acknowledged writes: key -> value. */
   get ledger(): ReadonlyMap<string, string> {
     return this.#ledger;

@@ -7,6 +7,7 @@ import type { HandoffRequest } from '@handoff/supervisor';
 import { checkPromises } from './checks.js';
 import type { Cluster } from './cluster.js';
 import { LoadDriver } from './load.js';
+import type { LoadOptions } from './load.js';
 
 /** A crash scenario. */
 export interface CrashScenario {
@@ -22,6 +23,8 @@ export interface CrashScenario {
   readonly request?: HandoffRequest;
   /** Restart the supervisor instead of starting a handoff to reach the point (session points). */
   readonly trigger?: 'handoff' | 'restart';
+  /** The load run through the scenario (paths for a daemon with another API than the example's); default 4 readers, 1 writer, a probe every 5 ms. */
+  readonly load?: Omit<LoadOptions, 'port'>;
 }
 
 /** What happened. */
@@ -45,7 +48,7 @@ export interface CrashScenarioResult {
 export async function runCrashScenario(cluster: Cluster, scenario: CrashScenario, livenessMs = 1_000): Promise<CrashScenarioResult> {
   const problems: string[] = [];
   const servedBefore = (await cluster.health())?.pid ?? null;
-  const load = new LoadDriver({ port: cluster.port, readers: 4, writers: 1, probeEveryMs: 5 }).start();
+  const load = new LoadDriver({ readers: 4, writers: 1, probeEveryMs: 5, ...scenario.load, port: cluster.port }).start();
   await load.waitForProgress(20);
   cluster.arm(scenario.point, scenario.signal);
   let reply: Promise<CrashScenarioResult['reply']> | null = null;

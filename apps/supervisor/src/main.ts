@@ -191,7 +191,7 @@ async function main(): Promise<void> {
     recovered: 'info',
     journalDamaged: 'warn',
     coldStart: 'info',
-    serving: 'info',
+    daemonServing: 'info',
     daemonExited: 'info',
     sessionClosed: 'info',
     sessionRefused: 'debug',

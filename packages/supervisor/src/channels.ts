@@ -23,7 +23,7 @@ export const SupervisorChannels = {
   /** A daemon was spawned for a cold start. */
   coldStart: 'handoff:supervisor:cold-start',
   /** A daemon started to serve. */
-  serving: 'handoff:supervisor:serving',
+  daemonServing: 'handoff:supervisor:daemon-serving',
   /** A daemon process died. */
   daemonExited: 'handoff:supervisor:daemon-exited',
   /** The control session with the serving daemon ended. */
@@ -47,7 +47,7 @@ export interface SupervisorChannelMessages {
   recovered: { readonly journalPhase: string | null; readonly adopted: number | null; readonly stopped: readonly number[] };
   journalDamaged: { readonly reason: string };
   coldStart: { readonly pid: number; readonly command: string };
-  serving: { readonly pid: number; readonly generation: number; readonly how: 'adopted' | 'started' | 'handoff' };
+  daemonServing: { readonly pid: number; readonly generation: number; readonly how: 'adopted' | 'started' | 'handoff' };
   daemonExited: { readonly pid: number; readonly reason: string };
   sessionClosed: { readonly pid: number; readonly reason: string };
   sessionRefused: { readonly reason: string };

@@ -162,7 +162,7 @@ export class LifecycleDriver {
         void this.#stopAll(effect.graceMs);
         return;
       case 'serving':
-        publish('serving', { pid: effect.pid, generation: effect.generation, how: effect.how });
+        publish('daemonServing', { pid: effect.pid, generation: effect.generation, how: effect.how });
         this.#writeJournal('idle', null, null, null);
         return;
       case 'restartScheduled':

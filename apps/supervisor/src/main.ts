@@ -189,7 +189,7 @@ async function main(): Promise<void> {
     phase: 'debug',
     handoff: 'info',
     recovered: 'info',
-    journalDamaged: 'warn',
+    journalError: 'warn',
     coldStart: 'info',
     daemonServing: 'info',
     daemonExited: 'info',
@@ -253,7 +253,7 @@ async function main(): Promise<void> {
     }
   };
 
-  let stopping = false;
+  let stopping = false as boolean; // set by shutdown(), from a signal handler
   const triggerRef: { close: () => Promise<void> } = { close: () => Promise.resolve() };
   let metricsAddress: string | null = null;
   const metricsRef: { close: () => void } = { close: () => undefined };
@@ -291,6 +291,7 @@ async function main(): Promise<void> {
   try {
     await supervisor.start();
   } catch (error) {
+    if (stopping) return; // stopped during start-up: shutdown() finishes the stop and exits 0
     closeListeners();
     pidFile.release();
     fatal(1, (error as Error).message);

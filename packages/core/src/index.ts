@@ -16,4 +16,5 @@ export type { Readiness, SuccessorOptions } from './successor.js';
 export { HttpDrainer } from './http-drain.js';
 export type { HttpDrainOptions, HttpDrainReport } from './http-drain.js';
 export { runDaemon } from './daemon.js';
+export { CrashEnv } from './crash-points.js';
 export type { DaemonOptions, ListenAddress, OpenContext } from './daemon.js';

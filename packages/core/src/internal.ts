@@ -6,5 +6,4 @@ export { Channel } from './channel.js';
 export type { ChannelEvents } from './channel.js';
 export { answers as controlSocketAnswers, bindControlSocket } from './control-socket.js';
 export type { BoundControlSocket } from './control-socket.js';
-export { CrashEnv, crashPoint } from './crash-points.js';
-export { daemonConfig } from './incumbent.js';
+export { crashPoint } from './crash-points.js';

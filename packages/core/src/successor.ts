@@ -163,7 +163,7 @@ export class Successor {
     session.feed({ type: 'start' });
     await session.waitFor((p) => p !== 'init' && p !== 'awaitingAck');
     crashPoint('successor:after-handshake');
-    return new HandshookSuccessor(session);
+    return HandshookSuccessor.of(session);
   }
 }
 
@@ -171,9 +171,13 @@ export class Successor {
 export class HandshookSuccessor {
   readonly #session: SuccessorSession;
 
-  /** @internal */
-  constructor(session: SuccessorSession) {
+  private constructor(session: SuccessorSession) {
     this.#session = session;
+  }
+
+  /** @internal */
+  static of(session: SuccessorSession): HandshookSuccessor {
+    return new HandshookSuccessor(session);
   }
 
   /** Resolves with the exit code the process should use if the handoff is abandoned. */
@@ -188,7 +192,7 @@ export class HandshookSuccessor {
   async waitForBegin(): Promise<BegunSuccessor> {
     await this.#session.waitFor((p) => p === 'takingOver');
     crashPoint('successor:after-begin');
-    return new BegunSuccessor(this.#session);
+    return BegunSuccessor.of(this.#session);
   }
 }
 
@@ -196,9 +200,13 @@ export class HandshookSuccessor {
 export class BegunSuccessor {
   readonly #session: SuccessorSession;
 
-  /** @internal */
-  constructor(session: SuccessorSession) {
+  private constructor(session: SuccessorSession) {
     this.#session = session;
+  }
+
+  /** @internal */
+  static of(session: SuccessorSession): BegunSuccessor {
+    return new BegunSuccessor(session);
   }
 
   get handoffId(): string {

@@ -6,8 +6,8 @@
  * invariant breaks. (The live demo with real processes comes with the supervisor.)
  */
 import { encodeFrame } from '../src/index.js';
-import { simulateHandoff } from '../src/internal.js';
-import type { SimOptions, SimResult } from '../src/internal.js';
+import { simulateHandoff } from '../src/simulation.js';
+import type { SimOptions, SimResult } from '../src/simulation.js';
 
 const tty = process.stdout.isTTY;
 const bold = (s: string): string => (tty ? `\x1b[1m${s}\x1b[0m` : s);

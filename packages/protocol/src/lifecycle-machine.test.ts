@@ -41,6 +41,7 @@ const HANDING_OFF = [...SERVING, 'request'];
 const STATES = {
   created: drive(),
   recovering: drive('start'),
+  'recovering/stopPending': drive('start', 'stop'),
   starting: drive('start', 'recovered0'),
   'starting/spawned': drive('start', 'recovered0', 'coldSpawned'),
   'starting/restart': drive(...SERVING, 'exited:I', 'T:restart', 'recovered0', 'coldSpawned'),
@@ -53,6 +54,7 @@ const STATES = {
   'handingOff/incumbentDead': drive(...HANDING_OFF, 'successorSpawned', 'exited:I'),
   'handingOff/stopPending': drive(...HANDING_OFF, 'successorSpawned', 'stop'),
   restarting: drive(...SERVING, 'exited:I'),
+  'restarting/awaitingExit': drive(...SERVING, 'lost:I', 'failed:I'),
   failed: reach(initialLifecycleState(PROGRAM, { policy: 'never' }), lifecycleTransition, EVENTS, [...SERVING, 'exited:I']),
   stopping: drive(...SERVING, 'stop'),
   stopped: drive(...SERVING, 'stop', 'stopped'),
@@ -62,7 +64,8 @@ const STATES = {
 const TABLE: Record<keyof typeof STATES, string> = {
   //                      start rec+ rec0 coldSpawned coldFailed | opened:I opened:S opened:C lost:I failed:I | exited:I exited:S exited:C exited:X | request succSpawned | F:committed F:promoted F:rolledBack F:coldStart | stop stopped T:restart
   created: `                recovering ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopped ! =`,
-  recovering: `             ! serving starting = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
+  recovering: `             ! serving starting = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! =`,
+  'recovering/stopPending': `! stopping stopping = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! =`,
   starting: `               ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
   'starting/spawned': `    ! ! ! = failed | = = serving = = | = = failed = | = ! | ! ! ! ! | stopping ! =`,
   'starting/restart': `    ! ! ! = restarting | = = serving = = | = = restarting = | = ! | ! ! ! ! | stopping ! =`,
@@ -75,8 +78,9 @@ const TABLE: Record<keyof typeof STATES, string> = {
   'handingOff/incumbentDead': `! ! ! = = | = = = = = | = = = = | = = | serving serving restarting restarting | = ! =`,
   'handingOff/stopPending': `! ! ! = = | = = = = = | = = = = | = = | stopping stopping stopping stopping | = ! =`,
   restarting: `             ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! recovering`,
+  'restarting/awaitingExit': `! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
   failed: `                 ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
-  stopping: `               ! = = = = | = = = = = | = = = = | = ! | ! ! ! ! | = stopped =`,
+  stopping: `               ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | = stopped =`,
   stopped: `                ! = = = = | = = = = = | = = = = | = = | = = = = | = = =`,
 };
 
@@ -205,10 +209,32 @@ describe('lifecycle machine: decisions', () => {
     expect(r.state).toMatchObject({ phase: 'serving', daemon: { pid: 555, adopted: true } });
   });
 
-  it('stops an unusable live daemon that never answers, then restarts', () => {
+  it('stops an unusable live daemon that never answers, and starts the backoff only once it exited', () => {
     const r = run(S['serving/reopening'], EVENTS['failed:I'] as LifecycleEvent);
     expect(of(r.effects, 'stopDaemon')).toEqual([{ type: 'stopDaemon', pid: INCUMBENT, reason: expect.stringMatching(/alive but does not answer/) }]);
-    expect(r.state.phase).toBe('restarting');
+    expect(of(r.effects, 'setTimer')).toEqual([]);
+    expect(r.state).toMatchObject({ phase: 'restarting', awaitingExit: { pid: INCUMBENT, delayMs: 100 } });
+    expect(run(r.state, EVENTS['exited:X'] as LifecycleEvent).effects).toEqual([]);
+    expect(run(r.state, EVENTS['exited:I'] as LifecycleEvent).effects).toEqual([{ type: 'setTimer', timer: 'restart', ms: 100 }]);
+  });
+
+  it('stops a cold-started daemon that never answers before the backoff', () => {
+    const r = run(S['starting/restart'], EVENTS.coldStartFailed as LifecycleEvent);
+    expect(of(r.effects, 'stopDaemon')).toEqual([{ type: 'stopDaemon', pid: COLD, reason: expect.stringMatching(/could not start/) }]);
+    expect(r.state.awaitingExit).toEqual({ pid: COLD, delayMs: 200 });
+  });
+
+  it('answers every handoff request, in every phase: a run or a refusal', () => {
+    for (const [row, state] of Object.entries(STATES)) {
+      const r = lifecycleTransition(state, { type: 'handoffRequested', requestId: 77, change: {}, now: 9 });
+      expect(r.effects.filter((e) => (e.type === 'runHandoff' || e.type === 'rejectHandoff') && e.requestId === 77), row).toHaveLength(1);
+    }
+  });
+
+  it('a stop during recovery waits for it, then stops what it adopted', () => {
+    const r = run(S['recovering/stopPending'], EVENTS['recovered+'] as LifecycleEvent);
+    expect(r.state).toMatchObject({ phase: 'stopping', daemon: { pid: INCUMBENT, adopted: true } });
+    expect(of(r.effects, 'stopAll')).toEqual([{ type: 'stopAll', graceMs: 30_000 }]);
   });
 
   it('a stop during a handoff waits for it, answers its request, then stops whatever serves', () => {
@@ -218,10 +244,6 @@ describe('lifecycle machine: decisions', () => {
     expect(run(r.state, EVENTS.stopped as LifecycleEvent).state.phase).toBe('stopped');
   });
 
-  it('stops a daemon that recovery adopts after a stop was asked for', () => {
-    const r = run(drive('start', 'stop'), EVENTS['recovered+'] as LifecycleEvent);
-    expect(r.effects).toEqual([{ type: 'stopDaemon', pid: INCUMBENT, reason: 'the supervisor is stopping' }]);
-  });
 
   it('never names a dead daemon as the serving one', () => {
     for (const [row, state] of Object.entries(STATES)) {

@@ -8,12 +8,13 @@
  * or after the handoff machine decided its outcome, before or after the supervisor opened a
  * session with it — and every death of the daemon that serves (or that a committed handoff
  * made the server) is a crash that the restart policy answers. So the state never names a
- * dead daemon as serving. See PROTOCOL.md, "The supervisor's lifecycle".
+ * dead daemon as serving. See PROTOCOL.md, section 10, "Supervisor lifecycle".
  *
  * Events that arrive late (about a daemon that is no longer the one that matters) are
  * ignored: every event names the pid it is about.
  */
 import { ErrorCode, HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
+import type { SupervisorErrorCode } from './errors.js';
 import type { CancelTimer, SetTimer, Transition } from './machine.js';
 import type { OutcomeKind } from './supervisor-machine.js';
 
@@ -116,6 +117,14 @@ export interface LifecycleHandoff {
 export interface Settling {
   readonly requestId: number;
   readonly pid: number;
+  /** The handoff committed (`pid` is the new daemon) or rolled back (`pid` is the old one). */
+  readonly after: 'commit' | 'rollback';
+}
+
+/** In `restarting`: a live, unusable daemon being stopped; the backoff starts once it exited. */
+export interface AwaitingExit {
+  readonly pid: number;
+  readonly delayMs: number;
 }
 
 /** The lifecycle machine's state. */
@@ -139,7 +148,9 @@ export interface LifecycleState {
   readonly generation: number;
   /** In `failed`: why the supervisor gave up. */
   readonly failure: string | null;
-  /** A stop asked for while a handoff runs: it follows the handoff, with this grace. */
+  /** In `restarting`: the backoff waits for this daemon's exit (it was stopped: alive but unusable). */
+  readonly awaitingExit: AwaitingExit | null;
+  /** A stop asked for while recovering or handing off: it follows, with this grace. */
   readonly stopPending: number | null;
 }
 
@@ -150,13 +161,13 @@ export type LifecycleEvent =
   | { readonly type: 'recovered'; readonly adopted: { readonly pid: number; readonly buildId: string } | null; readonly now: number }
   /** The cold-started daemon's process exists. */
   | { readonly type: 'coldSpawned'; readonly pid: number }
-  /** The cold start failed (could not spawn, or the daemon exited or did not answer and was stopped). */
+  /** The cold start failed: it could not spawn (`pid` null), or the daemon lives but did not answer in time (it is then stopped). */
   | { readonly type: 'coldStartFailed'; readonly pid: number | null; readonly reason: string; readonly now: number }
   /** A control session with `pid` is open (it said Hello and holds the lock). */
   | { readonly type: 'sessionOpened'; readonly pid: number; readonly buildId: string; readonly now: number }
   /** The control session with `pid` closed while its process lives. */
   | { readonly type: 'sessionLost'; readonly pid: number }
-  /** No session could be opened with the live `pid` within the deadline (it was stopped). */
+  /** No session could be opened with the live `pid` within the deadline (it is then stopped). */
   | { readonly type: 'sessionFailed'; readonly pid: number; readonly reason: string; readonly now: number }
   /** A daemon process died (any daemon; the machine decides whether it matters). */
   | { readonly type: 'daemonExited'; readonly pid: number; readonly reason: string; readonly now: number }
@@ -180,10 +191,10 @@ export type LifecycleEffect =
   | { readonly type: 'openSession'; readonly pid: number }
   /** Run a handoff to `program`; feed `successorSpawned` and `handoffFinished`. */
   | { readonly type: 'runHandoff'; readonly requestId: number; readonly program: DaemonProgram }
-  | { readonly type: 'rejectHandoff'; readonly requestId: number; readonly code: ErrorCode; readonly message: string }
+  | { readonly type: 'rejectHandoff'; readonly requestId: number; readonly code: SupervisorErrorCode; readonly message: string }
   /** Answer the handoff's request: who serves after it (null: nobody yet), and what happened after its commit point. */
   | { readonly type: 'handoffSettled'; readonly requestId: number; readonly servingPid: number | null; readonly aftermath: string | null }
-  /** Stop (SIGTERM, then SIGKILL) a live daemon that cannot be used. */
+  /** Stop (SIGTERM, then SIGKILL) a live daemon that cannot be used; its exit is fed as `daemonExited`. */
   | { readonly type: 'stopDaemon'; readonly pid: number; readonly reason: string }
   /** Stop the serving daemon (drain, seal) and every other child within `graceMs`; then feed `stopped`. */
   | { readonly type: 'stopAll'; readonly graceMs: number }
@@ -211,6 +222,7 @@ export function initialLifecycleState(program: DaemonProgram, policy: Partial<Re
     restarts: 0,
     generation: 0,
     failure: null,
+    awaitingExit: null,
     stopPending: null,
   };
 }
@@ -240,31 +252,31 @@ function serve(state: LifecycleState, pid: number, buildId: string, now: number,
 /**
  * The daemon that should serve is gone: restart it under the policy, or give up. A daemon
  * that never served since the supervisor started is not restarted: that is a start-up
- * failure (a wrong command, path or configuration), reported at once.
+ * failure (a wrong command, path or configuration), reported at once. `unusable` is a live
+ * daemon that must be stopped first: the backoff starts once it exited, so that the restart
+ * neither adopts it nor waits for its lock.
  */
-function died(state: LifecycleState, reason: string, now: number): Result {
+function died(state: LifecycleState, reason: string, now: number, unusable?: number): Result {
   const { policy } = state;
+  const stopIt: LifecycleEffect[] = unusable === undefined ? [] : [{ type: 'stopDaemon', pid: unusable, reason }];
+  const base: LifecycleState = { ...state, daemon: null, startingPid: null, handoff: null, awaitingExit: null };
   if (state.generation === 0) {
     const failure = `${reason}; it never served since the supervisor started — check its command, arguments and configuration`;
-    return { state: { ...state, phase: 'failed', daemon: null, startingPid: null, handoff: null, failure }, effects: [{ type: 'gaveUp', reason: failure }] };
+    return { state: { ...base, phase: 'failed', failure }, effects: [...stopIt, { type: 'gaveUp', reason: failure }] };
   }
   const failures = [...state.failures.filter((t) => now - t < policy.windowMs), now];
-  const base: LifecycleState = { ...state, daemon: null, startingPid: null, handoff: null, failures };
   if (policy.policy === 'never' || failures.length > policy.maxFailures) {
     const failure =
       policy.policy === 'never'
         ? `${reason}; the restart policy is "never"`
         : `${reason}; ${failures.length} failures within ${policy.windowMs} ms is a crash loop (limit ${policy.maxFailures}); fix the daemon and restart the supervisor`;
-    return { state: { ...base, phase: 'failed', failure }, effects: [{ type: 'gaveUp', reason: failure }] };
+    return { state: { ...base, failures, phase: 'failed', failure }, effects: [...stopIt, { type: 'gaveUp', reason: failure }] };
   }
   const delayMs = Math.min(policy.initialDelayMs * 2 ** (failures.length - 1), policy.maxDelayMs);
-  return {
-    state: { ...base, phase: 'restarting', restarts: state.restarts + 1 },
-    effects: [
-      { type: 'restartScheduled', reason, delayMs, failuresInWindow: failures.length },
-      { type: 'setTimer', timer: 'restart', ms: delayMs },
-    ],
-  };
+  const restarting: LifecycleState = { ...base, failures, phase: 'restarting', restarts: state.restarts + 1 };
+  const scheduled: LifecycleEffect = { type: 'restartScheduled', reason, delayMs, failuresInWindow: failures.length };
+  if (unusable !== undefined) return { state: { ...restarting, awaitingExit: { pid: unusable, delayMs } }, effects: [scheduled, ...stopIt] };
+  return { state: restarting, effects: [scheduled, { type: 'setTimer', timer: 'restart', ms: delayMs }] };
 }
 
 function stop(state: LifecycleState, graceMs: number): Result {
@@ -287,7 +299,7 @@ function then(first: { state: LifecycleState; effects: readonly LifecycleEffect[
 
 /** Why no handoff can start now. */
 function noHandoff(state: LifecycleState, requestId: number): Result {
-  const reject = (code: ErrorCode, message: string): Result => ({ state, effects: [{ type: 'rejectHandoff', requestId, code, message }] });
+  const reject = (code: SupervisorErrorCode, message: string): Result => ({ state, effects: [{ type: 'rejectHandoff', requestId, code, message }] });
   switch (state.phase) {
     case 'handingOff':
       return reject(ErrorCode.InProgress, 'a handoff is in progress; wait for its outcome before starting another');
@@ -320,18 +332,18 @@ function finishHandoff(state: LifecycleState, handoff: LifecycleHandoff, outcome
       if (handoff.successorPid !== null && handoff.successorAlive) {
         const r = serve(committed, handoff.successorPid, '', now, 'handoff', false);
         return {
-          state: { ...r.state, settling: { requestId: handoff.requestId, pid: handoff.successorPid } },
+          state: { ...r.state, settling: { requestId: handoff.requestId, pid: handoff.successorPid, after: 'commit' } },
           effects: [...r.effects, { type: 'openSession', pid: handoff.successorPid }],
         };
       }
-      const why = `the new daemon (pid ${String(handoff.successorPid)}) died right after the commit point`;
+      const why = handoff.successorPid === null ? 'the handoff committed, but no successor process is known' : `the new daemon (pid ${handoff.successorPid}) died right after the commit point`;
       return then({ state: committed, effects: [answer(null, `${why}; the supervisor restarts the committed program`)] }, (s) => died(s, why, now));
     }
     case 'rolledBack': {
       if (handoff.incumbentAlive && state.daemon) {
         const pid = state.daemon.pid;
         return {
-          state: { ...base, daemon: { ...state.daemon, session: false }, settling: { requestId: handoff.requestId, pid } },
+          state: { ...base, daemon: { ...state.daemon, session: false }, settling: { requestId: handoff.requestId, pid, after: 'rollback' } },
           effects: [{ type: 'openSession', pid }],
         };
       }
@@ -349,18 +361,22 @@ function finishHandoff(state: LifecycleState, handoff: LifecycleHandoff, outcome
 
 /** The supervisor lifecycle's transition function. Pure; never throws for any (state, event) pair. */
 export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent): Result {
-  if (state.phase === 'stopped') return event.type === 'start' ? violation(state, 'start after stop') : same(state);
+  if (state.phase === 'stopped') {
+    if (event.type === 'handoffRequested') return noHandoff(state, event.requestId);
+    return event.type === 'start' ? violation(state, 'start after stop') : same(state);
+  }
   switch (event.type) {
     case 'start':
       if (state.phase !== 'created') return violation(state, 'start twice');
       return { state: { ...state, phase: 'recovering' }, effects: [{ type: 'recover' }] };
 
     case 'recovered': {
-      if (state.phase === 'stopping') {
-        // Stopped while recovering: a daemon adopted now is not a child; stop it too.
-        return { state, effects: event.adopted ? [{ type: 'stopDaemon', pid: event.adopted.pid, reason: 'the supervisor is stopping' }] : [] };
-      }
       if (state.phase !== 'recovering') return violation(state, 'recovered outside recovery');
+      if (state.stopPending !== null) {
+        // A stop waited for recovery: stop what it adopted, if anything (it is no child).
+        const adopted: ServingDaemon | null = event.adopted ? { pid: event.adopted.pid, buildId: event.adopted.buildId, generation: state.generation, since: event.now, adopted: true, session: true } : null;
+        return stop({ ...state, daemon: adopted }, state.stopPending);
+      }
       if (event.adopted) return serve(state, event.adopted.pid, event.adopted.buildId, event.now, 'adopted', true);
       return { state: { ...state, phase: 'starting', startingPid: null }, effects: [{ type: 'coldStart', program: state.program }] };
     }
@@ -371,7 +387,7 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
 
     case 'coldStartFailed':
       if (state.phase !== 'starting' || (event.pid !== null && event.pid !== state.startingPid)) return same(state);
-      return died(state, `the daemon could not start: ${event.reason}`, event.now);
+      return died(state, `the daemon could not start: ${event.reason}`, event.now, event.pid ?? undefined);
 
     case 'sessionOpened': {
       if (state.phase === 'starting' && event.pid === state.startingPid) return serve(state, event.pid, event.buildId, event.now, 'started', true);
@@ -396,8 +412,8 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
       const d = state.daemon;
       if (d?.pid !== event.pid || state.phase !== 'serving') return same(state);
       const why = `the daemon (pid ${d.pid}) is alive but does not answer on its control socket: ${event.reason}`;
-      const s = settle(state, d.pid, null, `${why}; the supervisor stopped it and restarts the program`);
-      return then({ state: s.state, effects: [...s.effects, { type: 'stopDaemon', pid: d.pid, reason: why }] }, (x) => died(x, why, event.now));
+      const s = settle(state, d.pid, null, `${why}; the supervisor stops it and restarts the program`);
+      return then(s, (x) => died(x, why, event.now, d.pid));
     }
 
     case 'daemonExited': {
@@ -408,8 +424,11 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
           return died(state, why, event.now);
         case 'serving': {
           if (state.daemon?.pid !== event.pid) return same(state);
-          const s = settle(state, event.pid, null, `the new daemon (pid ${event.pid}) died right after the commit point (${event.reason}); the supervisor restarts the committed program`);
-          return then(s, (x) => died(x, why, event.now));
+          const aftermath =
+            state.settling?.after === 'rollback'
+              ? `the incumbent (pid ${event.pid}) died after the handoff rolled back (${event.reason}); the supervisor restarts it`
+              : `the new daemon (pid ${event.pid}) died right after the commit point (${event.reason}); the supervisor restarts the committed program`;
+          return then(settle(state, event.pid, null, aftermath), (x) => died(x, why, event.now));
         }
         case 'handingOff': {
           const h = state.handoff;
@@ -420,9 +439,14 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
         }
         case 'stopping':
           return same(state.daemon?.pid === event.pid ? { ...state, daemon: null } : state);
+        case 'restarting': {
+          // The unusable daemon that was stopped is gone: now the backoff runs.
+          const awaiting = state.awaitingExit;
+          if (awaiting?.pid !== event.pid) return same(state);
+          return { state: { ...state, awaitingExit: null }, effects: [{ type: 'setTimer', timer: 'restart', ms: awaiting.delayMs }] };
+        }
         case 'created':
         case 'recovering':
-        case 'restarting':
         case 'failed':
           return same(state);
         default:
@@ -460,11 +484,11 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
       switch (state.phase) {
         case 'created':
           return same({ ...state, phase: 'stopped' });
+        case 'recovering':
         case 'handingOff':
           return same({ ...state, stopPending: event.graceMs });
         case 'stopping':
           return same(state);
-        case 'recovering':
         case 'starting':
         case 'serving':
         case 'restarting':
@@ -484,7 +508,7 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
       // A restart begins like a start: a live daemon that holds the lock and answers (say,
       // an incumbent that resumed on its own while its successor died) is adopted, not
       // fought over with a second one.
-      if (state.phase !== 'restarting') return same(state);
+      if (state.phase !== 'restarting' || state.awaitingExit) return same(state);
       return { state: { ...state, phase: 'recovering' }, effects: [{ type: 'recover' }] };
 
     default:

@@ -1,5 +1,5 @@
 /**
- * What the three state machines share: the transition shape, timers and default timeouts.
+ * What the state machines share: the transition shape, timers and default timeouts.
  *
  * A machine is a pure function `(state, event) -> { state, effects, violation? }`. It performs
  * no I/O and reads no clock: time arrives as `timeout` events for timers it armed with

@@ -514,10 +514,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         openSession(
           proc.pid,
           () => { lifecycle.feed({ type: 'sessionOpened', pid: proc.pid, buildId: 'v2', now: clock.now() }); },
-          (why) => {
-            kill(proc, 'stopped by the supervisor');
-            lifecycle.feed({ type: 'coldStartFailed', pid: proc.pid, reason: why, now: clock.now() });
-          },
+          (why) => { lifecycle.feed({ type: 'coldStartFailed', pid: proc.pid, reason: why, now: clock.now() }); },
         );
         return;
       }

@@ -89,17 +89,20 @@ describe('model: four machines, random interleavings and crashes', () => {
 
   it('restarts the committed program when the new daemon dies at any step after the commit point, and again when the restarted one dies', () => {
     let afterCommit = 0;
+    let restartedDied = 0;
     for (let atStep = 0; atStep <= 2 * HAPPY_STEPS + 4; atStep++) {
       const options: SimOptions = { crashes: [{ role: 'successor', atStep }, { role: 'restarted', atStep: 3 * HAPPY_STEPS + 40 }], writeEvery: 2 };
       const r = simulateHandoff(options);
       check(r, options);
       if (r.outcome?.committed && r.crashed.includes('successor')) {
         afterCommit += 1;
+        if (r.crashed.includes('restarted')) restartedDied += 1;
         expect(r.serving, JSON.stringify(options)).toEqual([{ role: 'restarted', holdsLock: true }]);
         expect(r.lifecycle?.restarts).toBe(r.crashed.length);
       }
     }
     expect(afterCommit).toBeGreaterThan(3);
+    expect(restartedDied, 'the restarted daemon was killed in some runs').toBeGreaterThan(3);
   });
 
   it('rolls back with the incumbent serving for every fault of the successor or the seal', () => {

@@ -18,8 +18,8 @@ export const SupervisorChannels = {
   handoff: 'handoff:supervisor:handoff',
   /** Recovery (at start, and before each restart) finished. */
   recovered: 'handoff:supervisor:recovered',
-  /** The journal was damaged and moved aside. */
-  journalDamaged: 'handoff:supervisor:journal-damaged',
+  /** The journal could not be read (a damaged one is moved aside) or written. */
+  journalError: 'handoff:supervisor:journal-error',
   /** A daemon was spawned for a cold start. */
   coldStart: 'handoff:supervisor:cold-start',
   /** A daemon started to serve. */
@@ -45,7 +45,7 @@ export interface SupervisorChannelMessages {
   phase: { readonly handoffId: string; readonly from: SupervisorPhase; readonly to: SupervisorPhase; readonly phaseMs: number };
   handoff: { readonly handoffId: string; readonly outcome: OutcomeKind; readonly code: string | null; readonly reason: string | null; readonly totalMs: number };
   recovered: { readonly journalPhase: string | null; readonly adopted: number | null; readonly stopped: readonly number[] };
-  journalDamaged: { readonly reason: string };
+  journalError: { readonly reason: string };
   coldStart: { readonly pid: number; readonly command: string };
   daemonServing: { readonly pid: number; readonly generation: number; readonly how: 'adopted' | 'started' | 'handoff' };
   daemonExited: { readonly pid: number; readonly reason: string };

@@ -10,7 +10,7 @@ import { initialSupervisorState, supervisorTransition } from '@handoff/protocol'
 import type { AbortCode, DaemonProgram, HandoffOutcome, JournalPhase, OutcomeKind, SealReport, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState, SupervisorTimer, Timeouts } from '@handoff/protocol';
 import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
-import { describeExit, isAlive, processStartTime, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
+import { describeExit, processStartTime, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
 import type { SpawnOptions, SpawnedDaemon } from './processes.js';
 import type { IncumbentSession } from './session.js';
 
@@ -92,7 +92,11 @@ export class HandoffRun {
         this.#phaseStarted = now;
         const change: PhaseChange = { handoffId: this.handoffId, from: before.phase, to: after.phase, phaseMs, elapsedMs: now - this.#started };
         publish('phase', { handoffId: change.handoffId, from: change.from, to: change.to, phaseMs });
-        this.#ctx.onPhase?.(change);
+        try {
+          this.#ctx.onPhase?.(change);
+        } catch {
+          // An observer's mistake never changes the handoff.
+        }
       },
     });
   }
@@ -132,10 +136,10 @@ export class HandoffRun {
       this.#machine.feed({ type: 'incumbentMessage', message });
     };
     const onClose = (reason: string): void => {
-      void (async () => {
-        const dead = inc.exited ? await Promise.race([inc.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => { r(false); }, 300))]) : await waitForDeath(inc.pid, 300);
-        this.#machine.feed(dead || !isAlive(inc.pid) ? { type: 'incumbentExited', reason } : { type: 'incumbentDisconnected', reason });
-      })();
+      // A session that ends because its process died is told apart from one that just ended.
+      void waitForDeath(inc.pid, 300).then((dead) => {
+        this.#machine.feed(dead ? { type: 'incumbentExited', reason } : { type: 'incumbentDisconnected', reason });
+      });
     };
     channel.on('message', onMessage);
     channel.on('close', onClose);
@@ -162,7 +166,14 @@ export class HandoffRun {
   #run(effect: Exclude<SupervisorEffect, { type: 'setTimer' | 'cancelTimer' }>): void {
     switch (effect.type) {
       case 'journal':
-        this.#ctx.writeJournal(effect.phase, effect.phase === 'idle' ? null : this.handoffId, effect.phase === 'idle' ? null : this.#successorRecord(), effect.seal);
+        try {
+          this.#ctx.writeJournal(effect.phase, effect.phase === 'idle' ? null : this.handoffId, effect.phase === 'idle' ? null : this.#successorRecord(), effect.seal);
+        } catch (error) {
+          // The next step must not be taken unrecorded: abandon the handoff (once aborting,
+          // a cancel is ignored, and the rollback goes on).
+          publish('journalError', { reason: messageOf(error) });
+          this.#machine.feed({ type: 'cancel', reason: `the journal could not be written: ${messageOf(error)}` });
+        }
         return;
       case 'spawnSuccessor':
         this.#spawn();

@@ -7,15 +7,15 @@
  */
 import { crashPoint } from '@handoff/core/internal';
 import { capabilities as capabilityBits, initialLifecycleState, lifecycleTransition } from '@handoff/protocol';
-import type { DaemonProgram, JournalPhase, JournalRecord, LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer, ProgramChange, RestartPolicy, SealReport, SupervisorErrorCode, Timeouts } from '@handoff/protocol';
+import type { DaemonProgram, JournalPhase, JournalRecord, LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer, ProgramChange, RestartPolicy, SealReport, Timeouts } from '@handoff/protocol';
 import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
-import { SupervisorError } from './errors.js';
+import { SupervisorError, SupervisorErrorCode } from './errors.js';
 import { HandoffRun } from './handoff-run.js';
 import type { HandoffResult, PhaseChange } from './handoff-run.js';
 import { JournalFile } from './journal-file.js';
 import type { HeldListener } from './listeners.js';
-import { describeExit, isAlive, processStartTime, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
+import { describeExit, isAlive, processStartTime, spawnDaemon, stopProcess } from './processes.js';
 import type { SpawnOptions, SpawnedDaemon } from './processes.js';
 import { recover } from './recovery.js';
 import { SessionConnector } from './session.js';
@@ -143,13 +143,18 @@ export class LifecycleDriver {
       case 'rejectHandoff': {
         const request = this.#requests.get(effect.requestId);
         this.#requests.delete(effect.requestId);
-        request?.reject(new SupervisorError(effect.code as SupervisorErrorCode, effect.message));
+        request?.reject(new SupervisorError(effect.code, effect.message));
         return;
       }
       case 'handoffSettled': {
         const request = this.#requests.get(effect.requestId);
         this.#requests.delete(effect.requestId);
-        if (!request?.result) return;
+        if (!request) return;
+        if (!request.result) {
+          // The run could not start (see #runHandoff): nothing was changed.
+          request.reject(new SupervisorError(SupervisorErrorCode.NoIncumbent, 'the control session with the daemon closed as the handoff began; nothing was changed — try again'));
+          return;
+        }
         const result: HandoffResult = { ...request.result, incumbentPid: effect.servingPid, aftermath: effect.aftermath };
         this.#lastHandoff = result;
         request.resolve(result);
@@ -163,7 +168,7 @@ export class LifecycleDriver {
         return;
       case 'serving':
         publish('daemonServing', { pid: effect.pid, generation: effect.generation, how: effect.how });
-        this.#writeJournal('idle', null, null, null);
+        this.#recordIdle();
         return;
       case 'restartScheduled':
         publish('restart', { reason: effect.reason, delayMs: effect.delayMs, failuresInWindow: effect.failuresInWindow });
@@ -178,13 +183,7 @@ export class LifecycleDriver {
 
   async #recover(): Promise<void> {
     const { timeouts } = this.#config;
-    let adopted: IncumbentSession | null = null;
-    try {
-      ({ adopted } = await recover({ journal: this.#journal, connector: this.#connector, dataDir: this.#config.dataDir, livenessMs: timeouts.livenessMs, startTimeoutMs: this.#config.startTimeoutMs, stopGraceMs: timeouts.stopGraceMs }));
-    } catch (error) {
-      // An unreadable journal: recovery then relies on the lock and the control socket alone.
-      publish('journalDamaged', { reason: messageOf(error) });
-    }
+    const { adopted } = await recover({ journal: this.#journal, connector: this.#connector, dataDir: this.#config.dataDir, livenessMs: timeouts.livenessMs, startTimeoutMs: this.#config.startTimeoutMs, stopGraceMs: timeouts.stopGraceMs });
     if (adopted) this.#keepSession(adopted.hello.pid, adopted);
     this.feed({ type: 'recovered', adopted: adopted ? { pid: adopted.hello.pid, buildId: adopted.hello.buildId } : null, now: Date.now() });
   }
@@ -205,6 +204,7 @@ export class LifecycleDriver {
     this.#startTimes.set(spawned.pid, processStartTime(spawned.pid));
     void spawned.exited.then((exit) => {
       this.#children.delete(spawned.pid);
+      this.#startTimes.delete(spawned.pid);
       const reason = describeExit(exit);
       publish('daemonExited', { pid: spawned.pid, reason });
       this.feed({ type: 'daemonExited', pid: spawned.pid, reason, now: Date.now() });
@@ -231,12 +231,10 @@ export class LifecycleDriver {
       if (session) {
         this.#keepSession(pid, session);
         this.feed({ type: 'sessionOpened', pid, buildId: session.hello.buildId, now: Date.now() });
-        return;
+      } else if (this.#children.has(pid)) {
+        // Alive but silent: the machine has it stopped. (A death was fed when it was reaped.)
+        this.feed({ type: 'coldStartFailed', pid, reason: `the daemon (pid ${pid}) did not answer on its control socket ${this.#config.controlSocket} within ${this.#config.startTimeoutMs} ms`, now: Date.now() });
       }
-      const exited = !this.#children.has(pid);
-      if (!exited) await stopProcess(pid, this.#config.timeouts.stopGraceMs, spawned.exited);
-      const reason = exited ? 'it exited during start-up; see its output' : `it did not answer on its control socket ${this.#config.controlSocket} within ${this.#config.startTimeoutMs} ms, and was stopped`;
-      this.feed({ type: 'coldStartFailed', pid, reason: `the daemon (pid ${pid}) ${reason}`, now: Date.now() });
     })();
   }
 
@@ -260,22 +258,18 @@ export class LifecycleDriver {
     }
   }
 
-  /** Keeps `session` as the one with the serving daemon and watches it. */
+  /** Keeps `session` as the one with the serving daemon and watches it; the machine hears when it ends. */
   #keepSession(pid: number, session: IncumbentSession): void {
     const previous = this.#session;
-    if (previous && previous.session !== session) previous.session.channel.close('replaced');
     this.#session = { pid, session };
+    if (previous && previous.session !== session) previous.session.channel.close('replaced');
     if (!this.#startTimes.has(pid)) this.#startTimes.set(pid, processStartTime(pid));
     session.channel.on('close', (reason) => {
-      if (this.#session?.session === session) this.#session = null;
+      if (this.#session?.session !== session) return; // replaced: not news
+      this.#session = null;
       publish('sessionClosed', { pid, reason });
-      void (async () => {
-        const child = this.#children.get(pid);
-        const dead = child ? await Promise.race([child.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => { r(false); }, 300))]) : await waitForDeath(pid, 300);
-        // A child's death is fed when it is reaped.
-        if (dead && !child) this.feed({ type: 'daemonExited', pid, reason: 'its control session ended and the process is gone', now: Date.now() });
-        else if (!dead) this.feed({ type: 'sessionLost', pid });
-      })();
+      // Whether the daemon died is learnt by reopening the session (#openSession).
+      this.feed({ type: 'sessionLost', pid });
     });
   }
 
@@ -283,8 +277,9 @@ export class LifecycleDriver {
     const request = this.#requests.get(requestId);
     const daemon = this.state.daemon;
     const kept = this.#session;
-    if (!daemon || kept?.pid !== daemon.pid) {
-      // The machine only runs a handoff with an open session; this is a bug if it happens.
+    if (!daemon || kept?.pid !== daemon.pid || kept.session.channel.closed) {
+      // The session closed just now (the machine hears of it right after this): nothing
+      // was started; the request is refused when the machine settles it.
       this.feed({ type: 'handoffFinished', requestId, outcome: 'rolledBack', now: Date.now() });
       return;
     }
@@ -316,9 +311,16 @@ export class LifecycleDriver {
     this.feed({ type: 'handoffFinished', requestId, outcome: result.outcome, now: Date.now() });
   }
 
+  /** Stops a daemon; the death of one that is not a child (adopted) is fed here, a child's when reaped. */
   async #stop(pid: number, graceMs: number): Promise<void> {
-    if (this.#session?.pid === pid) this.#session.session.channel.close('stopping the daemon');
-    await stopProcess(pid, graceMs, this.#children.get(pid)?.exited);
+    const kept = this.#session;
+    if (kept?.pid === pid) {
+      this.#session = null;
+      kept.session.channel.close('stopping the daemon');
+    }
+    const child = this.#children.get(pid);
+    await stopProcess(pid, graceMs, child?.exited);
+    if (!child) this.feed({ type: 'daemonExited', pid, reason: 'stopped by the supervisor', now: Date.now() });
   }
 
   /** Stops the serving daemon (it drains and seals on SIGTERM) and every other child. */
@@ -328,8 +330,17 @@ export class LifecycleDriver {
     if (serving !== undefined) stops.push(this.#stop(serving, graceMs));
     for (const pid of this.#children.keys()) if (pid !== serving) stops.push(this.#stop(pid, Math.min(graceMs, this.#config.timeouts.stopGraceMs)));
     await Promise.all(stops);
-    this.#writeJournal('idle', null, null, null);
+    this.#recordIdle();
     this.feed({ type: 'stopped' });
+  }
+
+  /** Records that no handoff runs, naming the serving daemon; a failure is reported, not fatal (recovery checks the lock and the control socket anyway). */
+  #recordIdle(): void {
+    try {
+      this.#writeJournal('idle', null, null, null);
+    } catch (error) {
+      publish('journalError', { reason: messageOf(error) });
+    }
   }
 
   /** SIGKILLs every daemon: the last resort when a graceful stop takes too long. */
@@ -343,6 +354,10 @@ export class LifecycleDriver {
     }
   }
 
+  /**
+   * Writes the journal.
+   * @throws SupervisorError HANDOFF_JOURNAL when it cannot be written (a handoff then aborts: its next step must not be taken unrecorded).
+   */
   #writeJournal(phase: JournalPhase, handoffId: string | null, successor: { pid: number; startTime: string | null } | null, seal: SealReport | null): void {
     const daemon = this.state.daemon;
     const record: JournalRecord = {

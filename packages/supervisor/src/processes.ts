@@ -43,8 +43,10 @@ export interface SpawnedDaemon {
 /** Variables that must not leak from the supervisor's own environment into a daemon's. */
 const NOT_INHERITED: readonly string[] = [...Object.values(SpawnEnv), 'NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE'];
 
+/** The shell daemons are started through. */
+const SHELL = '/bin/sh';
 /** Sets `LISTEN_PID` to the pid the program will run as, then execs it. */
-const EXEC_WITH_LISTEN_PID = 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
+const EXEC_WITH_LISTEN_PID = `${SpawnEnv.ListenPid}=$$; export ${SpawnEnv.ListenPid}; exec "$0" "$@"`;
 
 /**
  * Checks what a spawn would otherwise report late and vaguely (`spawn ... ENOENT`, or a
@@ -52,6 +54,11 @@ const EXEC_WITH_LISTEN_PID = 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"';
  * @throws SupervisorError HANDOFF_SPAWN saying which and what to do.
  */
 export function checkProgram(program: DaemonProgram, env: Readonly<Record<string, string | undefined>> = process.env): void {
+  try {
+    accessSync(SHELL, constants.X_OK);
+  } catch {
+    throw new SupervisorError(SupervisorErrorCode.Spawn, `the supervisor starts daemons through ${SHELL} (to set LISTEN_PID to the daemon's pid), and this system has none; install a POSIX shell there`);
+  }
   const cwd = program.cwd ?? process.cwd();
   let isDir: boolean;
   try {
@@ -88,7 +95,7 @@ export function checkProgram(program: DaemonProgram, env: Readonly<Record<string
  */
 export function spawnWithListenPid(program: DaemonProgram, options: { readonly env: Readonly<Record<string, string>>; readonly stdio: StdioOptions; readonly detached?: boolean }): ChildProcess {
   checkProgram(program, options.env);
-  return spawn('/bin/sh', ['-c', EXEC_WITH_LISTEN_PID, program.command, ...program.args], {
+  return spawn(SHELL, ['-c', EXEC_WITH_LISTEN_PID, program.command, ...program.args], {
     stdio: options.stdio,
     env: options.env,
     detached: options.detached ?? false,
@@ -120,7 +127,9 @@ export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): Spaw
   for (let c = 0; c < options.reserveCopies; c++) stdio.push(...fds);
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !NOT_INHERITED.includes(k)) env[k] = v;
-  Object.assign(env, program.env, {
+  // The contract's variables are the supervisor's to set, whatever the program's env says.
+  for (const [k, v] of Object.entries(program.env)) if (!NOT_INHERITED.includes(k)) env[k] = v;
+  Object.assign(env, {
     [SpawnEnv.ListenFds]: String(fds.length),
     [SpawnEnv.ListenFdNames]: options.listeners.map((l) => l.name).join(LIST_SEPARATOR),
     [SpawnEnv.ReserveCopies]: String(options.reserveCopies),
@@ -140,7 +149,7 @@ export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): Spaw
   if (child.pid === undefined) {
     // The process could not be created at all (e.g. E2BIG); 'error' follows asynchronously.
     child.once('error', () => undefined);
-    throw new SupervisorError(SupervisorErrorCode.Spawn, `cannot create a process for the daemon ${program.command} (arguments and environment too large, or out of processes?)`);
+    throw new SupervisorError(SupervisorErrorCode.Spawn, `cannot create a process (${SHELL}) for the daemon ${program.command}: arguments and environment too large, or out of processes?`);
   }
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) => {
     child.once('exit', (code, signal) => {

@@ -7,7 +7,8 @@
  * daemon the journal names (an orphaned successor).
  */
 import { DataDirLock } from '@handoff/core';
-import type { JournalPhase } from '@handoff/protocol';
+import type { JournalPhase, JournalRecord } from '@handoff/protocol';
+import { messageOf } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
 import type { JournalFile } from './journal-file.js';
 import { isAlive, processStartTime, stopProcess } from './processes.js';
@@ -34,8 +35,16 @@ export interface RecoveryContext {
 
 /** Converges: adopts the live lock holder, or reports that nobody serves (so a cold start is due). */
 export async function recover(ctx: RecoveryContext): Promise<Recovery> {
-  const { record, damaged } = ctx.journal.read();
-  if (damaged) publish('journalDamaged', { reason: damaged });
+  // A journal that cannot be read (or is damaged, and moved aside) is no reason to stop: the
+  // lock and the control socket decide anyway.
+  let record: JournalRecord | null = null;
+  try {
+    const read = ctx.journal.read();
+    record = read.record;
+    if (read.damaged) publish('journalError', { reason: read.damaged });
+  } catch (error) {
+    publish('journalError', { reason: messageOf(error) });
+  }
   const known = [record?.incumbent, record?.successor].filter((p): p is NonNullable<typeof p> => p !== null && p !== undefined);
   const sameProcess = (p: { pid: number; startTime: string | null }): boolean => isAlive(p.pid) && (p.startTime === null || processStartTime(p.pid) === p.startTime);
   // Daemons resolve a dead supervisor on their own within the liveness timeout and the lock

@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { request } from 'node:http';
 import { DataDirLock } from '@handoff/core';
 import type { LockProbe } from '@handoff/core';
-import { ErrorCode } from '@handoff/protocol';
+import { ErrorCode, LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
 import type { RestartPolicy, Timeouts } from '@handoff/protocol';
 import { bindListeners } from '@handoff/supervisor';
 import type { DaemonCommand, HandoffRequest, HandoffResult, HeldListener, SupervisorStatus } from '@handoff/supervisor';
@@ -120,7 +120,7 @@ export class Cluster implements AsyncDisposable {
   /** The supervisor's log lines (JSON), parsed: its events. */
   readonly events: Record<string, unknown>[] = [];
 
-  /** @internal use {@link startCluster} */
+  /** Prepares a cluster (the directory, the listener, the configuration); {@link startCluster} also starts it. */
   constructor(options: ClusterOptions) {
     this.#options = options;
     this.dir = mkdtempSync(join(tmpdir(), 'handoff-test-'));
@@ -198,8 +198,8 @@ export class Cluster implements AsyncDisposable {
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
     Object.assign(env, this.#options.env, {
-      LISTEN_FDS: String(fds.length),
-      LISTEN_FDNAMES: this.listeners.map((l) => l.name).join(':'),
+      [SpawnEnv.ListenFds]: String(fds.length),
+      [SpawnEnv.ListenFdNames]: this.listeners.map((l) => l.name).join(LIST_SEPARATOR),
       HANDOFF_CRASH_FILE: this.crashFile,
       [this.#tag.split('=')[0] as string]: this.dir,
     });

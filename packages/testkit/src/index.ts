@@ -14,4 +14,4 @@ export { waitUntil } from './wait.js';
 export type { WaitOptions } from './wait.js';
 export { runCrashScenario } from './scenario.js';
 export type { CrashScenario, CrashScenarioResult } from './scenario.js';
-export { CrashEnv } from '@handoff/core/internal';
+export { CrashEnv } from '@handoff/core';

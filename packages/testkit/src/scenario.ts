@@ -4,6 +4,7 @@
  * that a following handoff commits.
  */
 import type { HandoffRequest } from '@handoff/supervisor';
+import { isAlive } from '@handoff/supervisor/internal';
 import { checkPromises } from './checks.js';
 import type { Cluster } from './cluster.js';
 import { LoadDriver } from './load.js';
@@ -95,14 +96,6 @@ export async function runCrashScenario(cluster: Cluster, scenario: CrashScenario
   return { problems, firedBy, servedBefore, servedAfter, buildAfter, restarts, reply: answered };
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Null when exactly one daemon serves and holds the lock; else what is wrong. */
 async function checkServing(cluster: Cluster): Promise<string | null> {

@@ -157,6 +157,20 @@ describe('signals', () => {
   });
 });
 
+describe('stopping during start-up', () => {
+  it('SIGTERM while the first daemon starts: it is stopped, the supervisor exits 0, nothing is left', async () => {
+    await using ws = new Workspace();
+    // The daemon holds the lock 2 s before it answers: the stop arrives while it starts.
+    const sup = ws.start(['--config', ws.config('', { KV_OPEN_DELAY_MS: '2000' })]);
+    showOnFailure(sup);
+    await waitUntil('the daemon to be spawned', () => ws.daemons().length === 1, 10_000, { context: () => sup.output });
+    sup.child.kill('SIGTERM');
+    expect(await sup.exited).toBe(0);
+    expect(ws.daemons()).toEqual([]);
+    expect(sup.output).toMatch(/"msg":"stopped"/);
+  });
+});
+
 describe('handoffctl and the trigger socket', () => {
   it('upgrade streams the phases and exits 0 on commit; status and --json work', async () => {
     await using ws = new Workspace();

@@ -1,5 +1,5 @@
 /**
- * Every row of CRASH-MATRIX.md, with real processes under load, repeated (races such as the
+ * Every row of docs/crash-matrix.md, with real processes under load, repeated (races such as the
  * "sent Begin" row only show on repetition). Each row: arm the point, hand off, let the
  * process die there, recover, check the invariants (one serving lock holder, no lost
  * acknowledged write, no refused connection, no orphan), and hand off once more.

@@ -22,7 +22,7 @@ import { incumbentTransition, initialIncumbentState } from './incumbent-machine.
 import type { IncumbentEffect, IncumbentEvent, IncumbentState, IncumbentTimer } from './incumbent-machine.js';
 import { initialLifecycleState, lifecycleTransition } from './lifecycle-machine.js';
 import type { LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer } from './lifecycle-machine.js';
-import type { Timeouts, Transition } from './machine.js';
+import type { CancelTimer, SetTimer, Timeouts, Transition } from './machine.js';
 import { DEFAULT_TIMEOUTS } from './machine.js';
 import { MachineDriver } from './machine-driver.js';
 import type { Clock } from './machine-driver.js';
@@ -278,15 +278,30 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   };
 
   // ---- incumbent ----------------------------------------------------------------------
-  const incumbent = new MachineDriver<IncumbentState, IncumbentEvent, IncumbentEffect, IncumbentTimer>({
-    initial: initialIncumbentState(daemonConfig(INCUMBENT.pid, 'v1')),
-    transition: incumbentTransition,
-    clock: clock.clockOf(INCUMBENT),
-    onStep: ({ before, after, event, violation }) => {
-      if (after.phase !== before.phase) log(`incumbent ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
-      if (violation) log(`incumbent violation: ${violation.message}`);
-    },
-    onEffect: (effect) => { runIncumbentEffect(effect); },
+  /**
+   * A machine of `proc`, named `name` in the trace, in the product's driver on the virtual
+   * clock. A violation is logged; the lifecycle's (a driver bug, never a peer's) is a problem.
+   */
+  const drive = <S extends { readonly phase: string }, E extends { readonly type: string }, X extends { readonly type: string }, T extends string>(
+    proc: Proc,
+    name: string,
+    initial: S,
+    transition: (state: S, event: E) => Transition<S, X>,
+    onEffect: (effect: Exclude<X, SetTimer<T> | CancelTimer<T>>) => void,
+  ): MachineDriver<S, E, X, T> =>
+    new MachineDriver<S, E, X, T>({
+      initial,
+      transition,
+      clock: clock.clockOf(proc),
+      onEffect,
+      onStep: ({ before, after, event, violation }) => {
+        if (after.phase !== before.phase) log(`${name} ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
+        if (violation) (name === 'lifecycle' ? problems : trace).push(`${name} violation: ${violation.message}`);
+      },
+    });
+
+  const incumbent = drive<IncumbentState, IncumbentEvent, IncumbentEffect, IncumbentTimer>(INCUMBENT, 'incumbent', initialIncumbentState(daemonConfig(INCUMBENT.pid, 'v1')), incumbentTransition, (effect) => {
+    runIncumbentEffect(effect);
   });
   const feedIncumbent = (event: IncumbentEvent): void => {
     if (alive.has(INCUMBENT)) incumbent.feed(event);
@@ -427,15 +442,9 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
       case 'spawnSuccessor': {
         successorChannel = newChannel();
         alive.add(SUCCESSOR);
-        successor = new MachineDriver<SuccessorState, SuccessorEvent, SuccessorEffect, SuccessorTimer>({
-          initial: initialSuccessorState(daemonConfig(SUCCESSOR.pid, 'v2', faults.successorNoRecovery ? capabilities('SealProgress') : ALL_CAPS, faults.successorVersions)),
-          transition: successorTransition,
-          clock: clock.clockOf(SUCCESSOR),
-          onStep: ({ before, after, event, violation }) => {
-            if (after.phase !== before.phase) log(`successor ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
-            if (violation) log(`successor violation: ${violation.message}`);
-          },
-          onEffect: (e) => { runSuccessorEffect(e); },
+        const config = daemonConfig(SUCCESSOR.pid, 'v2', faults.successorNoRecovery ? capabilities('SealProgress') : ALL_CAPS, faults.successorVersions);
+        successor = drive<SuccessorState, SuccessorEvent, SuccessorEffect, SuccessorTimer>(SUCCESSOR, 'successor', initialSuccessorState(config), successorTransition, (e) => {
+          runSuccessorEffect(e);
         });
         ops.push({ who: SUCCESSOR, name: 'successor starts', run: () => { feedSuccessor({ type: 'start' }); } });
         handoff?.feed({ type: 'spawned', pid: SUCCESSOR.pid });
@@ -526,15 +535,8 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         );
         return;
       case 'runHandoff': {
-        const run = new MachineDriver<SupervisorState, SupervisorEvent, SupervisorEffect, SupervisorTimer>({
-          initial: initialSupervisorState(),
-          transition: supervisorTransition,
-          clock: clock.clockOf(SUPERVISOR),
-          onStep: ({ before, after, event, violation }) => {
-            if (after.phase !== before.phase) log(`supervisor ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
-            if (violation) log(`supervisor violation: ${violation.message}`);
-          },
-          onEffect: (e) => { runHandoffEffect(e); },
+        const run = drive<SupervisorState, SupervisorEvent, SupervisorEffect, SupervisorTimer>(SUPERVISOR, 'supervisor', initialSupervisorState(), supervisorTransition, (e) => {
+          runHandoffEffect(e);
         });
         handoff = run;
         run.feed({ type: 'start', spec: { handoffId: 'h-1', timeouts: SIM_TIMEOUTS, capabilities: ALL_CAPS } });
@@ -568,16 +570,15 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         assertNever(effect, 'effect');
     }
   };
-  const lifecycle = new MachineDriver<LifecycleState, LifecycleEvent, LifecycleEffect, LifecycleTimer>({
-    initial: initialLifecycleState({ command: 'daemon', args: [], env: {}, cwd: null }),
-    transition: options.lifecycleTransition ?? lifecycleTransition,
-    clock: clock.clockOf(SUPERVISOR),
-    onStep: ({ before, after, event, violation }) => {
-      if (after.phase !== before.phase) log(`lifecycle ${before.phase} -> ${after.phase} on ${describeEvent(event)}`);
-      if (violation) problems.push(`lifecycle violation: ${violation.message}`);
+  const lifecycle = drive<LifecycleState, LifecycleEvent, LifecycleEffect, LifecycleTimer>(
+    SUPERVISOR,
+    'lifecycle',
+    initialLifecycleState({ command: 'daemon', args: [], env: {}, cwd: null }),
+    options.lifecycleTransition ?? lifecycleTransition,
+    (e) => {
+      runLifecycleEffect(e);
     },
-    onEffect: (e) => { runLifecycleEffect(e); },
-  });
+  );
 
   // ---- world ---------------------------------------------------------------------------
   const daemons = (): Proc[] => [...alive].filter((p) => p !== SUPERVISOR);

@@ -12,6 +12,7 @@ const EVENTS: Record<string, LifecycleEvent> = {
   start: { type: 'start', now: 1 },
   'recovered+': { type: 'recovered', adopted: { pid: INCUMBENT, buildId: 'v1' }, now: 2 },
   recovered0: { type: 'recovered', adopted: null, now: 2 },
+  recoveryFailed: { type: 'recoveryFailed', reason: 'cannot open the lock file', now: 2 },
   coldSpawned: { type: 'coldSpawned', pid: COLD },
   coldStartFailed: { type: 'coldStartFailed', pid: COLD, reason: 'exit 3', now: 3 },
   'opened:I': { type: 'sessionOpened', pid: INCUMBENT, buildId: 'v1', now: 3 },
@@ -62,26 +63,26 @@ const STATES = {
 
 // The expected phase after every (state, event) pair; cells as in transition-table.fixture.ts.
 const TABLE: Record<keyof typeof STATES, string> = {
-  //                      start rec+ rec0 coldSpawned coldFailed | opened:I opened:S opened:C lost:I failed:I | exited:I exited:S exited:C exited:X | request succSpawned | F:committed F:promoted F:rolledBack F:coldStart | stop stopped T:restart
-  created: `                recovering ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopped ! =`,
-  recovering: `             ! serving starting = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! =`,
-  'recovering/stopPending': `! stopping stopping = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! =`,
-  starting: `               ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
-  'starting/spawned': `    ! ! ! = failed | = = serving = = | = = failed = | = ! | ! ! ! ! | stopping ! =`,
-  'starting/restart': `    ! ! ! = restarting | = = serving = = | = = restarting = | = ! | ! ! ! ! | stopping ! =`,
-  serving: `                ! ! ! = = | = = = = restarting | restarting = = = | handingOff ! | ! ! ! ! | stopping ! =`,
-  'serving/reopening': `   ! ! ! = = | = = = = restarting | restarting = = = | = ! | ! ! ! ! | stopping ! =`,
-  'serving/settling': `    ! ! ! = = | = = = = = | = restarting = = | = ! | ! ! ! ! | stopping ! =`,
-  handingOff: `             ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! =`,
-  'handingOff/spawned': ` ! ! ! = = | = = = = = | = = = = | = = | serving serving serving restarting | = ! =`,
-  'handingOff/successorDead': `! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! =`,
-  'handingOff/incumbentDead': `! ! ! = = | = = = = = | = = = = | = = | serving serving restarting restarting | = ! =`,
-  'handingOff/stopPending': `! ! ! = = | = = = = = | = = = = | = = | stopping stopping stopping stopping | = ! =`,
-  restarting: `             ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! recovering`,
-  'restarting/awaitingExit': `! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
-  failed: `                 ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
-  stopping: `               ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | = stopped =`,
-  stopped: `                ! = = = = | = = = = = | = = = = | = = | = = = = | = = =`,
+  //                      start rec+ rec0 recFailed coldSpawned coldFailed | opened:I opened:S opened:C lost:I failed:I | exited:I exited:S exited:C exited:X | request succSpawned | F:committed F:promoted F:rolledBack F:coldStart | stop stopped T:restart
+  created:                    `recovering ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopped ! =`,
+  recovering:                 `! serving starting failed = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! =`,
+  'recovering/stopPending':   `! stopping stopping stopping = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! =`,
+  starting:                   `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
+  'starting/spawned':         `! ! ! ! = failed | = = serving = = | = = failed = | = ! | ! ! ! ! | stopping ! =`,
+  'starting/restart':         `! ! ! ! = restarting | = = serving = = | = = restarting = | = ! | ! ! ! ! | stopping ! =`,
+  serving:                    `! ! ! ! = = | = = = = restarting | restarting = = = | handingOff ! | ! ! ! ! | stopping ! =`,
+  'serving/reopening':        `! ! ! ! = = | = = = = restarting | restarting = = = | = ! | ! ! ! ! | stopping ! =`,
+  'serving/settling':         `! ! ! ! = = | = = = = = | = restarting = = | = ! | ! ! ! ! | stopping ! =`,
+  handingOff:                 `! ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! =`,
+  'handingOff/spawned':       `! ! ! ! = = | = = = = = | = = = = | = = | serving serving serving restarting | = ! =`,
+  'handingOff/successorDead': `! ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! =`,
+  'handingOff/incumbentDead': `! ! ! ! = = | = = = = = | = = = = | = = | serving serving restarting restarting | = ! =`,
+  'handingOff/stopPending':   `! ! ! ! = = | = = = = = | = = = = | = = | stopping stopping stopping stopping | = ! =`,
+  restarting:                 `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! recovering`,
+  'restarting/awaitingExit':  `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
+  failed:                     `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
+  stopping:                   `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | = stopped =`,
+  stopped:                    `! = = = = = | = = = = = | = = = = | = = | = = = = | = = =`,
 };
 
 describeTable({
@@ -122,6 +123,11 @@ describe('lifecycle machine: decisions', () => {
     expect(r.state.phase).toBe('failed');
     expect(r.state.failure).toMatch(/died: exit 4; it never served since the supervisor started — check its command/);
     expect(of(r.effects, 'restartScheduled')).toEqual([]);
+  });
+
+  it('reports a recovery that cannot look at the data directory as the reason it did not start', () => {
+    const r = run(S.recovering, EVENTS.recoveryFailed as LifecycleEvent);
+    expect(r.state).toMatchObject({ phase: 'failed', failure: expect.stringMatching(/^recovery failed: cannot open the lock file; it never served/) });
   });
 
   it('adopts what recovery found, or cold-starts the configured program', () => {

@@ -159,6 +159,8 @@ export type LifecycleEvent =
   | { readonly type: 'start'; readonly now: number }
   /** Recovery is done: `adopted` is the live daemon whose session is open, or null (cold start needed). */
   | { readonly type: 'recovered'; readonly adopted: { readonly pid: number; readonly buildId: string } | null; readonly now: number }
+  /** Recovery could not look (e.g. the data directory's lock file cannot be opened). */
+  | { readonly type: 'recoveryFailed'; readonly reason: string; readonly now: number }
   /** The cold-started daemon's process exists. */
   | { readonly type: 'coldSpawned'; readonly pid: number }
   /** The cold start failed: it could not spawn (`pid` null), or the daemon lives but did not answer in time (it is then stopped). */
@@ -183,7 +185,7 @@ export type LifecycleEvent =
 
 /** Effects the lifecycle's driver carries out, in order. */
 export type LifecycleEffect =
-  /** Read the journal and converge (adopt the live lock holder that answers, stop orphans); then feed `recovered`. */
+  /** Read the journal and converge (adopt the live lock holder that answers, stop orphans); then feed `recovered` (or `recoveryFailed`). */
   | { readonly type: 'recover' }
   /** Spawn `program` as a cold start (feed `coldSpawned`), then wait for its session (`sessionOpened` or `coldStartFailed`). */
   | { readonly type: 'coldStart'; readonly program: DaemonProgram }
@@ -380,6 +382,11 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
       if (event.adopted) return serve(state, event.adopted.pid, event.adopted.buildId, event.now, 'adopted', true);
       return { state: { ...state, phase: 'starting', startingPid: null }, effects: [{ type: 'coldStart', program: state.program }] };
     }
+
+    case 'recoveryFailed':
+      if (state.phase !== 'recovering') return violation(state, 'recoveryFailed outside recovery');
+      if (state.stopPending !== null) return stop(state, state.stopPending);
+      return died(state, `recovery failed: ${event.reason}`, event.now);
 
     case 'coldSpawned':
       if (state.phase !== 'starting') return same(state);

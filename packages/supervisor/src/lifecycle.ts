@@ -183,7 +183,14 @@ export class LifecycleDriver {
 
   async #recover(): Promise<void> {
     const { timeouts } = this.#config;
-    const { adopted } = await recover({ journal: this.#journal, connector: this.#connector, dataDir: this.#config.dataDir, livenessMs: timeouts.livenessMs, startTimeoutMs: this.#config.startTimeoutMs, stopGraceMs: timeouts.stopGraceMs });
+    let adopted: IncumbentSession | null;
+    try {
+      ({ adopted } = await recover({ journal: this.#journal, connector: this.#connector, dataDir: this.#config.dataDir, livenessMs: timeouts.livenessMs, startTimeoutMs: this.#config.startTimeoutMs, stopGraceMs: timeouts.stopGraceMs }));
+    } catch (error) {
+      // E.g. the data directory's lock file cannot be opened: say so, start nothing.
+      this.feed({ type: 'recoveryFailed', reason: messageOf(error), now: Date.now() });
+      return;
+    }
     if (adopted) this.#keepSession(adopted.hello.pid, adopted);
     this.feed({ type: 'recovered', adopted: adopted ? { pid: adopted.hello.pid, buildId: adopted.hello.buildId } : null, now: Date.now() });
   }

@@ -3,7 +3,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
@@ -57,6 +57,19 @@ describe('handoff-supervisor configuration', () => {
     const missing = ws.start(['--config', join(ws.dir, 'nope.toml')]);
     expect(await missing.exited).toBe(2);
     expect(missing.output).toMatch(/nope\.toml: cannot read the configuration \(ENOENT\); check the path given to --config/);
+  });
+});
+
+describe('a data directory that is not there', () => {
+  it('exits 1 with one line naming it and what to do, no stack trace, nothing started', async () => {
+    await using ws = new Workspace();
+    const file = ws.config();
+    rmSync(ws.dataDir, { recursive: true });
+    const sup = ws.start(['--config', file]);
+    expect(await sup.exited).toBe(1);
+    expect(sup.output).toMatch(/handoff-supervisor: recovery failed: cannot open the lock file in .*data: .*ENOENT.*; check that the data directory exists and is writable/);
+    expect(sup.output).not.toMatch(/\n\s+at /);
+    expect(ws.daemons()).toEqual([]);
   });
 });
 

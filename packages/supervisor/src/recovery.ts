@@ -59,7 +59,9 @@ export async function recover(ctx: RecoveryContext): Promise<Recovery> {
     const lock = DataDirLock.probe(ctx.dataDir);
     if (!lock.held && !known.some(sameProcess)) break;
     const now = Date.now();
-    if (now >= deadline && !(lock.held && lock.pidAlive && now < holderDeadline)) break;
+    // A held lock means a live holder (the kernel frees it with its process), even while the
+    // pid file still names the previous one: wait for it to answer, up to the start timeout.
+    if (now >= deadline && !(lock.held && now < holderDeadline)) break;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   const stopped: number[] = [];

@@ -108,7 +108,11 @@ describe('recovery beyond the matrix', () => {
     await cluster.startSupervisor().catch(() => undefined); // dies right after spawning the daemon
     await cluster.waitFor('the crash point', () => cluster.fired());
     await cluster.waitFor('the supervisor to be gone', () => cluster.supervisorPid === null || cluster.lock().held);
-    const starting = await cluster.waitFor('the cold-started daemon to hold the lock', () => (cluster.lock().held ? cluster.lock().pid : null));
+    // (Right after taking the lock, the pid file may still name the daemon killed above.)
+    const starting = await cluster.waitFor('the cold-started daemon to hold the lock', () => {
+      const lock = cluster.lock();
+      return lock.held && lock.pidAlive ? lock.pid : null;
+    });
     await cluster.startSupervisor(); // while that daemon still opens its data
     expect(await checkPromises(cluster, null)).toEqual([]);
     expect((await cluster.health())?.pid).toBe(starting);

@@ -14,6 +14,7 @@ import { ask } from './client.js';
 import type { Answer } from './client.js';
 import { loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
+import { ENV_NAME } from './trigger.js';
 
 const program = new Command()
   .name('handoffctl')
@@ -59,7 +60,7 @@ function describeResult(r: Answer): string {
 
 function parseEnv(value: string, previous: Record<string, string>): Record<string, string> {
   const eq = value.indexOf('=');
-  if (eq <= 0 || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(value.slice(0, eq))) throw new InvalidArgumentError(`expected NAME=value, got ${JSON.stringify(value)}`);
+  if (eq <= 0 || !ENV_NAME.test(value.slice(0, eq))) throw new InvalidArgumentError(`expected NAME=value, got ${JSON.stringify(value)}`);
   return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
 }
 

@@ -16,7 +16,7 @@ import { pino } from 'pino';
 import type { Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { ErrorCode, changeProgram } from '@handoff/protocol';
-import { Supervisor, SupervisorChannels, bindListeners, listenersFromEnv, selfTestHeldListeners } from '@handoff/supervisor';
+import { Supervisor, SupervisorChannels, bindListeners, listenerAddress, listenersFromEnv, selfTestHeldListeners } from '@handoff/supervisor';
 import type { HandoffRequest, HandoffResult, HeldListener, SupervisorChannel } from '@handoff/supervisor';
 import { ask } from './client.js';
 import { defaultConfig, loadConfig } from './config.js';
@@ -170,7 +170,7 @@ async function main(): Promise<void> {
     // From systemd or a holder: the configured address and backlog of each, by name.
     listeners = listeners.map((l) => {
       const c = config.listeners.find((x) => x.name === l.name);
-      return { ...l, backlog: c?.backlog ?? 511, ...(c ? { address: 'path' in c ? `unix:${c.path}` : c.host.includes(':') ? `tcp:[${c.host}]:${c.port}` : `tcp:${c.host}:${c.port}` } : {}) };
+      return { ...l, backlog: c?.backlog ?? 511, ...(c ? { address: listenerAddress(c) } : {}) };
     });
   }
 

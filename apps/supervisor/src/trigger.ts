@@ -23,6 +23,9 @@ export type TriggerRequest =
   | { readonly cmd: 'status' }
   | { readonly cmd: 'stop' };
 
+/** What an environment variable's name may be, in a request's `env`. */
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /** Largest request line. */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Time a client has to send its request line. */
@@ -57,7 +60,7 @@ export function parseRequest(line: string): TriggerRequest | string {
     if (r.command !== undefined && (typeof r.command !== 'string' || r.command === '')) return '"command" must be a non-empty string';
     if (r.args !== undefined && (!Array.isArray(r.args) || !r.args.every((a) => typeof a === 'string'))) return '"args" must be an array of strings';
     const env = r.env;
-    if (env !== undefined && (typeof env !== 'object' || env === null || Array.isArray(env) || !Object.entries(env).every(([k, v]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && typeof v === 'string'))) {
+    if (env !== undefined && (typeof env !== 'object' || env === null || Array.isArray(env) || !Object.entries(env).every(([k, v]) => ENV_NAME.test(k) && typeof v === 'string'))) {
       return '"env" must be an object of variable names to string values';
     }
     return {

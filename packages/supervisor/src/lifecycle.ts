@@ -223,9 +223,8 @@ export class LifecycleDriver {
     try {
       spawned = spawnDaemon(program, { role: 'cold', ...this.#spawnOptions() });
     } catch (error) {
-      queueMicrotask(() => {
-        this.feed({ type: 'coldStartFailed', pid: null, reason: messageOf(error), now: Date.now() });
-      });
+      // (Fed while this effect runs: the driver handles it right after the current transition.)
+      this.feed({ type: 'coldStartFailed', pid: null, reason: messageOf(error), now: Date.now() });
       return;
     }
     const { pid } = spawned;

@@ -16,6 +16,12 @@ export type ListenerSpec =
   | { readonly name: string; readonly host: string; readonly port: number; readonly backlog?: number }
   | { readonly name: string; readonly path: string; readonly mode?: number; readonly backlog?: number };
 
+/** How a listener is named in status and logs: `tcp:host:port`, `tcp:[::1]:port` or `unix:/path`. */
+export function listenerAddress(spec: ListenerSpec): string {
+  if ('path' in spec) return `unix:${spec.path}`;
+  return net.isIP(spec.host) === 6 ? `tcp:[${spec.host}]:${spec.port}` : `tcp:${spec.host}:${spec.port}`;
+}
+
 /** A socket the supervisor holds. */
 export interface HeldListener {
   readonly name: string;
@@ -70,7 +76,7 @@ export function bindListeners(specs: readonly ListenerSpec[]): { readonly listen
         if (typeof handle === 'number') throw bindError(spec.name, `unix:${spec.path}`, handle);
         handles.push(handle);
         chmodSync(spec.path, spec.mode ?? 0o666);
-        listeners.push({ name: spec.name, fd: handle.fd, address: `unix:${spec.path}`, ...(spec.backlog ? { backlog: spec.backlog } : {}) });
+        listeners.push({ name: spec.name, fd: handle.fd, address: listenerAddress(spec), ...(spec.backlog ? { backlog: spec.backlog } : {}) });
       } else {
         const family = net.isIP(spec.host);
         if (family === 0) throw new SupervisorError(SupervisorErrorCode.Listener, `listener "${spec.name}": host ${JSON.stringify(spec.host)} is not an IP address`);
@@ -82,7 +88,7 @@ export function bindListeners(specs: readonly ListenerSpec[]): { readonly listen
         handle.getsockname?.(out);
         const port = typeof out.port === 'number' ? out.port : 0;
         if (port === 0 || (spec.port !== 0 && port !== spec.port)) throw bindError(spec.name, `${spec.host}:${spec.port}`, -98);
-        listeners.push({ name: spec.name, fd: handle.fd, address: family === 6 ? `tcp:[${spec.host}]:${port}` : `tcp:${spec.host}:${port}`, ...(spec.backlog ? { backlog: spec.backlog } : {}) });
+        listeners.push({ name: spec.name, fd: handle.fd, address: listenerAddress({ ...spec, port }), ...(spec.backlog ? { backlog: spec.backlog } : {}) });
       }
     }
   } catch (error) {

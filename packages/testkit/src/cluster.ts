@@ -23,7 +23,7 @@ import type { DaemonCommand, HandoffRequest, HandoffResult, HeldListener, Superv
 import { spawnWithListenPid } from '@handoff/supervisor/internal';
 import { ask } from '@handoff/supervisor-cli/client';
 import type { Answer } from '@handoff/supervisor-cli/client';
-import { waitUntil } from './wait.js';
+import { waitForValue, waitUntil } from './wait.js';
 
 /** Timeouts for tests: short, so that liveness and recovery cases finish quickly. */
 export const TEST_TIMEOUTS: Partial<Timeouts> = {
@@ -312,14 +312,8 @@ export class Cluster implements AsyncDisposable {
   }
 
   /** Waits for `predicate` with a deadline; fails with the cluster's output. */
-  async waitFor<T>(what: string, predicate: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<T>> {
-    let value: T | undefined;
-    const found = async (): Promise<boolean> => {
-      value = await predicate();
-      return value !== undefined && value !== null && value !== false;
-    };
-    await waitUntil(what, found, timeoutMs, { context: () => `--- output ---\n${this.#output}` });
-    return value as NonNullable<T>;
+  waitFor<T>(what: string, predicate: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<T>> {
+    return waitForValue(what, predicate, timeoutMs, { context: () => `--- output ---\n${this.#output}` });
   }
 
   /** GET the health path on a fresh connection: what the serving daemon says about itself (its pid at least), or null. */

@@ -10,7 +10,7 @@ export { LoadDriver, verifyLedger } from './load.js';
 export type { ErrorCounts, LoadOptions, LoadReport, RequestResult, Role } from './load.js';
 export { checkPromises } from './checks.js';
 export type { CheckOptions } from './checks.js';
-export { waitUntil } from './wait.js';
+export { waitForValue, waitUntil } from './wait.js';
 export type { WaitOptions } from './wait.js';
 export { runCrashScenario } from './scenario.js';
 export type { CrashScenario, CrashScenarioResult } from './scenario.js';

@@ -22,3 +22,21 @@ export async function waitUntil(what: string, predicate: () => boolean | Promise
     await new Promise((resolve) => setTimeout(resolve, options.everyMs ?? 20));
   }
 }
+
+/**
+ * Polls `probe` until it returns a value other than null, undefined or false, and returns
+ * it; throws like {@link waitUntil} after `timeoutMs`.
+ */
+export async function waitForValue<T>(what: string, probe: () => T | Promise<T>, timeoutMs = 20_000, options: WaitOptions = {}): Promise<NonNullable<T>> {
+  let value: T | undefined;
+  await waitUntil(
+    what,
+    async () => {
+      value = await probe();
+      return value !== undefined && value !== null && value !== false;
+    },
+    timeoutMs,
+    options,
+  );
+  return value as NonNullable<T>;
+}

@@ -9,7 +9,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
-import { LoadDriver, waitUntil } from '../src/index.js';
+import { LoadDriver, verifyLedger, waitUntil } from '../src/index.js';
 import { CTL, MAIN, Workspace } from './bin.js';
 import type { Running } from './bin.js';
 
@@ -181,6 +181,37 @@ describe('stopping during start-up', () => {
     expect(await sup.exited).toBe(0);
     expect(ws.daemons()).toEqual([]);
     expect(sup.output).toMatch(/"msg":"stopped"/);
+  });
+});
+
+describe('after the commit point, standalone', () => {
+  it('restarts the committed program when the new daemon dies right after Commit; status and handoffctl tell the truth', async () => {
+    await using ws = new Workspace();
+    const crash = join(ws.dir, 'crash-point');
+    const sup = ws.start(['--config', ws.config()], { HANDOFF_CRASH_FILE: crash });
+    showOnFailure(sup);
+    await sup.ready();
+    const port = await sup.port();
+    const load = new LoadDriver({ port, readers: 2, writers: 1, probeEveryMs: 5 }).start();
+    await load.waitForProgress(20);
+    writeFileSync(crash, 'successor:received-Commit SIGKILL\n');
+    const up = await ws.ctl(['upgrade', '--env', 'KV_BUILD_ID=v2']);
+    expect(up.code, up.stderr).toBe(0);
+    expect(up.stdout).toMatch(/committed: .*; no daemon serves yet\nafter the handoff: the new daemon \(pid \d+\) died right after the commit point .*restarts the committed program/);
+    const killed = Number(readFileSync(`${crash}.fired`, 'utf8').split(' ')[1]);
+    let status = await sup.status();
+    await waitUntil('a restarted daemon to serve', async () => {
+      status = await sup.status();
+      return status.lifecycle === 'serving' && (status.incumbent as { session: boolean } | null)?.session === true;
+    }, 15_000, { context: () => sup.output });
+    const health = JSON.parse(await scrape(`http://127.0.0.1:${port}/health`)) as { pid: number; buildId: string };
+    expect(health.buildId).toBe('v2'); // the committed program, not the configured one
+    expect(status).toMatchObject({ restarts: 1, incumbent: { pid: health.pid } });
+    expect(health.pid).not.toBe(killed);
+    expect(ws.daemons()).toEqual([health.pid]);
+    const report = await load.stop();
+    expect(report.errors).toMatchObject({ refused: 0, timeout: 0, non2xx: 0, other: 0 }); // resets: connections the killed daemon had accepted
+    expect(await verifyLedger(port, load.ledger)).toEqual([]);
   });
 });
 

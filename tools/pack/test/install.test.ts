@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { waitForValue } from '@handoff/testkit';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
@@ -82,16 +83,8 @@ describe('the public packages, packed and installed with npm outside the workspa
       return { code: typeof e.code === 'number' ? e.code : -1, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
     }
   };
-  /** Polls `probe` until it returns a value (deadline-bounded). */
-  const until = async <T>(what: string, probe: () => Promise<T | null>, timeoutMs = 20_000): Promise<T> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const value = await probe().catch(() => null);
-      if (value !== null) return value;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${output}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  };
+  /** Waits (deadline-bounded) until `probe` answers; a probe that throws (nothing listens yet) has not answered. */
+  const until = <T>(what: string, probe: () => Promise<T | null>): Promise<T> => waitForValue(what, () => probe().catch(() => null), 20_000, { everyMs: 100, context: () => output });
 
   beforeAll(async () => {
     mkdirSync(packs);

@@ -28,6 +28,12 @@ const SAMPLES: readonly { name: string; message: Message; note?: string }[] = [
   { name: 'Commit', message: { type: 'Commit', handoffId: 'h-0001' } },
   { name: 'Abort', message: { type: 'Abort', handoffId: 'h-0001', code: 'HANDOFF_REVISIONS_DIVERGED', reason: 'shard 0 behind' } },
   { name: 'ResumeAfterAbort', message: { type: 'ResumeAfterAbort', handoffId: 'h-0001', reason: 'successor exited' } },
+  {
+    name: 'SpawnHolder',
+    message: { type: 'SpawnHolder', argv: ['/usr/bin/node', '/usr/lib/handoff/main.js', '--config', '/etc/handoff.toml'], cwd: '/', env: ['PATH=/usr/bin:/bin'] },
+  },
+  { name: 'HolderSpawned', message: { type: 'HolderSpawned', pid: 4300, error: '' } },
+  { name: 'HolderSpawned (refused)', message: { type: 'HolderSpawned', pid: null, error: 'a handoff is in progress' }, note: 'pid is nil when no holder was started' },
   { name: 'Heartbeat', message: { type: 'Heartbeat', ts: 1763712000000 }, note: 'ts above 2^32 is an int 64 (0xd3)' },
 ];
 

@@ -2,9 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { incumbentTransition, initialIncumbentState } from './incumbent-machine.js';
 import type { IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState } from './incumbent-machine.js';
 import type { ToDaemonMessage } from './messages.js';
+import { Capability } from './negotiation.js';
 import { describeTable, reach } from './transition-table.fixture.js';
 
-const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: 0, heartbeatMs: 500, livenessMs: 3000 };
+const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: Capability.SpawnHolder, heartbeatMs: 500, livenessMs: 3000 };
 const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   HelloAck: { type: 'HelloAck', version: 1, handoffId: null, capabilities: 0 },
   PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100 },
@@ -14,6 +15,7 @@ const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   Abort: { type: 'Abort', handoffId: 'h1', code: 'HANDOFF_CANCELLED', reason: 'x' },
   ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
   Heartbeat: { type: 'Heartbeat', ts: 1 },
+  SpawnHolder: { type: 'SpawnHolder', argv: ['/usr/bin/keeper'], cwd: '/', env: [] },
 };
 const EVENTS: Record<string, IncumbentEvent> = {
   sessionOpened: { type: 'sessionOpened' },
@@ -48,19 +50,19 @@ const STATES: Record<string, IncumbentState> = {
 };
 
 const H = '!resuming';
-// sessionOpened sessionClosed | HelloAck Prepare SealRequest Begin Commit Abort Resume Heartbeat | drainDone drainFailed sealProgress sealDone sealFailed lockReleased resumed resumeFailed | T:live T:hb
+// sessionOpened sessionClosed | HelloAck Prepare SealRequest Begin Commit Abort Resume Heartbeat SpawnHolder | drainDone drainFailed sealProgress sealDone sealFailed lockReleased resumed resumeFailed | T:live T:hb
 const TABLE: Record<string, string> = {
-  'serving/none': `serving = | ! ! ! ! ! ! ! ! | = = = = = = = = | = =`,
-  'serving/hello': `serving = | = ! ! ! ! ! ! ! | = = = = = = = = | = =`,
-  'serving/established': `serving = | ! draining ! ! ! = = = | = = = = = = = = | = =`,
-  draining: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = | drained resuming = = = = = = | resuming =`,
-  drained: `resuming resuming | ${H} ${H} sealing ${H} ${H} resuming resuming = | = = = = = = = = | resuming =`,
-  sealing: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = | = = = releasing resuming = = = | resuming =`,
-  releasing: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = | = = = = = sealed = = | resuming =`,
-  sealed: `resuming resuming | ${H} ${H} ${H} ${H} committed resuming resuming = | = = = = = = = = | resuming =`,
-  resuming: `= = | ! ! ! ! ! = = = | = = = = = = serving exited | = =`,
-  committed: `= = | = = = = = = = = | = = = = = = = = | = =`,
-  exited: `= = | = = = = = = = = | = = = = = = = = | = =`,
+  'serving/none': `serving = | ! ! ! ! ! ! ! ! ! | = = = = = = = = | = =`,
+  'serving/hello': `serving = | = ! ! ! ! ! ! ! ! | = = = = = = = = | = =`,
+  'serving/established': `serving = | ! draining ! ! ! = = = = | = = = = = = = = | = =`,
+  draining: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = = | drained resuming = = = = = = | resuming =`,
+  drained: `resuming resuming | ${H} ${H} sealing ${H} ${H} resuming resuming = = | = = = = = = = = | resuming =`,
+  sealing: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = = | = = = releasing resuming = = = | resuming =`,
+  releasing: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = = | = = = = = sealed = = | resuming =`,
+  sealed: `resuming resuming | ${H} ${H} ${H} ${H} committed resuming resuming = = | = = = = = = = = | resuming =`,
+  resuming: `= = | ! ! ! ! ! = = = = | = = = = = = serving exited | = =`,
+  committed: `= = | = = = = = = = = = | = = = = = = = = | = =`,
+  exited: `= = | = = = = = = = = = | = = = = = = = = | = =`,
 };
 
 describeTable({
@@ -79,6 +81,16 @@ describeTable({
 
 describe('incumbent machine: decisions', () => {
   const types = (effects: readonly IncumbentEffect[]) => effects.map((e) => (e.type === 'send' ? `send:${e.message.type}` : e.type));
+
+  it('starts a listener holder only between handoffs, and only with the capability', () => {
+    const asked = EVENTS['M:SpawnHolder'] as IncumbentEvent;
+    expect(incumbentTransition(STATES['serving/established'] as IncumbentState, asked).effects).toEqual([{ type: 'spawnHolder', argv: ['/usr/bin/keeper'], cwd: '/', env: [] }]);
+    const busy = incumbentTransition(STATES.draining as IncumbentState, asked);
+    expect(types(busy.effects)).toEqual(['setTimer', 'send:HolderSpawned']);
+    expect(busy.effects.at(-1)).toMatchObject({ message: { pid: null, error: expect.stringMatching(/handoff is in progress/) as unknown } });
+    const without = { ...(STATES['serving/established'] as IncumbentState), config: { ...CONFIG, capabilities: 0 } };
+    expect(incumbentTransition(without, asked).violation?.message).toMatch(/did not announce the SpawnHolder capability/);
+  });
 
   it('releases the lock after seal and only then sends SealComplete with the report', () => {
     const a = incumbentTransition(STATES.sealing as IncumbentState, EVENTS.sealDone as IncumbentEvent);

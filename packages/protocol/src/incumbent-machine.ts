@@ -12,6 +12,7 @@ import { HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.j
 import { helloFor } from './machine.js';
 import type { CancelTimer, DaemonConfig, SetTimer, Transition } from './machine.js';
 import type { SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
+import { Capability } from './negotiation.js';
 
 /** Phases of the incumbent machine. */
 export type IncumbentPhase = 'serving' | 'draining' | 'drained' | 'sealing' | 'releasing' | 'sealed' | 'resuming' | 'committed' | 'exited';
@@ -75,6 +76,11 @@ export type IncumbentEffect =
   | { readonly type: 'resume'; readonly reacquireLock: boolean; readonly reason: string }
   /** Stop serving and exit the process with `code`. */
   | { readonly type: 'exit'; readonly code: number; readonly reason: string }
+  /**
+   * Start `argv` as a detached child with this process's listeners inherited (PROTOCOL.md
+   * section 6, "Listener holder"), then send HolderSpawned with its pid or the error.
+   */
+  | { readonly type: 'spawnHolder'; readonly argv: readonly string[]; readonly cwd: string; readonly env: readonly string[] }
   | SetTimer<IncumbentTimer>
   | CancelTimer<IncumbentTimer>;
 
@@ -171,6 +177,13 @@ function onMessage(state: IncumbentState, message: ToDaemonMessage): Result {
       return resume(state, `${message.type}: ${message.reason}`);
     case 'Begin':
       return endSession(state, violation(state, 'Begin is for successors'));
+    case 'SpawnHolder':
+      if ((c.capabilities & Capability.SpawnHolder) === 0) return endSession(state, violation(state, 'SpawnHolder, and this daemon did not announce the SpawnHolder capability'));
+      // Only between handoffs: a holder started mid-handoff could inherit listeners this process is closing.
+      if (state.phase !== 'serving') {
+        return { state, effects: [...liveness, { type: 'send', message: { type: 'HolderSpawned', pid: null, error: `a handoff is in progress (phase ${state.phase}); ask again once it ends` } }] };
+      }
+      return { state, effects: [{ type: 'spawnHolder', argv: message.argv, cwd: message.cwd, env: message.env }] };
     default:
       return assertNever(message, 'message');
   }

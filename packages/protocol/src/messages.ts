@@ -31,6 +31,10 @@ export const FieldLimits = {
   deadlineMsMax: 86_400_000,
   /** Largest pid. */
   pidMax: 0x7fff_ffff,
+  /** Most arguments and environment entries of a SpawnHolder, and the longest one. */
+  argvMax: 256,
+  envMax: 1024,
+  argMax: 8192,
 } as const;
 
 /** The role a daemon announces in its Hello. */
@@ -145,8 +149,26 @@ export interface ResumeAfterAbort {
   readonly reason: string;
 }
 
+/**
+ * Start a listener holder: the incumbent runs `argv` (in `cwd`, with exactly `env`, entries
+ * `NAME=value`) as its own detached child with its listeners inherited (PROTOCOL.md section 6,
+ * "Listener holder"). Sent on an incumbent's control session, only with `SpawnHolder` in force.
+ */
+export interface SpawnHolder {
+  readonly type: 'SpawnHolder';
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  readonly env: readonly string[];
+}
+/** The answer to SpawnHolder: the holder's pid, or nil and why not. */
+export interface HolderSpawned {
+  readonly type: 'HolderSpawned';
+  readonly pid: number | null;
+  readonly error: string;
+}
+
 /** Messages a daemon (incumbent or successor) sends to the supervisor. */
-export type ToSupervisorMessage = Hello | Drained | SealProgress | SealComplete | SealFailed | Ready | Heartbeat;
+export type ToSupervisorMessage = Hello | Drained | SealProgress | SealComplete | SealFailed | Ready | Heartbeat | HolderSpawned;
 /** Messages the supervisor sends to a daemon. */
 export type ToDaemonMessage =
   | HelloAck
@@ -156,6 +178,7 @@ export type ToDaemonMessage =
   | Commit
   | Abort
   | ResumeAfterAbort
+  | SpawnHolder
   | Heartbeat;
 /** Every v1 message. */
 export type Message = ToSupervisorMessage | ToDaemonMessage;
@@ -257,6 +280,19 @@ const SCHEMAS = {
     },
   },
   ResumeAfterAbort: { directions: toD, fields: { handoffId, reason: text } },
+  SpawnHolder: {
+    directions: toD,
+    fields: {
+      argv: { kind: 'stringArray', maxItems: FieldLimits.argvMax, maxLength: FieldLimits.argMax },
+      cwd: { kind: 'string', min: 1, max: FieldLimits.argMax },
+      env: { kind: 'stringArray', maxItems: FieldLimits.envMax, maxLength: FieldLimits.argMax },
+    },
+    check: (m) => {
+      if ((m.argv as readonly string[]).length === 0 || (m.argv as readonly string[])[0] === '') return 'argv must name a program';
+      return (m.env as readonly string[]).every((e) => /^[A-Za-z_][A-Za-z0-9_]*=/.test(e)) ? undefined : 'env entries must be NAME=value';
+    },
+  },
+  HolderSpawned: { directions: toS, fields: { pid: { kind: 'nullable', inner: pid }, error: text } },
 } as const satisfies Readonly<Record<MessageType, MessageSchema>>;
 
 /**

@@ -40,6 +40,8 @@ export const Capability = {
   ReserveListeners: 1 << 2,
   /** The daemon accepts a Commit on its successor channel and then serves sessions on its control socket. */
   CommitToSuccessor: 1 << 3,
+  /** The incumbent answers SpawnHolder: it starts a listener holder as its own child, its listeners inherited. */
+  SpawnHolder: 1 << 4,
 } as const;
 
 /** One named capability. */

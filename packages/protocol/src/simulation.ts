@@ -363,6 +363,8 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
       case 'exit':
         kill(INCUMBENT, `exit ${effect.code}: ${effect.reason}`);
         return;
+      case 'spawnHolder':
+        return; // the simulated supervisor never asks for a listener holder
       default:
         assertNever(effect, 'effect');
     }

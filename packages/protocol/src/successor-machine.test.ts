@@ -14,6 +14,7 @@ const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   Abort: { type: 'Abort', handoffId: 'h1', code: 'HANDOFF_CANCELLED', reason: 'x' },
   ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
   Heartbeat: { type: 'Heartbeat', ts: 1 },
+  SpawnHolder: { type: 'SpawnHolder', argv: ['/usr/bin/keeper'], cwd: '/', env: [] },
 };
 const EVENTS: Record<string, SuccessorEvent> = {
   start: { type: 'start' },
@@ -38,16 +39,16 @@ const STATES: Record<string, SuccessorState> = {
 };
 
 const X = '!exited';
-// start sessionClosed | HelloAck Prepare SealRequest Begin Commit Abort Resume Heartbeat | takeoverDone takeoverFailed | T:live T:hb
+// start sessionClosed | HelloAck Prepare SealRequest Begin Commit Abort Resume Heartbeat SpawnHolder | takeoverDone takeoverFailed | T:live T:hb
 const TABLE: Record<string, string> = {
-  init: `awaitingAck exited | ${X} ${X} ${X} ${X} ${X} ${X} ${X} ${X} | ${X} ${X} | = =`,
-  awaitingAck: `${X} exited | awaitingBegin ${X} ${X} ${X} ${X} exited ${X} ${X} | ${X} ${X} | exited =`,
-  awaitingBegin: `${X} exited | ${X} ${X} ${X} takingOver ${X} exited ${X} = | ${X} ${X} | exited =`,
-  takingOver: `${X} = | ${X} ${X} ${X} ${X} ${X} exited ${X} = | ready exited | = =`,
-  'takingOver/orphaned': `${X} = | = = = = = = = = | committed exited | = =`,
-  ready: `${X} committed | ${X} ${X} ${X} ${X} committed exited ${X} = | ${X} ${X} | committed =`,
-  committed: `= = | = = = = = = = = | = = | = =`,
-  exited: `= = | = = = = = = = = | = = | = =`,
+  init: `awaitingAck exited | ${X} ${X} ${X} ${X} ${X} ${X} ${X} ${X} ${X} | ${X} ${X} | = =`,
+  awaitingAck: `${X} exited | awaitingBegin ${X} ${X} ${X} ${X} exited ${X} ${X} ${X} | ${X} ${X} | exited =`,
+  awaitingBegin: `${X} exited | ${X} ${X} ${X} takingOver ${X} exited ${X} = ${X} | ${X} ${X} | exited =`,
+  takingOver: `${X} = | ${X} ${X} ${X} ${X} ${X} exited ${X} = ${X} | ready exited | = =`,
+  'takingOver/orphaned': `${X} = | = = = = = = = = = | committed exited | = =`,
+  ready: `${X} committed | ${X} ${X} ${X} ${X} committed exited ${X} = ${X} | ${X} ${X} | committed =`,
+  committed: `= = | = = = = = = = = = | = = | = =`,
+  exited: `= = | = = = = = = = = = | = = | = =`,
 };
 
 describeTable({

@@ -153,6 +153,7 @@ function onMessage(state: SuccessorState, message: ToDaemonMessage): Result {
     case 'PrepareHandoff':
     case 'SealRequest':
     case 'ResumeAfterAbort':
+    case 'SpawnHolder':
       return fail(state, violation(state, `${message.type} is for incumbents`));
     default:
       return assertNever(message, 'message');

@@ -17,6 +17,7 @@ const MESSAGES: Record<ToSupervisorMessage['type'], ToSupervisorMessage> = {
   SealFailed: { type: 'SealFailed', handoffId: 'h1', error: 'disk full' },
   Ready: { type: 'Ready', handoffId: 'h1', listeningOn: ['http'], healthy: true, revisions: [5] },
   Heartbeat: { type: 'Heartbeat', ts: 1 },
+  HolderSpawned: { type: 'HolderSpawned', pid: 400, error: '' },
 };
 const TYPES = Object.keys(MESSAGES) as ToSupervisorMessage['type'][];
 
@@ -56,17 +57,17 @@ const STATES: Record<string, SupervisorState> = {
 const V = '!aborting';
 const R = '!rolledBack';
 const TABLE: Record<string, string> = {
-  //                 start spawned spawnFailed | S:Hello S:Drained S:SealProgress S:SealComplete S:SealFailed S:Ready S:Heartbeat | I:Hello I:Drained I:SealProgress I:SealComplete I:SealFailed I:Ready I:Heartbeat | sGone iExited iDisc | T:phase T:total T:iLive T:sLive T:hb | cancel
-  idle: `spawning ! ! | ! ! ! ! ! ! ! | ! ! ! ! ! ! = | ! = = | = = = = = | =`,
-  spawning: `! awaitingHello rolledBack | ${R} ${R} ${R} ${R} ${R} ${R} ${R} | ${R} ${R} ${R} ${R} ${R} ${R} = | ${R} = = | rolledBack rolledBack = = = | rolledBack`,
-  awaitingHello: `! ${V} ${V} | preparing ${V} ${V} ${V} ${V} ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = | rolledBack = = | aborting aborting = = = | aborting`,
-  preparing: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = | ${V} sealing ${V} ${V} aborting ${V} = | rolledBack beginning aborting | aborting aborting aborting aborting = | aborting`,
-  sealing: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = | ${V} ${V} = beginning aborting ${V} = | rolledBack beginning aborting | aborting aborting aborting aborting = | aborting`,
-  beginning: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} committed = | ${V} ${V} ${V} ${V} ${V} ${V} = | rolledBack = = | aborting aborting = aborting = | aborting`,
-  aborting: `! = = | = = = = = = = | = = = = = = = | rolledBack = = | rolledBack = = = = | =`,
-  committed: `= = = | = = = = = = = | = = = = = = = | = = = | = = = = = | =`,
-  rolledBack: `= = = | = = = = = = = | = = = = = = = | = = = | = = = = = | =`,
-  failed: `= = = | = = = = = = = | = = = = = = = | = = = | = = = = = | =`,
+  //                 start spawned spawnFailed | S:Hello S:Drained S:SealProgress S:SealComplete S:SealFailed S:Ready S:Heartbeat S:HolderSpawned | I:Hello I:Drained I:SealProgress I:SealComplete I:SealFailed I:Ready I:Heartbeat I:HolderSpawned | sGone iExited iDisc | T:phase T:total T:iLive T:sLive T:hb | cancel
+  idle: `spawning ! ! | ! ! ! ! ! ! ! ! | ! ! ! ! ! ! = ! | ! = = | = = = = = | =`,
+  spawning: `! awaitingHello rolledBack | ${R} ${R} ${R} ${R} ${R} ${R} ${R} ${R} | ${R} ${R} ${R} ${R} ${R} ${R} = ${R} | ${R} = = | rolledBack rolledBack = = = | rolledBack`,
+  awaitingHello: `! ${V} ${V} | preparing ${V} ${V} ${V} ${V} ${V} ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = ${V} | rolledBack = = | aborting aborting = = = | aborting`,
+  preparing: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = ${V} | ${V} sealing ${V} ${V} aborting ${V} = ${V} | rolledBack beginning aborting | aborting aborting aborting aborting = | aborting`,
+  sealing: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = ${V} | ${V} ${V} = beginning aborting ${V} = ${V} | rolledBack beginning aborting | aborting aborting aborting aborting = | aborting`,
+  beginning: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} committed = ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = ${V} | rolledBack = = | aborting aborting = aborting = | aborting`,
+  aborting: `! = = | = = = = = = = = | = = = = = = = = | rolledBack = = | rolledBack = = = = | =`,
+  committed: `= = = | = = = = = = = = | = = = = = = = = | = = = | = = = = = | =`,
+  rolledBack: `= = = | = = = = = = = = | = = = = = = = = | = = = | = = = = = | =`,
+  failed: `= = = | = = = = = = = = | = = = = = = = = | = = = | = = = = = | =`,
 };
 
 describeTable({

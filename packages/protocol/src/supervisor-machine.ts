@@ -331,6 +331,7 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
     }
     case 'Hello':
     case 'Ready':
+    case 'HolderSpawned':
       return abortForViolation(state, violation(state, `unexpected ${message.type} from the incumbent`));
     default:
       return assertNever(message, 'message');
@@ -370,6 +371,7 @@ function onSuccessorMessage(state: SupervisorState, message: ToSupervisorMessage
     case 'SealProgress':
     case 'SealComplete':
     case 'SealFailed':
+    case 'HolderSpawned':
       return abortForViolation(state, violation(state, `${message.type} from the successor`));
     default:
       return assertNever(message, 'message');

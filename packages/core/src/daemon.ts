@@ -138,7 +138,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
   const heartbeatMs = options.heartbeatMs ?? detected.timing.heartbeatMs;
   const livenessMs = options.livenessMs ?? detected.timing.livenessMs;
   const timing = { ...(heartbeatMs ? { heartbeatMs } : {}), ...(livenessMs ? { livenessMs } : {}) };
-  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, ...timing };
+  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, ...(inherited.names.length > 0 ? { listenerFds: () => inherited.openFds() } : {}), ...timing };
 
   let incumbent: Incumbent;
   if (detected.role === 'cold') {

@@ -13,6 +13,7 @@ import type { BoundControlSocket } from './control-socket.js';
 import { crashPoint } from './crash-points.js';
 import { CoreError, CoreErrorCode } from './errors.js';
 import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
+import { spawnHolder } from './holder.js';
 import { DataDirLock } from './lock.js';
 
 /** What drain reports. */
@@ -49,6 +50,11 @@ export interface IncumbentOptions {
   readonly lockRetryMs?: number;
   /** Take over a control socket path a live process serves (a committed successor). */
   readonly replaceControlSocket?: boolean;
+  /**
+   * The listeners' fds open in this process, by name, for a listener holder asked for with
+   * SpawnHolder. Without it the daemon does not announce the SpawnHolder capability.
+   */
+  readonly listenerFds?: () => readonly { readonly name: string; readonly fd: number }[];
 }
 
 /** Why and how the incumbent is done: the process should exit with `code`. */
@@ -58,6 +64,7 @@ export interface IncumbentExit {
 }
 
 const phaseChannel = diagnosticsChannel('handoff:incumbent:phase');
+const holderChannel = diagnosticsChannel('handoff:incumbent:holder');
 
 /** Default capabilities of a Node daemon using this library. */
 export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
@@ -89,8 +96,9 @@ export class Incumbent {
   private constructor(options: IncumbentOptions) {
     this.#options = options;
     this.#lock = options.lock;
+    const capabilities = options.capabilities ?? (options.listenerFds ? (DAEMON_CAPABILITIES | capabilityBits('SpawnHolder')) >>> 0 : DAEMON_CAPABILITIES);
     this.#machine = new MachineDriver({
-      initial: initialIncumbentState(daemonConfig(options.buildId, options)),
+      initial: initialIncumbentState(daemonConfig(options.buildId, { ...options, capabilities })),
       transition: incumbentTransition,
       onEffect: (effect) => {
         this.#run(effect);
@@ -205,6 +213,12 @@ export class Incumbent {
       case 'resume':
         void this.#resume(effect.reacquireLock);
         return;
+      case 'spawnHolder': {
+        const spawned = spawnHolder(effect, this.#options.listenerFds?.() ?? []);
+        holderChannel.publish({ pid: process.pid, holderPid: 'pid' in spawned ? spawned.pid : null, argv: effect.argv, error: 'error' in spawned ? spawned.error : null });
+        this.#channel?.send({ type: 'HolderSpawned', pid: 'pid' in spawned ? spawned.pid : null, error: 'error' in spawned ? spawned.error : '' });
+        return;
+      }
       case 'exit':
         this.#machine.stopTimers();
         this.#resolveExit({ code: effect.code, reason: effect.reason });

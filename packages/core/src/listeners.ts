@@ -15,11 +15,20 @@ export class InheritedListener {
   /** The backlog the supervisor asked for, used when `listen` is given none. */
   readonly backlog: number;
   readonly #fds: number[];
+  #inUse: number | null = null;
 
   constructor(name: string, fd: number, reserves: readonly number[], backlog = DEFAULT_BACKLOG) {
     this.name = name;
     this.backlog = backlog;
     this.#fds = [fd, ...reserves];
+  }
+
+  /**
+   * An fd of this socket that is open in this process, to pass to a child: an unused copy
+   * when one is left (never closed by this process), else the one a server listens on.
+   */
+  get openFd(): number | null {
+    return this.#fds.at(-1) ?? this.#inUse;
   }
 
   /** Copies left to listen on (the first call to {@link listen} uses one). */
@@ -33,6 +42,7 @@ export class InheritedListener {
    */
   async listen(server: Server, backlog = this.backlog): Promise<void> {
     const fd = this.#fds.shift();
+    this.#inUse = fd ?? null;
     if (fd === undefined) {
       throw new CoreError(
         CoreErrorCode.NoReserve,
@@ -64,6 +74,12 @@ export class InheritedListeners {
   /** The inherited names, in fd order. */
   get names(): string[] {
     return [...this.#byName.keys()];
+  }
+
+  /** Every listener with an fd open in this process, in fd order (see {@link InheritedListener.openFd}); empty when one has none. */
+  openFds(): { readonly name: string; readonly fd: number }[] {
+    const all = [...this.#byName.values()].map((l) => ({ name: l.name, fd: l.openFd }));
+    return all.every((l) => l.fd !== null) ? (all as { name: string; fd: number }[]) : [];
   }
 
   has(name: string): boolean {

@@ -8,6 +8,8 @@ export type { HandoffOptions, HandoffRequest, SupervisorLifecycle, SupervisorOpt
 export type { HandoffResult, PhaseChange } from './handoff-run.js';
 export { SupervisorChannels } from './channels.js';
 export type { SupervisorChannel, SupervisorChannelMessages } from './channels.js';
-export { bindListeners, listenerAddress, listenersFromEnv, selfTestHeldListeners } from './listeners.js';
+export { bindListeners, listenerAddress, listenersFromEnv, selfTestHeldListeners, startListening } from './listeners.js';
 export type { HeldListener, ListenerSpec } from './listeners.js';
 export type { DaemonCommand } from './processes.js';
+export { lockHeld, requestListenerHolder } from './holder.js';
+export type { HolderRequest } from './holder.js';

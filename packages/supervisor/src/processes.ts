@@ -41,7 +41,8 @@ export interface SpawnedDaemon {
 }
 
 /** Variables that must not leak from the supervisor's own environment into a daemon's. */
-const NOT_INHERITED: readonly string[] = [...Object.values(SpawnEnv), 'NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE'];
+// systemd's notify and watchdog variables are the supervisor's: it speaks for the service.
+const NOT_INHERITED: readonly string[] = [...Object.values(SpawnEnv), 'NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NOTIFY_SOCKET', 'WATCHDOG_PID', 'WATCHDOG_USEC'];
 
 /** The shell daemons are started through. */
 const SHELL = '/bin/sh';

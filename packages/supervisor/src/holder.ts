@@ -1,0 +1,89 @@
+/**
+ * Asking the serving daemon for the listeners. When a supervisor's keeper (the process that
+ * held the listeners) is gone, the daemon is their last holder, and a fresh process cannot
+ * receive a socket from an unrelated one. So the fresh process asks the daemon that holds the
+ * data directory's lock, on its control socket, to start the given program as the daemon's
+ * own child with the listeners inherited (SpawnHolder, PROTOCOL.md section 6): the new
+ * keeper then runs as if systemd had passed it the sockets.
+ */
+import { DataDirLock } from '@handoff/core';
+import { capabilities, hasCapability } from '@handoff/protocol';
+import type { Message } from '@handoff/protocol';
+import { SupervisorError, SupervisorErrorCode } from './errors.js';
+import { SessionConnector } from './session.js';
+
+/** What to start, and where the daemon is. */
+export interface HolderRequest {
+  readonly controlSocket: string;
+  readonly dataDir: string;
+  /** The program and its arguments; argv[0] is an absolute path. */
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  /** Exactly the holder's environment (the daemon adds LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID). */
+  readonly env: Readonly<Record<string, string>>;
+  /** How long to wait for a lock holder that answers and is between handoffs. */
+  readonly timeoutMs: number;
+}
+
+/** True when some process holds the data directory's lock: a daemon that may be asked. */
+export function lockHeld(dataDir: string): boolean {
+  return DataDirLock.probe(dataDir).held;
+}
+
+/**
+ * Asks the lock holder to start the holder; resolves with both pids.
+ * @throws SupervisorError HANDOFF_LISTENER when nobody holds the lock, the holder cannot start
+ * a program (no SpawnHolder capability), or it refused, each with what to do.
+ */
+export async function requestListenerHolder(request: HolderRequest): Promise<{ readonly daemonPid: number; readonly holderPid: number }> {
+  const connector = new SessionConnector({ controlSocket: request.controlSocket, dataDir: request.dataDir, capabilities: capabilities('SpawnHolder'), startTimeoutMs: request.timeoutMs });
+  const deadline = Date.now() + request.timeoutMs;
+  let last = 'no daemon answered';
+  while (Date.now() < deadline) {
+    const session = await connector.connectToLockHolder(1_000);
+    if (!session) {
+      if (!lockHeld(request.dataDir)) {
+        throw new SupervisorError(SupervisorErrorCode.Listener, `no daemon holds the data directory ${request.dataDir}, so nobody can pass the listeners on`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      continue;
+    }
+    const { hello, channel } = session;
+    if (!hasCapability(hello.capabilities, 'SpawnHolder')) {
+      channel.close('no SpawnHolder capability');
+      throw new SupervisorError(
+        SupervisorErrorCode.Listener,
+        `the daemon serving ${request.dataDir} (pid ${hello.pid}, build ${hello.buildId || '?'}) holds the listeners but cannot pass them on (it does not announce SpawnHolder); stop it ("kill -TERM ${hello.pid}": it drains and seals) and start again — connections are refused until the new daemon listens`,
+      );
+    }
+    const answer = await new Promise<Message | string>((resolve) => {
+      const timer = setTimeout(() => {
+        resolve(`pid ${hello.pid} did not answer SpawnHolder within 5 s`);
+      }, 5_000);
+      channel.on('message', (message) => {
+        if (message.type === 'Heartbeat') return;
+        clearTimeout(timer);
+        resolve(message);
+      });
+      channel.once('close', (reason) => {
+        clearTimeout(timer);
+        resolve(`pid ${hello.pid} closed the session: ${reason}`);
+      });
+      channel.send({ type: 'SpawnHolder', argv: request.argv, cwd: request.cwd, env: Object.entries(request.env).map(([k, v]) => `${k}=${v}`) });
+    });
+    channel.close('done');
+    if (typeof answer === 'string') {
+      last = answer;
+    } else if (answer.type !== 'HolderSpawned') {
+      last = `pid ${hello.pid} answered ${answer.type}`;
+    } else if (answer.pid !== null) {
+      return { daemonPid: hello.pid, holderPid: answer.pid };
+    } else if (!/in progress/.test(answer.error)) {
+      throw new SupervisorError(SupervisorErrorCode.Listener, `the daemon (pid ${hello.pid}) could not start a new supervisor: ${answer.error}`);
+    } else {
+      last = answer.error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new SupervisorError(SupervisorErrorCode.Listener, `could not get the listeners from the daemon serving ${request.dataDir} within ${request.timeoutMs} ms: ${last}`);
+}

@@ -9,13 +9,21 @@ export type Answer = Record<string, unknown> & { readonly type: string };
 
 /**
  * Sends `request` and calls `onLine` for each answer line; resolves with all of them when
- * the supervisor closes the connection.
+ * the supervisor closes the connection. With `timeoutMs`, fails when the connection stays
+ * silent that long.
  * @throws Error when the socket cannot be reached (with what to check).
  */
-export function ask(socketPath: string, request: TriggerRequest, onLine: (answer: Answer) => void = () => undefined): Promise<Answer[]> {
+export function ask(socketPath: string, request: TriggerRequest, onLine: (answer: Answer) => void = () => undefined, options: { readonly timeoutMs?: number } = {}): Promise<Answer[]> {
   return new Promise((resolve, reject) => {
     const answers: Answer[] = [];
     const socket = createConnection(socketPath);
+    if (options.timeoutMs !== undefined) {
+      const timeoutMs = options.timeoutMs;
+      socket.setTimeout(timeoutMs, () => {
+        socket.destroy();
+        reject(new Error(`the supervisor at ${socketPath} did not answer within ${timeoutMs} ms`));
+      });
+    }
     let buffer = '';
     socket.setEncoding('utf8');
     socket.on('connect', () => {

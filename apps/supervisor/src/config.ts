@@ -5,7 +5,7 @@
  * example key-value daemon on a loopback port, with its data and sockets in private
  * temporary directories.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -353,7 +353,9 @@ export function loadConfig(file: string): Config {
 
 /**
  * The embedded default: the example key-value daemon on 127.0.0.1:`port` (8080), data in a
- * new temporary directory, sockets in a new private (0700) directory.
+ * new temporary directory, sockets in a new private (0700) directory. The configuration is
+ * also written there (`handoff.toml`), so that the supervisors the keeper starts, and
+ * `handoffctl --config`, find the same directories.
  */
 export function defaultConfig(port = 8080): Config {
   const dataDir = mkdtempSync(join(tmpdir(), 'handoff-kv-data-'));
@@ -373,5 +375,7 @@ address = "127.0.0.1:${port}"
 [sockets]
 runtime_dir = ${JSON.stringify(runtime)}
 `;
-  return parseConfig(text, '(embedded default)');
+  const file = join(runtime, 'handoff.toml');
+  writeFileSync(file, text, { mode: 0o600 });
+  return parseConfig(text, file);
 }

@@ -5,6 +5,7 @@
  *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--env K=V]... [--json]
  *   handoffctl ... status [--json]
  *   handoffctl ... stop
+ *   handoffctl ... restart-supervisor
  *
  * Exit codes: 0 committed (or done); 2 rolled back (the old version serves on); 1 error
  * (nothing changed: unreachable, in progress, pre-handoff check failed, bad request).
@@ -142,6 +143,30 @@ program
   .action(async () => {
     await ask(socketPath(), { cmd: 'stop' }).catch((error: unknown) => fail((error as Error).message));
     process.stdout.write('stopping\n');
+  });
+
+program
+  .command('restart-supervisor')
+  .description("replace the supervisor process by a fresh one running the code now on disk (after a package upgrade); the daemon serves on and is adopted")
+  .action(async () => {
+    const socket = socketPath();
+    const [answer] = await ask(socket, { cmd: 'restart-supervisor' }).catch((error: unknown) => fail((error as Error).message));
+    if (answer?.type !== 'restarting') fail(answer?.type === 'error' ? `${String(answer.code)}: ${String(answer.message)}` : `unexpected answer: ${JSON.stringify(answer)}`);
+    const before = Number(answer.supervisorPid);
+    const started = Date.now();
+    // The new supervisor answers once it has adopted the daemon.
+    while (Date.now() - started < 60_000) {
+      const [s] = await ask(socket, { cmd: 'status' }).catch(() => [undefined]);
+      if (s?.type === 'status' && s.supervisorPid !== before && s.lifecycle !== 'recovering' && s.lifecycle !== 'starting') {
+        const inc = s.incumbent as { pid: number } | null;
+        const same = inc !== null && inc.pid === answer.daemonPid;
+        const daemon = same ? `the daemon (pid ${inc.pid}) served throughout` : `daemon now ${inc ? `pid ${inc.pid}` : 'none'} (was ${String(answer.daemonPid)})`;
+        process.stdout.write(`supervisor replaced: pid ${before} → ${String(s.supervisorPid)} in ${Date.now() - started} ms; ${daemon}\n`);
+        process.exit(same || answer.daemonPid === null ? 0 : 1);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    fail(`the new supervisor did not answer within 60 s; check its log, then "handoffctl status"`);
   });
 
 await program.parseAsync();

@@ -6,26 +6,27 @@
  * Exit codes: 0 stopped cleanly; 1 runtime failure; 2 bad usage or configuration;
  * 3 another supervisor owns the pid file.
  */
-import { execFile, spawn } from 'node:child_process';
-import { subscribe } from 'node:diagnostics_channel';
+import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import pretty from 'pino-pretty';
-import { ErrorCode, changeProgram } from '@handoff/protocol';
-import { Supervisor, SupervisorChannels, bindListeners, listenerAddress, listenersFromEnv, selfTestHeldListeners } from '@handoff/supervisor';
-import type { HandoffRequest, HandoffResult, HeldListener, SupervisorChannel } from '@handoff/supervisor';
+import { bindListeners, listenerAddress, listenersFromEnv, lockHeld, requestListenerHolder, selfTestHeldListeners, startListening } from '@handoff/supervisor';
+import { isAlive } from '@handoff/supervisor/internal';
+import type { HeldListener } from '@handoff/supervisor';
 import { ask } from './client.js';
 import { defaultConfig, loadConfig } from './config.js';
 import type { Config } from './config.js';
 import { AlreadyRunningError, ConfigError } from './errors.js';
-import { Metrics } from './metrics.js';
+import { forceOut } from './force.js';
+import type { ForceOutcome } from './force.js';
+import { runShell } from './hooks.js';
+import { runKeeper } from './keeper.js';
 import { PidFile } from './pidfile.js';
-import { bindTrigger } from './trigger.js';
-import type { TriggerRequest } from './trigger.js';
+import { checkRuntimeDir } from './runtime-dir.js';
+import { isKeeperChild, runSupervisor } from './supervise.js';
 
 const program = new Command()
   .name('handoff-supervisor')
@@ -36,7 +37,7 @@ const program = new Command()
     return Number(v);
   }, 8080)
   .option('-d, --daemon', 'detach, and log to the configured log_file (default: supervisor.log beside the trigger socket)')
-  .option('-f, --force', 'stop a running supervisor that owns the pid file and take over')
+  .option('-f, --force', 'take over from a running instance: its daemon serves on and is adopted; one that does not answer is stopped (an outage)')
   .showHelpAfterError()
   .exitOverride((error) => {
     process.exit(error.exitCode === 0 ? 0 : 2);
@@ -54,31 +55,6 @@ function fatal(code: number, message: string): never {
   process.exit(code);
 }
 
-function runShell(command: string, env: Record<string, string>, timeoutMs: number): Promise<{ ok: boolean; output: string; code: number | null }> {
-  return new Promise((resolve) => {
-    execFile('/bin/sh', ['-c', command], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 1024 * 1024 }, (error, stdout, stderr) => {
-      const output = `${stdout}${stderr}`.slice(-64 * 1024);
-      resolve({ ok: error === null, output, code: error ? (typeof error.code === 'number' ? error.code : null) : 0 });
-    });
-  });
-}
-
-function probe(url: string, timeoutMs: number): Promise<{ ok: boolean; status: number | null; error?: string }> {
-  return new Promise((resolve) => {
-    const req = request(url, { timeout: timeoutMs, agent: false }, (res) => {
-      res.resume();
-      res.on('end', () => {
-        resolve({ ok: (res.statusCode ?? 0) < 400, status: res.statusCode ?? null });
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (e) => {
-      resolve({ ok: false, status: null, error: e.message });
-    });
-    req.end();
-  });
-}
-
 /** Detaches: starts this program again in the background, logging to a file, and waits until it serves. */
 async function daemonize(config: Config): Promise<never> {
   const log = config.logFile ?? join(dirname(config.triggerSocket), 'supervisor.log');
@@ -92,21 +68,58 @@ async function daemonize(config: Config): Promise<never> {
   child.once('exit', () => {
     state.exited = true;
   });
+  try {
+    await waitForKeeper(config, pid, log, () => state.exited);
+  } catch (error) {
+    fatal(1, `the detached ${(error as Error).message.replace(/^the /, '')}`);
+  }
+  process.stdout.write(`handoff-supervisor running as pid ${pid}; log: ${log}\n`);
+  process.exit(0);
+}
+
+/**
+ * The listeners are in use and a daemon holds the data directory: a previous instance's
+ * keeper is gone and its daemon serves on, the last holder of the listeners. Ask it to start
+ * this program as its own child with them; that new keeper runs in the background (logging
+ * to the log file) and adopts the daemon. No connection is refused.
+ */
+async function takeOverFromDaemon(config: Config, args: readonly string[], previous: number | null): Promise<never> {
+  const log = config.logFile ?? join(dirname(config.triggerSocket), 'supervisor.log');
+  const env: Record<string, string> = { HANDOFF_LOG_FORMAT: 'json', HANDOFF_HOLDER_LOG: log };
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !(k in env)) env[k] = v;
+  try {
+    const { daemonPid, holderPid } = await requestListenerHolder({
+      controlSocket: config.controlSocket,
+      dataDir: config.daemon.dataDir,
+      // The shell sends the new keeper's output to the log file, then execs it (same pid).
+      argv: ['/bin/sh', '-c', 'exec "$0" "$@" >>"$HANDOFF_HOLDER_LOG" 2>&1', process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args],
+      cwd: process.cwd(),
+      env,
+      timeoutMs: config.timeouts.livenessMs + 15_000,
+    });
+    await waitForKeeper(config, holderPid, log);
+    const how = previous === null ? `the daemon (pid ${daemonPid}) was serving without a supervisor` : `took over from pid ${previous}: the daemon (pid ${daemonPid}) served throughout`;
+    process.stdout.write(`handoff-supervisor: ${how}; it passed the listeners to a new supervisor, running in the background as pid ${holderPid}; log: ${log}\n`);
+    process.exit(0);
+  } catch (error) {
+    return fatal(1, `the listeners are in use by the daemon serving ${config.daemon.dataDir}, and taking it over failed: ${(error as Error).message}`);
+  }
+}
+
+/** Waits until the keeper `pid` answers on the trigger socket; fails with the log's tail if it exits or takes 30 s. */
+async function waitForKeeper(config: Config, pid: number, log: string, exited: () => boolean = () => !isAlive(pid)): Promise<void> {
   const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline && !state.exited) {
+  while (Date.now() < deadline && !exited()) {
     try {
       const [status] = await ask(config.triggerSocket, { cmd: 'status' });
-      if (status?.type === 'status' && status.pid === pid) {
-        process.stdout.write(`handoff-supervisor running as pid ${pid}; log: ${log}\n`);
-        process.exit(0);
-      }
+      if (status?.type === 'status' && status.pid === pid) return;
     } catch {
       // not up yet
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-20).join('\n') : '';
-  fatal(1, `the detached supervisor (pid ${pid}) ${state.exited ? 'exited' : 'did not start within 30 s'}; last lines of ${log}:\n${tail}`);
+  throw new Error(`the supervisor (pid ${pid}) ${exited() ? 'exited' : 'did not start within 30 s'}; last lines of ${log}:\n${tail}`);
 }
 
 function makeLogger(config: Config): Logger {
@@ -126,217 +139,78 @@ async function main(): Promise<void> {
     if (error instanceof ConfigError) fatal(2, error.message);
     throw error;
   }
-  if (opts.daemon) await daemonize(config);
-
   const log = makeLogger(config);
-  let pidFile: PidFile;
+  if (isKeeperChild()) {
+    await runSupervisor(config, log);
+    return;
+  }
   try {
-    pidFile = await PidFile.acquire(config.pidFile, { force: opts.force ?? false, graceMs: config.timeouts.shutdownMs });
+    checkRuntimeDir(dirname(config.triggerSocket), "the trigger socket's directory");
+    if (dirname(config.controlSocket) !== dirname(config.triggerSocket)) checkRuntimeDir(dirname(config.controlSocket), "the control socket's directory");
+  } catch (error) {
+    if (error instanceof ConfigError) fatal(2, error.message);
+    throw error;
+  }
+  if (opts.daemon) await daemonize(config);
+  let pidFile: PidFile;
+  let forced: ForceOutcome | null = null;
+  try {
+    try {
+      pidFile = PidFile.acquire(config.pidFile);
+    } catch (error) {
+      if (!(error instanceof AlreadyRunningError) || !opts.force) throw error;
+      forced = await forceOut(config, error.pid);
+      pidFile = PidFile.acquire(config.pidFile);
+    }
   } catch (error) {
     if (error instanceof AlreadyRunningError) fatal(3, error.message);
     fatal(1, (error as Error).message);
   }
-  if (pidFile.replaced !== null) log.warn({ replaced: pidFile.replaced }, 'stopped the previous supervisor (--force) and took over');
-
-  if (config.hooks.preStart) {
-    const r = await runShell(config.hooks.preStart, {}, config.hooks.preHandoffTimeoutMs);
-    if (!r.ok) {
-      pidFile.release();
-      fatal(1, `the pre_start hook failed (exit ${String(r.code)}): ${config.hooks.preStart}\n${r.output}`);
-    }
+  if (forced?.kind === 'released') log.info({ previous: forced.pid, daemonPid: forced.daemonPid }, '--force: the previous instance released its daemon, which serves on; taking it over');
+  if (forced?.kind === 'stopped') {
+    process.stderr.write(`handoff-supervisor: --force: the previous instance (pid ${forced.pid}) was stopped because ${forced.why}: ${forced.stopped.length} processes (${forced.stopped.join(', ')}) got SIGTERM${forced.killed.length ? `, ${forced.killed.join(', ')} then SIGKILL` : ''}; connections are refused until the new daemon listens\n`);
   }
 
+  // The supervisors this keeper starts read the same configuration (the embedded default's file, too).
+  const childArgs = [...process.argv.slice(2).filter((a) => !['-d', '--daemon', '-f', '--force'].includes(a)), ...(opts.config ? [] : ['--config', config.source])];
+  // The listeners: from systemd (or a daemon that started this keeper), else bound here and
+  // put in LISTEN at once, so that connections queue from now on.
   let listeners: HeldListener[];
   let closeListeners = (): void => undefined;
   try {
-    listeners = listenersFromEnv();
-  } catch (error) {
-    pidFile.release();
-    fatal(1, (error as Error).message);
-  }
-  if (listeners.length === 0) {
-    try {
+    listeners = listenersFromEnv().map((l) => {
+      const c = config.listeners.find((x) => x.name === l.name);
+      return { ...l, backlog: c?.backlog ?? 511, ...(c ? { address: listenerAddress(c) } : {}) };
+    });
+    if (listeners.length === 0) {
       selfTestHeldListeners();
       const held = bindListeners(config.listeners);
       listeners = held.listeners;
       closeListeners = () => {
         held.close();
       };
-    } catch (error) {
-      pidFile.release();
-      fatal(1, (error as Error).message);
+      startListening(listeners);
     }
-  } else {
-    // From systemd or a holder: the configured address and backlog of each, by name.
-    listeners = listeners.map((l) => {
-      const c = config.listeners.find((x) => x.name === l.name);
-      return { ...l, backlog: c?.backlog ?? 511, ...(c ? { address: listenerAddress(c) } : {}) };
-    });
-  }
-
-  const supervisor = new Supervisor({
-    listeners,
-    daemon: { command: config.daemon.command, args: config.daemon.args, env: config.daemon.env, cwd: config.daemon.cwd },
-    controlSocket: config.controlSocket,
-    dataDir: config.daemon.dataDir,
-    journal: config.journal,
-    timeouts: config.timeouts,
-    restart: config.restart,
-  });
-  const metrics = new Metrics();
-  // One log line per supervisor event; an event's `pid` is a daemon's (the line's own is the supervisor's).
-  const levels: Record<SupervisorChannel, 'error' | 'warn' | 'info' | 'debug'> = {
-    phase: 'debug',
-    handoff: 'info',
-    recovered: 'info',
-    journalError: 'warn',
-    coldStart: 'info',
-    daemonServing: 'info',
-    daemonExited: 'info',
-    sessionClosed: 'info',
-    sessionRefused: 'debug',
-    restart: 'warn',
-    gaveUp: 'error',
-    sealProgress: 'debug',
-    violation: 'warn',
-  };
-  for (const [kind, name] of Object.entries(SupervisorChannels) as [SupervisorChannel, string][]) {
-    subscribe(name, (message) => {
-      const { pid: daemonPid, ...fields } = message as { pid?: number };
-      log[levels[kind]](daemonPid === undefined ? fields : { ...fields, daemonPid }, name.slice('handoff:supervisor:'.length));
-    });
-  }
-
-  let running: Promise<unknown> | null = null;
-  /** A handoff: the pre-handoff check, the handoff, the health probe. */
-  const upgrade = async (request: Extract<TriggerRequest, { cmd: 'upgrade' }>, send: (line: Record<string, unknown>) => void): Promise<void> => {
-    if (running) {
-      const status = supervisor.status();
-      send({ type: 'error', code: ErrorCode.InProgress, message: `handoff ${status.handoff?.handoffId ?? ''} is in progress (phase ${status.handoff?.phase ?? 'check'}); wait for its outcome` });
-      return;
-    }
-    const change = { ...(request.command ? { command: request.command } : {}), ...(request.args ? { args: request.args } : {}), ...(request.env ? { env: request.env } : {}) };
-    const handoffRequest: HandoffRequest = { daemon: change };
-    let resolveRun: () => void = () => undefined;
-    running = new Promise<void>((r) => {
-      resolveRun = r;
-    });
-    try {
-      if (config.hooks.preHandoff) {
-        send({ type: 'phase', phase: 'check', elapsedMs: 0 });
-        // The check is given the program the handoff will run.
-        const next = changeProgram(supervisor.status().program, change);
-        const check = await runShell(config.hooks.preHandoff, { HANDOFF_NEW_COMMAND: next.command, HANDOFF_NEW_ARGS: JSON.stringify(next.args) }, config.hooks.preHandoffTimeoutMs);
-        if (!check.ok) {
-          log.warn({ exit: check.code }, 'pre-handoff check failed: the incumbent serves on undisturbed');
-          metrics.handoffError();
-          send({ type: 'error', code: ErrorCode.CheckFailed, message: `the pre-handoff check failed (exit ${String(check.code)}): ${config.hooks.preHandoff}; nothing was changed`, output: check.output });
-          return;
-        }
-      }
-      const result: HandoffResult = await supervisor.performHandoff(handoffRequest, {
-        onPhase: (p) => {
-          send({ type: 'phase', handoffId: p.handoffId, phase: p.to, from: p.from, phaseMs: p.phaseMs, elapsedMs: p.elapsedMs });
-        },
-      });
-      metrics.handoff(result);
-      const health = result.committed && result.incumbentPid !== null && config.health ? await probe(config.health.url, config.health.timeoutMs) : null;
-      log[result.committed && !result.aftermath ? 'info' : 'warn']({ handoffId: result.handoffId, outcome: result.outcome, abortReason: result.abortReason, aftermath: result.aftermath, timings: result.timings, health }, result.committed ? 'handoff committed' : 'handoff rolled back');
-      send({ type: 'result', ...result, health });
-    } catch (error) {
-      metrics.handoffError();
-      const e = error as { code?: string; message: string };
-      send({ type: 'error', code: e.code ?? ErrorCode.Internal, message: e.message });
-    } finally {
-      running = null;
-      resolveRun();
-    }
-  };
-
-  let stopping = false as boolean; // set by shutdown(), from a signal handler
-  const triggerRef: { close: () => Promise<void> } = { close: () => Promise.resolve() };
-  let metricsAddress: string | null = null;
-  const metricsRef: { close: () => void } = { close: () => undefined };
-  const shutdown = async (why: string): Promise<void> => {
-    if (stopping) {
-      log.error('second stop request: forcing (SIGKILL to the daemon)');
-      supervisor.kill();
-      pidFile.release();
-      process.exit(1);
-    }
-    stopping = true;
-    log.info({ why }, 'stopping: the daemon drains and seals');
-    if (running) await running;
-    await supervisor.stop(config.timeouts.shutdownMs);
-    await triggerRef.close();
-    metricsRef.close();
-    closeListeners();
-    if (config.hooks.postStop) {
-      const r = await runShell(config.hooks.postStop, {}, config.hooks.preHandoffTimeoutMs);
-      if (!r.ok) log.error({ exit: r.code, output: r.output }, 'the post_stop hook failed');
-    }
-    pidFile.release();
-    log.info('stopped');
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('SIGHUP', () => {
-    log.info('SIGHUP: handing off to the configured command');
-    void upgrade({ cmd: 'upgrade' }, (line) => {
-      if (line.type === 'error') log.error(line, 'SIGHUP handoff failed');
-    });
-  });
-
-  try {
-    await supervisor.start();
   } catch (error) {
-    if (stopping) return; // stopped during start-up: shutdown() finishes the stop and exits 0
     closeListeners();
     pidFile.release();
+    if (/EADDRINUSE/.test((error as Error).message) && lockHeld(config.daemon.dataDir)) await takeOverFromDaemon(config, childArgs, forced?.kind === 'released' ? forced.pid : null);
     fatal(1, (error as Error).message);
   }
-  const started = Date.now();
-  const trigger = await bindTrigger(config.triggerSocket, async (request, send) => {
-    switch (request.cmd) {
-      case 'status': {
-        const status = supervisor.status();
-        send({
-          type: 'status',
-          ...status,
-          supervisorUptimeMs: Date.now() - started,
-          config: config.source,
-          listeners: listeners.map((l) => ({ name: l.name, address: l.address })),
-          metrics: metricsAddress,
-        });
-        return;
-      }
-      case 'stop':
-        send({ type: 'stopping' });
-        setImmediate(() => void shutdown('stop request'));
-        return;
-      case 'upgrade':
-        await upgrade(request, send);
-        return;
+  if (config.hooks.preStart) {
+    const r = await runShell(config.hooks.preStart, {}, config.hooks.preHandoffTimeoutMs);
+    if (!r.ok) {
+      closeListeners();
+      pidFile.release();
+      fatal(1, `the pre_start hook failed (exit ${String(r.code)}): ${config.hooks.preStart}\n${r.output}`);
     }
-  }).catch(async (error: unknown) => {
-    // Leave nothing behind: the daemon drains, seals and exits before this process does.
-    await supervisor.stop(config.timeouts.shutdownMs);
-    closeListeners();
-    pidFile.release();
-    return fatal(1, `${(error as Error).message}; the daemon was stopped`);
-  });
-  triggerRef.close = () => trigger.close();
-  if (config.metrics) {
-    const server = await metrics.serve(config.metrics.host, config.metrics.port, () => {
-      metrics.status(supervisor.status());
-    });
-    const bound = server.address() as { address: string; port: number };
-    metricsAddress = `http://${bound.address.includes(':') ? `[${bound.address}]` : bound.address}:${bound.port}/metrics`;
-    metricsRef.close = () => server.close();
   }
-  const status = supervisor.status();
-  log.info({ daemonPid: status.incumbent?.pid, listeners: listeners.map((l) => l.address), trigger: config.triggerSocket, config: config.source }, 'serving');
+
+  const since = forced?.kind === 'stopped' ? forced.since : null;
+  const onUp = since === null ? undefined : () => {
+    process.stderr.write(`handoff-supervisor: --force: serving again; the outage lasted ${Date.now() - since} ms (from stopping the previous instance until the new one was up)\n`);
+  };
+  await runKeeper({ config, log, pidFile, listeners, closeListeners, args: childArgs, ...(onUp ? { onUp } : {}) });
 }
 
 main().catch((error: unknown) => {

@@ -1,12 +1,11 @@
 /**
  * The single-instance guard: the pid file is
  * created atomically (O_CREAT|O_EXCL); a live supervisor owning it makes a second one refuse
- * loudly; a pid file whose process is gone is reclaimed; `--force` stops a live predecessor
- * (SIGTERM, then SIGKILL) and takes over — after checking that the pid really is a handoff
- * supervisor, so that a reused pid is never killed.
+ * loudly (naming its pid, which `--force` deals with: force.ts); a pid file whose process is
+ * gone, or was reused by a process that is not a handoff supervisor, is reclaimed.
  */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
-import { isAlive, stopProcess } from '@handoff/supervisor/internal';
+import { isAlive } from '@handoff/supervisor/internal';
 import { AlreadyRunningError } from './errors.js';
 
 
@@ -32,20 +31,16 @@ export function isSupervisorProcess(pid: number): boolean {
 /** The pid file held by this process. */
 export class PidFile {
   readonly path: string;
-  /** The predecessor stopped with --force, if any. */
-  readonly replaced: number | null;
 
-  private constructor(path: string, replaced: number | null) {
+  private constructor(path: string) {
     this.path = path;
-    this.replaced = replaced;
   }
 
   /**
-   * Creates the pid file, or refuses, reclaims or (with `force`) takes it over.
-   * @throws AlreadyRunningError when a live supervisor owns it and `force` is false.
+   * Creates the pid file, or refuses, or reclaims a stale one.
+   * @throws AlreadyRunningError when a live supervisor owns it.
    */
-  static async acquire(path: string, options: { readonly force: boolean; readonly graceMs: number }): Promise<PidFile> {
-    let replaced: number | null = null;
+  static acquire(path: string): PidFile {
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         const fd = openSync(path, 'wx', 0o644);
@@ -54,7 +49,7 @@ export class PidFile {
         } finally {
           closeSync(fd);
         }
-        return new PidFile(path, replaced);
+        return new PidFile(path);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
           throw new Error(`cannot create the pid file ${path}: ${(error as Error).message}; check that its directory exists and is writable`, { cause: error });
@@ -62,14 +57,10 @@ export class PidFile {
       }
       const pid = readPid(path);
       if (pid !== null && pid !== process.pid && isAlive(pid) && isSupervisorProcess(pid)) {
-        if (!options.force) {
-          throw new AlreadyRunningError(
-            `another handoff supervisor is running (pid ${pid}, pid file ${path}); stop it with "handoffctl stop", or start this one with --force to take over`,
-            pid,
-          );
-        }
-        await stopProcess(pid, options.graceMs);
-        replaced = pid;
+        throw new AlreadyRunningError(
+          `another handoff supervisor is running (pid ${pid}, pid file ${path}); stop it with "handoffctl stop", or start this one with --force to take over`,
+          pid,
+        );
       }
       // Stale (its process is gone, or the pid was reused by something else): reclaim it.
       try {

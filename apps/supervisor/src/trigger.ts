@@ -1,18 +1,21 @@
 /**
  * The trigger socket: a Unix socket, mode 0600, in a private directory. One request per
  * connection, one line of JSON (or plain words: `upgrade [command args...]`, `status`,
- * `stop`), at most 64 KiB, within 5 s; answers are JSON lines. Garbage gets an error line,
+ * `stop`, `restart-supervisor`), at most 64 KiB, within 5 s; answers are JSON lines. Garbage gets an error line,
  * never a crash.
  *
  *   {"cmd":"upgrade","command":"/usr/bin/node","args":["v2.js"],"env":{"K":"V"}}
  *                                                                  -> phase lines, then a result
  *   {"cmd":"status"}                                               -> one status line
  *   {"cmd":"stop"}                                                 -> {"type":"stopping"}
+ *   {"cmd":"restart-supervisor"}                                   -> {"type":"restarting",...}
+ *   {"cmd":"release"}                                              -> {"type":"releasing",...}
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { dirname } from 'node:path';
+import { checkRuntimeDir } from './runtime-dir.js';
 import { controlSocketAnswers } from '@handoff/core/internal';
 import { ErrorCode } from '@handoff/protocol';
 
@@ -21,7 +24,11 @@ export type TriggerRequest =
   /** A handoff: `command`, `args` replace the current ones; `env` entries are set over the current environment. */
   | { readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[]; readonly env?: Readonly<Record<string, string>> }
   | { readonly cmd: 'status' }
-  | { readonly cmd: 'stop' };
+  | { readonly cmd: 'stop' }
+  /** Replace the supervisor process by a fresh one (the code now on disk); the daemon serves on. */
+  | { readonly cmd: 'restart-supervisor' }
+  /** Exit, keeper included, leaving the daemon serving (and holding the listeners): `--force` takes over from there. */
+  | { readonly cmd: 'release' };
 
 /** What an environment variable's name may be, in a request's `env`. */
 export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -40,12 +47,12 @@ export function parseRequest(line: string): TriggerRequest | string {
   if (text === '') return 'empty request; send one line: {"cmd":"status"}, {"cmd":"upgrade"} or {"cmd":"stop"}';
   if (!text.startsWith('{')) {
     const [word, ...rest] = text.split(/\s+/);
-    if (word === 'status' || word === 'stop') return rest.length === 0 ? { cmd: word } : `"${word}" takes no arguments`;
+    if (word === 'status' || word === 'stop' || word === 'restart-supervisor' || word === 'release') return rest.length === 0 ? { cmd: word } : `"${word}" takes no arguments`;
     if (word === 'upgrade' || word === 'handoff') {
       const [command, ...args] = rest;
       return command ? { cmd: 'upgrade', command, args } : { cmd: 'upgrade' };
     }
-    return `unknown request ${JSON.stringify(text.slice(0, 80))}; expected status, stop, or upgrade [command args...]`;
+    return `unknown request ${JSON.stringify(text.slice(0, 80))}; expected status, stop, restart-supervisor, release, or upgrade [command args...]`;
   }
   let raw: unknown;
   try {
@@ -55,7 +62,7 @@ export function parseRequest(line: string): TriggerRequest | string {
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'the request must be a JSON object with a "cmd"';
   const r = raw as Record<string, unknown>;
-  if (r.cmd === 'status' || r.cmd === 'stop') return { cmd: r.cmd };
+  if (r.cmd === 'status' || r.cmd === 'stop' || r.cmd === 'restart-supervisor' || r.cmd === 'release') return { cmd: r.cmd };
   if (r.cmd === 'upgrade') {
     if (r.command !== undefined && (typeof r.command !== 'string' || r.command === '')) return '"command" must be a non-empty string';
     if (r.args !== undefined && (!Array.isArray(r.args) || !r.args.every((a) => typeof a === 'string'))) return '"args" must be an array of strings';
@@ -70,7 +77,7 @@ export function parseRequest(line: string): TriggerRequest | string {
       ...(env !== undefined ? { env: env as Record<string, string> } : {}),
     };
   }
-  return `unknown cmd ${JSON.stringify(r.cmd)}; expected "status", "upgrade" or "stop"`;
+  return `unknown cmd ${JSON.stringify(r.cmd)}; expected "status", "upgrade", "stop", "restart-supervisor" or "release"`;
 }
 
 /** A bound trigger socket. */
@@ -85,8 +92,7 @@ export interface TriggerServer {
  */
 export async function bindTrigger(path: string, handle: TriggerHandler): Promise<TriggerServer> {
   const dir = dirname(path);
-  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if ((statSync(dir).mode & 0o002) !== 0) throw new Error(`the trigger socket's directory ${dir} is world-writable; use a private directory (mode 0700)`);
+  checkRuntimeDir(dir, "the trigger socket's directory");
   if (existsSync(path) && lstatSync(path).isSocket()) {
     if (await controlSocketAnswers(path)) throw new Error(`the trigger socket ${path} is served by a live process; is another supervisor running?`);
     unlinkSync(path);

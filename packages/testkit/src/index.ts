@@ -12,6 +12,8 @@ export { checkPromises } from './checks.js';
 export type { CheckOptions } from './checks.js';
 export { waitForValue, waitUntil } from './wait.js';
 export type { WaitOptions } from './wait.js';
+export { NotifySocket } from './notify-socket.js';
+export type { NotifyDatagram } from './notify-socket.js';
 export { runCrashScenario } from './scenario.js';
 export type { CrashScenario, CrashScenarioResult } from './scenario.js';
 export { CrashEnv } from '@handoff/core';

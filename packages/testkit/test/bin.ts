@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -17,6 +17,8 @@ import { kvCommand } from './kv.js';
 const CLI = dirname(createRequire(import.meta.url).resolve('@handoff/supervisor-cli/package.json'));
 export const MAIN = join(CLI, 'dist', 'main.js');
 export const CTL = join(CLI, 'dist', 'ctl.js');
+/** Set in the environment of every process a workspace starts (inherited by their children), to find and clean them up. */
+const WORKSPACE_TAG = 'HANDOFF_TESTKIT_WORKSPACE';
 
 /** A temp directory with a data dir and a private runtime dir. */
 export class Workspace implements AsyncDisposable {
@@ -62,7 +64,7 @@ ${extra}`;
 
   /** Starts handoff-supervisor with `args`; collects its output. */
   start(args: readonly string[], env: Record<string, string> = {}): Running {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: this.dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json', ...env } });
+    const child = spawn(process.execPath, [MAIN, ...args], { cwd: this.dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json', [WORKSPACE_TAG]: this.dir, ...env } });
     this.#children.push(child);
     return new Running(child, this.trigger);
   }
@@ -86,6 +88,22 @@ ${extra}`;
     return processesWithEnv(`KV_DATA_DIR=${this.dataDir}`);
   }
 
+  /** Every process this workspace started, directly or not (keepers, supervisors, daemons, holders), tagged by environment. */
+  processes(): number[] {
+    return processesWithEnv(`${WORKSPACE_TAG}=${this.dir}`);
+  }
+
+  /** The supervisor processes (keepers and their children) of this workspace. */
+  supervisors(): number[] {
+    return this.processes().filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(MAIN);
+      } catch {
+        return false;
+      }
+    });
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     for (const c of this.#children) {
       try {
@@ -94,7 +112,7 @@ ${extra}`;
         // gone
       }
     }
-    for (const pid of this.daemons()) {
+    for (const pid of [...this.processes(), ...this.daemons()]) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {

@@ -9,7 +9,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
-import { LoadDriver, verifyLedger, waitUntil } from '../src/index.js';
+import { LoadDriver, verifyLedger, waitForValue, waitUntil } from '../src/index.js';
 import { CTL, MAIN, Workspace } from './bin.js';
 import type { Running } from './bin.js';
 
@@ -99,25 +99,50 @@ describe('single instance', () => {
     expect(readFileSync(join(ws.runtimeDir, 'supervisor.pid'), 'utf8').trim()).toBe(String(sup.child.pid));
   });
 
-  it('--force stops the running supervisor (its daemon drains and seals) and takes over without losing a write', async () => {
+  it('--force takes over a live instance without stopping its daemon or losing a write', async () => {
     await using ws = new Workspace();
     const file = ws.config();
     const first = ws.start(['--config', file]);
     showOnFailure(first);
     await first.ready();
+    const daemon = (await first.status()).incumbent as { pid: number };
     const port = await first.port();
-    const load = new LoadDriver({ port, readers: 0, writers: 1, probeEveryMs: 0 }).start();
+    const load = new LoadDriver({ port, readers: 2, writers: 1, probeEveryMs: 5 }).start();
     await load.waitForProgress(20);
-    const report = await load.stop();
     const second = ws.start(['--config', file, '--force']);
     showOnFailure(first, second);
     expect(await first.exited).toBe(0);
-    await second.ready();
-    expect(second.output).toMatch(/took over/);
-    expect(ws.daemons()).toHaveLength(1);
-    const log = readFileSync(join(ws.dataDir, 'kv.log'), 'utf8');
-    for (const [key, value] of load.ledger) expect(log).toContain(JSON.stringify({ k: key, v: value }));
+    // This process hands the daemon to a new keeper (the daemon's child) and reports.
+    expect(await second.exited).toBe(0);
+    expect(second.output).toMatch(new RegExp(`took over from pid ${String(first.child.pid)}: the daemon \\(pid ${daemon.pid}\\) served throughout`));
+    const status = await waitForValue('the new instance to serve', async () => {
+      const [s] = await ask(ws.trigger, { cmd: 'status' }).catch(() => []);
+      return s?.type === 'status' && s.lifecycle === 'serving' ? s : null;
+    });
+    expect((status.incumbent as { pid: number }).pid).toBe(daemon.pid);
+    const report = await load.stop();
+    expect(report.errors, report.samples.join('\n')).toEqual({ refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 });
+    expect(await verifyLedger(port, load.ledger)).toEqual([]);
     expect(report.acknowledgedWrites).toBeGreaterThan(0);
+    expect(ws.daemons()).toEqual([daemon.pid]);
+    expect(ws.supervisors()).toHaveLength(2); // the new keeper and its supervisor
+  });
+
+  it('--force against an instance that does not answer: stops its whole tree, cold-starts, and says what the outage was', async () => {
+    await using ws = new Workspace();
+    const file = ws.config();
+    const first = ws.start(['--config', file]);
+    showOnFailure(first);
+    await first.ready();
+    const old = [...ws.supervisors(), ...ws.daemons()];
+    for (const pid of ws.supervisors()) process.kill(pid, 'SIGSTOP');
+    const second = ws.start(['--config', file, '--force']);
+    showOnFailure(first, second);
+    await second.ready();
+    expect(second.output).toMatch(/--force: the previous instance \(pid \d+\) was stopped because it did not answer on its trigger socket/);
+    await waitUntil('the outage report', () => /the outage lasted \d+ ms/.test(second.output));
+    for (const pid of old) expect(ws.processes()).not.toContain(pid);
+    expect(ws.daemons()).toHaveLength(1);
   });
 });
 

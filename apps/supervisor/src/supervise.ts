@@ -1,0 +1,260 @@
+/**
+ * The supervisor process: the keeper's child. It takes the listeners from the keeper
+ * (`LISTEN_FDS`), recovers (adopting a live daemon) or cold-starts, serves the trigger
+ * socket, runs handoffs, and tells its keeper over the IPC channel when it is up, when it
+ * stops, and when it exits to be replaced. If the keeper dies, it exits at once and leaves
+ * the daemon serving: the daemon is then the last holder of the listeners, and the next
+ * `handoff-supervisor` asks it for them.
+ */
+import { subscribe } from 'node:diagnostics_channel';
+import type { Logger } from 'pino';
+import { ErrorCode, changeProgram } from '@handoff/protocol';
+import { Supervisor, SupervisorChannels, listenersFromEnv } from '@handoff/supervisor';
+import type { HandoffRequest, HandoffResult, HeldListener, SupervisorChannel } from '@handoff/supervisor';
+import type { Config } from './config.js';
+import { probe, runShell } from './hooks.js';
+import { KeeperEnv } from './keeper.js';
+import type { ToKeeper } from './keeper.js';
+import { Metrics } from './metrics.js';
+import { SystemdNotifier } from './notify.js';
+import { bindTrigger } from './trigger.js';
+import type { TriggerRequest } from './trigger.js';
+
+/** True when this process is a supervisor started by a keeper. */
+export function isKeeperChild(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env[KeeperEnv.Pid] !== undefined && typeof process.send === 'function';
+}
+
+function tellKeeper(message: ToKeeper): void {
+  if (process.connected) process.send?.(message);
+}
+
+/** The listeners passed by the keeper, named with the addresses it bound. */
+function keeperListeners(): HeldListener[] {
+  const described = JSON.parse(process.env[KeeperEnv.Listeners] ?? '[]') as { name: string; address: string; backlog: number }[];
+  Reflect.deleteProperty(process.env, KeeperEnv.Listeners);
+  return listenersFromEnv().map((l, i) => ({ ...l, address: described[i]?.address ?? l.address, backlog: described[i]?.backlog ?? 511 }));
+}
+
+/** One log line per supervisor event; an event's `pid` is a daemon's (the line's own is the supervisor's). */
+function logEvents(log: Logger): void {
+  const levels: Record<SupervisorChannel, 'error' | 'warn' | 'info' | 'debug'> = {
+    phase: 'debug',
+    handoff: 'info',
+    recovered: 'info',
+    journalError: 'warn',
+    coldStart: 'info',
+    daemonServing: 'info',
+    daemonExited: 'info',
+    sessionClosed: 'info',
+    sessionRefused: 'debug',
+    restart: 'warn',
+    gaveUp: 'error',
+    sealProgress: 'debug',
+    violation: 'warn',
+  };
+  for (const [kind, name] of Object.entries(SupervisorChannels) as [SupervisorChannel, string][]) {
+    subscribe(name, (message) => {
+      const { pid: daemonPid, ...fields } = message as { pid?: number };
+      log[levels[kind]](daemonPid === undefined ? fields : { ...fields, daemonPid }, name.slice('handoff:supervisor:'.length));
+    });
+  }
+}
+
+/** Runs the supervisor until it stops (exit 0), fails to start (exit 1), or is replaced. */
+export async function runSupervisor(config: Config, log: Logger): Promise<void> {
+  const keeperPid = Number(process.env[KeeperEnv.Pid]);
+  Reflect.deleteProperty(process.env, KeeperEnv.Pid);
+  const fatal = (message: string): never => {
+    process.stderr.write(`handoff-supervisor: ${message}\n`);
+    process.exit(1);
+  };
+  let listeners: HeldListener[];
+  try {
+    listeners = keeperListeners();
+  } catch (error) {
+    return fatal((error as Error).message);
+  }
+  const notifier = SystemdNotifier.fromEnv(process.env, { onError: (message) => { log.warn(`systemd notification failed: ${message}`); } });
+
+  const supervisor = new Supervisor({
+    listeners,
+    daemon: { command: config.daemon.command, args: config.daemon.args, env: config.daemon.env, cwd: config.daemon.cwd },
+    controlSocket: config.controlSocket,
+    dataDir: config.daemon.dataDir,
+    journal: config.journal,
+    timeouts: config.timeouts,
+    restart: config.restart,
+  });
+  const metrics = new Metrics();
+  logEvents(log);
+
+  let running: Promise<unknown> | null = null;
+  /** A handoff: the pre-handoff check, the handoff, the health probe. */
+  const upgrade = async (request: Extract<TriggerRequest, { cmd: 'upgrade' }>, send: (line: Record<string, unknown>) => void): Promise<void> => {
+    if (running) {
+      const status = supervisor.status();
+      send({ type: 'error', code: ErrorCode.InProgress, message: `handoff ${status.handoff?.handoffId ?? ''} is in progress (phase ${status.handoff?.phase ?? 'check'}); wait for its outcome` });
+      return;
+    }
+    const change = { ...(request.command ? { command: request.command } : {}), ...(request.args ? { args: request.args } : {}), ...(request.env ? { env: request.env } : {}) };
+    const handoffRequest: HandoffRequest = { daemon: change };
+    let resolveRun: () => void = () => undefined;
+    running = new Promise<void>((r) => {
+      resolveRun = r;
+    });
+    try {
+      if (config.hooks.preHandoff) {
+        send({ type: 'phase', phase: 'check', elapsedMs: 0 });
+        // The check is given the program the handoff will run.
+        const next = changeProgram(supervisor.status().program, change);
+        const check = await runShell(config.hooks.preHandoff, { HANDOFF_NEW_COMMAND: next.command, HANDOFF_NEW_ARGS: JSON.stringify(next.args) }, config.hooks.preHandoffTimeoutMs);
+        if (!check.ok) {
+          log.warn({ exit: check.code }, 'pre-handoff check failed: the incumbent serves on undisturbed');
+          metrics.handoffError();
+          send({ type: 'error', code: ErrorCode.CheckFailed, message: `the pre-handoff check failed (exit ${String(check.code)}): ${config.hooks.preHandoff}; nothing was changed`, output: check.output });
+          return;
+        }
+      }
+      void notifier.reloading('handing off');
+      const result: HandoffResult = await supervisor.performHandoff(handoffRequest, {
+        onPhase: (p) => {
+          void notifier.status(`handoff ${p.handoffId}: ${p.to}`);
+          send({ type: 'phase', handoffId: p.handoffId, phase: p.to, from: p.from, phaseMs: p.phaseMs, elapsedMs: p.elapsedMs });
+        },
+      });
+      metrics.handoff(result);
+      const health = result.committed && result.incumbentPid !== null && config.health ? await probe(config.health.url, config.health.timeoutMs) : null;
+      log[result.committed && !result.aftermath ? 'info' : 'warn']({ handoffId: result.handoffId, outcome: result.outcome, abortReason: result.abortReason, aftermath: result.aftermath, timings: result.timings, health }, result.committed ? 'handoff committed' : 'handoff rolled back');
+      send({ type: 'result', ...result, health });
+    } catch (error) {
+      metrics.handoffError();
+      const e = error as { code?: string; message: string };
+      send({ type: 'error', code: e.code ?? ErrorCode.Internal, message: e.message });
+    } finally {
+      running = null;
+      resolveRun();
+      void notifier.ready(servingStatus(), keeperPid);
+    }
+  };
+
+  const servingStatus = (): string => {
+    const s = supervisor.status();
+    return s.incumbent ? `serving: daemon pid ${s.incumbent.pid}, generation ${s.incumbent.generation}` : `${s.lifecycle}: no daemon serves`;
+  };
+
+  let stopping = false as boolean; // set by shutdown(), from a signal handler
+  const triggerRef: { close: () => Promise<void> } = { close: () => Promise.resolve() };
+  let metricsAddress: string | null = null;
+  const metricsRef: { close: () => void } = { close: () => undefined };
+  const shutdown = async (why: string): Promise<void> => {
+    if (stopping) {
+      log.error('second stop request: forcing (SIGKILL to the daemon)');
+      supervisor.kill();
+      process.exit(1);
+    }
+    stopping = true;
+    tellKeeper({ type: 'stopping' });
+    void notifier.stopping('stopping: the daemon drains and seals');
+    log.info({ why }, 'stopping: the daemon drains and seals');
+    if (running) await running;
+    await supervisor.stop(config.timeouts.shutdownMs);
+    await triggerRef.close();
+    metricsRef.close();
+    await notifier.close();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: handing off to the configured command');
+    void upgrade({ cmd: 'upgrade' }, (line) => {
+      if (line.type === 'error') log.error(line, 'SIGHUP handoff failed');
+    });
+  });
+  // Without its keeper this process is nobody's: leave the daemon serving (it holds the
+  // listeners) for the next handoff-supervisor to adopt, and go.
+  process.on('disconnect', () => {
+    if (stopping) return;
+    log.warn({ keeperPid }, 'the keeper is gone: exiting; the daemon serves on, and the next handoff-supervisor adopts it');
+    process.exit(1);
+  });
+  tellKeeper({ type: 'started' });
+
+  try {
+    await supervisor.start();
+  } catch (error) {
+    if (stopping) return; // stopped during start-up: shutdown() finishes the stop and exits 0
+    fatal((error as Error).message);
+  }
+  const started = Date.now();
+  const serveTrigger = () => bindTrigger(config.triggerSocket, async (request, send) => {
+    switch (request.cmd) {
+      case 'status': {
+        const status = supervisor.status();
+        send({
+          type: 'status',
+          ...status,
+          pid: keeperPid,
+          supervisorPid: process.pid,
+          supervisorUptimeMs: Date.now() - started,
+          config: config.source,
+          listeners: listeners.map((l) => ({ name: l.name, address: l.address })),
+          metrics: metricsAddress,
+        });
+        return;
+      }
+      case 'stop':
+        send({ type: 'stopping' });
+        setImmediate(() => void shutdown('stop request'));
+        return;
+      case 'upgrade':
+        await upgrade(request, send);
+        return;
+      case 'restart-supervisor':
+      case 'release': {
+        if (running || stopping) {
+          send({ type: 'error', code: ErrorCode.InProgress, message: running ? `a handoff is in progress; ask again after its outcome` : 'the supervisor is stopping' });
+          return;
+        }
+        // The daemon serves on untouched. After restart-supervisor the keeper starts a fresh
+        // supervisor (the code now on disk) at once, and its recovery adopts the daemon; after
+        // release the keeper exits too, and the daemon is left holding the listeners.
+        const daemonPid = supervisor.status().incumbent?.pid ?? null;
+        const replace = request.cmd === 'restart-supervisor';
+        tellKeeper({ type: replace ? 'replace' : 'release' });
+        send({ type: replace ? 'restarting' : 'releasing', supervisorPid: process.pid, keeperPid, daemonPid });
+        log.info({ daemonPid }, replace ? 'restarting the supervisor in place: the daemon serves on' : 'releasing the daemon to another supervisor: it serves on');
+        setImmediate(() => {
+          void triggerRef.close().finally(() => process.exit(0));
+        });
+        return;
+      }
+    }
+  });
+  try {
+    const trigger = await serveTrigger();
+    triggerRef.close = () => trigger.close();
+    if (config.metrics) {
+      const server = await metrics.serve(config.metrics.host, config.metrics.port, () => {
+        metrics.status(supervisor.status());
+      });
+      const bound = server.address() as { address: string; port: number };
+      metricsAddress = `http://${bound.address.includes(':') ? `[${bound.address}]` : bound.address}:${bound.port}/metrics`;
+      metricsRef.close = () => server.close();
+    }
+  } catch (error) {
+    // Leave nothing behind: the daemon drains, seals and exits before this process does.
+    stopping = true;
+    tellKeeper({ type: 'stopping' });
+    await supervisor.stop(config.timeouts.shutdownMs);
+    await triggerRef.close();
+    return fatal(`${(error as Error).message}; the daemon was stopped`);
+  }
+  tellKeeper({ type: 'up' });
+  void notifier.ready(servingStatus(), keeperPid);
+  notifier.startWatchdog();
+  const status = supervisor.status();
+  log.info({ daemonPid: status.incumbent?.pid, keeperPid, listeners: listeners.map((l) => l.address), trigger: config.triggerSocket, config: config.source }, 'serving');
+}

@@ -120,6 +120,9 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
       const result: HandoffResult = await supervisor.performHandoff(handoffRequest, {
         onPhase: (p) => {
           void notifier.status(`handoff ${p.handoffId}: ${p.to}`);
+          // A drain or a seal may run long: tell systemd not to time the reload out meanwhile.
+          const longest = p.to === 'preparing' ? config.timeouts.drainMs : p.to === 'sealing' ? config.timeouts.sealMs : null;
+          if (longest !== null) void notifier.extendTimeout(longest + 5_000);
           send({ type: 'phase', handoffId: p.handoffId, phase: p.to, from: p.from, phaseMs: p.phaseMs, elapsedMs: p.elapsedMs });
         },
       });
@@ -156,6 +159,7 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     stopping = true;
     tellKeeper({ type: 'stopping' });
     void notifier.stopping('stopping: the daemon drains and seals');
+    void notifier.extendTimeout(config.timeouts.shutdownMs + 5_000);
     log.info({ why }, 'stopping: the daemon drains and seals');
     if (running) await running;
     await supervisor.stop(config.timeouts.shutdownMs);

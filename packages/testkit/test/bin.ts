@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -19,6 +20,19 @@ export const MAIN = join(CLI, 'dist', 'main.js');
 export const CTL = join(CLI, 'dist', 'ctl.js');
 /** Set in the environment of every process a workspace starts (inherited by their children), to find and clean them up. */
 const WORKSPACE_TAG = 'HANDOFF_TESTKIT_WORKSPACE';
+
+/** A loopback port that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => {
+        resolve(port);
+      });
+    });
+    server.once('error', reject);
+  });
+}
 
 /** A temp directory with a data dir and a private runtime dir. */
 export class Workspace implements AsyncDisposable {
@@ -59,6 +73,16 @@ shutdown = 10000
 ${extra}`;
     const file = join(this.dir, 'handoff.toml');
     writeFileSync(file, text);
+    return file;
+  }
+
+  /**
+   * {@link config} on a fixed free loopback port: a binary started again must find its
+   * listeners in use, as in production (an ephemeral port would just bind anew).
+   */
+  async configOnFreePort(extra = '', daemonEnv: Record<string, string> = {}): Promise<string> {
+    const file = this.config(extra, daemonEnv);
+    writeFileSync(file, readFileSync(file, 'utf8').replace('address = "127.0.0.1:0"', `address = "127.0.0.1:${String(await freePort())}"`));
     return file;
   }
 

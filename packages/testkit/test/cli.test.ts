@@ -101,7 +101,7 @@ describe('single instance', () => {
 
   it('--force takes over a live instance without stopping its daemon or losing a write', async () => {
     await using ws = new Workspace();
-    const file = ws.config();
+    const file = await ws.configOnFreePort();
     const first = ws.start(['--config', file]);
     showOnFailure(first);
     await first.ready();

@@ -4,7 +4,6 @@
  * daemon serves on and is adopted — with no refused connection and no lost write.
  */
 import { chmodSync, chownSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
@@ -38,15 +37,8 @@ function servingStatus(ws: Workspace, accept: (s: Answer) => boolean = () => tru
 
 const daemonOf = (s: Answer): number => (s.incumbent as { pid: number }).pid;
 
-/** The workspace's configuration on a fixed port (a restarted binary must find its listeners in use, as in production). */
-async function fixedPortConfig(ws: Workspace, extra = ''): Promise<string> {
-  const file = ws.config(extra);
-  writeFileSync(file, readFileSync(file, 'utf8').replace('address = "127.0.0.1:0"', `address = "127.0.0.1:${String(await freePort())}"`));
-  return file;
-}
-
 async function startServing(ws: Workspace, extra = ''): Promise<{ sup: Running; status: Answer; port: number }> {
-  const sup = ws.start(['--config', await fixedPortConfig(ws, extra)]);
+  const sup = ws.start(['--config', await ws.configOnFreePort(extra)]);
   showOnFailure(ws, sup);
   const status = await sup.ready();
   return { sup, status, port: await sup.port() };
@@ -136,7 +128,7 @@ describe('the keeper', () => {
     await using ws = new Workspace();
     const marker = join(ws.dir, 'pre-start-ran');
     // The pre_start hook runs after the listeners are bound and before the daemon starts.
-    const file = await fixedPortConfig(ws, `\n[hooks]\npre_start = "touch ${marker}; sleep 1"\n`);
+    const file = await ws.configOnFreePort(`\n[hooks]\npre_start = "touch ${marker}; sleep 1"\n`);
     const sup = ws.start(['--config', file]);
     showOnFailure(ws, sup);
     await waitUntil('the pre_start hook', () => existsSync(marker));
@@ -150,26 +142,14 @@ describe('the keeper', () => {
   });
 });
 
-/** A port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => {
-        resolve(port);
-      });
-    });
-  });
-}
-
 describe('the runtime directory', () => {
   const cases: [string, (dir: string) => void, RegExp][] = [
-    ['writable by its group', (dir) => chmodSync(dir, 0o770), /is writable by its group \(mode 770\): they could replace the trigger socket; run "chmod 700 .*run"/],
-    ['writable by others', (dir) => chmodSync(dir, 0o703), /is writable by others \(mode 703\).*run "chmod 700/],
-    ['not a directory', (dir) => writeFileSync(dir, ''), /is not a directory; choose another \[sockets\] runtime_dir/],
+    ['writable by its group', (dir) => { chmodSync(dir, 0o770); }, /is writable by its group \(mode 770\): they could replace the trigger socket; run "chmod 700 .*run"/],
+    ['writable by others', (dir) => { chmodSync(dir, 0o703); }, /is writable by others \(mode 703\).*run "chmod 700/],
+    ['not a directory', (dir) => { writeFileSync(dir, ''); }, /is not a directory; choose another \[sockets\] runtime_dir/],
   ];
   if (process.getuid?.() === 0) {
-    cases.push(['owned by another user', (dir) => chownSync(dir, 65_534, 65_534), /is owned by uid 65534, not by this user \(uid 0\): its owner could replace the trigger socket; use a directory of your own, or "chown 0 /]);
+    cases.push(['owned by another user', (dir) => { chownSync(dir, 65_534, 65_534); }, /is owned by uid 65534, not by this user \(uid 0\): its owner could replace the trigger socket; use a directory of your own, or "chown 0 /]);
   }
   for (const [what, spoil, message] of cases) {
     it(`is refused when ${what}, with how to fix it, and nothing is started`, async () => {

@@ -253,6 +253,21 @@ export class Cluster implements AsyncDisposable {
     return status as unknown as SupervisorStatus;
   }
 
+  /**
+   * Waits until the binary's keeper has restarted its supervisor after `dead` (a supervisor
+   * process that died) and the new one serves; returns its status.
+   */
+  async awaitRestartedSupervisor(dead: number, timeoutMs = 30_000): Promise<SupervisorStatus> {
+    return this.waitFor(
+      `a supervisor other than ${dead} to serve`,
+      async () => {
+        const [s] = await ask(this.triggerSocket, { cmd: 'status' }).catch(() => []);
+        return s?.type === 'status' && s.supervisorPid !== dead && s.lifecycle === 'serving' ? (s as unknown as SupervisorStatus) : null;
+      },
+      timeoutMs,
+    );
+  }
+
   /** Asks for a handoff through the trigger socket; resolves with the result, or rejects with the supervisor's error (`code` set). */
   async handoff(req: HandoffRequest = {}): Promise<HandoffResult> {
     const reply = await this.handoffReply(req);
@@ -345,8 +360,19 @@ export class Cluster implements AsyncDisposable {
 
   /** pids of live daemons this cluster's supervisors started (the supervisor itself excluded). */
   daemonPids(): number[] {
-    const supervisor = this.supervisorPid;
-    return processesWithEnv(this.#tag).filter((pid) => pid !== supervisor && !this.#groups.has(pid));
+    const supervisors = new Set(this.supervisorPids());
+    return processesWithEnv(this.#tag).filter((pid) => !supervisors.has(pid) && !this.#groups.has(pid));
+  }
+
+  /** The binary's processes (keepers and the supervisors they run) of this cluster. */
+  supervisorPids(): number[] {
+    return processesWithEnv(this.#tag).filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(SUPERVISOR_MAIN);
+      } catch {
+        return false;
+      }
+    });
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -68,8 +68,9 @@ export async function runCrashScenario(cluster: Cluster, scenario: CrashScenario
       if (alone) problems.push(`while the supervisor was frozen: ${alone}`);
       process.kill(firedBy, 'SIGCONT');
     } else {
-      await cluster.waitFor('the killed supervisor to be gone', () => cluster.supervisorPid === null || !isAlive(firedBy));
-      await cluster.startSupervisor();
+      // The binary's keeper starts another supervisor, which recovers.
+      await cluster.waitFor('the killed supervisor to be gone', () => !isAlive(firedBy));
+      await cluster.awaitRestartedSupervisor(firedBy);
     }
   }
   // The handoff's answer comes once it settled; a supervisor that never answers is a failure, not a hang.

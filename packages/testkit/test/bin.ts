@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { onTestFinished } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
 import type { Answer } from '@handoff/supervisor-cli/client';
 import { processesWithEnv, waitUntil } from '../src/index.js';
@@ -45,6 +46,8 @@ export class Workspace implements AsyncDisposable {
   constructor() {
     mkdirSync(this.dataDir);
     mkdirSync(this.runtimeDir, { mode: 0o700 });
+    // Also when the test times out (its `await using` never reaches the end of its scope).
+    onTestFinished(() => this[Symbol.asyncDispose]());
   }
 
   /** A configuration for the kv daemon on an ephemeral loopback port; `extra` is appended. */

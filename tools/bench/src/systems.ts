@@ -76,6 +76,7 @@ export class HandoffSystem implements System {
   #child: ChildProcess | undefined;
   #log: () => string = () => '';
   #trigger = '';
+  #supervisorPid: number | null = null;
 
   /** `dataDir`: an existing data directory to serve (for the data-size curve); default a new one. */
   constructor(app: AppKind, dataDir?: string) {
@@ -124,7 +125,10 @@ log_format = "json"
         if (child.exitCode !== null) throw new Error(`handoff-supervisor exited ${child.exitCode}`);
         const serving = this.#log().split('\n').find((l) => l.includes('"msg":"serving"'));
         if (serving === undefined) return false;
-        this.#trigger = (JSON.parse(serving) as { trigger: string }).trigger;
+        const line = JSON.parse(serving) as { trigger: string; pid: number; keeperPid?: number };
+        this.#trigger = line.trigger;
+        // The keeper (this child) and the supervisor it runs: both are the supervisor's cost.
+        this.#supervisorPid = line.pid;
         return true;
       }, START_TIMEOUT_MS);
       await waitUntil(`the ${this.app} daemon to answer on port ${port}`, () => answers(port), START_TIMEOUT_MS);
@@ -142,7 +146,7 @@ log_format = "json"
   }
 
   supervisorPids(): readonly number[] {
-    return this.#child?.pid === undefined ? [] : [this.#child.pid];
+    return [this.#child?.pid, this.#supervisorPid].filter((p): p is number => typeof p === 'number');
   }
 
   async stop(): Promise<void> {

@@ -187,7 +187,9 @@ export class SystemdNotifier implements AsyncDisposable {
     }
     if (args.length === 0) return Promise.resolve();
     this.#pending++;
-    const run = this.#tail.then(() => this.#run(args)).finally(() => {
+    // While the watchdog runs every notification is also a ping, taken when it is sent: a
+    // burst of notifications (a handoff) queued ahead of a ping must not starve the watchdog.
+    const run = this.#tail.then(() => this.#run(this.#watchdog !== null && !args.includes('WATCHDOG=1') ? [...args, 'WATCHDOG=1'] : args)).finally(() => {
       this.#pending--;
     });
     this.#tail = run;

@@ -99,6 +99,7 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     }
     const change = { ...(request.command ? { command: request.command } : {}), ...(request.args ? { args: request.args } : {}), ...(request.env ? { env: request.env } : {}) };
     const handoffRequest: HandoffRequest = { daemon: change };
+    let reloading = false;
     let resolveRun: () => void = () => undefined;
     running = new Promise<void>((r) => {
       resolveRun = r;
@@ -117,8 +118,10 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
         }
       }
       void notifier.reloading('handing off');
+      reloading = true;
       const result: HandoffResult = await supervisor.performHandoff(handoffRequest, {
         onPhase: (p) => {
+          if (stopping) return; // systemd was told STOPPING=1: the phases of this last handoff are the log's
           void notifier.status(`handoff ${p.handoffId}: ${p.to}`);
           // A drain or a seal may run long: tell systemd not to time the reload out meanwhile.
           const longest = p.to === 'preparing' ? config.timeouts.drainMs : p.to === 'sealing' ? config.timeouts.sealMs : null;
@@ -137,7 +140,7 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     } finally {
       running = null;
       resolveRun();
-      void notifier.ready(servingStatus(), keeperPid);
+      if (reloading && !stopping) void notifier.ready(servingStatus(), keeperPid);
     }
   };
 

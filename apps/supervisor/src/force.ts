@@ -54,15 +54,23 @@ function signal(pid: number, s: NodeJS.Signals): void {
 
 /** Deals with the live instance `pid` that owns the pid file; resolves once it is gone. */
 export async function forceOut(config: Config, pid: number): Promise<ForceOutcome> {
-  const deadline = Date.now() + config.timeouts.totalMs;
-  let why = 'it did not answer on its trigger socket';
-  while (Date.now() < deadline) {
+  // A missing or refusing trigger socket may be a supervisor being restarted by its keeper
+  // (backoff up to 5 s, then recovery): give it that long before calling it unresponsive.
+  const socketDeadline = Date.now() + 10_000 + config.timeouts.livenessMs;
+  const handoffDeadline = Date.now() + config.timeouts.totalMs;
+  let why: string;
+  for (;;) {
     let answer;
     try {
       [answer] = await ask(config.triggerSocket, { cmd: 'release' }, undefined, { timeoutMs: 3_000 });
     } catch (error) {
-      why = `it did not answer on its trigger socket (${(error as Error).message})`;
-      break;
+      const message = (error as Error).message;
+      if (/did not answer within/.test(message) || Date.now() > socketDeadline) {
+        why = `it did not answer on its trigger socket (${message})`;
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      continue;
     }
     if (answer?.type === 'releasing') {
       if (await waitForDeath(pid, config.timeouts.shutdownMs)) return { kind: 'released', pid, daemonPid: typeof answer.daemonPid === 'number' ? answer.daemonPid : null };
@@ -71,23 +79,27 @@ export async function forceOut(config: Config, pid: number): Promise<ForceOutcom
     }
     // A handoff in progress: wait for its outcome, then ask again.
     if (answer?.type !== 'error' || answer.code !== 'HANDOFF_IN_PROGRESS') {
-      why = `it answered ${JSON.stringify(answer ?? null)}`;
+      why = `it answered ${JSON.stringify(answer ?? null)} (an older version without "release"?)`;
+      break;
+    }
+    if (Date.now() > handoffDeadline) {
+      why = `its handoff was still in progress after ${config.timeouts.totalMs} ms`;
       break;
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  // Unresponsive: its whole tree, and whoever holds the data directory's lock (a daemon
-  // orphaned by an earlier supervisor restart is no longer a descendant).
+  // Unresponsive: the keeper and the data lock's holder are asked to stop (SIGTERM; every
+  // process of the tree gets SIGCONT in case it was stopped), and whatever of the tree is
+  // left after the stop grace is killed. The lock holder is named apart: a daemon adopted
+  // after a supervisor restart is no longer a descendant of the keeper.
   const holder = DataDirLock.probe(config.daemon.dataDir);
-  const tree = [pid, ...descendants(pid), ...(holder.held && holder.pid !== null && holder.pid !== pid ? [holder.pid] : [])];
-  const targets = [...new Set(tree)].filter(isAlive);
+  const daemon = holder.held && holder.pid !== null && holder.pid !== pid ? holder.pid : null;
+  const targets = [...new Set([pid, ...descendants(pid), ...(daemon === null ? [] : [daemon])])].filter(isAlive);
   const since = Date.now();
-  for (const p of targets) {
-    signal(p, 'SIGTERM');
-    signal(p, 'SIGCONT');
-  }
-  const gone = await Promise.all(targets.map((p) => waitForDeath(p, config.timeouts.stopGraceMs)));
-  const killed = targets.filter((_, i) => !gone[i]);
+  for (const p of [pid, daemon]) if (p !== null) signal(p, 'SIGTERM');
+  for (const p of targets) signal(p, 'SIGCONT');
+  await Promise.all([pid, daemon].map((p) => (p === null ? Promise.resolve(true) : waitForDeath(p, config.timeouts.stopGraceMs))));
+  const killed = targets.filter(isAlive);
   for (const p of killed) signal(p, 'SIGKILL');
   await Promise.all(killed.map((p) => waitForDeath(p, 5_000)));
   return { kind: 'stopped', pid, stopped: targets, killed, since, why };

@@ -13,6 +13,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { FieldLimits } from '@handoff/protocol';
 import { bindListeners, listenerAddress, listenersFromEnv, lockHeld, requestListenerHolder, selfTestHeldListeners, startListening } from '@handoff/supervisor';
 import { isAlive } from '@handoff/supervisor/internal';
 import type { HeldListener } from '@handoff/supervisor';
@@ -50,6 +51,9 @@ interface Options {
   readonly force?: boolean;
 }
 
+/** Where a keeper started by a daemon (SpawnHolder) sends its output; not passed on. */
+const HOLDER_LOG_ENV = 'HANDOFF_HOLDER_LOG';
+
 function fatal(code: number, message: string): never {
   process.stderr.write(`handoff-supervisor: ${message}\n`);
   process.exit(code);
@@ -85,14 +89,21 @@ async function daemonize(config: Config): Promise<never> {
  */
 async function takeOverFromDaemon(config: Config, args: readonly string[], previous: number | null): Promise<never> {
   const log = config.logFile ?? join(dirname(config.triggerSocket), 'supervisor.log');
-  const env: Record<string, string> = { HANDOFF_LOG_FORMAT: 'json', HANDOFF_HOLDER_LOG: log };
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !(k in env)) env[k] = v;
+  const env: Record<string, string> = { HANDOFF_LOG_FORMAT: 'json', [HOLDER_LOG_ENV]: log };
+  // This environment, within what SpawnHolder carries (PROTOCOL.md section 6).
+  let bytes = 0;
+  for (const [k, v] of Object.entries(process.env)) {
+    const size = Buffer.byteLength(`${k}=${v ?? ''}`);
+    if (v === undefined || k in env || Object.keys(env).length >= FieldLimits.envMax || size > FieldLimits.argMax || bytes + size > 512 * 1024) continue;
+    env[k] = v;
+    bytes += size;
+  }
   try {
     const { daemonPid, holderPid } = await requestListenerHolder({
       controlSocket: config.controlSocket,
       dataDir: config.daemon.dataDir,
       // The shell sends the new keeper's output to the log file, then execs it (same pid).
-      argv: ['/bin/sh', '-c', 'exec "$0" "$@" >>"$HANDOFF_HOLDER_LOG" 2>&1', process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args],
+      argv: ['/bin/sh', '-c', `exec "$0" "$@" >>"$${HOLDER_LOG_ENV}" 2>&1`, process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args],
       cwd: process.cwd(),
       env,
       timeoutMs: config.timeouts.livenessMs + 15_000,
@@ -152,6 +163,15 @@ async function main(): Promise<void> {
     throw error;
   }
   if (opts.daemon) await daemonize(config);
+  Reflect.deleteProperty(process.env, HOLDER_LOG_ENV);
+  // Until the keeper runs its supervisor, a stop request ends this process: nothing runs yet.
+  let cleanup = (): void => undefined;
+  const early = (): void => {
+    cleanup();
+    process.exit(0);
+  };
+  process.once('SIGTERM', early);
+  process.once('SIGINT', early);
   let pidFile: PidFile;
   let forced: ForceOutcome | null = null;
   try {
@@ -166,9 +186,12 @@ async function main(): Promise<void> {
     if (error instanceof AlreadyRunningError) fatal(3, error.message);
     fatal(1, (error as Error).message);
   }
+  cleanup = () => {
+    pidFile.release();
+  };
   if (forced?.kind === 'released') log.info({ previous: forced.pid, daemonPid: forced.daemonPid }, '--force: the previous instance released its daemon, which serves on; taking it over');
   if (forced?.kind === 'stopped') {
-    process.stderr.write(`handoff-supervisor: --force: the previous instance (pid ${forced.pid}) was stopped because ${forced.why}: ${forced.stopped.length} processes (${forced.stopped.join(', ')}) got SIGTERM${forced.killed.length ? `, ${forced.killed.join(', ')} then SIGKILL` : ''}; connections are refused until the new daemon listens\n`);
+    process.stderr.write(`handoff-supervisor: --force: the previous instance (pid ${forced.pid}) was stopped because ${forced.why}: its processes (${forced.stopped.join(', ')}) got SIGTERM (keeper and daemon) and SIGCONT${forced.killed.length ? `, then ${forced.killed.join(', ')} SIGKILL` : ''}; connections are refused until the new daemon listens\n`);
   }
 
   // The supervisors this keeper starts read the same configuration (the embedded default's file, too).
@@ -188,6 +211,10 @@ async function main(): Promise<void> {
       listeners = held.listeners;
       closeListeners = () => {
         held.close();
+      };
+      cleanup = () => {
+        held.close();
+        pidFile.release();
       };
       startListening(listeners);
     }
@@ -210,6 +237,8 @@ async function main(): Promise<void> {
   const onUp = since === null ? undefined : () => {
     process.stderr.write(`handoff-supervisor: --force: serving again; the outage lasted ${Date.now() - since} ms (from stopping the previous instance until the new one was up)\n`);
   };
+  process.off('SIGTERM', early);
+  process.off('SIGINT', early);
   await runKeeper({ config, log, pidFile, listeners, closeListeners, args: childArgs, ...(onUp ? { onUp } : {}) });
 }
 

@@ -18,11 +18,12 @@ function readPid(path: string): number | null {
   }
 }
 
-/** True when `pid` runs a handoff supervisor (its command line names our entry point). */
+/** True when `pid` runs a handoff supervisor (its program or script is our entry point). */
 export function isSupervisorProcess(pid: number): boolean {
   try {
-    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    return argv.some((a) => a.endsWith('handoff-supervisor') || /supervisor(-cli)?[/\\]dist[/\\]main\.js$/.test(a));
+    // The program itself (a direct exec) or the script node runs: never any later argument.
+    const [program, script] = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return [program, script].some((a) => a !== undefined && (/(^|\/)handoff-supervisor$/.test(a) || /supervisor(-cli)?[/\\]dist[/\\]main\.js$/.test(a)));
   } catch {
     return false;
   }

@@ -13,8 +13,8 @@ import { Supervisor, SupervisorChannels, listenersFromEnv } from '@handoff/super
 import type { HandoffRequest, HandoffResult, HeldListener, SupervisorChannel } from '@handoff/supervisor';
 import type { Config } from './config.js';
 import { probe, runShell } from './hooks.js';
-import { KeeperEnv } from './keeper.js';
-import type { ToKeeper } from './keeper.js';
+import { ALIVE_EVERY_MS, KeeperEnv, SupervisorExit } from './keeper.js';
+import type { ToKeeper, ToSupervisor } from './keeper.js';
 import { Metrics } from './metrics.js';
 import { SystemdNotifier } from './notify.js';
 import { bindTrigger } from './trigger.js';
@@ -153,14 +153,17 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
   const triggerRef: { close: () => Promise<void> } = { close: () => Promise.resolve() };
   let metricsAddress: string | null = null;
   const metricsRef: { close: () => void } = { close: () => undefined };
-  const shutdown = async (why: string): Promise<void> => {
+  /** Set once this process exits to be replaced or released: stop requests are then the next supervisor's. */
+  let leaving = false;
+  const shutdown = async (why: string, force = false): Promise<void> => {
+    if (leaving) return;
     if (stopping) {
+      if (!force) return; // the same stop, heard twice (from the keeper and directly)
       log.error('second stop request: forcing (SIGKILL to the daemon)');
       supervisor.kill();
       process.exit(1);
     }
     stopping = true;
-    tellKeeper({ type: 'stopping' });
     void notifier.stopping('stopping: the daemon drains and seals');
     void notifier.extendTimeout(config.timeouts.shutdownMs + 5_000);
     log.info({ why }, 'stopping: the daemon drains and seals');
@@ -170,16 +173,24 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     metricsRef.close();
     await notifier.close();
     log.info('stopped');
-    process.exit(0);
+    process.exit(SupervisorExit.Stopped);
   };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('SIGHUP', () => {
+  const handoffOnHup = (): void => {
     log.info('SIGHUP: handing off to the configured command');
     void upgrade({ cmd: 'upgrade' }, (line) => {
       if (line.type === 'error') log.error(line, 'SIGHUP handoff failed');
     });
+  };
+  // The keeper passes the operator's signals on (a second stop request forces); a signal sent
+  // to this process directly (say by pkill, which also reaches the keeper) is one more copy
+  // of the same request, never a second one.
+  process.on('message', (message: ToSupervisor) => {
+    if (message.type === 'stop') void shutdown('stop requested (signal to the keeper)', message.force);
+    else handoffOnHup();
   });
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGHUP', handoffOnHup);
   // Without its keeper this process is nobody's: leave the daemon serving (it holds the
   // listeners) for the next handoff-supervisor to adopt, and go.
   process.on('disconnect', () => {
@@ -187,6 +198,9 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     log.warn({ keeperPid }, 'the keeper is gone: exiting; the daemon serves on, and the next handoff-supervisor adopts it');
     process.exit(1);
   });
+  setInterval(() => {
+    tellKeeper({ type: 'alive' });
+  }, ALIVE_EVERY_MS).unref();
   tellKeeper({ type: 'started' });
 
   try {
@@ -230,11 +244,11 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
         // release the keeper exits too, and the daemon is left holding the listeners.
         const daemonPid = supervisor.status().incumbent?.pid ?? null;
         const replace = request.cmd === 'restart-supervisor';
-        tellKeeper({ type: replace ? 'replace' : 'release' });
+        leaving = true;
         send({ type: replace ? 'restarting' : 'releasing', supervisorPid: process.pid, keeperPid, daemonPid });
         log.info({ daemonPid }, replace ? 'restarting the supervisor in place: the daemon serves on' : 'releasing the daemon to another supervisor: it serves on');
         setImmediate(() => {
-          void triggerRef.close().finally(() => process.exit(0));
+          void triggerRef.close().finally(() => process.exit(replace ? SupervisorExit.Replace : SupervisorExit.Release));
         });
         return;
       }
@@ -252,11 +266,12 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
       metricsRef.close = () => server.close();
     }
   } catch (error) {
-    // Leave nothing behind: the daemon drains, seals and exits before this process does.
-    stopping = true;
-    tellKeeper({ type: 'stopping' });
-    await supervisor.stop(config.timeouts.shutdownMs);
     await triggerRef.close();
+    // A daemon this process adopted serves on: exit, and the keeper tries again later.
+    if (supervisor.status().incumbent?.adopted === true) return fatal(`${(error as Error).message}; the daemon serves on`);
+    // Leave nothing behind: the daemon this process started drains, seals and exits first.
+    stopping = true;
+    await supervisor.stop(config.timeouts.shutdownMs);
     return fatal(`${(error as Error).message}; the daemon was stopped`);
   }
   tellKeeper({ type: 'up' });

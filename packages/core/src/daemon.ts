@@ -138,7 +138,10 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
   const heartbeatMs = options.heartbeatMs ?? detected.timing.heartbeatMs;
   const livenessMs = options.livenessMs ?? detected.timing.livenessMs;
   const timing = { ...(heartbeatMs ? { heartbeatMs } : {}), ...(livenessMs ? { livenessMs } : {}) };
-  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, ...(inherited.names.length > 0 ? { listenerFds: () => inherited.openFds() } : {}), ...timing };
+  let stopping = false;
+  // A stopping daemon closes its servers: it has nothing to pass on to a listener holder.
+  const listenerFds = (): { name: string; fd: number }[] => (stopping ? [] : inherited.openFds());
+  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, ...(inherited.names.length > 0 ? { listenerFds } : {}), ...timing };
 
   let incumbent: Incumbent;
   if (detected.role === 'cold') {
@@ -178,6 +181,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
 
   const stopped = new Promise<IncumbentExit>((resolve) => {
     const stop = async (): Promise<void> => {
+      stopping = true;
       try {
         await drainable.drain(Date.now() + 10_000, new AbortController().signal);
         await drainable.seal(new AbortController().signal, () => undefined);

@@ -7,3 +7,4 @@ export type { ChannelEvents } from './channel.js';
 export { answers as controlSocketAnswers, bindControlSocket } from './control-socket.js';
 export type { BoundControlSocket } from './control-socket.js';
 export { crashPoint } from './crash-points.js';
+export { SHELL, spawnWithListenPid } from './holder.js';

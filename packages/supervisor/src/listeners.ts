@@ -1,6 +1,7 @@
 /**
- * Listening sockets held by the supervisor without accepting on them. A `net.Server` that
- * listens in the supervisor would steal connections; a socket bound by Node's internal
+ * Listening sockets held without accepting on them (by the binary's keeper process, which
+ * passes them to its supervisor child). A `net.Server` that listens in the holder would
+ * steal connections; a socket bound by Node's internal
  * `net._createServerHandle` (the path the cluster module uses) and never listened is never
  * polled, and the first daemon's `listen({ fd })` puts it in LISTEN (docs/design.md, "Holding
  * listeners"). Alternatively the sockets come from a holder process or systemd via

@@ -6,11 +6,11 @@
  * `LISTEN_PID` names the daemon's own pid, as systemd sets it (sd_listen_fds(3) ignores
  * listeners whose `LISTEN_PID` is another process's), which Node's `spawn` cannot do itself.
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { SHELL, spawnWithListenPid as spawnShell } from '@handoff/core/internal';
 import { LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
 import type { DaemonProgram } from '@handoff/protocol';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
@@ -44,10 +44,6 @@ export interface SpawnedDaemon {
 // systemd's notify and watchdog variables are the supervisor's: it speaks for the service.
 const NOT_INHERITED: readonly string[] = [...Object.values(SpawnEnv), 'NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NOTIFY_SOCKET', 'WATCHDOG_PID', 'WATCHDOG_USEC'];
 
-/** The shell daemons are started through. */
-const SHELL = '/bin/sh';
-/** Sets `LISTEN_PID` to the pid the program will run as, then execs it. */
-const EXEC_WITH_LISTEN_PID = `${SpawnEnv.ListenPid}=$$; export ${SpawnEnv.ListenPid}; exec "$0" "$@"`;
 
 /**
  * Checks what a spawn would otherwise report late and vaguely (`spawn ... ENOENT`, or a
@@ -96,12 +92,7 @@ export function checkProgram(program: DaemonProgram, env: Readonly<Record<string
  */
 export function spawnWithListenPid(program: DaemonProgram, options: { readonly env: Readonly<Record<string, string>>; readonly stdio: StdioOptions; readonly detached?: boolean }): ChildProcess {
   checkProgram(program, options.env);
-  return spawn(SHELL, ['-c', EXEC_WITH_LISTEN_PID, program.command, ...program.args], {
-    stdio: options.stdio,
-    env: options.env,
-    detached: options.detached ?? false,
-    ...(program.cwd ? { cwd: program.cwd } : {}),
-  });
+  return spawnShell(program.command, program.args, { env: options.env, stdio: options.stdio, cwd: program.cwd ?? undefined, detached: options.detached ?? false });
 }
 
 /** How a daemon is spawned. */

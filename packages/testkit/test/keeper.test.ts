@@ -98,13 +98,16 @@ describe('the keeper', () => {
     expect(upgrade.code, upgrade.stdout + upgrade.stderr).toBe(0);
   });
 
-  it('when keeper and supervisor are both SIGKILLed, starting the binary again adopts the daemon through it: 0 refused', async () => {
+  it.each([
+    ['the keeper is SIGKILLed (its supervisor then exits)', false],
+    ['keeper and supervisor are both SIGKILLed', true],
+  ])('when %s, starting the binary again adopts the daemon through it: 0 refused', async (_what, both) => {
     await using ws = new Workspace();
     const { sup, status, port } = await startServing(ws);
     const load = new LoadDriver({ port, readers: 4, writers: 1, probeEveryMs: 5 }).start();
     await load.waitForProgress(50);
     process.kill(sup.child.pid ?? 0, 'SIGKILL');
-    process.kill(status.supervisorPid as number, 'SIGKILL');
+    if (both) process.kill(status.supervisorPid as number, 'SIGKILL');
     await waitUntil('keeper and supervisor gone', () => ws.supervisors().length === 0);
     await load.waitForProgress(50); // the daemon serves alone
     const again = ws.start(['--config', join(ws.dir, 'handoff.toml')]);
@@ -121,6 +124,34 @@ describe('the keeper', () => {
     const stop = await ws.ctl(['stop']);
     expect(stop.code).toBe(0);
     await waitUntil('everything stopped', () => ws.processes().length === 0 && ws.daemons().length === 0);
+    expect(existsSync(join(ws.runtimeDir, 'supervisor.pid'))).toBe(false);
+  });
+
+  it('a stop signal that reaches keeper and supervisor both (pkill) is one graceful stop, not a forced one', async () => {
+    await using ws = new Workspace();
+    const { sup, status } = await startServing(ws);
+    process.kill(status.supervisorPid as number, 'SIGTERM');
+    process.kill(sup.child.pid ?? 0, 'SIGTERM');
+    expect(await sup.exited).toBe(0);
+    expect(sup.output).not.toMatch(/forcing/);
+    expect(sup.output).toMatch(/"reason":"stopped: drained and sealed"/);
+    expect(ws.processes()).toEqual([]);
+  });
+
+  it('a stop while the supervisor cannot start (a broken configuration after restart-supervisor) stops the daemon directly', async () => {
+    await using ws = new Workspace();
+    const { sup, status } = await startServing(ws);
+    const file = join(ws.dir, 'handoff.toml');
+    writeFileSync(file, `${readFileSync(file, 'utf8')}\nbroken = [\n`);
+    const [answer] = await ask(ws.trigger, { cmd: 'restart-supervisor' });
+    expect(answer?.type).toBe('restarting');
+    await waitUntil('the broken restarts', () => /not valid TOML/.test(sup.output)); // the new supervisor exits 2, again and again
+    expect(ws.daemons()).toEqual([daemonOf(status)]); // still serving meanwhile
+    process.kill(sup.child.pid ?? 0, 'SIGTERM');
+    await sup.exited;
+    expect(sup.output).toMatch(/stopping the daemon directly/);
+    expect(ws.processes()).toEqual([]);
+    expect(ws.daemons()).toEqual([]);
     expect(existsSync(join(ws.runtimeDir, 'supervisor.pid'))).toBe(false);
   });
 

@@ -39,6 +39,8 @@ interface Row {
   readonly victim: Victim;
   readonly atMs: number;
   readonly killed: number | null;
+  /** Killed while the upgrade was still waiting for its outcome. */
+  readonly midHandoff: boolean;
   readonly upgradeExit: number | null;
   readonly convergedMs: number;
   readonly refused: number;
@@ -84,7 +86,10 @@ describe('random SIGKILLs of the standalone binary during handoffs under load', 
       const atMs = Math.floor(rng() * 500);
       const load = new LoadDriver({ port, readers: 4, writers: 2, probeEveryMs: 5, maxDurationMs: 120_000 }).start();
       await load.waitForProgress(20);
-      const upgrade = ws.ctl(['upgrade']);
+      let settled = false;
+      const upgrade = ws.ctl(['upgrade']).finally(() => {
+        settled = true;
+      });
       // The injected fault's instant: a random point of the handoff, not a wait for an event.
       await new Promise((resolve) => setTimeout(resolve, atMs));
       // The successor: the daemon that is not the incumbent, once spawned (after the commit, it serves).
@@ -96,6 +101,7 @@ describe('random SIGKILLs of the standalone binary during handoffs under load', 
             : await waitForValue('the successor to exist', () => ws.daemons().find((pid) => pid !== incumbent) ?? null, 5_000).catch(() => null);
       const killedAt = Date.now();
       let killed: number | null = null;
+      const midHandoff = !settled;
       try {
         if (target !== null) process.kill(target, 'SIGKILL');
         killed = target;
@@ -107,12 +113,14 @@ describe('random SIGKILLs of the standalone binary during handoffs under load', 
       const convergedMs = Date.now() - killedAt;
       await load.waitForProgress(20);
       const report = await load.stop();
-      rows.push({ run, victim, atMs, killed, upgradeExit: code, convergedMs, refused: report.errors.refused, reset: report.errors.reset, writes: report.acknowledgedWrites });
+      rows.push({ run, victim, atMs, killed, midHandoff: midHandoff && killed !== null, upgradeExit: code, convergedMs, refused: report.errors.refused, reset: report.errors.reset, writes: report.acknowledgedWrites });
       expect(report.errors.refused, `run ${run}: ${report.samples.join('\n')}`).toBe(0);
       expect(await verifyLedger(port, load.ledger), `run ${run}: acknowledged writes lost`).toEqual([]);
       const next = await ws.ctl(['upgrade']);
       expect(next.code, `run ${run}: the next upgrade\n${next.stdout}${next.stderr}`).toBe(0);
     }
     console.table(rows);
+    // The faults must land inside handoffs, not only between them.
+    expect(rows.filter((r) => r.midHandoff).length, 'runs that killed a process while its handoff was in progress').toBeGreaterThanOrEqual(Math.ceil(RUNS / 3));
   }, RUNS * 40_000 + 30_000);
 });

@@ -59,11 +59,22 @@ function fatal(code: number, message: string): never {
   process.exit(code);
 }
 
+/** `args` without a boolean option: `--long`, `-x`, or `x` inside a cluster of short flags (`-dx` becomes `-x`). */
+function without(args: readonly string[], short: string, long: string): string[] {
+  return args.flatMap((a) => {
+    if (a === long) return [];
+    if (!/^-[A-Za-z]+$/.test(a)) return [a];
+    const rest = a.slice(1).replaceAll(short, '');
+    return rest === '' ? [] : [`-${rest}`];
+  });
+}
+
 /** Detaches: starts this program again in the background, logging to a file, and waits until it serves. */
 async function daemonize(config: Config): Promise<never> {
   const log = config.logFile ?? join(dirname(config.triggerSocket), 'supervisor.log');
   const fd = openSync(log, 'a', 0o640);
-  const args = process.argv.slice(1).filter((a) => a !== '-d' && a !== '--daemon');
+  const [script = '', ...rest] = process.argv.slice(1);
+  const args = [script, ...without(rest, 'd', '--daemon')];
   const child = spawn(process.execPath, [...process.execArgv, ...args], { detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json' } });
   closeSync(fd);
   child.unref();
@@ -195,7 +206,7 @@ async function main(): Promise<void> {
   }
 
   // The supervisors this keeper starts read the same configuration (the embedded default's file, too).
-  const childArgs = [...process.argv.slice(2).filter((a) => !['-d', '--daemon', '-f', '--force'].includes(a)), ...(opts.config ? [] : ['--config', config.source])];
+  const childArgs = [...without(without(process.argv.slice(2), 'd', '--daemon'), 'f', '--force'), ...(opts.config ? [] : ['--config', config.source])];
   // The listeners: from systemd (or a daemon that started this keeper), else bound here and
   // put in LISTEN at once, so that connections queue from now on.
   let listeners: HeldListener[];

@@ -90,8 +90,16 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
   logEvents(log);
 
   let running: Promise<unknown> | null = null;
+  let stopping = false as boolean; // set by shutdown(), from a signal handler
+  /** Set once this process exits to be replaced or released: stop requests are then the next supervisor's. */
+  let leaving = false as boolean;
+  const isStopping = (): boolean => stopping;
   /** A handoff: the pre-handoff check, the handoff, the health probe. */
   const upgrade = async (request: Extract<TriggerRequest, { cmd: 'upgrade' }>, send: (line: Record<string, unknown>) => void): Promise<void> => {
+    if (leaving || stopping) {
+      send({ type: 'error', code: ErrorCode.InProgress, message: leaving ? 'this supervisor is being replaced; ask again in a moment' : 'the supervisor is stopping' });
+      return;
+    }
     if (running) {
       const status = supervisor.status();
       send({ type: 'error', code: ErrorCode.InProgress, message: `handoff ${status.handoff?.handoffId ?? ''} is in progress (phase ${status.handoff?.phase ?? 'check'}); wait for its outcome` });
@@ -140,7 +148,8 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     } finally {
       running = null;
       resolveRun();
-      if (reloading && !stopping) void notifier.ready(servingStatus(), keeperPid);
+      // (A stop may have begun meanwhile: systemd was told STOPPING=1 then.)
+      if (reloading && !isStopping()) void notifier.ready(servingStatus(), keeperPid);
     }
   };
 
@@ -149,12 +158,9 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     return s.incumbent ? `serving: daemon pid ${s.incumbent.pid}, generation ${s.incumbent.generation}` : `${s.lifecycle}: no daemon serves`;
   };
 
-  let stopping = false as boolean; // set by shutdown(), from a signal handler
   const triggerRef: { close: () => Promise<void> } = { close: () => Promise.resolve() };
   let metricsAddress: string | null = null;
   const metricsRef: { close: () => void } = { close: () => undefined };
-  /** Set once this process exits to be replaced or released: stop requests are then the next supervisor's. */
-  let leaving = false;
   const shutdown = async (why: string, force = false): Promise<void> => {
     if (leaving) return;
     if (stopping) {

@@ -4,7 +4,7 @@
  *
  *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--env K=V]... [--json]
  *   handoffctl ... status [--json]
- *   handoffctl ... stop
+ *   handoffctl ... stop [--no-wait]
  *   handoffctl ... restart-supervisor
  *
  * Exit codes: 0 committed (or done); 2 rolled back (the old version serves on); 1 error
@@ -140,9 +140,28 @@ program
 program
   .command('stop')
   .description('stop the supervisor: the daemon drains and seals, nothing acknowledged is lost')
-  .action(async () => {
-    await ask(socketPath(), { cmd: 'stop' }).catch((error: unknown) => fail((error as Error).message));
-    process.stdout.write('stopping\n');
+  .option('--no-wait', 'return once the supervisor has begun stopping')
+  .action(async (o: { wait: boolean }) => {
+    const socket = socketPath();
+    await ask(socket, { cmd: 'stop' }).catch((error: unknown) => fail((error as Error).message));
+    if (!o.wait) {
+      process.stdout.write('stopping\n');
+      return;
+    }
+    // The trigger socket closes once the daemon has drained and sealed and the supervisor exits.
+    const started = Date.now();
+    while (Date.now() - started < 10 * 60_000) {
+      const gone = await ask(socket, { cmd: 'status' }).then(
+        () => false,
+        () => true,
+      );
+      if (gone) {
+        process.stdout.write(`stopped in ${Date.now() - started} ms\n`);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    fail('the supervisor is still stopping after 10 minutes; check its log');
   });
 
 program

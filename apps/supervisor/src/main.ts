@@ -7,14 +7,14 @@
  * 3 another supervisor owns the pid file.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { FieldLimits } from '@handoff/protocol';
-import { bindListeners, listenerAddress, listenersFromEnv, lockHeld, requestListenerHolder, selfTestHeldListeners, startListening } from '@handoff/supervisor';
+import { bindListeners, listenersFromEnv, lockHeld, requestListenerHolder, selfTestHeldListeners, startListening } from '@handoff/supervisor';
 import { isAlive } from '@handoff/supervisor/internal';
 import type { HeldListener } from '@handoff/supervisor';
 import { ask } from './client.js';
@@ -73,6 +73,7 @@ function without(args: readonly string[], short: string, long: string): string[]
 async function daemonize(config: Config): Promise<never> {
   const log = config.logFile ?? join(dirname(config.triggerSocket), 'supervisor.log');
   const fd = openSync(log, 'a', 0o640);
+  const from = fstatSync(fd).size;
   const [script = '', ...rest] = process.argv.slice(1);
   const args = [script, ...without(rest, 'd', '--daemon')];
   const child = spawn(process.execPath, [...process.execArgv, ...args], { detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json' } });
@@ -84,7 +85,7 @@ async function daemonize(config: Config): Promise<never> {
     state.exited = true;
   });
   try {
-    await waitForKeeper(config, pid, log, () => state.exited);
+    await waitForKeeper(config, pid, log, () => state.exited, from);
   } catch (error) {
     fatal(1, `the detached ${(error as Error).message.replace(/^the /, '')}`);
   }
@@ -109,6 +110,7 @@ async function takeOverFromDaemon(config: Config, args: readonly string[], previ
     env[k] = v;
     bytes += size;
   }
+  const from = existsSync(log) ? statSync(log).size : 0;
   try {
     const { daemonPid, holderPid } = await requestListenerHolder({
       controlSocket: config.controlSocket,
@@ -119,7 +121,7 @@ async function takeOverFromDaemon(config: Config, args: readonly string[], previ
       env,
       timeoutMs: config.timeouts.livenessMs + 15_000,
     });
-    await waitForKeeper(config, holderPid, log);
+    await waitForKeeper(config, holderPid, log, undefined, from);
     const how = previous === null ? `the daemon (pid ${daemonPid}) was serving without a supervisor` : `took over from pid ${previous}: the daemon (pid ${daemonPid}) served throughout`;
     process.stdout.write(`handoff-supervisor: ${how}; it passed the listeners to a new supervisor, running in the background as pid ${holderPid}; log: ${log}\n`);
     process.exit(0);
@@ -129,7 +131,7 @@ async function takeOverFromDaemon(config: Config, args: readonly string[], previ
 }
 
 /** Waits until the keeper `pid` answers on the trigger socket; fails with the log's tail if it exits or takes 30 s. */
-async function waitForKeeper(config: Config, pid: number, log: string, exited: () => boolean = () => !isAlive(pid)): Promise<void> {
+async function waitForKeeper(config: Config, pid: number, log: string, exited: () => boolean = () => !isAlive(pid), from = 0): Promise<void> {
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline && !exited()) {
     try {
@@ -140,7 +142,8 @@ async function waitForKeeper(config: Config, pid: number, log: string, exited: (
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-20).join('\n') : '';
+  // Only what this start wrote (the log file keeps earlier runs).
+  const tail = existsSync(log) ? readFileSync(log).subarray(from).toString('utf8').split('\n').slice(-20).join('\n') : '';
   throw new Error(`the supervisor (pid ${pid}) ${exited() ? 'exited' : 'did not start within 30 s'}; last lines of ${log}:\n${tail}`);
 }
 
@@ -173,7 +176,11 @@ async function main(): Promise<void> {
     if (error instanceof ConfigError) fatal(2, error.message);
     throw error;
   }
-  if (opts.daemon) await daemonize(config);
+  if (opts.daemon) {
+    const owner = opts.force ? null : PidFile.liveOwner(config.pidFile);
+    if (owner !== null) fatal(3, `another handoff supervisor is running (pid ${owner}, pid file ${config.pidFile}); stop it with "handoffctl stop", or start this one with --force to take over`);
+    await daemonize(config);
+  }
   Reflect.deleteProperty(process.env, HOLDER_LOG_ENV);
   // Until the keeper runs its supervisor, a stop request ends this process: nothing runs yet.
   let cleanup = (): void => undefined;
@@ -212,10 +219,7 @@ async function main(): Promise<void> {
   let listeners: HeldListener[];
   let closeListeners = (): void => undefined;
   try {
-    listeners = listenersFromEnv().map((l) => {
-      const c = config.listeners.find((x) => x.name === l.name);
-      return { ...l, backlog: c?.backlog ?? 511, ...(c ? { address: listenerAddress(c) } : {}) };
-    });
+    listeners = listenersFromEnv().map((l) => ({ ...l, backlog: config.listeners.find((x) => x.name === l.name)?.backlog ?? 511 }));
     if (listeners.length === 0) {
       selfTestHeldListeners();
       const held = bindListeners(config.listeners);
@@ -227,8 +231,10 @@ async function main(): Promise<void> {
         held.close();
         pidFile.release();
       };
-      startListening(listeners);
     }
+    // In LISTEN from now on (passed ones already are: that sets their backlog), named by their real address.
+    const addresses = startListening(listeners);
+    listeners = listeners.map((l, i) => ({ ...l, address: addresses[i] ?? l.address }));
   } catch (error) {
     closeListeners();
     pidFile.release();

@@ -73,6 +73,12 @@ export class PidFile {
     throw new Error(`could not take the pid file ${path}: other supervisors keep starting; retry`);
   }
 
+  /** The live supervisor that owns `path`, if any (a check before detaching; {@link acquire} decides). */
+  static liveOwner(path: string): number | null {
+    const pid = readPid(path);
+    return pid !== null && pid !== process.pid && isAlive(pid) && isSupervisorProcess(pid) ? pid : null;
+  }
+
   /** Removes the pid file if it still names this process. */
   release(): void {
     if (readPid(this.path) !== process.pid) return;

@@ -106,28 +106,36 @@ export function bindListeners(specs: readonly ListenerSpec[]): { readonly listen
 }
 
 /**
- * Puts bound, held sockets in LISTEN without accepting on them, so that connections queue
- * (up to each backlog) from now on instead of being refused until the first daemon listens.
- * A listening libuv server in this process would accept them itself, so a one-shot child
- * inherits the sockets, calls `listen(backlog)` on each and exits before its event loop
- * ever runs: it accepts nothing, and the sockets stay in LISTEN while this process holds them.
+ * Puts held sockets in LISTEN without accepting on them, so that connections queue (up to
+ * each backlog) from now on instead of being refused until the first daemon listens, and
+ * returns each socket's real address (`tcp:host:port` or `unix:/path`: a socket passed by
+ * systemd may differ from the configuration). A listening libuv server in this process would
+ * accept connections itself, so a one-shot child inherits the sockets, calls
+ * `listen(backlog)` on each (again, for one already listening: that only sets the backlog)
+ * and exits before its event loop ever runs: it accepts nothing, and the sockets stay in
+ * LISTEN while this process holds them.
  * @throws SupervisorError HANDOFF_LISTENER when a socket cannot listen.
  */
-export function startListening(listeners: readonly HeldListener[]): void {
-  if (listeners.length === 0) return;
+export function startListening(listeners: readonly HeldListener[]): string[] {
+  if (listeners.length === 0) return [];
   const backlogs = listeners.map((l) => l.backlog ?? 511);
   // listen({ fd }, backlog) honours the backlog. 'listening' and 'error' are emitted on the
   // next tick, which runs before the first poll of the event loop.
   const script = `const net = require('node:net');
 const backlogs = ${JSON.stringify(backlogs)};
+const addresses = [];
 let left = backlogs.length;
 backlogs.forEach((backlog, i) => {
   const server = net.createServer();
   server.once('error', (e) => { process.stderr.write(String(i) + ' ' + e.message); process.exit(1); });
-  server.once('listening', () => { if (--left === 0) process.exit(0); });
+  server.once('listening', () => {
+    const a = server.address();
+    addresses[i] = typeof a === 'string' ? 'unix:' + a : a.family === 'IPv6' ? 'tcp:[' + a.address + ']:' + a.port : 'tcp:' + a.address + ':' + a.port;
+    if (--left === 0) { process.stdout.write(JSON.stringify(addresses)); process.exit(0); }
+  });
   server.listen({ fd: 3 + i }, backlog);
 });`;
-  const result = spawnSync(process.execPath, ['-e', script], { stdio: ['ignore', 'ignore', 'pipe', ...listeners.map((l) => l.fd)], timeout: 30_000, encoding: 'utf8' });
+  const result = spawnSync(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe', ...listeners.map((l) => l.fd)], timeout: 30_000, encoding: 'utf8' });
   if (result.status !== 0) {
     const [index, ...message] = (result.stderr || '').split(' ');
     const which = listeners[Number(index)] ?? listeners[0];
@@ -136,6 +144,8 @@ backlogs.forEach((backlog, i) => {
       `listener "${which?.name ?? '?'}" (${which?.address ?? '?'}): cannot listen: ${message.join(' ') || result.error?.message || `the helper exited with ${String(result.status ?? result.signal)}`}`,
     );
   }
+  const addresses = JSON.parse(result.stdout) as string[];
+  return listeners.map((l, i) => addresses[i] ?? l.address);
 }
 
 function bindError(name: string, where: string, errno: number): SupervisorError {

@@ -83,6 +83,9 @@ describe('single instance', () => {
     const second = ws.start(['--config', file]);
     expect(await second.exited).toBe(3);
     expect(second.output).toMatch(new RegExp(`another handoff supervisor is running \\(pid ${String(first.child.pid)}.*--force to take over`));
+    const detached = ws.start(['--config', file, '--daemon']);
+    expect(await detached.exited).toBe(3);
+    expect(detached.output).toMatch(/another handoff supervisor is running/);
     expect((await first.status()).lifecycle).toBe('serving');
     expect(ws.daemons()).toHaveLength(1);
   });

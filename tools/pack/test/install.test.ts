@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import { waitForValue } from '@handoff/testkit';
+import { processesWithEnv, waitForValue } from '@handoff/testkit';
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
@@ -58,6 +58,9 @@ function http(target: { socketPath: string } | { port: number }, method: string,
   });
 }
 
+/** Set in the environment of what this test starts (inherited by every descendant), to clean up. */
+const TAG = 'HANDOFF_PACK_TEST';
+
 describe('the public packages, packed and installed with npm outside the workspace', () => {
   const dir = mkdtempSync(join(tmpdir(), 'handoff-pack-'));
   const packs = join(dir, 'packs');
@@ -68,7 +71,7 @@ describe('the public packages, packed and installed with npm outside the workspa
 
   /** Starts an installed binary; collects its output. */
   const start = (name: string, args: string[]): { child: ChildProcess; exited: Promise<number | null> } => {
-    const child = spawn(bin(name), args, { cwd: project, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json' } });
+    const child = spawn(bin(name), args, { cwd: project, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json', [TAG]: dir } });
     children.push(child);
     child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
@@ -96,9 +99,17 @@ describe('the public packages, packed and installed with npm outside the workspa
   });
 
   afterAll(() => {
+    // Process groups, and every process carrying the tag (the keeper's supervisor has its own session).
     for (const c of children) {
       try {
         if (c.pid) process.kill(-c.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    for (const pid of processesWithEnv(`${TAG}=${dir}`)) {
+      try {
+        process.kill(pid, 'SIGKILL');
       } catch {
         // gone
       }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { spawnWithListenPid } from './processes.js';
-import { bindListeners, listenersFromEnv, selfTestHeldListeners } from './listeners.js';
+import { bindListeners, listenersFromEnv, selfTestHeldListeners, startListening } from './listeners.js';
 
 function tryConnect(options: { host: string; port: number } | { path: string }): Promise<string> {
   return new Promise((resolve) => {
@@ -49,6 +49,40 @@ describe('held listeners', () => {
       await new Promise<void>((resolve) => server.listen({ fd: v4.fd }, resolve));
       expect(await tryConnect({ host: '127.0.0.1', port: Number(v4.address.split(':').pop()) })).toBe('connected');
       server.close();
+    } finally {
+      held.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('startListening puts held TCP v4, v6 and Unix sockets in LISTEN with nobody accepting: connects queue, and a later server takes them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'handoff-held-'));
+    const path = join(dir, 'http.sock');
+    const held = bindListeners([
+      { name: 'v4', host: '127.0.0.1', port: 0 },
+      { name: 'v6', host: '::1', port: 0, backlog: 64 },
+      { name: 'unix', path },
+    ]);
+    try {
+      const addresses = startListening(held.listeners);
+      // TCP sockets are named by what they are bound to; a Unix socket opened from an fd keeps its given name.
+      expect(addresses).toEqual(held.listeners.map((l) => l.address));
+      const [v4, v6] = held.listeners.map((l) => Number(l.address.split(':').pop()));
+      // Queued in the backlog (connect completes) although no process accepts.
+      expect(await tryConnect({ host: '127.0.0.1', port: v4 ?? 0 })).toBe('connected');
+      expect(await tryConnect({ host: '::1', port: v6 ?? 0 })).toBe('connected');
+      expect(await tryConnect({ path })).toBe('connected');
+      const first = held.listeners[0];
+      if (!first) throw new Error('expected a listener');
+      const accepted = new Promise<void>((resolve) => {
+        const server = createServer((s) => {
+          s.destroy();
+          server.close();
+          resolve();
+        });
+        server.listen({ fd: first.fd });
+      });
+      await accepted; // the connect queued above
     } finally {
       held.close();
       rmSync(dir, { recursive: true, force: true });

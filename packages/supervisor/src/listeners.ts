@@ -130,7 +130,8 @@ backlogs.forEach((backlog, i) => {
   server.once('error', (e) => { process.stderr.write(String(i) + ' ' + e.message); process.exit(1); });
   server.once('listening', () => {
     const a = server.address();
-    addresses[i] = typeof a === 'string' ? 'unix:' + a : a.family === 'IPv6' ? 'tcp:[' + a.address + ']:' + a.port : 'tcp:' + a.address + ':' + a.port;
+    // (A Unix socket opened from an fd has no name in Node: null, and the given address stays.)
+    addresses[i] = a === null ? null : typeof a === 'string' ? 'unix:' + a : a.family === 'IPv6' ? 'tcp:[' + a.address + ']:' + a.port : 'tcp:' + a.address + ':' + a.port;
     if (--left === 0) { process.stdout.write(JSON.stringify(addresses)); process.exit(0); }
   });
   server.listen({ fd: 3 + i }, backlog);
@@ -144,7 +145,7 @@ backlogs.forEach((backlog, i) => {
       `listener "${which?.name ?? '?'}" (${which?.address ?? '?'}): cannot listen: ${message.join(' ') || result.error?.message || `the helper exited with ${String(result.status ?? result.signal)}`}`,
     );
   }
-  const addresses = JSON.parse(result.stdout) as string[];
+  const addresses = JSON.parse(result.stdout) as (string | null)[];
   return listeners.map((l, i) => addresses[i] ?? l.address);
 }
 

@@ -127,7 +127,7 @@ program
     const handoff = s.handoff as { handoffId: string; phase: string } | null;
     const last = s.lastHandoff as Answer | null;
     const lines = [
-      `supervisor   pid ${String(s.pid)}, ${String(s.lifecycle)}, up ${Math.round(Number(s.supervisorUptimeMs) / 1000)} s`,
+      `supervisor   pid ${String(s.pid)} (its supervisor process ${String(s.supervisorPid)}, up ${Math.round(Number(s.supervisorUptimeMs) / 1000)} s), ${String(s.lifecycle)}`,
       `daemon       ${inc ? `pid ${inc.pid}, build ${inc.buildId || '?'}, generation ${inc.generation}, up ${Math.round(inc.uptimeMs / 1000)} s${inc.session ? '' : ' (reconnecting)'}` : 'none'}`,
       `program      ${prog ? [prog.command, ...prog.args].join(' ') : '?'}`,
       `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}` : 'none in progress'}`,

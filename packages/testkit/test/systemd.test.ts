@@ -12,12 +12,11 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
-import { createServer } from 'node:net';
 import { beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
 import type { Answer } from '@handoff/supervisor-cli/client';
 import { LoadDriver, NotifySocket, verifyLedger, waitForValue, waitUntil } from '../src/index.js';
-import { MAIN, Running, Workspace } from './bin.js';
+import { MAIN, Running, Workspace, freePort } from './bin.js';
 
 const ACTIVATE = '/usr/bin/systemd-socket-activate';
 /** What the supervisor runs for each notification (found on PATH). */
@@ -27,18 +26,6 @@ const WATCHDOG_USEC = 300_000;
 const NO_ERRORS = { refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 };
 /** Variables of the environment that reach the binary through systemd-socket-activate's -E. */
 const PASSED = ['HANDOFF_LOG_FORMAT', 'HANDOFF_TESTKIT_WORKSPACE'];
-
-/** A port that was free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => {
-        resolve(port);
-      });
-    });
-  });
-}
 
 /** The workspace's configuration with its listener "http" on `port`. */
 function configOn(ws: Workspace, port: number): string {

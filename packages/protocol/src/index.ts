@@ -46,7 +46,7 @@ export { initialIncumbentState, incumbentTransition } from './incumbent-machine.
 export type { IncumbentConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, SessionState } from './incumbent-machine.js';
 export { initialSuccessorState, successorTransition } from './successor-machine.js';
 export type { SuccessorConfig, SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState, SuccessorTimer } from './successor-machine.js';
-export { DEFAULT_RESTART_POLICY, changeProgram, initialLifecycleState, lifecycleTransition } from './lifecycle-machine.js';
+export { DEFAULT_RESTART_POLICY, changeProgram, initialLifecycleState, lifecycleTransition, sameProgram } from './lifecycle-machine.js';
 export type {
   DaemonProgram,
   LifecycleEffect,
@@ -55,11 +55,15 @@ export type {
   LifecyclePhase,
   LifecycleState,
   LifecycleTimer,
+  Probation,
+  ProbationOutcome,
   ProgramChange,
+  RememberedVersions,
   RestartPolicy,
+  Revert,
   ServingDaemon,
   Settling,
 } from './lifecycle-machine.js';
 export { JOURNAL_PHASES, encodeJournal, parseJournal } from './journal.js';
-export type { JournalPhase, JournalProcess, JournalRecord } from './journal.js';
+export type { JournalPhase, JournalProcess, JournalRecord, JournalVersions } from './journal.js';
 export { LISTEN_FDS_START, LIST_SEPARATOR, SpawnEnv } from './spawn-contract.js';

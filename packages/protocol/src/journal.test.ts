@@ -11,6 +11,16 @@ const record: JournalRecord = {
   incumbent: { pid: 11, startTime: '123' },
   successor: { pid: 12, startTime: null },
   seal: { revisions: [4, 5], fingerprint: 'abc' },
+  versions: {
+    configured: { command: '/usr/bin/node', args: ['v1.js'], env: { A: '1' }, cwd: null },
+    current: { command: '/usr/bin/node', args: ['v2.js'], env: { A: '1' }, cwd: '/srv' },
+    currentGood: false,
+    lastGood: { command: '/usr/bin/node', args: ['v1.js'], env: { A: '1' }, cwd: null },
+    next: null,
+    generation: 3,
+    servingSince: 1_699_999_000_000,
+  },
+  lastHandoff: { handoffId: 'h-6', outcome: 'committed' },
 };
 
 describe('journal', () => {
@@ -25,7 +35,7 @@ describe('journal', () => {
 
   it('treats absent optional parts as null', () => {
     expect(parseJournal('{"v":1,"phase":"idle","handoffId":null,"writtenAt":1,"supervisorPid":2}')).toEqual({
-      v: 1, phase: 'idle', handoffId: null, writtenAt: 1, supervisorPid: 2, incumbent: null, successor: null, seal: null,
+      v: 1, phase: 'idle', handoffId: null, writtenAt: 1, supervisorPid: 2, incumbent: null, successor: null, seal: null, versions: null, lastHandoff: null,
     });
   });
 
@@ -38,6 +48,10 @@ describe('journal', () => {
       [JSON.stringify({ ...record, phase: 'dancing' }), /phase must be one of/],
       [JSON.stringify({ ...record, handoffId: '' }), /handoffId/],
       [JSON.stringify({ ...record, writtenAt: -1 }), /writtenAt/],
+      [JSON.stringify({ ...record, versions: { ...record.versions, current: { command: '', args: [], env: {}, cwd: null } } }), /versions\.current\.command/],
+      [JSON.stringify({ ...record, versions: { ...record.versions, lastGood: { command: 'x', args: [1], env: {}, cwd: null } } }), /versions\.lastGood\.args/],
+      [JSON.stringify({ ...record, versions: { ...record.versions, currentGood: 'yes' } }), /versions\.currentGood/],
+      [JSON.stringify({ ...record, lastHandoff: { big: 'x'.repeat(20_000) } }), /lastHandoff/],
       [JSON.stringify({ ...record, supervisorPid: 0 }), /supervisorPid/],
       [JSON.stringify({ ...record, incumbent: { pid: 'x' } }), /incumbent\.pid/],
       [JSON.stringify({ ...record, successor: [] }), /successor must be an object/],

@@ -4,6 +4,7 @@
  * restarted supervisor to converge. The record is JSON, so an operator can read it.
  */
 import { HandoffProtocolError, ProtocolErrorCode, describe } from './errors.js';
+import type { DaemonProgram } from './lifecycle-machine.js';
 import type { SealReport } from './messages.js';
 import { FieldLimits } from './messages.js';
 
@@ -28,6 +29,23 @@ export interface JournalProcess {
   readonly startTime: string | null;
 }
 
+/**
+ * What the supervisor runs, kept across its own restarts: the program that serves (`current`),
+ * whether it proved good, the last known good one before it, the program a handoff in progress
+ * hands off to (`next`), the configured program this was derived from (a changed configuration
+ * wins over the record), the serving daemon's generation and since when it serves.
+ */
+export interface JournalVersions {
+  readonly configured: DaemonProgram;
+  readonly current: DaemonProgram;
+  readonly currentGood: boolean;
+  readonly lastGood: DaemonProgram | null;
+  readonly next: DaemonProgram | null;
+  readonly generation: number;
+  /** When the serving daemon (`incumbent`) started to serve, ms since the epoch; null when none serves. */
+  readonly servingSince: number | null;
+}
+
 /** The durable record of the handoff in progress. */
 export interface JournalRecord {
   /** Record format version. */
@@ -40,6 +58,10 @@ export interface JournalRecord {
   readonly incumbent: JournalProcess | null;
   readonly successor: JournalProcess | null;
   readonly seal: SealReport | null;
+  /** Absent from records of older supervisors (then null). */
+  readonly versions: JournalVersions | null;
+  /** The last handoff's result as the supervisor reported it (a JSON object of at most 16 KiB), or null. */
+  readonly lastHandoff: Readonly<Record<string, unknown>> | null;
 }
 
 function bad(what: string, got: unknown): HandoffProtocolError {
@@ -78,6 +100,52 @@ function parseSeal(v: unknown): SealReport | null {
   }
   if (typeof fingerprint !== 'string' || fingerprint.length > FieldLimits.fingerprintMax) throw bad('seal.fingerprint must be a string', fingerprint);
   return { revisions: revisions, fingerprint };
+}
+
+function parseProgram(v: unknown, field: string): DaemonProgram {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(`${field} must be a program object`, v);
+  const command = own(v, 'command');
+  const args = own(v, 'args');
+  const env = own(v, 'env');
+  const cwd = own(v, 'cwd');
+  if (typeof command !== 'string' || command === '' || command.length > FieldLimits.argMax) throw bad(`${field}.command must be a non-empty string`, command);
+  if (!Array.isArray(args) || args.length > FieldLimits.argvMax || !args.every((a) => typeof a === 'string' && a.length <= FieldLimits.argMax)) throw bad(`${field}.args must be an array of strings`, args);
+  if (typeof env !== 'object' || env === null || Array.isArray(env)) throw bad(`${field}.env must be an object of strings`, env);
+  const entries = Object.entries(env as Record<string, unknown>);
+  if (entries.length > FieldLimits.envMax || !entries.every(([, x]) => typeof x === 'string' && x.length <= FieldLimits.argMax)) throw bad(`${field}.env must be an object of strings`, env);
+  if (cwd !== null && (typeof cwd !== 'string' || cwd === '')) throw bad(`${field}.cwd must be a path or null`, cwd);
+  return { command, args: args as string[], env: Object.fromEntries(entries) as Record<string, string>, cwd };
+}
+
+function parseVersions(v: unknown): JournalVersions | null {
+  if (v === null) return null;
+  if (typeof v !== 'object' || Array.isArray(v)) throw bad('versions must be an object or null', v);
+  const currentGood = own(v, 'currentGood');
+  const generation = own(v, 'generation');
+  const servingSince = own(v, 'servingSince') ?? null;
+  if (typeof currentGood !== 'boolean') throw bad('versions.currentGood must be a boolean', currentGood);
+  if (!isUint(generation)) throw bad('versions.generation must be a non-negative integer', generation);
+  if (servingSince !== null && !isUint(servingSince)) throw bad('versions.servingSince must be a timestamp in ms or null', servingSince);
+  const lastGood = own(v, 'lastGood') ?? null;
+  const next = own(v, 'next') ?? null;
+  return {
+    configured: parseProgram(own(v, 'configured'), 'versions.configured'),
+    current: parseProgram(own(v, 'current'), 'versions.current'),
+    currentGood,
+    lastGood: lastGood === null ? null : parseProgram(lastGood, 'versions.lastGood'),
+    next: next === null ? null : parseProgram(next, 'versions.next'),
+    generation,
+    servingSince,
+  };
+}
+
+/** Largest `lastHandoff` kept in the journal, as JSON. */
+const LAST_HANDOFF_MAX = 16 * 1024;
+
+function parseLastHandoff(v: unknown): Readonly<Record<string, unknown>> | null {
+  if (v === null) return null;
+  if (typeof v !== 'object' || Array.isArray(v) || JSON.stringify(v).length > LAST_HANDOFF_MAX) throw bad(`lastHandoff must be an object of at most ${LAST_HANDOFF_MAX} bytes of JSON, or null`, v);
+  return v as Record<string, unknown>;
 }
 
 /** Serialises a record (one line of JSON with a trailing newline). */
@@ -119,5 +187,7 @@ export function parseJournal(text: string): JournalRecord {
     incumbent: parseProcess(own(raw, 'incumbent') ?? null, 'incumbent'),
     successor: parseProcess(own(raw, 'successor') ?? null, 'successor'),
     seal: parseSeal(own(raw, 'seal') ?? null),
+    versions: parseVersions(own(raw, 'versions') ?? null),
+    lastHandoff: parseLastHandoff(own(raw, 'lastHandoff') ?? null),
   };
 }

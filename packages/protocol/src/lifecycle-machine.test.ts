@@ -33,9 +33,17 @@ const EVENTS: Record<string, LifecycleEvent> = {
   stop: { type: 'stopRequested', graceMs: 30_000, now: 7 },
   stopped: { type: 'stopped' },
   'T:restart': { type: 'timeout', timer: 'restart', now: 8 },
+  'health:I': { type: 'healthFailed', pid: INCUMBENT, reason: 'GET /health answered 500, 3 times in a row', now: 9 },
+  'health:S': { type: 'healthFailed', pid: SUCCESSOR, reason: 'GET /health answered 500, 3 times in a row', now: 9 },
+  'T:probation': { type: 'timeout', timer: 'probation', now: 10 },
+  reconfigured: { type: 'reconfigured', policy: { maxFailures: 2 }, probationMs: 5_000 },
 };
 
 const drive = (...keys: string[]): LifecycleState => reach(initialLifecycleState(PROGRAM), lifecycleTransition, EVENTS, keys);
+/** With a probation window of 10 s: v1 is adopted and proves good, then v2 commits and is on probation. */
+const PROBATION_MS = 10_000;
+const driveP = (...keys: string[]): LifecycleState => reach(initialLifecycleState(PROGRAM, {}, PROBATION_MS), lifecycleTransition, EVENTS, keys);
+const ON_PROBATION = ['start', 'recovered+', 'T:probation', 'request', 'successorSpawned', 'F:committed', 'opened:S'];
 const SERVING = ['start', 'recovered+'];
 const HANDING_OFF = [...SERVING, 'request'];
 
@@ -59,30 +67,36 @@ const STATES = {
   failed: reach(initialLifecycleState(PROGRAM, { policy: 'never' }), lifecycleTransition, EVENTS, [...SERVING, 'exited:I']),
   stopping: drive(...SERVING, 'stop'),
   stopped: drive(...SERVING, 'stop', 'stopped'),
+  'serving/probation': driveP(...ON_PROBATION),
+  'serving/probationNoFallback': driveP('start', 'recovered+'),
+  'handingOff/revert': driveP(...ON_PROBATION, 'health:S'),
 } satisfies Record<string, LifecycleState>;
 
 // The expected phase after every (state, event) pair; cells as in transition-table.fixture.ts.
 const TABLE: Record<keyof typeof STATES, string> = {
-  //                      start rec+ rec0 recFailed coldSpawned coldFailed | opened:I opened:S opened:C lost:I failed:I | exited:I exited:S exited:C exited:X | request succSpawned | F:committed F:promoted F:rolledBack F:coldStart | stop stopped T:restart
-  created:                    `recovering ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopped ! =`,
-  recovering:                 `! serving starting failed = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! =`,
-  'recovering/stopPending':   `! stopping stopping stopping = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! =`,
-  starting:                   `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
-  'starting/spawned':         `! ! ! ! = failed | = = serving = = | = = failed = | = ! | ! ! ! ! | stopping ! =`,
-  'starting/restart':         `! ! ! ! = restarting | = = serving = = | = = restarting = | = ! | ! ! ! ! | stopping ! =`,
-  serving:                    `! ! ! ! = = | = = = = restarting | restarting = = = | handingOff ! | ! ! ! ! | stopping ! =`,
-  'serving/reopening':        `! ! ! ! = = | = = = = restarting | restarting = = = | = ! | ! ! ! ! | stopping ! =`,
-  'serving/settling':         `! ! ! ! = = | = = = = = | = restarting = = | = ! | ! ! ! ! | stopping ! =`,
-  handingOff:                 `! ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! =`,
-  'handingOff/spawned':       `! ! ! ! = = | = = = = = | = = = = | = = | serving serving serving restarting | = ! =`,
-  'handingOff/successorDead': `! ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! =`,
-  'handingOff/incumbentDead': `! ! ! ! = = | = = = = = | = = = = | = = | serving serving restarting restarting | = ! =`,
-  'handingOff/stopPending':   `! ! ! ! = = | = = = = = | = = = = | = = | stopping stopping stopping stopping | = ! =`,
-  restarting:                 `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! recovering`,
-  'restarting/awaitingExit':  `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
-  failed:                     `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! =`,
-  stopping:                   `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | = stopped =`,
-  stopped:                    `! = = = = = | = = = = = | = = = = | = = | = = = = | = = =`,
+  //                      start rec+ rec0 recFailed coldSpawned coldFailed | opened:I opened:S opened:C lost:I failed:I | exited:I exited:S exited:C exited:X | request succSpawned | F:committed F:promoted F:rolledBack F:coldStart | stop stopped T:restart | health:I health:S T:probation reconfigured
+  created:                    `recovering ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopped ! = | = = = =`,
+  recovering:                 `! serving starting failed = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! = | = = = =`,
+  'recovering/stopPending':   `! stopping stopping stopping = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! = | = = = =`,
+  starting:                   `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! = | = = = =`,
+  'starting/spawned':         `! ! ! ! = failed | = = serving = = | = = failed = | = ! | ! ! ! ! | stopping ! = | = = = =`,
+  'starting/restart':         `! ! ! ! = restarting | = = serving = = | = = restarting = | = ! | ! ! ! ! | stopping ! = | = = = =`,
+  serving:                    `! ! ! ! = = | = = = = restarting | restarting = = = | handingOff ! | ! ! ! ! | stopping ! = | = = = =`,
+  'serving/reopening':        `! ! ! ! = = | = = = = restarting | restarting = = = | = ! | ! ! ! ! | stopping ! = | = = = =`,
+  'serving/settling':         `! ! ! ! = = | = = = = = | = restarting = = | = ! | ! ! ! ! | stopping ! = | = = = =`,
+  handingOff:                 `! ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! = | = = = =`,
+  'handingOff/spawned':       `! ! ! ! = = | = = = = = | = = = = | = = | serving serving serving restarting | = ! = | = = = =`,
+  'handingOff/successorDead': `! ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! = | = = = =`,
+  'handingOff/incumbentDead': `! ! ! ! = = | = = = = = | = = = = | = = | serving serving restarting restarting | = ! = | = = = =`,
+  'handingOff/stopPending':   `! ! ! ! = = | = = = = = | = = = = | = = | stopping stopping stopping stopping | = ! = | = = = =`,
+  restarting:                 `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! recovering | = = = =`,
+  'restarting/awaitingExit':  `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! = | = = = =`,
+  failed:                     `! ! ! ! = = | = = = = = | = = = = | starting ! | ! ! ! ! | stopping ! = | = = = =`,
+  stopping:                   `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | = stopped = | = = = =`,
+  stopped:                    `! = = = = = | = = = = = | = = = = | = = | = = = = | = = = | = = = =`,
+  'serving/probation':        `! ! ! ! = = | = = = = = | = restarting = = | handingOff ! | ! ! ! ! | stopping ! = | = handingOff = =`,
+  'serving/probationNoFallback': `! ! ! ! = = | = = = = restarting | restarting = = = | handingOff ! | ! ! ! ! | stopping ! = | = = = =`,
+  'handingOff/revert':        `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! = | = = = =`,
 };
 
 describeTable({
@@ -141,11 +155,10 @@ describe('lifecycle machine: decisions', () => {
     expect(changeProgram(PROGRAM, { command: '/opt/node', cwd: '/srv' })).toEqual({ ...PROGRAM, command: '/opt/node', cwd: '/srv' });
   });
 
-  it('refuses a handoff while another runs, while restarting and after giving up, with a code and what to do', () => {
+  it('refuses a handoff while another runs or while restarting, with a code and what to do', () => {
     const reject = (state: LifecycleState) => of(run(state, { type: 'handoffRequested', requestId: 9, change: {}, now: 5 }).effects, 'rejectHandoff')[0];
     expect(reject(S.handingOff)).toMatchObject({ requestId: 9, code: 'HANDOFF_IN_PROGRESS', message: expect.stringMatching(/wait for its outcome/) });
     expect(reject(S.restarting)).toMatchObject({ code: 'HANDOFF_NO_INCUMBENT', message: expect.stringMatching(/being restarted/) });
-    expect(reject(S.failed)).toMatchObject({ code: 'HANDOFF_NO_INCUMBENT', message: expect.stringMatching(/gave up: .*restart policy is "never"/) });
     expect(reject(S['serving/reopening'])).toMatchObject({ code: 'HANDOFF_NO_INCUMBENT', message: expect.stringMatching(/reopening its session/) });
   });
 
@@ -189,7 +202,7 @@ describe('lifecycle machine: decisions', () => {
       const r = run(state, { type: 'daemonExited', pid, reason: 'exit 4', now: 1_000 * i });
       delays.push(...of(r.effects, 'restartScheduled').map((e) => e.delayMs));
       if (r.state.phase === 'failed') {
-        expect(r.state.failure).toMatch(/6 failures within 60000 ms is a crash loop \(limit 5\); fix the daemon and restart the supervisor/);
+        expect(r.state.failure).toMatch(/6 failures within 60000 ms is a crash loop \(limit 5\), and no other known-good version is left to fall back to; fix the daemon, then "handoffctl upgrade" starts it/);
         expect(of(r.effects, 'gaveUp')).toHaveLength(1);
         state = r.state;
         break;
@@ -230,10 +243,12 @@ describe('lifecycle machine: decisions', () => {
     expect(r.state.awaitingExit).toEqual({ pid: COLD, delayMs: 200 });
   });
 
-  it('answers every handoff request, in every phase: a run or a refusal', () => {
+  it('answers every handoff request, in every phase: a run, a cold start when nothing serves, or a refusal', () => {
     for (const [row, state] of Object.entries(STATES)) {
       const r = lifecycleTransition(state, { type: 'handoffRequested', requestId: 77, change: {}, now: 9 });
-      expect(r.effects.filter((e) => (e.type === 'runHandoff' || e.type === 'rejectHandoff') && e.requestId === 77), row).toHaveLength(1);
+      const answers = r.effects.filter((e) => (e.type === 'runHandoff' || e.type === 'rejectHandoff') && e.requestId === 77);
+      if (state.phase === 'failed') expect(r.state.coldRequest, row).toBe(77);
+      else expect(answers, row).toHaveLength(1);
     }
   });
 
@@ -250,6 +265,111 @@ describe('lifecycle machine: decisions', () => {
     expect(run(r.state, EVENTS.stopped as LifecycleEvent).state.phase).toBe('stopped');
   });
 
+
+  describe('versions and probation', () => {
+    const V2 = { ...PROGRAM, args: ['v2.js'] };
+    const REVERT_ID = -1;
+    const NEW = 301;
+
+    it('puts a committed version on probation; it proves good when the window ends, and the old one stays the fallback', () => {
+      const p = S['serving/probation'];
+      expect(p).toMatchObject({ program: V2, programGood: false, lastGood: PROGRAM, probation: { pid: SUCCESSOR, until: 6 + PROBATION_MS } });
+      const passed = run(p, EVENTS['T:probation'] as LifecycleEvent);
+      expect(passed.state).toMatchObject({ programGood: true, lastGood: PROGRAM, probation: null, lastProbation: { pid: SUCCESSOR, outcome: 'passed' } });
+      expect(of(passed.effects, 'probationEnded')).toEqual([{ type: 'probationEnded', pid: SUCCESSOR, outcome: 'passed', reason: null }]);
+    });
+
+    it('an old version still on probation is the fallback when nothing older proved good', () => {
+      expect(driveP('start', 'recovered+', 'request', 'successorSpawned', 'F:committed')).toMatchObject({ program: V2, lastGood: PROGRAM });
+    });
+
+    it('a handoff request may set its own probation window', () => {
+      const r = run(driveP('start', 'recovered+', 'T:probation'), { type: 'handoffRequested', requestId: 1, change: { args: ['v2.js'] }, now: 5, probationMs: 777 }, EVENTS.successorSpawned as LifecycleEvent, EVENTS['F:committed'] as LifecycleEvent);
+      expect(of(r.effects, 'probationStarted')).toEqual([{ type: 'probationStarted', pid: SUCCESSOR, ms: 777 }]);
+    });
+
+    it('reverts by an ordinary handoff to the last known good version when the health check fails on probation', () => {
+      const r = run(S['serving/probation'], EVENTS['health:S'] as LifecycleEvent);
+      expect(r.state.phase).toBe('handingOff');
+      expect(of(r.effects, 'revert')).toEqual([{ type: 'revert', how: 'handoff', from: V2, to: PROGRAM, reason: expect.stringMatching(/failed on probation: GET \/health answered 500/) }]);
+      expect(of(r.effects, 'runHandoff')).toEqual([{ type: 'runHandoff', requestId: REVERT_ID, program: PROGRAM }]);
+      const back = run(r.state, { type: 'successorSpawned', requestId: REVERT_ID, pid: NEW }, { type: 'handoffFinished', requestId: REVERT_ID, outcome: 'committed', now: 11 }, { type: 'sessionOpened', pid: NEW, buildId: 'v1', now: 12 });
+      expect(back.state).toMatchObject({ phase: 'serving', program: PROGRAM, programGood: true, lastGood: null, probation: null, daemon: { pid: NEW, generation: 3 } });
+      expect(back.state.lastProbation).toMatchObject({ pid: SUCCESSOR, outcome: 'reverted' });
+      expect(back.state.lastRevert).toMatchObject({ from: V2, to: PROGRAM });
+      expect(of(back.effects, 'probationStarted')).toEqual([]);
+    });
+
+    it('a revert that rolls back leaves the new version serving, its probation failed', () => {
+      const r = run(S['handingOff/revert'], { type: 'successorSpawned', requestId: REVERT_ID, pid: NEW }, { type: 'handoffFinished', requestId: REVERT_ID, outcome: 'rolledBack', now: 11 });
+      expect(r.state).toMatchObject({ phase: 'serving', program: V2, programGood: false, probation: null, daemon: { pid: SUCCESSOR } });
+      expect(r.state.lastProbation).toMatchObject({ outcome: 'failed', reason: expect.stringMatching(/reverting to the last known good version failed: the handoff rolled back/) });
+    });
+
+    it('a failing health check with no known-good version to revert to is reported; the version serves on', () => {
+      const r = run(S['serving/probationNoFallback'], EVENTS['health:I'] as LifecycleEvent);
+      expect(r.state).toMatchObject({ phase: 'serving', probation: null, lastProbation: { outcome: 'failed', reason: expect.stringMatching(/no other known-good version to revert to/) } });
+      expect(of(r.effects, 'runHandoff')).toEqual([]);
+    });
+
+    it('a new version that dies on probation is replaced by the last known good one', () => {
+      const r = run(S['serving/probation'], EVENTS['exited:S'] as LifecycleEvent);
+      expect(r.state).toMatchObject({ phase: 'restarting', program: PROGRAM, programGood: true, lastProbation: { outcome: 'reverted' } });
+      expect(of(r.effects, 'revert')).toEqual([expect.objectContaining({ how: 'restart', from: V2, to: PROGRAM })]);
+      const restart = run(r.state, EVENTS['T:restart'] as LifecycleEvent, EVENTS.recovered0 as LifecycleEvent);
+      expect(restart.effects).toContainEqual({ type: 'coldStart', program: PROGRAM });
+    });
+
+    it('a new version that dies right after the commit point, before it could serve, is replaced by the last known good one', () => {
+      const r = run(driveP('start', 'recovered+', 'T:probation', 'request', 'successorSpawned', 'exited:S'), EVENTS['F:committed'] as LifecycleEvent);
+      expect(r.state).toMatchObject({ phase: 'restarting', program: PROGRAM });
+      expect(of(r.effects, 'handoffSettled')[0]?.aftermath).toMatch(/restarts the last known good version/);
+    });
+
+    it('a crash loop falls back to the last known good version; with none left, it gives up and says so', () => {
+      let state = run(initialLifecycleState(PROGRAM, { maxFailures: 1 }), EVENTS.start as LifecycleEvent, EVENTS['recovered+'] as LifecycleEvent, EVENTS.request as LifecycleEvent, EVENTS.successorSpawned as LifecycleEvent, EVENTS['F:committed'] as LifecycleEvent, EVENTS['opened:S'] as LifecycleEvent).state;
+      expect(state).toMatchObject({ program: V2, programGood: true, lastGood: PROGRAM });
+      const deaths: LifecycleEffect[] = [];
+      let pid = SUCCESSOR;
+      for (let i = 0; i < 4 && state.phase !== 'failed'; i++) {
+        const r = run(state, { type: 'daemonExited', pid, reason: 'exit 4', now: 100 * i });
+        deaths.push(...r.effects);
+        state = r.state;
+        if (state.phase === 'failed') break;
+        pid += 10;
+        state = run(state, EVENTS['T:restart'] as LifecycleEvent, EVENTS.recovered0 as LifecycleEvent, { type: 'coldSpawned', pid }, { type: 'sessionOpened', pid, buildId: '', now: 100 * i + 1 }).state;
+        if (i === 1) expect(state.program).toEqual(PROGRAM);
+      }
+      expect(of(deaths, 'revert')).toEqual([expect.objectContaining({ how: 'restart', from: V2, to: PROGRAM, reason: expect.stringMatching(/crash loop.*falling back to the last known good version/) })]);
+      expect(state.phase).toBe('failed');
+      expect(state.failure).toMatch(/no other known-good version is left/);
+    });
+
+    it('no dead end: a handoff asked for after giving up starts the program afresh, and is answered once it serves or fails', () => {
+      const r = run(S.failed, { type: 'handoffRequested', requestId: 5, change: { args: ['v3.js'] }, now: 20 });
+      expect(r.effects).toEqual([{ type: 'coldStart', program: { ...PROGRAM, args: ['v3.js'] } }]);
+      const up = run(r.state, { type: 'coldSpawned', pid: 700 }, { type: 'sessionOpened', pid: 700, buildId: 'v3', now: 21 });
+      expect(up.state).toMatchObject({ phase: 'serving', failure: null, daemon: { pid: 700 } });
+      expect(of(up.effects, 'handoffSettled')).toEqual([{ type: 'handoffSettled', requestId: 5, servingPid: 700, aftermath: null, coldStart: true }]);
+      const down = run(r.state, { type: 'coldSpawned', pid: 700 }, { type: 'daemonExited', pid: 700, reason: 'exit 1', now: 21 });
+      expect(down.state.phase).toBe('failed');
+      expect(of(down.effects, 'handoffSettled')).toEqual([{ type: 'handoffSettled', requestId: 5, servingPid: null, aftermath: expect.stringMatching(/died: exit 1; it never served/), coldStart: true }]);
+      expect(of(down.effects, 'restartScheduled')).toEqual([]);
+    });
+
+    it('takes the versions a previous supervisor journaled: the program, the fallback, the generation and, for the same daemon, its start of service', () => {
+      const versions = { program: V2, programGood: true, lastGood: PROGRAM, generation: 4, servingSince: 1_000 };
+      const adopted = run(S.recovering, { type: 'recovered', adopted: { pid: INCUMBENT, buildId: 'v2' }, now: 9_000, versions });
+      expect(adopted.state).toMatchObject({ program: V2, lastGood: PROGRAM, generation: 4, daemon: { pid: INCUMBENT, generation: 4, since: 1_000 } });
+      const cold = run(S.recovering, { type: 'recovered', adopted: null, now: 9_000, versions: { ...versions, servingSince: null } });
+      expect(cold.effects).toEqual([{ type: 'coldStart', program: V2 }]);
+    });
+
+    it('a reload changes the restart policy and the probation window', () => {
+      const r = run(S.serving, EVENTS.reconfigured as LifecycleEvent);
+      expect(r.state).toMatchObject({ probationMs: 5_000, policy: { maxFailures: 2, initialDelayMs: 100 } });
+    });
+  });
 
   it('never names a dead daemon as the serving one', () => {
     for (const [row, state] of Object.entries(STATES)) {

@@ -30,13 +30,15 @@ export interface DaemonProgram {
 
 /**
  * What one handoff changes of the program: `command`, `args` and `cwd` replace the current
- * ones; `env` entries are set over the current environment.
+ * ones; `env` entries are set over the current environment (with `replaceEnv`, `env` is the
+ * whole environment).
  */
 export interface ProgramChange {
   readonly command?: string;
   readonly args?: readonly string[];
   readonly env?: Readonly<Record<string, string>>;
   readonly cwd?: string | null;
+  readonly replaceEnv?: boolean;
 }
 
 /** The program after `change`. */
@@ -44,9 +46,36 @@ export function changeProgram(program: DaemonProgram, change: ProgramChange): Da
   return {
     command: change.command ?? program.command,
     args: change.args ?? program.args,
-    env: change.env ? { ...program.env, ...change.env } : program.env,
+    env: change.replaceEnv ? { ...change.env } : change.env ? { ...program.env, ...change.env } : program.env,
     cwd: change.cwd === undefined ? program.cwd : change.cwd,
   };
+}
+
+/** True when `a` and `b` run the same thing (command, args, env, cwd). */
+export function sameProgram(a: DaemonProgram, b: DaemonProgram): boolean {
+  const keys = Object.keys(a.env);
+  return (
+    a.command === b.command &&
+    a.cwd === b.cwd &&
+    a.args.length === b.args.length &&
+    a.args.every((x, i) => x === b.args[i]) &&
+    keys.length === Object.keys(b.env).length &&
+    keys.every((k) => Object.prototype.hasOwnProperty.call(b.env, k) && a.env[k] === b.env[k])
+  );
+}
+
+/**
+ * What a supervisor remembers of its versions across its own restarts (it keeps them in its
+ * journal): the program that serves, whether it proved good, the last known good one before
+ * it, and the generation of the daemon that served.
+ */
+export interface RememberedVersions {
+  readonly program: DaemonProgram;
+  readonly programGood: boolean;
+  readonly lastGood: DaemonProgram | null;
+  readonly generation: number;
+  /** When the adopted daemon is the one the journal names as serving: since when it serves (ms); else null. */
+  readonly servingSince: number | null;
 }
 
 /**
@@ -84,7 +113,7 @@ export const DEFAULT_RESTART_POLICY: RestartPolicy = { policy: 'on-failure', ini
 export type LifecyclePhase = 'created' | 'recovering' | 'starting' | 'serving' | 'handingOff' | 'restarting' | 'failed' | 'stopping' | 'stopped';
 
 /** Timers of the lifecycle machine. */
-export type LifecycleTimer = 'restart';
+export type LifecycleTimer = 'restart' | 'probation';
 
 /** The daemon that serves; in `handingOff`, the incumbent. */
 export interface ServingDaemon {
@@ -111,6 +140,33 @@ export interface LifecycleHandoff {
   readonly successorAlive: boolean;
   /** False once the incumbent's process died. */
   readonly incumbentAlive: boolean;
+  /** Set when this handoff reverts to the last known good version: why. */
+  readonly revert: string | null;
+  /** The probation window of the new version, when this request set one (else the configured one). */
+  readonly probationMs: number | null;
+}
+
+/** A new version being watched after it started to serve (see {@link LifecycleState.probation}). */
+export interface Probation {
+  readonly pid: number;
+  /** When it ends (ms): the version is then good. */
+  readonly until: number;
+}
+
+/** How a probation ended: `passed` (the version is good), `reverted` (the last known good version serves again), `failed` (it failed, and nothing better was left to run). */
+export interface ProbationOutcome {
+  readonly pid: number;
+  readonly outcome: 'passed' | 'reverted' | 'failed';
+  readonly reason: string | null;
+  readonly at: number;
+}
+
+/** A return to the last known good version. */
+export interface Revert {
+  readonly reason: string;
+  readonly at: number;
+  readonly from: DaemonProgram;
+  readonly to: DaemonProgram;
 }
 
 /** A handoff's request whose answer waits for the serving daemon's session to open. */
@@ -133,6 +189,20 @@ export interface LifecycleState {
   readonly policy: RestartPolicy;
   /** The program that serves, and that a restart starts: the last committed one. */
   readonly program: DaemonProgram;
+  /** `program` proved good: it served through its probation (or no probation is configured). */
+  readonly programGood: boolean;
+  /** The last known good program before `program`: where a failing new version falls back to. */
+  readonly lastGood: DaemonProgram | null;
+  /** How long a new version is watched after it starts to serve (0: not at all; it is good once it serves). */
+  readonly probationMs: number;
+  /** The serving version's probation, while it runs. */
+  readonly probation: Probation | null;
+  readonly lastProbation: ProbationOutcome | null;
+  readonly lastRevert: Revert | null;
+  /** A handoff request answered by a cold start (asked for while no daemon served): its id. */
+  readonly coldRequest: number | null;
+  /** Id of the next handoff the machine starts itself (reverts): negative, so never a caller's. */
+  readonly nextRevertId: number;
   /** The daemon that serves (the incumbent while handing off); never a dead one. */
   readonly daemon: ServingDaemon | null;
   /** In `starting`: the cold-started daemon's pid, once spawned. */
@@ -158,7 +228,7 @@ export interface LifecycleState {
 export type LifecycleEvent =
   | { readonly type: 'start'; readonly now: number }
   /** Recovery is done: `adopted` is the live daemon whose session is open, or null (cold start needed). */
-  | { readonly type: 'recovered'; readonly adopted: { readonly pid: number; readonly buildId: string } | null; readonly now: number }
+  | { readonly type: 'recovered'; readonly adopted: { readonly pid: number; readonly buildId: string } | null; readonly now: number; readonly versions?: RememberedVersions | null }
   /** Recovery could not look (e.g. the data directory's lock file cannot be opened). */
   | { readonly type: 'recoveryFailed'; readonly reason: string; readonly now: number }
   /** The cold-started daemon's process exists. */
@@ -173,7 +243,11 @@ export type LifecycleEvent =
   | { readonly type: 'sessionFailed'; readonly pid: number; readonly reason: string; readonly now: number }
   /** A daemon process died (any daemon; the machine decides whether it matters). */
   | { readonly type: 'daemonExited'; readonly pid: number; readonly reason: string; readonly now: number }
-  | { readonly type: 'handoffRequested'; readonly requestId: number; readonly change: ProgramChange; readonly now: number }
+  | { readonly type: 'handoffRequested'; readonly requestId: number; readonly change: ProgramChange; readonly now: number; readonly probationMs?: number }
+  /** The serving daemon on probation failed its health check (as often in a row as configured). */
+  | { readonly type: 'healthFailed'; readonly pid: number; readonly reason: string; readonly now: number }
+  /** The configuration was reloaded: the restart policy and the probation window from now on. */
+  | { readonly type: 'reconfigured'; readonly policy: Partial<RestartPolicy>; readonly probationMs: number }
   /** The handoff's successor process exists. */
   | { readonly type: 'successorSpawned'; readonly requestId: number; readonly pid: number }
   /** The handoff machine decided the outcome. */
@@ -195,7 +269,7 @@ export type LifecycleEffect =
   | { readonly type: 'runHandoff'; readonly requestId: number; readonly program: DaemonProgram }
   | { readonly type: 'rejectHandoff'; readonly requestId: number; readonly code: SupervisorErrorCode; readonly message: string }
   /** Answer the handoff's request: who serves after it (null: nobody yet), and what happened after its commit point. */
-  | { readonly type: 'handoffSettled'; readonly requestId: number; readonly servingPid: number | null; readonly aftermath: string | null }
+  | { readonly type: 'handoffSettled'; readonly requestId: number; readonly servingPid: number | null; readonly aftermath: string | null; readonly coldStart?: true }
   /** Stop (SIGTERM, then SIGKILL) a live daemon that cannot be used; its exit is fed as `daemonExited`. */
   | { readonly type: 'stopDaemon'; readonly pid: number; readonly reason: string }
   /** Stop the serving daemon (drain, seal) and every other child within `graceMs`; then feed `stopped`. */
@@ -205,17 +279,30 @@ export type LifecycleEffect =
   /** The serving daemon died; a restart is due in `delayMs`. */
   | { readonly type: 'restartScheduled'; readonly reason: string; readonly delayMs: number; readonly failuresInWindow: number }
   | { readonly type: 'gaveUp'; readonly reason: string }
+  /** The new version `pid` is on probation for `ms`: watch its health and feed `healthFailed`. */
+  | { readonly type: 'probationStarted'; readonly pid: number; readonly ms: number }
+  | { readonly type: 'probationEnded'; readonly pid: number; readonly outcome: ProbationOutcome['outcome']; readonly reason: string | null }
+  /** The supervisor goes back to the last known good version: by a handoff (the failing one still serves) or by a restart (it died). */
+  | { readonly type: 'revert'; readonly reason: string; readonly how: 'handoff' | 'restart'; readonly from: DaemonProgram; readonly to: DaemonProgram }
   | SetTimer<LifecycleTimer>
   | CancelTimer<LifecycleTimer>;
 
 type Result = Transition<LifecycleState, LifecycleEffect>;
 
 /** A machine before `start`. */
-export function initialLifecycleState(program: DaemonProgram, policy: Partial<RestartPolicy> = {}): LifecycleState {
+export function initialLifecycleState(program: DaemonProgram, policy: Partial<RestartPolicy> = {}, probationMs = 0): LifecycleState {
   return {
     phase: 'created',
     policy: { ...DEFAULT_RESTART_POLICY, ...policy },
     program,
+    programGood: false,
+    lastGood: null,
+    probationMs,
+    probation: null,
+    lastProbation: null,
+    lastRevert: null,
+    coldRequest: null,
+    nextRevertId: -1,
     daemon: null,
     startingPid: null,
     handoff: null,
@@ -241,50 +328,110 @@ function violation(state: LifecycleState, what: string): Result {
   };
 }
 
-/** Starts serving with `daemon`. */
-function serve(state: LifecycleState, pid: number, buildId: string, now: number, how: 'adopted' | 'started' | 'handoff', session: boolean): Result {
-  const generation = state.generation + 1;
-  const daemon: ServingDaemon = { pid, buildId, generation, since: now, adopted: how === 'adopted', session };
+/**
+ * Starts serving with `daemon`. A version not yet proven good goes on probation for `probationMs`
+ * (it is good at once when that is 0). `keep` is an adopted daemon the journal named as serving:
+ * its generation and start of service are kept.
+ */
+function serve(state: LifecycleState, pid: number, buildId: string, now: number, how: 'adopted' | 'started' | 'handoff', session: boolean, probationMs = state.probationMs, keep: number | null = null): Result {
+  const generation = keep === null ? state.generation + 1 : Math.max(state.generation, 1);
+  const daemon: ServingDaemon = { pid, buildId, generation, since: keep ?? now, adopted: how === 'adopted', session };
+  const effects: LifecycleEffect[] = [{ type: 'serving', pid, generation, how }];
+  let next: LifecycleState = { ...state, phase: 'serving', daemon, startingPid: null, generation, failure: null, probation: null, coldRequest: null };
+  if (state.coldRequest !== null) effects.push({ type: 'handoffSettled', requestId: state.coldRequest, servingPid: pid, aftermath: null, coldStart: true });
+  if (!state.programGood) {
+    if (probationMs > 0) {
+      next = { ...next, probation: { pid, until: now + probationMs } };
+      effects.push({ type: 'setTimer', timer: 'probation', ms: probationMs }, { type: 'probationStarted', pid, ms: probationMs });
+    } else {
+      next = { ...next, programGood: true };
+    }
+  }
+  return { state: next, effects };
+}
+
+/** Goes back to the last known good program: the state and the effects that say so. */
+function revertTo(state: LifecycleState, good: DaemonProgram, reason: string, how: 'handoff' | 'restart', now: number): { state: LifecycleState; effects: LifecycleEffect[] } {
   return {
-    state: { ...state, phase: 'serving', daemon, startingPid: null, generation, failure: null },
-    effects: [{ type: 'serving', pid, generation, how }],
+    state: { ...state, program: good, programGood: true, lastGood: null, lastRevert: { reason, at: now, from: state.program, to: good } },
+    effects: [{ type: 'revert', reason, how, from: state.program, to: good }],
+  };
+}
+
+/** The last known good program to fall back to from the current one, if there is one. */
+function fallback(state: LifecycleState): DaemonProgram | null {
+  return state.lastGood && !sameProgram(state.lastGood, state.program) ? state.lastGood : null;
+}
+
+/** Ends the serving version's probation, if one runs. */
+function endProbation(state: LifecycleState, outcome: ProbationOutcome['outcome'], reason: string | null, now: number): { state: LifecycleState; effects: LifecycleEffect[] } {
+  const p = state.probation;
+  if (!p) return { state, effects: [] };
+  return {
+    state: { ...state, probation: null, programGood: outcome === 'passed' ? true : state.programGood, lastProbation: { pid: p.pid, outcome, reason, at: now } },
+    effects: [{ type: 'cancelTimer', timer: 'probation' }, { type: 'probationEnded', pid: p.pid, outcome, reason }],
   };
 }
 
 /**
  * The daemon that should serve is gone: restart it under the policy, or give up. A daemon
- * that never served since the supervisor started is not restarted: that is a start-up
- * failure (a wrong command, path or configuration), reported at once. `unusable` is a live
- * daemon that must be stopped first: the backoff starts once it exited, so that the restart
- * neither adopts it nor waits for its lock.
+ * that never served since the supervisor started (or since an operator asked for a start
+ * after it gave up) is not restarted: that is a start-up failure (a wrong command, path or
+ * configuration), reported at once. A version that dies on probation, or crash-loops, is
+ * replaced by the last known good one when there is one. `unusable` is a live daemon that
+ * must be stopped first: the backoff starts once it exited, so that the restart neither
+ * adopts it nor waits for its lock.
  */
 function died(state: LifecycleState, reason: string, now: number, unusable?: number): Result {
   const { policy } = state;
   const stopIt: LifecycleEffect[] = unusable === undefined ? [] : [{ type: 'stopDaemon', pid: unusable, reason }];
-  const base: LifecycleState = { ...state, daemon: null, startingPid: null, handoff: null, awaitingExit: null };
-  if (state.generation === 0) {
-    const failure = `${reason}; it never served since the supervisor started — check its command, arguments and configuration`;
-    return { state: { ...base, phase: 'failed', failure }, effects: [...stopIt, { type: 'gaveUp', reason: failure }] };
+  let base: LifecycleState = { ...state, daemon: null, startingPid: null, handoff: null, awaitingExit: null };
+  const effects: LifecycleEffect[] = [];
+  const good = fallback(base);
+  if (base.probation) {
+    const ended = endProbation(base, good ? 'reverted' : 'failed', reason, now);
+    base = ended.state;
+    effects.push(...ended.effects);
+    if (good) {
+      const r = revertTo(base, good, `the new version died on probation: ${reason}`, 'restart', now);
+      base = r.state;
+      effects.push(...r.effects);
+    }
   }
-  const failures = [...state.failures.filter((t) => now - t < policy.windowMs), now];
-  if (policy.policy === 'never' || failures.length > policy.maxFailures) {
-    const failure =
-      policy.policy === 'never'
-        ? `${reason}; the restart policy is "never"`
-        : `${reason}; ${failures.length} failures within ${policy.windowMs} ms is a crash loop (limit ${policy.maxFailures}); fix the daemon and restart the supervisor`;
-    return { state: { ...base, failures, phase: 'failed', failure }, effects: [...stopIt, { type: 'gaveUp', reason: failure }] };
+  if (state.generation === 0 || state.coldRequest !== null) {
+    const failure = `${reason}; it never served since the supervisor started — check its command, arguments and configuration`;
+    if (state.coldRequest !== null) effects.push({ type: 'handoffSettled', requestId: state.coldRequest, servingPid: null, aftermath: failure, coldStart: true });
+    return { state: { ...base, phase: 'failed', failure, coldRequest: null }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
+  }
+  let failures = [...state.failures.filter((t) => now - t < policy.windowMs), now];
+  if (policy.policy === 'never') {
+    const failure = `${reason}; the restart policy is "never"`;
+    return { state: { ...base, failures, phase: 'failed', failure }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
+  }
+  if (failures.length > policy.maxFailures) {
+    const loop = `${failures.length} failures within ${policy.windowMs} ms is a crash loop (limit ${policy.maxFailures})`;
+    const last = fallback(base);
+    if (!last) {
+      const failure = `${reason}; ${loop}, and no other known-good version is left to fall back to; fix the daemon, then "handoffctl upgrade" starts it`;
+      return { state: { ...base, failures, phase: 'failed', failure }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
+    }
+    const r = revertTo(base, last, `${reason}; ${loop}: falling back to the last known good version`, 'restart', now);
+    base = r.state;
+    effects.push(...r.effects);
+    failures = [now];
   }
   const delayMs = Math.min(policy.initialDelayMs * 2 ** (failures.length - 1), policy.maxDelayMs);
   const restarting: LifecycleState = { ...base, failures, phase: 'restarting', restarts: state.restarts + 1 };
   const scheduled: LifecycleEffect = { type: 'restartScheduled', reason, delayMs, failuresInWindow: failures.length };
-  if (unusable !== undefined) return { state: { ...restarting, awaitingExit: { pid: unusable, delayMs } }, effects: [scheduled, ...stopIt] };
-  return { state: restarting, effects: [scheduled, { type: 'setTimer', timer: 'restart', ms: delayMs }] };
+  if (unusable !== undefined) return { state: { ...restarting, awaitingExit: { pid: unusable, delayMs } }, effects: [...effects, scheduled, ...stopIt] };
+  return { state: restarting, effects: [...effects, scheduled, { type: 'setTimer', timer: 'restart', ms: delayMs }] };
 }
 
 function stop(state: LifecycleState, graceMs: number): Result {
+  const answer: LifecycleEffect[] = state.coldRequest === null ? [] : [{ type: 'handoffSettled', requestId: state.coldRequest, servingPid: null, aftermath: 'the supervisor is stopping', coldStart: true }];
   return {
-    state: { ...state, phase: 'stopping', stopPending: null, startingPid: null },
-    effects: [{ type: 'cancelTimer', timer: 'restart' }, { type: 'stopAll', graceMs }],
+    state: { ...state, phase: 'stopping', stopPending: null, startingPid: null, coldRequest: null, probation: null },
+    effects: [...answer, { type: 'cancelTimer', timer: 'restart' }, ...(state.probation ? [{ type: 'cancelTimer', timer: 'probation' } as const] : []), { type: 'stopAll', graceMs }],
   };
 }
 
@@ -304,7 +451,7 @@ function noHandoff(state: LifecycleState, requestId: number): Result {
   const reject = (code: SupervisorErrorCode, message: string): Result => ({ state, effects: [{ type: 'rejectHandoff', requestId, code, message }] });
   switch (state.phase) {
     case 'handingOff':
-      return reject(ErrorCode.InProgress, 'a handoff is in progress; wait for its outcome before starting another');
+      return reject(ErrorCode.InProgress, state.handoff?.revert ? 'the supervisor is reverting to the last known good version; wait for its outcome' : 'a handoff is in progress; wait for its outcome before starting another');
     case 'failed':
       return reject(ErrorCode.NoIncumbent, `no daemon serves: the supervisor gave up: ${state.failure ?? ''}`);
     case 'serving':
@@ -327,34 +474,59 @@ function noHandoff(state: LifecycleState, requestId: number): Result {
 function finishHandoff(state: LifecycleState, handoff: LifecycleHandoff, outcome: OutcomeKind, now: number): Result {
   const base: LifecycleState = { ...state, handoff: null, phase: 'serving' };
   const answer = (servingPid: number | null, aftermath: string | null): LifecycleEffect => ({ type: 'handoffSettled', requestId: handoff.requestId, servingPid, aftermath });
+  /** A revert's target serves (or is restarted): the failing version's probation ended in a revert. */
+  const backToGood = (s: LifecycleState): { state: LifecycleState; effects: LifecycleEffect[] } => {
+    const reason = handoff.revert ?? '';
+    const ended = endProbation(s, 'reverted', reason, now);
+    return { state: { ...ended.state, program: handoff.program, programGood: true, lastGood: null, lastRevert: { reason, at: now, from: state.program, to: handoff.program } }, effects: ended.effects };
+  };
+  /** A revert that did not go through ends the failing version's probation: it serves on, and nothing better is left. */
+  const revertFailed = (s: LifecycleState, why: string): { state: LifecycleState; effects: LifecycleEffect[] } =>
+    handoff.revert === null ? { state: s, effects: [] } : endProbation(s, 'failed', `${handoff.revert}; reverting to the last known good version failed: ${why}`, now);
   switch (outcome) {
     case 'committed':
     case 'promoted': {
-      const committed: LifecycleState = { ...base, program: handoff.program };
+      let committed: LifecycleState;
+      let effects: LifecycleEffect[];
+      if (handoff.revert !== null) {
+        ({ state: committed, effects } = backToGood(base));
+      } else {
+        // The old version is superseded: its probation, if it ran, ends with it. It becomes the
+        // fallback if it proved good, or if nothing older did (unproven beats nothing).
+        const lastGood = sameProgram(handoff.program, state.program) ? state.lastGood : state.programGood || state.lastGood === null ? state.program : state.lastGood;
+        committed = { ...base, probation: null, program: handoff.program, programGood: false, lastGood };
+        effects = state.probation ? [{ type: 'cancelTimer', timer: 'probation' }] : [];
+      }
+      const probationMs = handoff.probationMs ?? state.probationMs;
       if (handoff.successorPid !== null && handoff.successorAlive) {
-        const r = serve(committed, handoff.successorPid, '', now, 'handoff', false);
+        const r = serve(committed, handoff.successorPid, '', now, 'handoff', false, probationMs);
         return {
           state: { ...r.state, settling: { requestId: handoff.requestId, pid: handoff.successorPid, after: 'commit' } },
-          effects: [...r.effects, { type: 'openSession', pid: handoff.successorPid }],
+          effects: [...effects, ...r.effects, { type: 'openSession', pid: handoff.successorPid }],
         };
       }
       const why = handoff.successorPid === null ? 'the handoff committed, but no successor process is known' : `the new daemon (pid ${handoff.successorPid}) died right after the commit point`;
-      return then({ state: committed, effects: [answer(null, `${why}; the supervisor restarts the committed program`)] }, (s) => died(s, why, now));
+      // A new version that dies before it could serve failed its probation, if it was to have one.
+      const onProbation: LifecycleState = !committed.programGood && probationMs > 0 ? { ...committed, probation: { pid: handoff.successorPid ?? 0, until: now } } : committed;
+      return then({ state: onProbation, effects: [...effects, answer(null, `${why}; the supervisor restarts ${fallback(onProbation) && onProbation.probation ? 'the last known good version' : 'the committed program'}`)] }, (s) => died(s, why, now));
     }
     case 'rolledBack': {
+      const failed = revertFailed(base, 'the handoff rolled back');
       if (handoff.incumbentAlive && state.daemon) {
         const pid = state.daemon.pid;
         return {
-          state: { ...base, daemon: { ...state.daemon, session: false }, settling: { requestId: handoff.requestId, pid, after: 'rollback' } },
-          effects: [{ type: 'openSession', pid }],
+          state: { ...failed.state, daemon: { ...state.daemon, session: false }, settling: { requestId: handoff.requestId, pid, after: 'rollback' } },
+          effects: [...failed.effects, { type: 'openSession', pid }],
         };
       }
       const why = 'the incumbent died during the handoff, which rolled back';
-      return then({ state: base, effects: [answer(null, `${why}; the supervisor restarts it`)] }, (s) => died(s, why, now));
+      return then({ state: failed.state, effects: [...failed.effects, answer(null, `${why}; the supervisor restarts it`)] }, (s) => died(s, why, now));
     }
     case 'coldStart': {
       const why = 'the incumbent died during the handoff and the successor could not take over';
-      return then({ state: base, effects: [answer(null, `${why}; the supervisor starts the daemon afresh`)] }, (s) => died(s, why, now));
+      // A revert's target is started afresh: the failing version is not worth a restart.
+      const back = handoff.revert === null ? { state: base, effects: [] } : backToGood(base);
+      return then({ state: back.state, effects: [...back.effects, answer(null, `${why}; the supervisor starts the daemon afresh`)] }, (s) => died(s, why, now));
     }
     default:
       return assertNever(outcome, 'outcome');
@@ -374,12 +546,14 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
 
     case 'recovered': {
       if (state.phase !== 'recovering') return violation(state, 'recovered outside recovery');
+      const v = event.versions;
+      if (v) state = { ...state, program: v.program, programGood: v.programGood, lastGood: v.lastGood, generation: Math.max(state.generation, v.generation) };
       if (state.stopPending !== null) {
         // A stop waited for recovery: stop what it adopted, if anything (it is no child).
         const adopted: ServingDaemon | null = event.adopted ? { pid: event.adopted.pid, buildId: event.adopted.buildId, generation: state.generation, since: event.now, adopted: true, session: true } : null;
         return stop({ ...state, daemon: adopted }, state.stopPending);
       }
-      if (event.adopted) return serve(state, event.adopted.pid, event.adopted.buildId, event.now, 'adopted', true);
+      if (event.adopted) return serve(state, event.adopted.pid, event.adopted.buildId, event.now, 'adopted', true, state.probationMs, v?.servingSince ?? null);
       return { state: { ...state, phase: 'starting', startingPid: null }, effects: [{ type: 'coldStart', program: state.program }] };
     }
 
@@ -462,10 +636,34 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
     }
 
     case 'handoffRequested': {
+      if (state.phase === 'failed') {
+        // No dead end: with nothing serving, a handoff starts the (changed) program afresh.
+        const program = changeProgram(state.program, event.change);
+        const fresh: LifecycleState = { ...state, phase: 'starting', startingPid: null, program, programGood: sameProgram(program, state.program) && state.programGood, failure: null, failures: [], coldRequest: event.requestId };
+        return { state: fresh, effects: [{ type: 'coldStart', program }] };
+      }
       if (state.phase !== 'serving' || !state.daemon?.session) return noHandoff(state, event.requestId);
-      const handoff: LifecycleHandoff = { requestId: event.requestId, program: changeProgram(state.program, event.change), successorPid: null, successorAlive: false, incumbentAlive: true };
+      const handoff: LifecycleHandoff = { requestId: event.requestId, program: changeProgram(state.program, event.change), successorPid: null, successorAlive: false, incumbentAlive: true, revert: null, probationMs: event.probationMs ?? null };
       return { state: { ...state, phase: 'handingOff', handoff }, effects: [{ type: 'runHandoff', requestId: event.requestId, program: handoff.program }] };
     }
+
+    case 'healthFailed': {
+      const p = state.probation;
+      if (p?.pid !== event.pid || state.daemon?.pid !== event.pid || state.phase !== 'serving') return same(state);
+      const good = fallback(state);
+      if (!good) return endProbation(state, 'failed', `${event.reason}; no other known-good version to revert to: the new version serves on`, event.now);
+      // Reopening the session, or answering the handoff's request: the health check tells again.
+      if (!state.daemon.session || state.settling) return same(state);
+      const reason = `the new version failed on probation: ${event.reason}`;
+      const handoff: LifecycleHandoff = { requestId: state.nextRevertId, program: good, successorPid: null, successorAlive: false, incumbentAlive: true, revert: reason, probationMs: null };
+      return {
+        state: { ...state, phase: 'handingOff', handoff, nextRevertId: state.nextRevertId - 1 },
+        effects: [{ type: 'revert', reason, how: 'handoff', from: state.program, to: good }, { type: 'runHandoff', requestId: handoff.requestId, program: good }],
+      };
+    }
+
+    case 'reconfigured':
+      return same({ ...state, policy: { ...state.policy, ...event.policy }, probationMs: event.probationMs });
 
     case 'successorSpawned': {
       const h = state.handoff;
@@ -512,6 +710,10 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
       return same({ ...state, phase: 'stopped', daemon: null });
 
     case 'timeout':
+      if (event.timer === 'probation') {
+        if (state.phase !== 'serving' && state.phase !== 'handingOff') return same(state);
+        return endProbation(state, 'passed', null, event.now);
+      }
       // A restart begins like a start: a live daemon that holds the lock and answers (say,
       // an incumbent that resumed on its own while its successor died) is adopted, not
       // fought over with a second one.

@@ -568,6 +568,14 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
       case 'gaveUp':
         log(`lifecycle gave up: ${effect.reason}`);
         return;
+      case 'revert':
+        log(`lifecycle: back to the last known good version (${effect.how}): ${effect.reason}`);
+        return;
+      case 'probationStarted':
+      case 'probationEnded':
+        // The simulation runs without probation (window 0): a new version is good once it serves.
+        problems.push(`unexpected ${effect.type} with probation off`);
+        return;
       default:
         assertNever(effect, 'effect');
     }

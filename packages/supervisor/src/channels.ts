@@ -8,7 +8,7 @@
  *     subscribe(SupervisorChannels.restart, (m) => console.warn('restarting the daemon:', m));
  */
 import { channel } from 'node:diagnostics_channel';
-import type { OutcomeKind, SupervisorPhase } from '@handoff/protocol';
+import type { DaemonProgram, OutcomeKind, SupervisorPhase } from '@handoff/protocol';
 
 /** The channel names. */
 export const SupervisorChannels = {
@@ -38,6 +38,12 @@ export const SupervisorChannels = {
   sealProgress: 'handoff:supervisor:seal-progress',
   /** A state machine rejected an event: a peer broke the protocol, or a bug. */
   violation: 'handoff:supervisor:violation',
+  /** A new version's probation started or ended (passed, reverted, failed). */
+  probation: 'handoff:supervisor:probation',
+  /** A health check during a probation. */
+  health: 'handoff:supervisor:health',
+  /** The supervisor goes back to the last known good version. */
+  revert: 'handoff:supervisor:revert',
 } as const;
 
 /** The message published on each channel (every message also has `at`, ms since the epoch). */
@@ -55,6 +61,9 @@ export interface SupervisorChannelMessages {
   gaveUp: { readonly reason: string };
   sealProgress: { readonly handoffId: string; readonly completed: number; readonly total: number };
   violation: { readonly machine: 'handoff' | 'lifecycle'; readonly error: string };
+  probation: { readonly pid: number; readonly outcome: 'started' | 'passed' | 'reverted' | 'failed'; readonly reason: string | null; readonly ms: number | null };
+  health: { readonly pid: number; readonly ok: boolean; readonly detail: string; readonly failuresInRow: number };
+  revert: { readonly reason: string; readonly how: 'handoff' | 'restart'; readonly from: DaemonProgram; readonly to: DaemonProgram };
 }
 
 /** The name of a kind of event. */

@@ -3,8 +3,9 @@
  */
 export { SupervisorError, SupervisorErrorCode } from './errors.js';
 export { HandoffError } from '@handoff/protocol';
-export { Supervisor } from './supervisor.js';
-export type { HandoffOptions, HandoffRequest, SupervisorLifecycle, SupervisorOptions, SupervisorStatus } from './supervisor.js';
+export { DEFAULT_PROBATION, Supervisor } from './supervisor.js';
+export type { HandoffOptions, HandoffRequest, SupervisorLifecycle, SupervisorOptions, SupervisorReconfiguration, SupervisorStatus, VersionsStatus } from './supervisor.js';
+export type { HealthCheck, HealthResult, ProbationPolicy } from './lifecycle.js';
 export type { HandoffResult, PhaseChange } from './handoff-run.js';
 export { SupervisorChannels } from './channels.js';
 export type { SupervisorChannel, SupervisorChannelMessages } from './channels.js';

@@ -9,7 +9,7 @@ let dir = '';
 afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
-const record: JournalRecord = { v: 1, phase: 'sealing', handoffId: 'h-1', writtenAt: 1, supervisorPid: 2, incumbent: { pid: 3, startTime: '9' }, successor: null, seal: null };
+const record: JournalRecord = { v: 1, phase: 'sealing', handoffId: 'h-1', writtenAt: 1, supervisorPid: 2, incumbent: { pid: 3, startTime: '9' }, successor: null, seal: null, versions: null, lastHandoff: null };
 
 describe('JournalFile', () => {
   it('has no record at first, then the last one written, replacing it whole', () => {

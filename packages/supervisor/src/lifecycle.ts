@@ -6,8 +6,8 @@
  * restart, when to give up), so every decision is in the exhaustively tested pure code.
  */
 import { crashPoint } from '@handoff/core/internal';
-import { capabilities as capabilityBits, initialLifecycleState, lifecycleTransition } from '@handoff/protocol';
-import type { DaemonProgram, JournalPhase, JournalRecord, LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer, ProgramChange, RestartPolicy, SealReport, Timeouts } from '@handoff/protocol';
+import { capabilities as capabilityBits, initialLifecycleState, lifecycleTransition, sameProgram } from '@handoff/protocol';
+import type { DaemonProgram, JournalPhase, JournalRecord, JournalVersions, LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer, ProbationOutcome, ProgramChange, RememberedVersions, RestartPolicy, SealReport, Timeouts } from '@handoff/protocol';
 import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
@@ -24,9 +24,33 @@ import type { IncumbentSession } from './session.js';
 /** The capabilities this supervisor offers. */
 export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
 
+/** One health check of the daemon `pid`: whether it is healthy, and what was seen. */
+export type HealthCheck = (pid: number) => Promise<{ readonly ok: boolean; readonly detail: string }>;
+
+/** How a new version is watched after it starts to serve. */
+export interface ProbationPolicy {
+  /** How long (0: a new version is good once it serves). */
+  readonly windowMs: number;
+  /** Run every `intervalMs` during probation; `failures` failures in a row revert the version. */
+  readonly check: HealthCheck | null;
+  readonly intervalMs: number;
+  readonly failures: number;
+}
+
+/** The last health check's result. */
+export interface HealthResult {
+  readonly pid: number;
+  readonly ok: boolean;
+  readonly detail: string;
+  readonly at: number;
+  /** Failures in a row so far. */
+  readonly failuresInRow: number;
+}
+
 /** What the lifecycle driver is configured with. */
 export interface LifecycleConfig {
   readonly listeners: readonly HeldListener[];
+  /** The configured program: what runs unless the journal remembers another one derived from it. */
   readonly program: DaemonProgram;
   readonly controlSocket: string;
   readonly dataDir: string;
@@ -35,7 +59,11 @@ export interface LifecycleConfig {
   readonly reserveCopies: number;
   readonly restart: Partial<RestartPolicy>;
   readonly startTimeoutMs: number;
+  readonly probation: ProbationPolicy;
 }
+
+/** What a reload may change while the supervisor runs. */
+export type LiveConfig = Pick<LifecycleConfig, 'program' | 'timeouts' | 'restart' | 'probation'>;
 
 /** A handoff asked for and not yet answered. */
 interface Request {
@@ -47,7 +75,7 @@ interface Request {
 
 /** Drives the lifecycle machine. */
 export class LifecycleDriver {
-  readonly #config: LifecycleConfig;
+  #config: LifecycleConfig;
   readonly #journal: JournalFile;
   readonly #connector: SessionConnector;
   readonly #machine: MachineDriver<LifecycleState, LifecycleEvent, LifecycleEffect, LifecycleTimer>;
@@ -59,6 +87,9 @@ export class LifecycleDriver {
   readonly #requests = new Map<number, Request>();
   #nextRequest = 1;
   #lastHandoff: HandoffResult | null = null;
+  #health: HealthResult | null = null;
+  /** Set until the first recovery read the journal: what it remembered is taken once. */
+  #firstRecovery = true;
   readonly #startTimes = new Map<number, string | null>();
   /** Waiters for the machine to reach a phase. */
   #waiters: { readonly until: (s: LifecycleState) => boolean; readonly done: () => void }[] = [];
@@ -68,13 +99,15 @@ export class LifecycleDriver {
     this.#journal = new JournalFile(config.journal);
     this.#connector = new SessionConnector({ controlSocket: config.controlSocket, dataDir: config.dataDir, capabilities: SUPERVISOR_CAPABILITIES, startTimeoutMs: config.startTimeoutMs });
     this.#machine = new MachineDriver({
-      initial: initialLifecycleState(config.program, config.restart),
+      initial: initialLifecycleState(config.program, config.restart, config.probation.windowMs),
       transition: lifecycleTransition,
       onEffect: (effect) => {
         this.#carryOut(effect);
       },
-      onStep: ({ violation, after }) => {
+      onStep: ({ violation, before, after }) => {
         if (violation) publish('violation', { machine: 'lifecycle', error: violation.message });
+        // Versions changed outside a handoff (a probation passed, a fallback): keep them durably.
+        if (after.phase !== 'handingOff' && after.phase !== 'stopped' && versionsKey(after) !== versionsKey(before)) this.#recordIdle();
         const waiting = this.#waiters;
         this.#waiters = [];
         for (const w of waiting) {
@@ -94,8 +127,36 @@ export class LifecycleDriver {
     return this.#run;
   }
 
+  /** The last handoff's result (also one a previous supervisor ran, from the journal). */
   get lastHandoff(): HandoffResult | null {
     return this.#lastHandoff;
+  }
+
+  /** The last health check during a probation. */
+  get health(): HealthResult | null {
+    return this.#health;
+  }
+
+  get configured(): DaemonProgram {
+    return this.#config.program;
+  }
+
+  /** Applies a reloaded configuration: the next handoffs, restarts and probations use it. */
+  reconfigure(live: LiveConfig): void {
+    this.#config = { ...this.#config, ...live };
+    this.feed({ type: 'reconfigured', policy: live.restart, probationMs: live.probation.windowMs });
+  }
+
+  /**
+   * Resolves once the probation of the daemon `pid` ended: passed, reverted or failed; or
+   * `ended` when it ended otherwise (another handoff superseded it, the supervisor stops).
+   */
+  async probationOf(pid: number): Promise<ProbationOutcome | { readonly pid: number; readonly outcome: 'ended'; readonly reason: string }> {
+    const done = (s: LifecycleState): boolean => s.lastProbation?.pid === pid || (s.probation?.pid !== pid && !(s.phase === 'handingOff' && s.handoff?.revert));
+    await this.until(done);
+    const last = this.state.lastProbation;
+    if (last?.pid === pid) return last;
+    return { pid, outcome: 'ended', reason: this.state.phase === 'stopping' || this.state.phase === 'stopped' ? 'the supervisor is stopping' : 'the version is no longer on probation' };
   }
 
   /** Pids of every daemon this supervisor started that has not exited, and of the serving one. */
@@ -117,12 +178,12 @@ export class LifecycleDriver {
   }
 
   /** Asks for a handoff; the machine answers with a run or a refusal. */
-  requestHandoff(change: ProgramChange, onPhase: ((change: PhaseChange) => void) | undefined): Promise<HandoffResult> {
+  requestHandoff(change: ProgramChange, onPhase: ((change: PhaseChange) => void) | undefined, probationMs?: number): Promise<HandoffResult> {
     const requestId = this.#nextRequest++;
     const answer = new Promise<HandoffResult>((resolve, reject) => {
       this.#requests.set(requestId, { resolve, reject, onPhase, result: null });
     });
-    this.feed({ type: 'handoffRequested', requestId, change, now: Date.now() });
+    this.feed({ type: 'handoffRequested', requestId, change, now: Date.now(), ...(probationMs === undefined ? {} : { probationMs }) });
     return answer;
   }
 
@@ -150,6 +211,17 @@ export class LifecycleDriver {
         const request = this.#requests.get(effect.requestId);
         this.#requests.delete(effect.requestId);
         if (!request) return;
+        if (effect.coldStart) {
+          // Nothing served: the request was answered by a cold start.
+          if (effect.servingPid === null) {
+            request.reject(new SupervisorError(SupervisorErrorCode.Spawn, effect.aftermath ?? 'the daemon did not start'));
+            return;
+          }
+          const started: HandoffResult = { handoffId: `start-${Date.now().toString(36)}`, committed: true, outcome: 'coldStart', abortReason: null, timings: { totalMs: 0, phases: {} }, incumbentPid: effect.servingPid, aftermath: 'no daemon served: the supervisor started one afresh' };
+          this.#lastHandoff = started;
+          request.resolve(started);
+          return;
+        }
         if (!request.result) {
           // The run could not start (see #runHandoff): nothing was changed.
           request.reject(new SupervisorError(SupervisorErrorCode.NoIncumbent, 'the control session with the daemon closed as the handoff began; nothing was changed — try again'));
@@ -157,6 +229,7 @@ export class LifecycleDriver {
         }
         const result: HandoffResult = { ...request.result, incumbentPid: effect.servingPid, aftermath: effect.aftermath };
         this.#lastHandoff = result;
+        this.#recordIdle();
         request.resolve(result);
         return;
       }
@@ -176,6 +249,16 @@ export class LifecycleDriver {
       case 'gaveUp':
         publish('gaveUp', { reason: effect.reason });
         return;
+      case 'probationStarted':
+        publish('probation', { pid: effect.pid, outcome: 'started', reason: null, ms: effect.ms });
+        void this.#watch(effect.pid);
+        return;
+      case 'probationEnded':
+        publish('probation', { pid: effect.pid, outcome: effect.outcome, reason: effect.reason, ms: null });
+        return;
+      case 'revert':
+        publish('revert', { reason: effect.reason, how: effect.how, from: effect.from, to: effect.to });
+        return;
       default:
         assertNever(effect, 'effect');
     }
@@ -184,15 +267,45 @@ export class LifecycleDriver {
   async #recover(): Promise<void> {
     const { timeouts } = this.#config;
     let adopted: IncumbentSession | null;
+    let record: JournalRecord | null;
     try {
-      ({ adopted } = await recover({ journal: this.#journal, connector: this.#connector, dataDir: this.#config.dataDir, livenessMs: timeouts.livenessMs, startTimeoutMs: this.#config.startTimeoutMs, stopGraceMs: timeouts.stopGraceMs }));
+      ({ adopted, record } = await recover({ journal: this.#journal, connector: this.#connector, dataDir: this.#config.dataDir, livenessMs: timeouts.livenessMs, startTimeoutMs: this.#config.startTimeoutMs, stopGraceMs: timeouts.stopGraceMs }));
     } catch (error) {
       // E.g. the data directory's lock file cannot be opened: say so, start nothing.
       this.feed({ type: 'recoveryFailed', reason: messageOf(error), now: Date.now() });
       return;
     }
     if (adopted) this.#keepSession(adopted.hello.pid, adopted);
-    this.feed({ type: 'recovered', adopted: adopted ? { pid: adopted.hello.pid, buildId: adopted.hello.buildId } : null, now: Date.now() });
+    let versions: RememberedVersions | null = null;
+    if (this.#firstRecovery) {
+      this.#firstRecovery = false;
+      versions = this.#remembered(record, adopted?.hello.pid ?? null);
+      if (isHandoffResult(record?.lastHandoff)) this.#lastHandoff = record.lastHandoff;
+    }
+    this.feed({ type: 'recovered', adopted: adopted ? { pid: adopted.hello.pid, buildId: adopted.hello.buildId } : null, now: Date.now(), versions });
+  }
+
+  /**
+   * What a previous supervisor's journal remembers of the versions, for this one to go on with.
+   * The program the adopted daemon runs is the journal's (its successor's, once a handoff
+   * committed). When nothing is adopted, a configuration edited since (its [daemon] program
+   * differs from the one the record was derived from) wins: the operator changed it.
+   */
+  #remembered(record: JournalRecord | null, adoptedPid: number | null): RememberedVersions | null {
+    const v = record?.versions;
+    if (!record || !v) return null;
+    const isSuccessor = adoptedPid !== null && adoptedPid === record.successor?.pid;
+    const running = isSuccessor && v.next ? v.next : v.current;
+    if (adoptedPid === null && !sameProgram(v.configured, this.#config.program)) {
+      const good = v.currentGood ? v.current : v.lastGood;
+      return { program: this.#config.program, programGood: false, lastGood: good && !sameProgram(good, this.#config.program) ? good : null, generation: v.generation, servingSince: null };
+    }
+    if (isSuccessor && v.next) {
+      // The handoff committed (or was about to): the old program is the fallback.
+      return { program: running, programGood: false, lastGood: v.currentGood ? v.current : v.lastGood, generation: v.generation + 1, servingSince: null };
+    }
+    const same = adoptedPid !== null && adoptedPid === record.incumbent?.pid;
+    return { program: running, programGood: v.currentGood, lastGood: v.lastGood, generation: v.generation, servingSince: same ? v.servingSince : null };
   }
 
   #spawnOptions(): Omit<SpawnOptions, 'role'> {
@@ -340,6 +453,32 @@ export class LifecycleDriver {
     this.feed({ type: 'stopped' });
   }
 
+  /** Runs the health check while `pid` is on probation; feeds `healthFailed` after enough failures in a row. */
+  async #watch(pid: number): Promise<void> {
+    let inRow = 0;
+    const onProbation = (): boolean => this.state.probation?.pid === pid;
+    while (onProbation()) {
+      const { check, intervalMs, failures } = this.#config.probation;
+      if (!check) return;
+      let result: { ok: boolean; detail: string };
+      try {
+        result = await check(pid);
+      } catch (error) {
+        result = { ok: false, detail: messageOf(error) };
+      }
+      if (!onProbation()) return;
+      inRow = result.ok ? 0 : inRow + 1;
+      this.#health = { pid, ok: result.ok, detail: result.detail, at: Date.now(), failuresInRow: inRow };
+      publish('health', { pid, ok: result.ok, detail: result.detail, failuresInRow: inRow });
+      if (inRow >= failures) {
+        inRow = 0;
+        this.feed({ type: 'healthFailed', pid, reason: `the health check failed ${failures} time${failures === 1 ? '' : 's'} in a row: ${result.detail}`, now: Date.now() });
+        if (!onProbation()) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  }
+
   /** Records that no handoff runs, naming the serving daemon; a failure is reported, not fatal (recovery checks the lock and the control socket anyway). */
   #recordIdle(): void {
     try {
@@ -360,6 +499,19 @@ export class LifecycleDriver {
     }
   }
 
+  #versions(): JournalVersions {
+    const s = this.state;
+    return {
+      configured: this.#config.program,
+      current: s.program,
+      currentGood: s.programGood,
+      lastGood: s.lastGood,
+      next: s.handoff?.program ?? null,
+      generation: s.daemon?.generation ?? s.generation,
+      servingSince: s.daemon && s.phase !== 'stopping' ? s.daemon.since : null,
+    };
+  }
+
   /**
    * Writes the journal.
    * @throws SupervisorError HANDOFF_JOURNAL when it cannot be written (a handoff then aborts: its next step must not be taken unrecorded).
@@ -375,8 +527,21 @@ export class LifecycleDriver {
       incumbent: daemon && this.state.phase !== 'stopping' ? { pid: daemon.pid, startTime: this.#startTimes.get(daemon.pid) ?? processStartTime(daemon.pid) } : null,
       successor,
       seal,
+      versions: this.#versions(),
+      lastHandoff: this.#lastHandoff ? { ...this.#lastHandoff } : null,
     };
     this.#journal.write(record);
     crashPoint(`supervisor:journal-${phase}`);
   }
+}
+
+/** What of the state the journal keeps about versions: a change is written at once. */
+function versionsKey(s: LifecycleState): string {
+  return JSON.stringify([s.program, s.programGood, s.lastGood]);
+}
+
+/** A handoff result as this supervisor journals it (a record from elsewhere is not shown as one). */
+function isHandoffResult(v: unknown): v is HandoffResult {
+  const r = v as Partial<HandoffResult> | null | undefined;
+  return typeof r?.handoffId === 'string' && typeof r.committed === 'boolean' && typeof r.outcome === 'string' && typeof r.timings?.totalMs === 'number' && typeof r.timings.phases === 'object';
 }

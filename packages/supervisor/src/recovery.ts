@@ -21,6 +21,8 @@ export interface Recovery {
   /** Daemons named by the journal that were stopped. */
   readonly stopped: readonly number[];
   readonly journalPhase: JournalPhase | null;
+  /** The journal record read, if any. */
+  readonly record: JournalRecord | null;
 }
 
 /** What recovery needs. */
@@ -71,5 +73,5 @@ export async function recover(ctx: RecoveryContext): Promise<Recovery> {
     stopped.push(p.pid);
   }
   publish('recovered', { journalPhase: record?.phase ?? null, adopted: adopted?.hello.pid ?? null, stopped });
-  return { adopted, stopped, journalPhase: record?.phase ?? null };
+  return { adopted, stopped, journalPhase: record?.phase ?? null, record };
 }

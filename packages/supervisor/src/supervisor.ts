@@ -8,10 +8,11 @@
  * Observers subscribe to {@link SupervisorChannels} on `node:diagnostics_channel`.
  */
 import { DEFAULT_TIMEOUTS } from '@handoff/protocol';
-import type { DaemonProgram, LifecyclePhase, ProgramChange, RestartPolicy, SupervisorPhase, Timeouts } from '@handoff/protocol';
+import type { DaemonProgram, LifecyclePhase, ProbationOutcome, ProgramChange, RestartPolicy, Revert, SupervisorPhase, Timeouts } from '@handoff/protocol';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
 import type { HandoffResult, PhaseChange } from './handoff-run.js';
 import { LifecycleDriver } from './lifecycle.js';
+import type { HealthResult, ProbationPolicy } from './lifecycle.js';
 import type { HeldListener } from './listeners.js';
 import { toProgram } from './processes.js';
 import type { DaemonCommand } from './processes.js';
@@ -33,6 +34,24 @@ export interface SupervisorOptions {
   readonly restart?: Partial<RestartPolicy>;
   /** How long a started daemon has to answer on its control socket. Default 15 s. */
   readonly startTimeoutMs?: number;
+  /**
+   * Rollback after commit: a new version is watched for `windowMs` after it starts to serve
+   * (default 0: not watched). Dying then, or failing `check` `failures` times in a row (checked
+   * every `intervalMs`), hands back to the last known good version.
+   */
+  readonly probation?: Partial<ProbationPolicy>;
+}
+
+/** Defaults of {@link SupervisorOptions.probation}. */
+export const DEFAULT_PROBATION: ProbationPolicy = { windowMs: 0, check: null, intervalMs: 1_000, failures: 3 };
+
+/** What a reload may change while the supervisor runs (see {@link Supervisor.reconfigure}). */
+export interface SupervisorReconfiguration {
+  /** The configured program: the next handoff to it hands off to these settings. */
+  readonly daemon: DaemonCommand;
+  readonly timeouts?: Partial<Timeouts>;
+  readonly restart?: Partial<RestartPolicy>;
+  readonly probation?: Partial<ProbationPolicy>;
 }
 
 /** What {@link Supervisor.performHandoff} changes of the program for this handoff (and, once committed, for good). */
@@ -45,6 +64,24 @@ export interface HandoffRequest {
 export interface HandoffOptions {
   /** Called at every phase change of this handoff. */
   readonly onPhase?: (change: PhaseChange) => void;
+  /** The new version's probation window for this handoff, instead of the configured one. */
+  readonly probationMs?: number;
+}
+
+/** What the supervisor knows of the versions it runs. */
+export interface VersionsStatus {
+  /** The program that serves, and that a restart starts. */
+  readonly program: DaemonProgram;
+  /** The program of the configuration. */
+  readonly configured: DaemonProgram;
+  /** `program` proved good (it served through its probation, or none is configured). */
+  readonly good: boolean;
+  /** Where a failing new version falls back to; null when none is known. */
+  readonly lastGood: DaemonProgram | null;
+  /** The serving version's probation, while it runs. */
+  readonly probation: { readonly pid: number; readonly endsInMs: number } | null;
+  readonly lastProbation: ProbationOutcome | null;
+  readonly lastRevert: Revert | null;
 }
 
 /** Lifecycle of a {@link Supervisor}: the phases of the lifecycle machine (see `LifecyclePhase` of `@handoff/protocol`). */
@@ -73,11 +110,14 @@ export interface SupervisorStatus {
   readonly failure: string | null;
   /** The program that serves, and that a restart starts. */
   readonly program: DaemonProgram;
+  readonly versions: VersionsStatus;
+  /** The last health check of a version on probation. */
+  readonly health: HealthResult | null;
 }
 
 /** The supervisor. */
 export class Supervisor {
-  readonly #timeouts: Timeouts;
+  #timeouts: Timeouts;
   readonly #driver: LifecycleDriver;
 
   /** @throws SupervisorError HANDOFF_INVALID_ARGUMENT when no listener is given. */
@@ -94,7 +134,32 @@ export class Supervisor {
       reserveCopies: options.reserveCopies ?? 2,
       restart: options.restart ?? {},
       startTimeoutMs: options.startTimeoutMs ?? 15_000,
+      probation: { ...DEFAULT_PROBATION, ...options.probation },
     });
+  }
+
+  /**
+   * Applies a reloaded configuration at once: timeouts, restart policy and probation apply to
+   * what comes next. The new program becomes {@link configured}; handing off to it is the
+   * caller's choice (a handoff whose change is the whole program, `replaceEnv` set).
+   */
+  reconfigure(change: SupervisorReconfiguration): void {
+    this.#timeouts = { ...DEFAULT_TIMEOUTS, ...change.timeouts };
+    this.#driver.reconfigure({ program: toProgram(change.daemon), timeouts: this.#timeouts, restart: change.restart ?? {}, probation: { ...DEFAULT_PROBATION, ...change.probation } });
+  }
+
+  /** The configured program (the configuration's, not necessarily the one that serves). */
+  get configured(): DaemonProgram {
+    return this.#driver.configured;
+  }
+
+  /**
+   * Resolves once the probation of the daemon `pid` ended: `passed`, `reverted` (the last
+   * known good version serves again), `failed` (nothing better was left to run), or `ended`
+   * (superseded by another handoff, or the supervisor stops).
+   */
+  probationOf(pid: number): ReturnType<LifecycleDriver['probationOf']> {
+    return this.#driver.probationOf(pid);
   }
 
   get lifecycle(): SupervisorLifecycle {
@@ -119,6 +184,16 @@ export class Supervisor {
       restarts: state.restarts,
       failure: state.failure,
       program: state.program,
+      versions: {
+        program: state.program,
+        configured: this.#driver.configured,
+        good: state.programGood,
+        lastGood: state.lastGood,
+        probation: state.probation ? { pid: state.probation.pid, endsInMs: Math.max(0, state.probation.until - Date.now()) } : null,
+        lastProbation: state.lastProbation,
+        lastRevert: state.lastRevert,
+      },
+      health: this.#driver.health,
     };
   }
 
@@ -141,7 +216,7 @@ export class Supervisor {
    * @throws SupervisorError HANDOFF_IN_PROGRESS while another runs; HANDOFF_NO_INCUMBENT when no daemon serves.
    */
   performHandoff(request: HandoffRequest = {}, options: HandoffOptions = {}): Promise<HandoffResult> {
-    return this.#driver.requestHandoff(request.daemon ?? {}, options.onPhase);
+    return this.#driver.requestHandoff(request.daemon ?? {}, options.onPhase, options.probationMs);
   }
 
   /**

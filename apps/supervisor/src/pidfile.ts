@@ -5,6 +5,7 @@
  * gone, or was reused by a process that is not a handoff supervisor, is reclaimed.
  */
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { isAlive } from '@handoff/supervisor/internal';
 import { AlreadyRunningError } from './errors.js';
 
@@ -52,8 +53,10 @@ export class PidFile {
         }
         return new PidFile(path);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-          throw new Error(`cannot create the pid file ${path}: ${(error as Error).message}; check that its directory exists and is writable`, { cause: error });
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== 'EEXIST') {
+          const why = code === 'ENOENT' ? `its directory ${dirname(path)} does not exist` : code === 'EACCES' || code === 'EPERM' ? `this user may not write in ${dirname(path)}` : (error as Error).message;
+          throw new Error(`cannot create the pid file ${path} (${code ?? 'error'}): ${why}; create that directory, or set [supervisor] pid_file to a path in a writable one`, { cause: error });
         }
       }
       const pid = readPid(path);

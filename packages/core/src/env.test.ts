@@ -14,12 +14,32 @@ describe('detectRole', () => {
 
   it('rejects malformed variables with what to check', () => {
     const LISTEN_PID = String(process.pid);
-    expect(() => detectRole({ LISTEN_PID, LISTEN_FDS: 'two' })).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID', message: expect.stringMatching(/LISTEN_FDS="two".*spawned this one/) }));
+    expect(() => detectRole({ LISTEN_PID, LISTEN_FDS: 'two' })).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID', message: expect.stringMatching(/LISTEN_FDS="two" is not a count.*set by handoff-supervisor.*do not set them by hand/) }));
     expect(() => detectRole({ HANDOFF_ROLE: 'incumbent' })).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID' }));
-    expect(() => detectRole({ HANDOFF_ROLE: 'successor' })).toThrow(/HANDOFF_SOCK_FD=<fd>/);
+    expect(() => detectRole({ HANDOFF_ROLE: 'successor' })).toThrow(/HANDOFF_SOCK_FD="" is not an fd number/);
     expect(() => detectRole({ HANDOFF_ROLE: 'successor', HANDOFF_SOCK_FD: '250' })).toThrow(/not open in this process/);
     expect(() => detectRole({ LISTEN_PID, LISTEN_FDS: '60' })).toThrow(/is fd \d+, which is not (open in this process|a socket)/);
     expect(() => detectRole({ LISTEN_PID, LISTEN_FDS: '1', LISTEN_FDNAMES: 'a:b' })).toThrow(/names 2 listeners but LISTEN_FDS=1/);
+  });
+
+  it('names the variable, its bad value, and who sets it, for every malformed variable of the contract', () => {
+    const LISTEN_PID = String(process.pid);
+    const cases: [NodeJS.ProcessEnv, string][] = [
+      [{ HANDOFF_ROLE: 'bogus' }, 'HANDOFF_ROLE="bogus"'],
+      [{ HANDOFF_ROLE: 'successor', HANDOFF_SOCK_FD: 'abc' }, 'HANDOFF_SOCK_FD="abc"'],
+      [{ HANDOFF_LISTEN_BACKLOGS: 'x' }, 'HANDOFF_LISTEN_BACKLOGS="x"'],
+      [{ HANDOFF_LISTEN_BACKLOGS: '511:0' }, 'HANDOFF_LISTEN_BACKLOGS="511:0"'],
+      [{ HANDOFF_HEARTBEAT_MS: '-5' }, 'HANDOFF_HEARTBEAT_MS="-5"'],
+      [{ HANDOFF_LIVENESS_MS: '1.5' }, 'HANDOFF_LIVENESS_MS="1.5"'],
+      [{ LISTEN_PID, HANDOFF_RESERVE_COPIES: 'zz' }, 'HANDOFF_RESERVE_COPIES="zz"'],
+      [{ LISTEN_PID, LISTEN_FDS: 'abc' }, 'LISTEN_FDS="abc"'],
+    ];
+    for (const [env, named] of cases) {
+      expect(() => detectRole(env), named).toThrow(expect.objectContaining({ code: 'HANDOFF_ENV_INVALID', message: expect.stringContaining(named) }));
+      expect(() => detectRole(env), named).toThrow(/set by handoff-supervisor .*: do not set them by hand$/);
+    }
+    // Empty is unset, as for every variable of the contract.
+    expect(detectRole({ HANDOFF_CONTROL_SOCKET: '' }).controlSocket).toBeNull();
   });
 
   it('takes listeners only when LISTEN_PID names this process, as systemd defines it', () => {

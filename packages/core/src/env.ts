@@ -43,12 +43,17 @@ export type DetectedRole =
       readonly channelFd: number;
     };
 
+/** What every message about a malformed variable of the contract ends with. */
+const SET_BY = 'these variables are set by handoff-supervisor (LISTEN_* also by systemd) for the process it starts: do not set them by hand';
+
+function invalid(name: string, raw: string, expected: string): CoreError {
+  return new CoreError(CoreErrorCode.EnvInvalid, `${name}=${JSON.stringify(raw)} ${expected}; ${SET_BY}`);
+}
+
 function parseCount(env: NodeJS.ProcessEnv, name: string, max: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return 0;
-  if (!/^\d+$/.test(raw) || Number(raw) > max) {
-    throw new CoreError(CoreErrorCode.EnvInvalid, `${name}=${JSON.stringify(raw)} is not a count from 0 to ${max}; check the process that spawned this one`);
-  }
+  if (!/^\d+$/.test(raw) || Number(raw) > max) throw invalid(name, raw, `is not a count from 0 to ${max}`);
   return Number(raw);
 }
 
@@ -57,9 +62,9 @@ function checkSocketFd(fd: number, what: string): void {
   try {
     ok = fstatSync(fd).isSocket();
   } catch (cause) {
-    throw new CoreError(CoreErrorCode.EnvInvalid, `${what} is fd ${fd}, which is not open in this process; the spawner must pass it in stdio slot ${fd}`, { cause });
+    throw new CoreError(CoreErrorCode.EnvInvalid, `${what} is fd ${fd}, which is not open in this process; the spawner must pass it in stdio slot ${fd}; ${SET_BY}`, { cause });
   }
-  if (!ok) throw new CoreError(CoreErrorCode.EnvInvalid, `${what} is fd ${fd}, which is not a socket`);
+  if (!ok) throw new CoreError(CoreErrorCode.EnvInvalid, `${what} is fd ${fd}, which is not a socket; ${SET_BY}`);
 }
 
 /** A listening socket passed by fd, systemd-style. */
@@ -82,7 +87,7 @@ export function listenFds(env: NodeJS.ProcessEnv = process.env, pid: number = pr
   const names = (env[SpawnEnv.ListenFdNames] ?? '').split(LIST_SEPARATOR).filter((n) => n !== '');
   for (const name of [SpawnEnv.ListenPid, SpawnEnv.ListenFds, SpawnEnv.ListenFdNames]) Reflect.deleteProperty(env, name);
   if (count > 0 && names.length !== 0 && names.length !== count) {
-    throw new CoreError(CoreErrorCode.EnvInvalid, `LISTEN_FDNAMES names ${names.length} listeners but LISTEN_FDS=${count}`);
+    throw new CoreError(CoreErrorCode.EnvInvalid, `LISTEN_FDNAMES names ${names.length} listeners but LISTEN_FDS=${count}; ${SET_BY}`);
   }
   return Array.from({ length: count }, (_, i) => {
     const fd = LISTEN_FDS_START + i;
@@ -100,21 +105,24 @@ export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
   const copies = forUs ? parseCount(env, SpawnEnv.ReserveCopies, 16) : 0;
   const listening = listenFds(env);
   const role = env[SpawnEnv.Role];
-  if (role !== undefined && role !== '' && role !== 'successor') {
-    throw new CoreError(CoreErrorCode.EnvInvalid, `HANDOFF_ROLE=${JSON.stringify(role)}: the only role a spawner sets is "successor"`);
-  }
-  const controlSocket = env[SpawnEnv.ControlSocket] ?? null;
+  if (role !== undefined && role !== '' && role !== 'successor') throw invalid(SpawnEnv.Role, role, 'is not a role: the only one is "successor" (unset: a cold start)');
+  // (Empty: unset, as for the other variables.)
+  const controlSocket = env[SpawnEnv.ControlSocket] || null;
   let channelFd: number | null = null;
   if (role === 'successor') {
     const raw = env[SpawnEnv.SockFd] ?? '';
-    if (!/^\d+$/.test(raw)) throw new CoreError(CoreErrorCode.EnvInvalid, `HANDOFF_ROLE=successor needs HANDOFF_SOCK_FD=<fd>, got ${JSON.stringify(raw)}`);
+    if (!/^\d+$/.test(raw)) throw invalid(SpawnEnv.SockFd, raw, 'is not an fd number, which HANDOFF_ROLE=successor needs');
     channelFd = Number(raw);
     checkSocketFd(channelFd, SpawnEnv.SockFd);
   }
-  const backlogs = (env[SpawnEnv.Backlogs] ?? '').split(LIST_SEPARATOR);
+  const backlogsRaw = env[SpawnEnv.Backlogs] ?? '';
+  const backlogs = backlogsRaw === '' ? [] : backlogsRaw.split(LIST_SEPARATOR);
+  if (backlogs.some((b) => !/^\d+$/.test(b) || Number(b) < 1 || Number(b) > 65_535)) {
+    throw invalid(SpawnEnv.Backlogs, backlogsRaw, `is not a list of accept backlogs from 1 to 65535, one per listener, separated by "${LIST_SEPARATOR}"`);
+  }
   const count = listening.length;
   const entries = listening.map(({ name, fd }, i) => {
-    const backlog = /^\d+$/.test(backlogs[i] ?? '') ? Number(backlogs[i]) : undefined;
+    const backlog = backlogs[i] === undefined ? undefined : Number(backlogs[i]);
     const reserves = Array.from({ length: copies }, (_, c) => LISTEN_FDS_START + count * (c + 1) + i);
     for (const r of reserves) checkSocketFd(r, `reserve copy of listener ${i}`);
     return { name, fd, reserves, ...(backlog ? { backlog } : {}) };

@@ -3,6 +3,7 @@
  * of the same socket), because closing a Node server closes its fd: a drained daemon that
  * must accept again (after an abort) listens on the next copy.
  */
+import { Socket } from 'node:net';
 import type { Server } from 'node:net';
 import { CoreError, CoreErrorCode } from './errors.js';
 
@@ -49,17 +50,44 @@ export class InheritedListener {
         `listener "${this.name}": every inherited copy has been used; this process cannot accept on it again — restart the daemon (a cold start) or give it more copies (HANDOFF_RESERVE_COPIES)`,
       );
     }
+    const handle = this.#open(fd);
     await new Promise<void>((resolve, reject) => {
-      const onError = (error: Error): void => {
-        reject(error);
+      const onError = (error: NodeJS.ErrnoException): void => {
+        reject(new CoreError(CoreErrorCode.EnvInvalid, `listener "${this.name}" (fd ${fd}): cannot listen on the inherited socket (${error.code ?? error.message}); it must be a bound stream socket, as handoff-supervisor and systemd pass them`, { cause: error }));
       };
       server.once('error', onError);
-      // listen({ fd }, backlog, cb) honours the backlog; listen({ fd, backlog }) does not.
-      server.listen({ fd }, backlog, () => {
+      // listen(handle, backlog, cb) honours the backlog; listen({ fd, backlog }) does not.
+      server.listen(handle, backlog, () => {
         server.off('error', onError);
         resolve();
       });
     });
+  }
+
+  /**
+   * Wraps `fd` (without reading from it) to check, before anything listens on it, that a TCP
+   * socket is bound: listen(2) on an unbound one would bind it to a random port on every
+   * interface, and the daemon would serve where nobody connects. Returns what the server is
+   * to listen on: a TCP socket's wrapper; for a Unix socket, the fd (its wrapper is left
+   * unused: closing it would close the fd; listen(2) fails on an unbound Unix socket anyway).
+   * @throws CoreError HANDOFF_ENV_INVALID when the fd is not a stream socket, or a TCP socket bound to no address.
+   */
+  #open(fd: number): Socket | { readonly fd: number } {
+    let socket: Socket;
+    try {
+      socket = new Socket({ fd, readable: false, writable: false });
+    } catch (cause) {
+      throw new CoreError(CoreErrorCode.EnvInvalid, `listener "${this.name}" (fd ${fd}) is not a stream socket (${(cause as NodeJS.ErrnoException).code ?? String(cause)}); the process that started this one must pass listening sockets`, { cause });
+    }
+    const address = socket.address();
+    if (!('port' in address)) return { fd };
+    if (address.port === 0) {
+      throw new CoreError(
+        CoreErrorCode.EnvInvalid,
+        `listener "${this.name}" (fd ${fd}) is a TCP socket bound to no address: listening on it would take a random port on every interface, so this process refuses; the process that started it must bind the socket first (handoff-supervisor and systemd do)`,
+      );
+    }
+    return socket;
   }
 }
 

@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -99,6 +100,33 @@ describe('held listeners', () => {
     } finally {
       taken.close();
     }
+  });
+
+  it('says what to do when an address is in use or not on this machine', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      expect(() => bindListeners([{ name: 'http', host: '127.0.0.1', port }])).toThrow(new RegExp(`^listener "http": cannot bind 127\\.0\\.0\\.1:${port} \\(EADDRINUSE\\): another process is using it; stop that process or choose another port$`));
+    } finally {
+      taken.close();
+    }
+    // 192.0.2.0/24 is TEST-NET-1: documentation only, never an address of this machine.
+    expect(() => bindListeners([{ name: 'http', host: '192.0.2.1', port: 80 }])).toThrow(
+      /^listener "http": cannot bind 192\.0\.2\.1:80 \(EADDRNOTAVAIL\): 192\.0\.2\.1 is not an address of this machine; use the address of a local interface/,
+    );
+    expect(() => bindListeners([{ name: 'http', host: '2001:db8::1', port: 8080 }])).toThrow(/cannot bind \[2001:db8::1\]:8080 \(EADDRNOTAVAIL\)/);
+  });
+
+  it('says that ports below 1024 need root or CAP_NET_BIND_SERVICE (EACCES), as a user without them', (context) => {
+    if (Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8')) <= 80) context.skip();
+    const probe = "import('@handoff/supervisor').then((m) => { try { m.bindListeners([{ name: 'http', host: '127.0.0.1', port: 80 }]); console.log('bound'); } catch (e) { console.log(e.message); } })";
+    const cwd = fileURLToPath(new URL('..', import.meta.url));
+    // As root, the probe runs as nobody; it skips when nobody cannot read this checkout.
+    const argv = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', probe] : [process.execPath, '-e', probe];
+    const result = spawnSync(argv[0] ?? '', argv.slice(1), { cwd, encoding: 'utf8', timeout: 20_000 });
+    if (!result.stdout.includes('cannot bind')) context.skip();
+    expect(result.stdout.trim()).toBe('listener "http": cannot bind 127.0.0.1:80 (EACCES): permission denied: ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; choose a port from 1024 up, or grant the capability');
   });
 
   it('takes the listeners systemd-style only when LISTEN_PID is this process, and consumes the variables', async () => {

@@ -10,6 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync } from 'node:fs';
 import * as net from 'node:net';
+import { getSystemErrorName } from 'node:util';
 import { listenFds } from '@handoff/core';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
 
@@ -75,7 +76,7 @@ export function bindListeners(specs: readonly ListenerSpec[]): { readonly listen
     for (const spec of specs) {
       if ('path' in spec) {
         const handle = create(spec.path, -1, -1, undefined, 0);
-        if (typeof handle === 'number') throw bindError(spec.name, `unix:${spec.path}`, handle);
+        if (typeof handle === 'number') throw bindError(spec, handle);
         handles.push(handle);
         chmodSync(spec.path, spec.mode ?? 0o666);
         listeners.push({ name: spec.name, fd: handle.fd, address: listenerAddress(spec), ...(spec.backlog ? { backlog: spec.backlog } : {}) });
@@ -83,13 +84,13 @@ export function bindListeners(specs: readonly ListenerSpec[]): { readonly listen
         const family = net.isIP(spec.host);
         if (family === 0) throw new SupervisorError(SupervisorErrorCode.Listener, `listener "${spec.name}": host ${JSON.stringify(spec.host)} is not an IP address`);
         const handle = create(spec.host, spec.port, family, undefined, 0);
-        if (typeof handle === 'number') throw bindError(spec.name, `${spec.host}:${spec.port}`, handle);
+        if (typeof handle === 'number') throw bindError(spec, handle);
         handles.push(handle);
         // libuv defers a failed bind (EADDRINUSE) to listen(): check the socket really is bound.
         const out: Record<string, unknown> = {};
         handle.getsockname?.(out);
         const port = typeof out.port === 'number' ? out.port : 0;
-        if (port === 0 || (spec.port !== 0 && port !== spec.port)) throw bindError(spec.name, `${spec.host}:${spec.port}`, -98);
+        if (port === 0 || (spec.port !== 0 && port !== spec.port)) throw bindError(spec, -98);
         listeners.push({ name: spec.name, fd: handle.fd, address: listenerAddress({ ...spec, port }), ...(spec.backlog ? { backlog: spec.backlog } : {}) });
       }
     }
@@ -149,9 +150,23 @@ backlogs.forEach((backlog, i) => {
   return listeners.map((l, i) => addresses[i] ?? l.address);
 }
 
-function bindError(name: string, where: string, errno: number): SupervisorError {
-  const code = errno === -98 ? 'EADDRINUSE' : errno === -13 ? 'EACCES' : `errno ${errno}`;
-  return new SupervisorError(SupervisorErrorCode.Listener, `listener "${name}": cannot bind ${where} (${code}); is another process using it?`);
+/** Why `spec` cannot be bound (`errno` is libuv's, negative), and what to do about it. */
+function bindError(spec: ListenerSpec, errno: number): SupervisorError {
+  let code: string;
+  try {
+    code = getSystemErrorName(errno);
+  } catch {
+    code = `errno ${errno}`;
+  }
+  const unix = 'path' in spec;
+  const where = unix ? spec.path : net.isIP(spec.host) === 6 ? `[${spec.host}]:${spec.port}` : `${spec.host}:${spec.port}`;
+  let advice: string;
+  if (code === 'EADDRINUSE') advice = unix ? 'something else is at that path; is another instance running? if not, remove the file' : 'another process is using it; stop that process or choose another port';
+  else if (code === 'EADDRNOTAVAIL') advice = `${unix ? spec.path : spec.host} is not an address of this machine; use the address of a local interface ("ip address" lists them), 127.0.0.1 for loopback only, or 0.0.0.0 for every interface`;
+  // (libuv reports a Unix socket path whose directory is missing as EACCES too.)
+  else if (code === 'EACCES') advice = unix ? 'permission denied, or its directory does not exist; check that the directory exists and is writable by this user' : 'permission denied: ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; choose a port from 1024 up, or grant the capability';
+  else advice = `check the ${unix ? 'path' : 'address'}`;
+  return new SupervisorError(SupervisorErrorCode.Listener, `listener "${spec.name}": cannot bind ${where} (${code}): ${advice}`);
 }
 
 /**

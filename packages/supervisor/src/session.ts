@@ -61,16 +61,38 @@ export function openIncumbentSession(path: string, options: { readonly timeoutMs
   });
 }
 
+/**
+ * How long a daemon may answer on the control socket while the data directory's lock is free
+ * before it is taken to lock another directory. A daemon binds its control socket only once
+ * it holds the lock; the lock is briefly free during a handoff (between the incumbent's
+ * release and the successor's take), never this long.
+ */
+export const LOCK_MISMATCH_MS = 2_000;
+
 /** Opens sessions with the daemon that holds the lock of a data directory. */
 export class SessionConnector {
   readonly #options: { readonly controlSocket: string; readonly dataDir: string; readonly capabilities: number; readonly startTimeoutMs: number };
+  readonly #refusals = new Map<number, string>();
 
   constructor(options: { readonly controlSocket: string; readonly dataDir: string; readonly capabilities: number; readonly startTimeoutMs: number }) {
     this.#options = options;
   }
 
+  /**
+   * Why {@link awaitSession} last gave up on `pid` before the start timeout: it answered on
+   * the control socket but does not hold the lock of the data directory. Null otherwise.
+   */
+  refusal(pid: number): string | null {
+    return this.#refusals.get(pid) ?? null;
+  }
+
   /** Connects to whoever answers on the control socket, keeping the session only if it holds the lock (and is `expectPid`, when given). */
   async connectToLockHolder(timeoutMs: number, expectPid?: number): Promise<IncumbentSession | null> {
+    return (await this.#connect(timeoutMs, expectPid)).session;
+  }
+
+  /** {@link connectToLockHolder}, also saying whether the daemon that answered found the lock free. */
+  async #connect(timeoutMs: number, expectPid?: number): Promise<{ readonly session: IncumbentSession | null; readonly lockFreeFor?: number }> {
     const session = await openIncumbentSession(this.#options.controlSocket, {
       timeoutMs,
       capabilities: this.#options.capabilities,
@@ -78,23 +100,37 @@ export class SessionConnector {
         publish('sessionRefused', { reason });
       },
     });
-    if (!session) return null;
+    if (!session) return { session: null };
     const lock = DataDirLock.probe(this.#options.dataDir);
     const holds = lock.held && lock.pid === session.hello.pid;
     if (!holds || (expectPid !== undefined && session.hello.pid !== expectPid)) {
       publish('sessionRefused', { reason: `pid ${session.hello.pid} answered; the lock is ${lock.held ? `held by ${String(lock.pid)}` : 'free'}; expected ${String(expectPid ?? 'the lock holder')}` });
       session.channel.close('not the lock holder');
-      return null;
+      return lock.held ? { session: null } : { session: null, lockFreeFor: session.hello.pid };
     }
-    return session;
+    return { session };
   }
 
-  /** Waits (up to the start timeout) until `pid` answers on the control socket as the lock holder; null if it does not, or `isGone()`. */
+  /**
+   * Waits (up to the start timeout) until `pid` answers on the control socket as the lock
+   * holder; null if it does not, or `isGone()`. Gives up early, with a {@link refusal}, when
+   * `pid` keeps answering for {@link LOCK_MISMATCH_MS} while nobody holds the lock: it locks
+   * another data directory than the one configured.
+   */
   async awaitSession(pid: number, isGone: () => boolean): Promise<IncumbentSession | null> {
     const deadline = Date.now() + this.#options.startTimeoutMs;
+    this.#refusals.delete(pid);
+    let locklessSince: number | null = null;
     while (Date.now() < deadline && !isGone()) {
-      const session = await this.connectToLockHolder(1_000, pid);
+      const { session, lockFreeFor } = await this.#connect(1_000, pid);
       if (session) return session;
+      locklessSince = lockFreeFor === pid ? (locklessSince ?? Date.now()) : null;
+      if (locklessSince !== null && Date.now() - locklessSince >= LOCK_MISMATCH_MS) {
+        const reason = `the daemon (pid ${pid}) answered on ${this.#options.controlSocket} but does not hold the lock on ${this.#options.dataDir}: its data directory probably differs from the configured one ([daemon] data_dir); make them the same`;
+        this.#refusals.set(pid, reason);
+        publish('sessionRefused', { reason });
+        return null;
+      }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     return null;

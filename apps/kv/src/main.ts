@@ -2,12 +2,13 @@
 /**
  * handoff-kv: an HTTP key-value store that can be handed off with no refused connection and
  * no lost acknowledged write. `PUT /kv/<key>` (body = value) answers once the write is
- * fsynced; `GET /kv/<key>`; `GET /health`.
+ * fsynced; `GET /kv/<key>`; `GET /health` (pid, build, revision); `GET /ready` (200 when ready).
  *
  *   KV_DATA_DIR   data directory (required)     KV_PORT  port without a supervisor (8080)
  *   KV_BUILD_ID   build id reported in Hello    KV_SEAL_DELAY_MS, KV_SEAL_FAIL, KV_STALE,
- *                                               KV_FAIL_START, KV_DIE_AFTER_MS, KV_OPEN_DELAY_MS:
- *                                               fault injection for tests
+ *                                               KV_FAIL_START, KV_DIE_AFTER_MS, KV_OPEN_DELAY_MS,
+ *                                               KV_UNHEALTHY_AFTER_MS (GET /ready answers 503
+ *                                               once this long up): fault injection for tests
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { runDaemon } from '@handoff/core';
@@ -43,6 +44,11 @@ function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void
     res.writeHead(200);
     res.flushHeaders();
     setTimeout(() => res.end('slow done'), Math.min(Number(req.url.slice('/slow?ms='.length)) || 0, 60_000));
+  } else if (req.url === '/ready') {
+    // Readiness, for the supervisor's health check during a probation.
+    const failing = env.KV_UNHEALTHY_AFTER_MS !== undefined && process.uptime() * 1000 >= Number(env.KV_UNHEALTHY_AFTER_MS);
+    res.statusCode = failing ? 503 : 200;
+    res.end(failing ? 'unhealthy (KV_UNHEALTHY_AFTER_MS)\n' : 'ready\n');
   } else if (req.url === '/health') {
     res.end(JSON.stringify({ pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', revision: store.revision, keys: store.size }));
   } else if (req.method === 'PUT' && req.url?.startsWith('/kv/')) {
@@ -83,5 +89,7 @@ const exit = await runDaemon<KvStore>({
   onServing: (info) => { console.log(JSON.stringify({ event: 'serving', pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', ...info })); },
   stopSignal: stop.signal,
 });
-console.log(JSON.stringify({ event: 'exit', pid: process.pid, ...exit }));
+// A failure is one line saying why (e.g. a malformed HANDOFF_* variable, an unbound listener).
+if (exit.code === 0) console.log(JSON.stringify({ event: 'exit', pid: process.pid, ...exit }));
+else console.error(`handoff-kv: ${exit.reason}`);
 process.exit(exit.code);

@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from './config.js';
+import { DEFAULT_PROBATION_MS, parseConfig } from './config.js';
 import { ConfigError } from './errors.js';
 
 const BASE = `[daemon]
@@ -29,7 +30,8 @@ describe('parseConfig', () => {
   it('fills defaults and resolves paths', () => {
     const c = parseConfig(BASE, '/etc/app/handoff.toml');
     expect(c).toMatchObject({
-      daemon: { command: 'node', args: ['app.js'], env: {}, cwd: null, dataDir: '/var/lib/app' },
+      // The daemon runs in the configuration's directory unless told otherwise.
+      daemon: { command: 'node', args: ['app.js'], env: {}, cwd: '/etc/app', dataDir: '/var/lib/app' },
       listeners: [{ name: 'http', host: '127.0.0.1', port: 8080, backlog: 511 }],
       controlSocket: '/run/app/control.sock',
       triggerSocket: '/run/app/trigger.sock',
@@ -40,8 +42,23 @@ describe('parseConfig', () => {
       restart: { policy: 'on-failure', maxFailures: 5 },
       hooks: { preHandoff: null },
       health: null,
+      probation: { windowMs: DEFAULT_PROBATION_MS },
     });
     expect(c.timeouts.livenessMs).toBe(3000);
+  });
+
+  it('resolves every relative path against the configuration file\'s directory', () => {
+    const c = parseConfig(BASE.replace('data_dir = "/var/lib/app"', 'data_dir = "data"\ncwd = "srv"').replace('runtime_dir = "/run/app"', 'runtime_dir = "run"'), '/etc/app/handoff.toml');
+    expect(c.daemon).toMatchObject({ cwd: '/etc/app/srv', dataDir: '/etc/app/data' });
+    expect(c.triggerSocket).toBe('/etc/app/run/trigger.sock');
+  });
+
+  it("parses the README's configuration block as it stands", () => {
+    const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+    const block = /```toml\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block).toBeDefined();
+    const c = parseConfig(block ?? '', '/etc/kv/handoff.toml');
+    expect(c).toMatchObject({ daemon: { dataDir: '/var/lib/kv' }, probation: { windowMs: 30_000 }, health: { url: 'http://127.0.0.1:8080/ready', failures: 3 } });
   });
 
   it('accepts every key', () => {
@@ -91,7 +108,13 @@ pre_handoff_timeout = 5000
 
 [health]
 url = "http://127.0.0.1:8080/health"
+expect_status = 204
 timeout = 100
+interval = 250
+failures = 5
+
+[probation]
+window = 60000
 `,
       '/etc/app/handoff.toml',
     );
@@ -100,7 +123,8 @@ timeout = 100
       { name: 'v6', host: '::1', port: 9000, backlog: 128 },
       { name: 'sock', path: '/etc/app/http.sock', mode: 0o600, backlog: 511 },
     ]);
-    expect(c).toMatchObject({ journal: '/etc/app/j.json', pidFile: '/etc/app/s.pid', metrics: { host: '127.0.0.1', port: 9464 }, restart: { policy: 'never', windowMs: 30 }, health: { timeoutMs: 100 } });
+    expect(c).toMatchObject({ journal: '/etc/app/j.json', pidFile: '/etc/app/s.pid', metrics: { host: '127.0.0.1', port: 9464 }, restart: { policy: 'never', windowMs: 30 }, health: { url: 'http://127.0.0.1:8080/health', command: null, expectStatus: 204, timeoutMs: 100, intervalMs: 250, failures: 5 }, probation: { windowMs: 60_000 } });
+    expect(parseConfig(`${BASE}\n[health]\ncommand = "./check.sh"\n\n[probation]\nwindow = 0\n`, '/etc/app/handoff.toml')).toMatchObject({ health: { url: null, command: './check.sh', expectStatus: null }, probation: { windowMs: 0 } });
   });
 
   const cases: [string, string, RegExp][] = [
@@ -123,6 +147,9 @@ timeout = 100
     ['a bad restart policy', `${BASE}\n[restart]\npolicy = "always"\n`, /policy: expected one of "on-failure", "never"/],
     ['no sockets', BASE.replace(/\[sockets\][^[]*/, ''), /\[sockets\] control: is required unless \[sockets\] runtime_dir is set/],
     ['a non-loopback health url', `${BASE}\n[health]\nurl = "http://10.0.0.1/health"\n`, /url: expected an http:\/\/ URL on loopback/],
+    ['a health check with both url and command', `${BASE}\n[health]\nurl = "http://127.0.0.1:1/"\ncommand = "true"\n`, /handoff\.toml:13: \[health\]: give exactly one of url = .* or command = /],
+    ['an expected status without a url', `${BASE}\n[health]\ncommand = "true"\nexpect_status = 200\n`, /\[health\] expect_status: applies to url = \.\.\. only/],
+    ['a negative probation window', `${BASE}\n[probation]\nwindow = -1\n`, /handoff\.toml:14: \[probation\] window: expected an integer number of milliseconds from 0 to 86400000, got -1/],
     ['an env value that is not a string', BASE.replace('args = ["app.js"]', 'args = ["app.js"]\nenv = { PORT = 8080 }'), /env: PORT: expected a string, got 8080/],
   ];
   for (const [what, text, message] of cases) {

@@ -21,7 +21,7 @@ export type ListenerConfig =
 /** The validated configuration. */
 export interface Config {
   readonly source: string;
-  readonly daemon: { readonly command: string; readonly args: readonly string[]; readonly env: Readonly<Record<string, string>>; readonly cwd: string | null; readonly dataDir: string };
+  readonly daemon: { readonly command: string; readonly args: readonly string[]; readonly env: Readonly<Record<string, string>>; readonly cwd: string; readonly dataDir: string };
   readonly listeners: readonly ListenerConfig[];
   readonly controlSocket: string;
   readonly triggerSocket: string;
@@ -44,8 +44,14 @@ export interface Config {
   };
   readonly restart: { readonly policy: 'on-failure' | 'never'; readonly initialDelayMs: number; readonly maxDelayMs: number; readonly maxFailures: number; readonly windowMs: number };
   readonly hooks: { readonly preStart: string | null; readonly postStop: string | null; readonly preHandoff: string | null; readonly preHandoffTimeoutMs: number };
-  readonly health: { readonly url: string; readonly timeoutMs: number } | null;
+  /** The health check: an HTTP GET of `url` (answering `expectStatus`, or below 400 without it), or a shell `command` exiting 0. */
+  readonly health: { readonly url: string | null; readonly command: string | null; readonly expectStatus: number | null; readonly timeoutMs: number; readonly intervalMs: number; readonly failures: number } | null;
+  /** How long a new version is watched after it starts to serve (0: not at all). */
+  readonly probation: { readonly windowMs: number };
 }
+
+/** Default probation window: a new version is watched this long after it starts to serve. */
+export const DEFAULT_PROBATION_MS = 30_000;
 
 
 type Table = Record<string, unknown>;
@@ -222,7 +228,7 @@ export function parseConfig(text: string, file: string): Config {
   const base = dirname(resolve(file));
   const top: Reader = new Reader(file, lines, doc, '');
   const section = (name: string): Reader => new Reader(file, lines, table(top, doc, name), name);
-  for (const name of ['daemon', 'listeners', 'sockets', 'supervisor', 'timeouts', 'restart', 'hooks', 'health']) top.has(name);
+  for (const name of ['daemon', 'listeners', 'sockets', 'supervisor', 'timeouts', 'restart', 'hooks', 'health', 'probation']) top.has(name);
   top.done();
 
   const d: Reader = section('daemon');
@@ -231,7 +237,8 @@ export function parseConfig(text: string, file: string): Config {
     command: d.string('command'),
     args: d.strings('args'),
     env: d.stringTable('env'),
-    cwd: d.optionalString('cwd'),
+    // Relative paths (and a missing cwd) are the configuration file's directory's.
+    cwd: absolute(base, d.optionalString('cwd') ?? '.'),
     dataDir: absolute(base, d.string('data_dir')),
   };
   d.done();
@@ -321,10 +328,18 @@ export function parseConfig(text: string, file: string): Config {
   r.done();
 
   const h: Reader = section('hooks');
+  // A hook is one argument of /bin/sh -c, and Linux limits one argument to 128 KiB (MAX_ARG_STRLEN).
+  const hookMaxBytes = 64 * 1024;
+  const hook = (key: string): string | null => {
+    const command = h.optionalString(key);
+    const bytes = command === null ? 0 : Buffer.byteLength(command);
+    if (bytes > hookMaxBytes) h.fail(key, `the command is ${bytes} bytes, more than the ${hookMaxBytes} a hook may have (the system limits one argument to 128 KiB); put the script in a file and run that, e.g. ${key} = "/bin/sh /path/to/${key}.sh"`);
+    return command;
+  };
   const hooks = {
-    preStart: h.optionalString('pre_start'),
-    postStop: h.optionalString('post_stop'),
-    preHandoff: h.optionalString('pre_handoff'),
+    preStart: hook('pre_start'),
+    postStop: hook('post_stop'),
+    preHandoff: hook('pre_handoff'),
     preHandoffTimeoutMs: h.int('pre_handoff_timeout', 120_000, 1, 3_600_000, ' number of milliseconds'),
   };
   h.done();
@@ -332,12 +347,31 @@ export function parseConfig(text: string, file: string): Config {
   let health: Config['health'] = null;
   if (top.has('health')) {
     const p: Reader = section('health');
-    const url = p.string('url');
-    if (!/^http:\/\/(127\.\d+\.\d+\.\d+|\[::1\]|localhost)(:\d+)?\//.test(url)) p.fail('url', `expected an http:// URL on loopback, got ${JSON.stringify(url)}`);
-    health = { url, timeoutMs: p.int('timeout', 2_000, 1, 60_000, ' number of milliseconds') };
+    if (p.has('url') === p.has('command')) p.fail(null, 'give exactly one of url = "http://127.0.0.1:8080/health" (an HTTP GET) or command = "..." (a shell command that exits 0 when healthy)');
+    const url = p.optionalString('url');
+    if (url !== null && !/^http:\/\/(127\.\d+\.\d+\.\d+|\[::1\]|localhost)(:\d+)?\//.test(url)) p.fail('url', `expected an http:// URL on loopback, got ${JSON.stringify(url)}`);
+    const expectStatus = p.has('expect_status') ? p.int('expect_status', 200, 100, 599) : null;
+    if (expectStatus !== null && url === null) p.fail('expect_status', 'applies to url = ... only');
+    health = {
+      url,
+      command: p.optionalString('command'),
+      expectStatus,
+      timeoutMs: p.int('timeout', 2_000, 1, 60_000, ' number of milliseconds'),
+      intervalMs: p.int('interval', 1_000, 10, 3_600_000, ' number of milliseconds'),
+      failures: p.int('failures', 3, 1, 1_000),
+    };
     p.done();
   }
-  return { source: file, daemon, listeners, controlSocket, triggerSocket, journal, pidFile, logFormat, logFile, metrics, timeouts, restart, hooks, health };
+
+  const pr: Reader = section('probation');
+  const probation = { windowMs: pr.int('window', DEFAULT_PROBATION_MS, 0, 86_400_000, ' number of milliseconds') };
+  pr.done();
+  return { source: file, daemon, listeners, controlSocket, triggerSocket, journal, pidFile, logFormat, logFile, metrics, timeouts, restart, hooks, health, probation };
+}
+
+/** The configuration file's directory: where relative paths, hooks and health commands resolve and run. */
+export function configDir(config: Pick<Config, 'source'>): string {
+  return dirname(resolve(config.source));
 }
 
 /** Reads and validates a configuration file. */

@@ -2,13 +2,16 @@
 /**
  * handoffctl: the control client of handoff-supervisor.
  *
- *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--env K=V]... [--json]
+ *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--env K=V]... [--probation ms] [--wait] [--json]
+ *   handoffctl ... reload [--wait] [--json]
  *   handoffctl ... status [--json]
  *   handoffctl ... stop [--no-wait]
  *   handoffctl ... restart-supervisor
  *
- * Exit codes: 0 committed (or done); 2 rolled back (the old version serves on); 1 error
- * (nothing changed: unreachable, in progress, pre-handoff check failed, bad request).
+ * Exit codes: 0 committed (or done; with --wait, through its probation); 2 rolled back (the
+ * old version serves on), or with --wait reverted on probation (the last known good version
+ * serves again) or failed it; 1 error (nothing changed: unreachable, in progress, pre-handoff
+ * check failed, invalid configuration, bad request).
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { ask } from './client.js';
@@ -16,6 +19,7 @@ import type { Answer } from './client.js';
 import { loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import { ENV_NAME } from './trigger.js';
+import type { TriggerRequest } from './trigger.js';
 
 const program = new Command()
   .name('handoffctl')
@@ -48,15 +52,52 @@ function fail(message: string): never {
 
 const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
+/** A program as one line: the command and its arguments, the environment it sets, the working directory. */
+function describeProgram(p: unknown): string {
+  const prog = p as { command?: unknown; args?: unknown; env?: unknown; cwd?: unknown } | null | undefined;
+  if (typeof prog?.command !== 'string') return '?';
+  const args = Array.isArray(prog.args) ? prog.args.map(String) : [];
+  const env = typeof prog.env === 'object' && prog.env !== null ? Object.entries(prog.env as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`) : [];
+  const where = [...(typeof prog.cwd === 'string' ? [`in ${prog.cwd}`] : []), ...(env.length ? [`env ${env.join(' ')}`] : [])];
+  return `${[prog.command, ...args].join(' ')}${where.length ? ` (${where.join('; ')})` : ''}`;
+}
+
 function describeResult(r: Answer): string {
-  const timings = r.timings as { totalMs: number; phases: Record<string, number> };
+  const timings = (r.timings ?? { totalMs: 0, phases: {} }) as { totalMs: number; phases: Record<string, number> };
   const phases = Object.entries(timings.phases).map(([p, ms]) => `${p} ${ms} ms`).join(', ');
   const serving = typeof r.incumbentPid === 'number' ? `now serving pid ${r.incumbentPid}` : 'no daemon serves yet';
   const aftermath = typeof r.aftermath === 'string' ? `\nafter the handoff: ${r.aftermath}` : '';
-  if (r.committed === true) return `committed: handoff ${String(r.handoffId)} (${String(r.outcome)}) in ${timings.totalMs} ms — ${phases}; ${serving}${aftermath}`;
+  const h = r.health as { ok: boolean; detail: string } | null | undefined;
+  const health = h ? `\nhealth: ${h.ok ? 'ok' : 'FAILING'} — ${h.detail}` : '';
+  if (r.outcome === 'coldStart' && r.committed === true && typeof r.handoffId === 'string' && r.handoffId.startsWith('start-')) return `started: no daemon served, so the supervisor started one; ${serving}${health}`;
+  if (r.committed === true) return `committed: handoff ${String(r.handoffId)} (${String(r.outcome)}) in ${timings.totalMs} ms — ${phases}; ${serving}${aftermath}${health}`;
   const abort = r.abortReason as { code: string; reason: string } | null;
   const who = typeof r.incumbentPid === 'number' ? `the previous version serves on (pid ${r.incumbentPid})` : 'no daemon serves yet';
-  return `rolled back: handoff ${String(r.handoffId)} — ${abort?.code ?? ''}: ${abort?.reason ?? ''}; ${who}${aftermath}`;
+  const said = typeof r.successorOutput === 'string' ? `\nthe new daemon's last output:\n${r.successorOutput.split('\n').slice(-20).map((l) => `  | ${l}`).join('\n')}` : '';
+  return `rolled back: handoff ${String(r.handoffId)} — ${abort ? `${abort.code}: ${abort.reason}` : 'no reason given'}; ${who}${aftermath}${said}`;
+}
+
+/** A probation line of an upgrade's answer. */
+function describeProbation(a: Answer): string {
+  const s = (ms: unknown): string => `${Math.round(Number(ms) / 1000)} s`;
+  switch (a.outcome) {
+    case 'started':
+      return `probation: pid ${String(a.pid)} is watched for ${s(a.ms)}; ${a.lastGood ? `if it dies or fails its health check, the supervisor hands back to ${describeProgram(a.lastGood)}` : 'no known-good version to hand back to'}`;
+    case 'passed':
+      return `probation passed: pid ${String(a.pid)} is now the last known good version`;
+    case 'reverted':
+      return `reverted: ${String(a.reason)}; the last known good version serves again (${typeof a.servingPid === 'number' ? `pid ${a.servingPid}` : 'starting'})`;
+    case 'failed':
+      return `probation failed: ${String(a.reason)}`;
+    default:
+      return `probation ended: ${String(a.reason)}`;
+  }
+}
+
+function parseMs(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 86_400_000) throw new InvalidArgumentError(`expected a number of milliseconds from 0 to 86400000, got ${JSON.stringify(value)}`);
+  return n;
 }
 
 function parseEnv(value: string, previous: Record<string, string>): Record<string, string> {
@@ -65,50 +106,103 @@ function parseEnv(value: string, previous: Record<string, string>): Record<strin
   return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
 }
 
+/**
+ * Sends a request that hands off and streams its answer: phases, the result, and probation
+ * lines; exits with the documented code.
+ */
+async function streamHandoff(request: TriggerRequest, o: { json?: boolean; wait?: boolean }): Promise<never> {
+  const tty = process.stderr.isTTY && !o.json;
+  let spin = 0;
+  let current = 'starting';
+  const started = Date.now();
+  const timer = tty
+    ? setInterval(() => {
+        process.stderr.write(`\r${SPINNER[spin++ % SPINNER.length] ?? ''} ${current}  ${Date.now() - started} ms   `);
+      }, 80)
+    : undefined;
+  const say = (line: string): void => {
+    if (tty) process.stderr.write('\r');
+    process.stdout.write(`${line}\n`);
+  };
+  /** Stops the progress display, so that what follows starts on a line of its own. */
+  const endProgress = (): void => {
+    clearInterval(timer);
+    if (tty) process.stderr.write(`\r${' '.repeat(60)}\r`);
+  };
+  let lastPhase = null as string | null; // set by the answer callback
+  const answers = await ask(socketPath(), request, (a) => {
+    if (a.type === 'phase') lastPhase = String(a.phase);
+    if (o.json) {
+      process.stdout.write(`${JSON.stringify(a)}\n`);
+      return;
+    }
+    if (a.type === 'phase') {
+      // A phase line closes the phase it came from: show that phase with the time it took.
+      const took = typeof a.from === 'string' && typeof a.phaseMs === 'number' ? `${a.from} ${a.phaseMs} ms → ` : '';
+      const line = `${took}${String(a.phase)}`;
+      current = String(a.phase);
+      if (tty) process.stderr.write(`\r✓ ${line}${' '.repeat(20)}\n`);
+      else process.stdout.write(`phase ${line}\n`);
+    } else if (a.type === 'reloaded') {
+      const restart = Array.isArray(a.needsRestart) && a.needsRestart.length > 0 ? `; needs a restart of handoff-supervisor to apply: ${a.needsRestart.join(', ')}` : '';
+      say(`reloaded ${String(a.config)}: handing off to ${describeProgram(a.program)}${restart}`);
+    } else if (a.type === 'result') {
+      say(describeResult(a));
+      if (a.committed === true) current = 'on probation';
+    } else if (a.type === 'probation') {
+      say(describeProbation(a));
+    }
+  }).catch((error: unknown) => {
+    endProgress();
+    return fail(`${(error as Error).message}${lastPhase ? ` (last phase: ${lastPhase})` : ''}`);
+  });
+  endProgress();
+  const result = answers.find((a) => a.type === 'result');
+  const error = answers.find((a) => a.type === 'error');
+  if (error) {
+    const message = typeof error.message === 'string' ? error.message : 'the supervisor answered an error without a message; check its log';
+    if (!o.json) process.stderr.write(`handoffctl: ${typeof error.code === 'string' ? `${error.code}: ` : ''}${message}\n${typeof error.output === 'string' && error.output ? `--- output ---\n${error.output}\n` : ''}`);
+    process.exit(1);
+  }
+  if (!result) {
+    fail(`the supervisor closed the connection before the outcome${lastPhase ? ` (last phase: ${lastPhase})` : ''}; did it die? check its log, then "handoffctl status"`);
+  }
+  if (result.committed !== true) process.exit(2);
+  if (o.wait) {
+    const end = answers.filter((a) => a.type === 'probation').at(-1);
+    if (end?.outcome === 'reverted' || end?.outcome === 'failed') process.exit(2);
+  }
+  process.exit(0);
+}
+
 program
   .command('upgrade')
   .description('hand off to a new program and wait for the outcome')
-  .option('--command <command>', 'the new program (default: the configured command)')
-  .option('--arg <arg>', 'an argument of the new program (repeatable; replaces the current args)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+  .option('--command <command>', 'the new program (default: the one that serves)')
+  .option('--arg <arg>', 'an argument of the new program (repeatable; replaces the current args; --arg=--flag for one that starts with -)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--env <NAME=value>', 'an environment variable of the new program (repeatable; set over the current environment)', parseEnv, {} as Record<string, string>)
+  .option('--probation <ms>', "the new version's probation window for this handoff, in ms (0: none)", parseMs)
+  .option('--wait', 'wait through the probation too: exit 2 if the new version was reverted')
   .option('--json', 'print the answer lines as JSON')
-  .action(async (o: { command?: string; arg: string[]; env: Record<string, string>; json?: boolean }) => {
-    const tty = process.stderr.isTTY && !o.json;
-    let spin = 0;
-    let current = 'starting';
-    const started = Date.now();
-    const timer = tty
-      ? setInterval(() => {
-          process.stderr.write(`\r${SPINNER[spin++ % SPINNER.length] ?? ''} ${current}  ${Date.now() - started} ms   `);
-        }, 80)
-      : undefined;
-    const request = { cmd: 'upgrade' as const, ...(o.command ? { command: o.command } : {}), ...(o.arg.length ? { args: o.arg } : {}), ...(Object.keys(o.env).length ? { env: o.env } : {}) };
-    const answers = await ask(socketPath(), request, (a) => {
-      if (o.json) {
-        process.stdout.write(`${JSON.stringify(a)}\n`);
-        return;
-      }
-      if (a.type === 'phase') {
-        // A phase line closes the phase it came from: show that phase with the time it took.
-        const took = typeof a.from === 'string' && typeof a.phaseMs === 'number' ? `${a.from} ${a.phaseMs} ms → ` : '';
-        const line = `${took}${String(a.phase)}`;
-        current = String(a.phase);
-        if (tty) process.stderr.write(`\r✓ ${line}${' '.repeat(20)}\n`);
-        else process.stdout.write(`phase ${line}\n`);
-      }
-    }).catch((error: unknown) => fail((error as Error).message));
-    clearInterval(timer);
-    if (tty) process.stderr.write('\r');
-    const last = answers.at(-1);
-    if (last?.type === 'result') {
-      if (!o.json) process.stdout.write(`${describeResult(last)}\n`);
-      process.exit(last.committed === true ? 0 : 2);
-    }
-    if (last?.type !== 'error') {
-      fail(`the supervisor closed the connection before the outcome${last ? ` (last phase: ${String(last.phase)})` : ''}; did it die? check its log, then "handoffctl status"`);
-    }
-    if (!o.json) process.stderr.write(`handoffctl: ${String(last.code)}: ${String(last.message)}\n${typeof last.output === 'string' && last.output ? `--- output ---\n${last.output}\n` : ''}`);
-    process.exit(1);
+  .action(async (o: { command?: string; arg: string[]; env: Record<string, string>; probation?: number; wait?: boolean; json?: boolean }) => {
+    const request: TriggerRequest = {
+      cmd: 'upgrade',
+      ...(o.command ? { command: o.command } : {}),
+      ...(o.arg.length ? { args: o.arg } : {}),
+      ...(Object.keys(o.env).length ? { env: o.env } : {}),
+      ...(o.probation === undefined ? {} : { probation: o.probation }),
+      ...(o.wait ? { wait: true } : {}),
+    };
+    await streamHandoff(request, o);
+  });
+
+program
+  .command('reload')
+  .description("re-read the configuration file and hand off to its daemon settings (an invalid file changes nothing); as SIGHUP does")
+  .option('--wait', "wait through the new version's probation too")
+  .option('--json', 'print the answer lines as JSON')
+  .action(async (o: { wait?: boolean; json?: boolean }) => {
+    await streamHandoff({ cmd: 'reload', ...(o.wait ? { wait: true } : {}) }, o);
   });
 
 program
@@ -123,16 +217,28 @@ program
       return;
     }
     const inc = s.incumbent as { pid: number; buildId: string; generation: number; uptimeMs: number; session: boolean } | null;
-    const prog = s.program as { command: string; args: string[] } | undefined;
     const handoff = s.handoff as { handoffId: string; phase: string } | null;
     const last = s.lastHandoff as Answer | null;
+    const v = s.versions as
+      | { program: unknown; good: boolean; lastGood: unknown; probation: { pid: number; endsInMs: number } | null; lastProbation: { pid: number; outcome: string; reason: string | null; at: number } | null; lastRevert: { reason: string; at: number } | null }
+      | undefined;
+    const h = s.health as { pid: number; ok: boolean; detail: string; at: number; failuresInRow: number } | null | undefined;
+    const ago = (at: number): string => `${Math.max(0, Math.round((Date.now() - at) / 1000))} s ago`;
+    const state = v ? (v.probation ? `on probation, ${Math.ceil(v.probation.endsInMs / 1000)} s left` : v.good ? 'good' : v.lastProbation?.outcome === 'failed' ? 'failed its probation' : 'not proven') : '?';
     const lines = [
       `supervisor   pid ${String(s.pid)} (its supervisor process ${String(s.supervisorPid)}, up ${Math.round(Number(s.supervisorUptimeMs) / 1000)} s), ${String(s.lifecycle)}`,
-      `daemon       ${inc ? `pid ${inc.pid}, build ${inc.buildId || '?'}, generation ${inc.generation}, up ${Math.round(inc.uptimeMs / 1000)} s${inc.session ? '' : ' (reconnecting)'}` : 'none'}`,
-      `program      ${prog ? [prog.command, ...prog.args].join(' ') : '?'}`,
+      `daemon       ${inc ? `pid ${inc.pid}, build ${inc.buildId || '?'}, generation ${inc.generation}, up ${Math.round(inc.uptimeMs / 1000)} s${inc.session ? '' : ' (reconnecting)'}` : 'none serves'}`,
+      `program      ${describeProgram(s.program)} — ${state}`,
+      `last good    ${v?.lastGood ? describeProgram(v.lastGood) : 'none other known'}`,
+      ...(typeof s.configured === 'object' && JSON.stringify(s.configured) !== JSON.stringify(s.program) ? [`configured   ${describeProgram(s.configured)} ("handoffctl reload" hands off to it)`] : []),
+      // The health check runs during a probation: its last result, if it is about the daemon that serves.
+      ...(h && h.pid === inc?.pid ? [`health       ${h.ok ? 'ok' : `FAILING (${h.failuresInRow} in a row)`} — ${h.detail} (${ago(h.at)})`] : []),
+      ...(v?.lastProbation && v.lastProbation.outcome !== 'passed' && v.lastProbation.reason !== v.lastRevert?.reason ? [`probation    ${v.lastProbation.outcome} ${ago(v.lastProbation.at)}: ${v.lastProbation.reason ?? ''}`] : []),
+      ...(v?.lastRevert ? [`reverted     ${ago(v.lastRevert.at)} to the last known good version: ${v.lastRevert.reason}`] : []),
       `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}` : 'none in progress'}`,
       `last         ${last ? describeResult(last) : 'none'}`,
-      `restarts     ${String(s.restarts)}${typeof s.failure === 'string' ? `\nfailure      ${s.failure}` : ''}`,
+      `restarts     ${String(s.restarts)}`,
+      ...(typeof s.failure === 'string' ? [`failure      ${s.failure}`, `             "handoffctl upgrade" (or "reload") starts the daemon again`] : []),
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   });
@@ -178,10 +284,11 @@ program
       const [s] = await ask(socket, { cmd: 'status' }).catch(() => [undefined]);
       if (s?.type === 'status' && s.supervisorPid !== before && s.lifecycle !== 'recovering' && s.lifecycle !== 'starting') {
         const inc = s.incumbent as { pid: number } | null;
-        const same = inc !== null && inc.pid === answer.daemonPid;
-        const daemon = same ? `the daemon (pid ${inc.pid}) served throughout` : `daemon now ${inc ? `pid ${inc.pid}` : 'none'} (was ${String(answer.daemonPid)})`;
+        const was = typeof answer.daemonPid === 'number' ? answer.daemonPid : null;
+        const same = inc !== null && inc.pid === was;
+        const daemon = same ? `the daemon (pid ${inc.pid}) served throughout` : `daemon now ${inc ? `pid ${inc.pid}` : 'none'} (was ${was === null ? 'none' : `pid ${was}`})`;
         process.stdout.write(`supervisor replaced: pid ${before} → ${String(s.supervisorPid)} in ${Date.now() - started} ms; ${daemon}\n`);
-        process.exit(same || answer.daemonPid === null ? 0 : 1);
+        process.exit(same || was === null ? 0 : 1);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

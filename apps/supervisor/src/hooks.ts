@@ -9,13 +9,28 @@ export interface HookResult {
   readonly code: number | null;
 }
 
-/** Runs `command` with `/bin/sh -c`, `env` set over this process's environment, bounded by `timeoutMs`. */
-export function runShell(command: string, env: Record<string, string>, timeoutMs: number): Promise<HookResult> {
+/**
+ * Runs `command` with `/bin/sh -c` in `cwd` (the configuration's directory), `env` set over
+ * this process's environment, bounded by `timeoutMs`. Never throws: a hook that cannot even be started (say `spawn E2BIG`) is a
+ * failed hook (code null) whose output says why.
+ */
+export function runShell(command: string, env: Record<string, string>, timeoutMs: number, cwd?: string): Promise<HookResult> {
+  const cannotRun = (error: unknown): HookResult => ({ ok: false, output: `cannot run the hook with /bin/sh: ${(error as Error).message}`, code: null });
   return new Promise((resolve) => {
-    execFile('/bin/sh', ['-c', command], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 1024 * 1024 }, (error, stdout, stderr) => {
-      const output = `${stdout}${stderr}`.slice(-64 * 1024);
-      resolve({ ok: error === null, output, code: error ? (typeof error.code === 'number' ? error.code : null) : 0 });
-    });
+    try {
+      execFile('/bin/sh', ['-c', command], { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 1024 * 1024, cwd }, (error, stdout, stderr) => {
+        const output = `${stdout}${stderr}`.slice(-64 * 1024);
+        // A spawn error (ENOENT, EACCES, ...) comes here with a string code and no output.
+        if (error && typeof error.code === 'string' && output === '') {
+          resolve(cannotRun(error));
+          return;
+        }
+        resolve({ ok: error === null, output, code: error ? (typeof error.code === 'number' ? error.code : null) : 0 });
+      });
+    } catch (error) {
+      // Thrown at once when the process cannot be created at all (E2BIG, EAGAIN).
+      resolve(cannotRun(error));
+    }
   });
 }
 

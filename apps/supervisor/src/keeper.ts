@@ -21,6 +21,7 @@ import { DataDirLock } from '@handoff/core';
 import { LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
 import type { HeldListener } from '@handoff/supervisor';
 import { spawnWithListenPid, stopProcess } from '@handoff/supervisor/internal';
+import { configDir } from './config.js';
 import type { Config } from './config.js';
 import { runShell } from './hooks.js';
 import type { PidFile } from './pidfile.js';
@@ -106,7 +107,7 @@ export function runKeeper(options: KeeperOptions): Promise<never> {
     finishing = true;
     clearInterval(watch);
     if (stopped && code === 0 && config.hooks.postStop) {
-      const r = await runShell(config.hooks.postStop, {}, config.hooks.preHandoffTimeoutMs);
+      const r = await runShell(config.hooks.postStop, {}, config.hooks.preHandoffTimeoutMs, configDir(config));
       if (!r.ok) log.error({ exit: r.code, output: r.output }, 'the post_stop hook failed');
     }
     options.closeListeners();

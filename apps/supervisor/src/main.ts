@@ -18,7 +18,7 @@ import { bindListeners, listenersFromEnv, lockHeld, requestListenerHolder, selfT
 import { isAlive } from '@handoff/supervisor/internal';
 import type { HeldListener } from '@handoff/supervisor';
 import { ask } from './client.js';
-import { defaultConfig, loadConfig } from './config.js';
+import { configDir, defaultConfig, loadConfig } from './config.js';
 import type { Config } from './config.js';
 import { AlreadyRunningError, ConfigError } from './errors.js';
 import { forceOut } from './force.js';
@@ -53,6 +53,9 @@ interface Options {
 
 /** Where a keeper started by a daemon (SpawnHolder) sends its output; not passed on. */
 const HOLDER_LOG_ENV = 'HANDOFF_HOLDER_LOG';
+
+/** Undoes what this process set up before its keeper runs (the pid file, the listeners it bound): on a stop request or an internal error then. */
+let cleanup = (): void => undefined;
 
 function fatal(code: number, message: string): never {
   process.stderr.write(`handoff-supervisor: ${message}\n`);
@@ -144,6 +147,9 @@ async function waitForKeeper(config: Config, pid: number, log: string, exited: (
   }
   // Only what this start wrote (the log file keeps earlier runs).
   const tail = existsSync(log) ? readFileSync(log).subarray(from).toString('utf8').split('\n').slice(-20).join('\n') : '';
+  // It failed to start with one line saying why (a bad listener address, a pid file's missing directory): that line.
+  const said = /^handoff-supervisor: ([^\n]*)\n*$/.exec(tail);
+  if (said && exited()) throw new Error(`the supervisor (pid ${pid}) exited: ${said[1] ?? ''} (log: ${log})`);
   throw new Error(`the supervisor (pid ${pid}) ${exited() ? 'exited' : 'did not start within 30 s'}; last lines of ${log}:\n${tail}`);
 }
 
@@ -183,7 +189,6 @@ async function main(): Promise<void> {
   }
   Reflect.deleteProperty(process.env, HOLDER_LOG_ENV);
   // Until the keeper runs its supervisor, a stop request ends this process: nothing runs yet.
-  let cleanup = (): void => undefined;
   const early = (): void => {
     cleanup();
     process.exit(0);
@@ -242,11 +247,11 @@ async function main(): Promise<void> {
     fatal(1, (error as Error).message);
   }
   if (config.hooks.preStart) {
-    const r = await runShell(config.hooks.preStart, {}, config.hooks.preHandoffTimeoutMs);
+    const r = await runShell(config.hooks.preStart, {}, config.hooks.preHandoffTimeoutMs, configDir(config));
     if (!r.ok) {
       closeListeners();
       pidFile.release();
-      fatal(1, `the pre_start hook failed (exit ${String(r.code)}): ${config.hooks.preStart}\n${r.output}`);
+      fatal(1, `the pre_start hook failed (${r.code === null ? 'no exit code' : `exit ${r.code}`}): ${config.hooks.preStart}\n${r.output}`);
     }
   }
 
@@ -260,5 +265,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  cleanup();
   fatal(1, `internal error: ${(error as Error).stack ?? String(error)}`);
 });

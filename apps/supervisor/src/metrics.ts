@@ -18,6 +18,10 @@ export class Metrics {
   readonly #generation = new Gauge({ name: 'handoff_daemon_generation', help: 'Generation of the serving daemon (1 = first start; +1 per handoff or restart).', registers: [this.registry] });
   readonly #pid = new Gauge({ name: 'handoff_daemon_pid', help: 'Pid of the serving daemon (0 when none).', registers: [this.registry] });
   readonly #up = new Gauge({ name: 'handoff_daemon_up', help: '1 while a daemon serves, 0 otherwise.', registers: [this.registry] });
+  readonly #probations = new Counter({ name: 'handoff_probations_total', help: 'Probations of new versions by outcome (passed, reverted, failed).', labelNames: ['outcome'], registers: [this.registry] });
+  readonly #reverts = new Counter({ name: 'handoff_reverts_total', help: 'Returns to the last known good version, by how (handoff: the failing version still served; restart: it died).', labelNames: ['how'], registers: [this.registry] });
+  readonly #onProbation = new Gauge({ name: 'handoff_probation_active', help: '1 while the serving version is on probation.', registers: [this.registry] });
+  readonly #good = new Gauge({ name: 'handoff_version_good', help: '1 when the serving version proved good (it served through its probation).', registers: [this.registry] });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'handoff_supervisor_' });
@@ -29,6 +33,14 @@ export class Metrics {
     for (const [phase, ms] of Object.entries(result.timings.phases)) this.#phase.observe({ phase }, ms / 1000);
   }
 
+  probationEnded(outcome: 'passed' | 'reverted' | 'failed'): void {
+    this.#probations.inc({ outcome });
+  }
+
+  reverted(how: 'handoff' | 'restart'): void {
+    this.#reverts.inc({ how });
+  }
+
   handoffError(): void {
     this.#handoffs.inc({ outcome: 'error' });
   }
@@ -38,6 +50,8 @@ export class Metrics {
     this.#generation.set(status.incumbent?.generation ?? 0);
     this.#pid.set(status.incumbent?.pid ?? 0);
     this.#up.set(status.incumbent ? 1 : 0);
+    this.#onProbation.set(status.versions.probation ? 1 : 0);
+    this.#good.set(status.versions.good ? 1 : 0);
   }
 
   /** Serves GET /metrics; `refresh` is called before each scrape. */

@@ -9,16 +9,19 @@
 import { subscribe } from 'node:diagnostics_channel';
 import type { Logger } from 'pino';
 import { ErrorCode, changeProgram } from '@handoff/protocol';
+import type { ProgramChange } from '@handoff/protocol';
 import { Supervisor, SupervisorChannels, listenersFromEnv } from '@handoff/supervisor';
-import type { HandoffRequest, HandoffResult, HeldListener, SupervisorChannel } from '@handoff/supervisor';
+import type { HandoffResult, HeldListener, ProbationPolicy, SupervisorChannel, SupervisorChannelMessages } from '@handoff/supervisor';
+import { configDir, loadConfig } from './config.js';
 import type { Config } from './config.js';
-import { probe, runShell } from './hooks.js';
+import { ConfigError } from './errors.js';
+import { healthCheck } from './health.js';
+import { runShell } from './hooks.js';
 import { ALIVE_EVERY_MS, KeeperEnv, SupervisorExit } from './keeper.js';
 import type { ToKeeper, ToSupervisor } from './keeper.js';
 import { Metrics } from './metrics.js';
 import { SystemdNotifier } from './notify.js';
 import { bindTrigger } from './trigger.js';
-import type { TriggerRequest } from './trigger.js';
 
 /** True when this process is a supervisor started by a keeper. */
 export function isKeeperChild(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -52,6 +55,9 @@ function logEvents(log: Logger): void {
     gaveUp: 'error',
     sealProgress: 'debug',
     violation: 'warn',
+    probation: 'info',
+    health: 'debug',
+    revert: 'error',
   };
   for (const [kind, name] of Object.entries(SupervisorChannels) as [SupervisorChannel, string][]) {
     subscribe(name, (message) => {
@@ -61,8 +67,45 @@ function logEvents(log: Logger): void {
   }
 }
 
+/** The probation policy of a configuration. */
+function probationPolicy(config: Config): ProbationPolicy {
+  return {
+    windowMs: config.probation.windowMs,
+    check: config.health ? healthCheck(config.health, configDir(config)) : null,
+    intervalMs: config.health?.intervalMs ?? 1_000,
+    failures: config.health?.failures ?? 3,
+  };
+}
+
+/** The whole program of a configuration, as a change that replaces every part of the current one. */
+function configuredProgram(config: Config): ProgramChange {
+  const d = config.daemon;
+  return { command: d.command, args: d.args, env: d.env, cwd: d.cwd, replaceEnv: true };
+}
+
+/**
+ * What differs between two configurations that only a restart of the binary applies (the
+ * listeners, sockets and files it opened at start), as the keys to name.
+ */
+export function needsRestart(before: Config, after: Config): string[] {
+  const differs = (a: unknown, b: unknown): boolean => JSON.stringify(a) !== JSON.stringify(b);
+  const keys: [string, unknown, unknown][] = [
+    ['[[listeners]]', before.listeners, after.listeners],
+    ['[sockets] control', before.controlSocket, after.controlSocket],
+    ['[sockets] trigger', before.triggerSocket, after.triggerSocket],
+    ['[daemon] data_dir', before.daemon.dataDir, after.daemon.dataDir],
+    ['[supervisor] journal', before.journal, after.journal],
+    ['[supervisor] pid_file', before.pidFile, after.pidFile],
+    ['[supervisor] log_format', before.logFormat, after.logFormat],
+    ['[supervisor] log_file', before.logFile, after.logFile],
+    ['[supervisor] metrics', before.metrics, after.metrics],
+  ];
+  return keys.filter(([, a, b]) => differs(a, b)).map(([key]) => key);
+}
+
 /** Runs the supervisor until it stops (exit 0), fails to start (exit 1), or is replaced. */
-export async function runSupervisor(config: Config, log: Logger): Promise<void> {
+export async function runSupervisor(initial: Config, log: Logger): Promise<void> {
+  let config = initial;
   const keeperPid = Number(process.env[KeeperEnv.Pid]);
   Reflect.deleteProperty(process.env, KeeperEnv.Pid);
   const fatal = (message: string): never => {
@@ -85,17 +128,29 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     journal: config.journal,
     timeouts: config.timeouts,
     restart: config.restart,
+    probation: probationPolicy(config),
   });
   const metrics = new Metrics();
   logEvents(log);
+  subscribe(SupervisorChannels.probation, (m) => {
+    const { outcome } = m as SupervisorChannelMessages['probation'];
+    if (outcome !== 'started') metrics.probationEnded(outcome);
+  });
+  subscribe(SupervisorChannels.revert, (m) => {
+    metrics.reverted((m as SupervisorChannelMessages['revert']).how);
+  });
 
   let running: Promise<unknown> | null = null;
   let stopping = false as boolean; // set by shutdown(), from a signal handler
   /** Set once this process exits to be replaced or released: stop requests are then the next supervisor's. */
   let leaving = false as boolean;
   const isStopping = (): boolean => stopping;
-  /** A handoff: the pre-handoff check, the handoff, the health probe. */
-  const upgrade = async (request: Extract<TriggerRequest, { cmd: 'upgrade' }>, send: (line: Record<string, unknown>) => void): Promise<void> => {
+  /**
+   * A handoff: the pre-handoff check, the handoff, a health check of the new daemon, and its
+   * probation (waited for with `wait`). `change` is the program change (by default, the
+   * request's); the answer lines go to `send`.
+   */
+  const upgrade = async (request: { readonly probation?: number; readonly wait?: boolean }, change: ProgramChange, send: (line: Record<string, unknown>) => void): Promise<void> => {
     if (leaving || stopping) {
       send({ type: 'error', code: ErrorCode.InProgress, message: leaving ? 'this supervisor is being replaced; ask again in a moment' : 'the supervisor is stopping' });
       return;
@@ -105,19 +160,31 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
       send({ type: 'error', code: ErrorCode.InProgress, message: `handoff ${status.handoff?.handoffId ?? ''} is in progress (phase ${status.handoff?.phase ?? 'check'}); wait for its outcome` });
       return;
     }
-    const change = { ...(request.command ? { command: request.command } : {}), ...(request.args ? { args: request.args } : {}), ...(request.env ? { env: request.env } : {}) };
-    const handoffRequest: HandoffRequest = { daemon: change };
     let reloading = false;
     let resolveRun: () => void = () => undefined;
     running = new Promise<void>((r) => {
       resolveRun = r;
     });
+    /** The handoff is over (its probation may go on): other requests may come. */
+    const release = (): void => {
+      if (!running) return;
+      running = null;
+      resolveRun();
+      // (A stop may have begun meanwhile: systemd was told STOPPING=1 then.)
+      if (reloading && !isStopping()) void notifier.ready(servingStatus(), keeperPid);
+    };
+    let probationPid: number | null = null;
     try {
       if (config.hooks.preHandoff) {
         send({ type: 'phase', phase: 'check', elapsedMs: 0 });
-        // The check is given the program the handoff will run.
+        // The check is given exactly the program the handoff will run.
         const next = changeProgram(supervisor.status().program, change);
-        const check = await runShell(config.hooks.preHandoff, { HANDOFF_NEW_COMMAND: next.command, HANDOFF_NEW_ARGS: JSON.stringify(next.args) }, config.hooks.preHandoffTimeoutMs);
+        const check = await runShell(
+          config.hooks.preHandoff,
+          { HANDOFF_NEW_COMMAND: next.command, HANDOFF_NEW_ARGS: JSON.stringify(next.args), HANDOFF_NEW_PROGRAM: JSON.stringify(next) },
+          config.hooks.preHandoffTimeoutMs,
+          configDir(config),
+        );
         if (!check.ok) {
           log.warn({ exit: check.code }, 'pre-handoff check failed: the incumbent serves on undisturbed');
           metrics.handoffError();
@@ -127,32 +194,72 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
       }
       void notifier.reloading('handing off');
       reloading = true;
-      const result: HandoffResult = await supervisor.performHandoff(handoffRequest, {
-        onPhase: (p) => {
-          if (stopping) return; // systemd was told STOPPING=1: the phases of this last handoff are the log's
-          void notifier.status(`handoff ${p.handoffId}: ${p.to}`);
-          // A drain or a seal may run long: tell systemd not to time the reload out meanwhile.
-          const longest = p.to === 'preparing' ? config.timeouts.drainMs : p.to === 'sealing' ? config.timeouts.sealMs : null;
-          if (longest !== null) void notifier.extendTimeout(longest + 5_000);
-          send({ type: 'phase', handoffId: p.handoffId, phase: p.to, from: p.from, phaseMs: p.phaseMs, elapsedMs: p.elapsedMs });
+      const result: HandoffResult = await supervisor.performHandoff(
+        { daemon: change },
+        {
+          ...(request.probation === undefined ? {} : { probationMs: request.probation }),
+          onPhase: (p) => {
+            if (stopping) return; // systemd was told STOPPING=1: the phases of this last handoff are the log's
+            void notifier.status(`handoff ${p.handoffId}: ${p.to}`);
+            // A drain or a seal may run long: tell systemd not to time the reload out meanwhile.
+            const longest = p.to === 'preparing' ? config.timeouts.drainMs : p.to === 'sealing' ? config.timeouts.sealMs : null;
+            if (longest !== null) void notifier.extendTimeout(longest + 5_000);
+            send({ type: 'phase', handoffId: p.handoffId, phase: p.to, from: p.from, phaseMs: p.phaseMs, elapsedMs: p.elapsedMs });
+          },
         },
-      });
+      );
       metrics.handoff(result);
-      const health = result.committed && result.incumbentPid !== null && config.health ? await probe(config.health.url, config.health.timeoutMs) : null;
-      log[result.committed && !result.aftermath ? 'info' : 'warn']({ handoffId: result.handoffId, outcome: result.outcome, abortReason: result.abortReason, aftermath: result.aftermath, timings: result.timings, health }, result.committed ? 'handoff committed' : 'handoff rolled back');
+      const pid = result.incumbentPid;
+      const check = probationPolicy(config).check;
+      const health = result.committed && pid !== null && check ? await check(pid) : null;
+      log[result.committed && !result.aftermath && health?.ok !== false ? 'info' : 'warn']({ handoffId: result.handoffId, outcome: result.outcome, abortReason: result.abortReason, aftermath: result.aftermath, timings: result.timings, health }, result.committed ? 'handoff committed' : 'handoff rolled back');
       send({ type: 'result', ...result, health });
+      const versions = supervisor.status().versions;
+      if (result.committed && pid !== null && versions.probation?.pid === pid) {
+        send({ type: 'probation', outcome: 'started', pid, ms: versions.probation.endsInMs, lastGood: versions.lastGood });
+        if (request.wait) probationPid = pid;
+      }
     } catch (error) {
       metrics.handoffError();
       const e = error as { code?: string; message: string };
       send({ type: 'error', code: e.code ?? ErrorCode.Internal, message: e.message });
     } finally {
-      running = null;
-      resolveRun();
-      // (A stop may have begun meanwhile: systemd was told STOPPING=1 then.)
-      if (reloading && !isStopping()) void notifier.ready(servingStatus(), keeperPid);
+      release();
+    }
+    if (probationPid !== null) {
+      const end = await supervisor.probationOf(probationPid);
+      send({ type: 'probation', pid: probationPid, outcome: end.outcome, reason: end.reason, servingPid: supervisor.status().incumbent?.pid ?? null });
     }
   };
 
+  /**
+   * Re-reads the configuration file. An invalid one changes nothing (the error is the answer).
+   * A valid one applies at once what can change live (daemon settings, timeouts, restart
+   * policy, probation, health, hooks), says what needs a restart of the binary, and hands off
+   * to its daemon settings.
+   */
+  const reload = async (wait: boolean, send: (line: Record<string, unknown>) => void): Promise<void> => {
+    if (running || leaving || stopping) {
+      send({ type: 'error', code: ErrorCode.InProgress, message: `${running ? 'a handoff is in progress' : stopping ? 'the supervisor is stopping' : 'this supervisor is being replaced'}; nothing was changed — reload again after it` });
+      return;
+    }
+    let next: Config;
+    try {
+      next = loadConfig(config.source);
+    } catch (error) {
+      const message = error instanceof ConfigError ? error.message : `${config.source}: ${(error as Error).message}`;
+      log.error({ config: config.source }, `reload refused: ${message}`);
+      send({ type: 'error', code: ErrorCode.BadRequest, message: `${message}; nothing was changed` });
+      return;
+    }
+    const restartFor = needsRestart(config, next);
+    // What only a restart applies keeps its running value.
+    config = { ...next, listeners: config.listeners, controlSocket: config.controlSocket, triggerSocket: config.triggerSocket, journal: config.journal, pidFile: config.pidFile, logFormat: config.logFormat, logFile: config.logFile, metrics: config.metrics, daemon: { ...next.daemon, dataDir: config.daemon.dataDir } };
+    supervisor.reconfigure({ daemon: config.daemon, timeouts: config.timeouts, restart: config.restart, probation: probationPolicy(config) });
+    log.info({ config: config.source, needsRestart: restartFor }, 'configuration reloaded: handing off to its daemon settings');
+    send({ type: 'reloaded', config: config.source, program: supervisor.configured, needsRestart: restartFor });
+    await upgrade({ wait }, configuredProgram(config), send);
+  };
   const servingStatus = (): string => {
     const s = supervisor.status();
     return s.incumbent ? `serving: daemon pid ${s.incumbent.pid}, generation ${s.incumbent.generation}` : `${s.lifecycle}: no daemon serves`;
@@ -182,9 +289,9 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
     process.exit(SupervisorExit.Stopped);
   };
   const handoffOnHup = (): void => {
-    log.info('SIGHUP: handing off to the configured command');
-    void upgrade({ cmd: 'upgrade' }, (line) => {
-      if (line.type === 'error') log.error(line, 'SIGHUP handoff failed');
+    log.info('SIGHUP: reloading the configuration and handing off to it');
+    void reload(false, (line) => {
+      if (line.type === 'error') log.error(line, 'SIGHUP reload failed');
     });
   };
   // The keeper passes the operator's signals on (a second stop request forces); a signal sent
@@ -227,6 +334,7 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
           supervisorPid: process.pid,
           supervisorUptimeMs: Date.now() - started,
           config: config.source,
+          configured: supervisor.configured,
           listeners: listeners.map((l) => ({ name: l.name, address: l.address })),
           metrics: metricsAddress,
         });
@@ -236,8 +344,13 @@ export async function runSupervisor(config: Config, log: Logger): Promise<void> 
         send({ type: 'stopping' });
         setImmediate(() => void shutdown('stop request'));
         return;
-      case 'upgrade':
-        await upgrade(request, send);
+      case 'upgrade': {
+        const change = { ...(request.command ? { command: request.command } : {}), ...(request.args ? { args: request.args } : {}), ...(request.env ? { env: request.env } : {}) };
+        await upgrade(request, change, send);
+        return;
+      }
+      case 'reload':
+        await reload(request.wait === true, send);
         return;
       case 'restart-supervisor':
       case 'release': {

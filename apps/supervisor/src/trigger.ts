@@ -1,11 +1,12 @@
 /**
  * The trigger socket: a Unix socket, mode 0600, in a private directory. One request per
  * connection, one line of JSON (or plain words: `upgrade [command args...]`, `status`,
- * `stop`, `restart-supervisor`), at most 64 KiB, within 5 s; answers are JSON lines. Garbage gets an error line,
+ * `stop`, `reload`, `restart-supervisor`), at most 64 KiB, within 5 s; answers are JSON lines. Garbage gets an error line,
  * never a crash.
  *
- *   {"cmd":"upgrade","command":"/usr/bin/node","args":["v2.js"],"env":{"K":"V"}}
- *                                                                  -> phase lines, then a result
+ *   {"cmd":"upgrade","command":"/usr/bin/node","args":["v2.js"],"env":{"K":"V"},"probation":60000,"wait":true}
+ *                                                                  -> phase lines, a result, then probation lines
+ *   {"cmd":"reload"}                                               -> a reloaded line, then as upgrade
  *   {"cmd":"status"}                                               -> one status line
  *   {"cmd":"stop"}                                                 -> {"type":"stopping"}
  *   {"cmd":"restart-supervisor"}                                   -> {"type":"restarting",...}
@@ -22,7 +23,10 @@ import { ErrorCode } from '@handoff/protocol';
 /** A request on the trigger socket. */
 export type TriggerRequest =
   /** A handoff: `command`, `args` replace the current ones; `env` entries are set over the current environment. */
-  | { readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[]; readonly env?: Readonly<Record<string, string>> }
+  /** `probation` sets the new version's probation window (ms) for this handoff; with `wait`, the answer ends with the probation's outcome. */
+  | { readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[]; readonly env?: Readonly<Record<string, string>>; readonly probation?: number; readonly wait?: boolean }
+  /** Re-read the configuration file; if valid, apply it and hand off to its daemon settings. */
+  | { readonly cmd: 'reload'; readonly wait?: boolean }
   | { readonly cmd: 'status' }
   | { readonly cmd: 'stop' }
   /** Replace the supervisor process by a fresh one (the code now on disk); the daemon serves on. */
@@ -47,12 +51,12 @@ export function parseRequest(line: string): TriggerRequest | string {
   if (text === '') return 'empty request; send one line: {"cmd":"status"}, {"cmd":"upgrade"} or {"cmd":"stop"}';
   if (!text.startsWith('{')) {
     const [word, ...rest] = text.split(/\s+/);
-    if (word === 'status' || word === 'stop' || word === 'restart-supervisor' || word === 'release') return rest.length === 0 ? { cmd: word } : `"${word}" takes no arguments`;
+    if (word === 'status' || word === 'stop' || word === 'restart-supervisor' || word === 'release' || word === 'reload') return rest.length === 0 ? { cmd: word } : `"${word}" takes no arguments`;
     if (word === 'upgrade' || word === 'handoff') {
       const [command, ...args] = rest;
       return command ? { cmd: 'upgrade', command, args } : { cmd: 'upgrade' };
     }
-    return `unknown request ${JSON.stringify(text.slice(0, 80))}; expected status, stop, restart-supervisor, release, or upgrade [command args...]`;
+    return `unknown request ${JSON.stringify(text.slice(0, 80))}; expected status, stop, reload, restart-supervisor, release, or upgrade [command args...]`;
   }
   let raw: unknown;
   try {
@@ -63,6 +67,8 @@ export function parseRequest(line: string): TriggerRequest | string {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return 'the request must be a JSON object with a "cmd"';
   const r = raw as Record<string, unknown>;
   if (r.cmd === 'status' || r.cmd === 'stop' || r.cmd === 'restart-supervisor' || r.cmd === 'release') return { cmd: r.cmd };
+  if (r.wait !== undefined && typeof r.wait !== 'boolean') return '"wait" must be true or false';
+  if (r.cmd === 'reload') return { cmd: 'reload', ...(r.wait === true ? { wait: true } : {}) };
   if (r.cmd === 'upgrade') {
     if (r.command !== undefined && (typeof r.command !== 'string' || r.command === '')) return '"command" must be a non-empty string';
     if (r.args !== undefined && (!Array.isArray(r.args) || !r.args.every((a) => typeof a === 'string'))) return '"args" must be an array of strings';
@@ -70,14 +76,19 @@ export function parseRequest(line: string): TriggerRequest | string {
     if (env !== undefined && (typeof env !== 'object' || env === null || Array.isArray(env) || !Object.entries(env).every(([k, v]) => ENV_NAME.test(k) && typeof v === 'string'))) {
       return '"env" must be an object of variable names to string values';
     }
+    if (r.probation !== undefined && (typeof r.probation !== 'number' || !Number.isInteger(r.probation) || r.probation < 0 || r.probation > 86_400_000)) {
+      return '"probation" must be a number of milliseconds from 0 to 86400000';
+    }
     return {
       cmd: 'upgrade',
       ...(typeof r.command === 'string' ? { command: r.command } : {}),
       ...(Array.isArray(r.args) ? { args: r.args } : {}),
       ...(env !== undefined ? { env: env as Record<string, string> } : {}),
+      ...(typeof r.probation === 'number' ? { probation: r.probation } : {}),
+      ...(r.wait === true ? { wait: true } : {}),
     };
   }
-  return `unknown cmd ${JSON.stringify(r.cmd)}; expected "status", "upgrade", "stop", "restart-supervisor" or "release"`;
+  return `unknown cmd ${JSON.stringify(r.cmd)}; expected "status", "upgrade", "reload", "stop", "restart-supervisor" or "release"`;
 }
 
 /** A bound trigger socket. */

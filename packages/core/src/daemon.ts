@@ -22,6 +22,11 @@ import type { InheritedListeners } from './listeners.js';
 import { DataDirLock } from './lock.js';
 import { Successor } from './successor.js';
 import { crashPoint } from './crash-points.js';
+import { armFailureFile, disarmFailureFile } from './failure-file.js';
+
+// A daemon started by a supervisor keeps its last output from the moment this library is
+// loaded, so that a failure before it serves can be shown with the handoff's outcome.
+armFailureFile();
 
 /** Where to listen when the listener was not inherited (a run without a supervisor). */
 export type ListenAddress = { readonly port: number; readonly host?: string } | { readonly path: string };
@@ -78,8 +83,19 @@ function describeAddress(server: Server): string {
   return a.family === 'IPv6' ? `tcp:[${a.address}]:${a.port}` : `tcp:${a.address}:${a.port}`;
 }
 
-/** Runs a handoff-ready HTTP daemon until it should exit. Never calls process.exit. */
-export async function runDaemon<S>(options: DaemonOptions<S>, detected: DetectedRole = detectRole()): Promise<IncumbentExit> {
+/**
+ * Runs a handoff-ready HTTP daemon until it should exit. Never calls process.exit. A start
+ * that cannot be made — a malformed spawn contract or an unusable inherited listener (exit
+ * code 2), the lock held by another process (exit code 1) — resolves with the reason, too.
+ */
+export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRole): Promise<IncumbentExit> {
+  let detected: DetectedRole;
+  try {
+    detected = given ?? detectRole();
+  } catch (error) {
+    if (error instanceof CoreError) return { code: 2, reason: error.message };
+    throw error;
+  }
   const controlSocket = options.controlSocket ?? detected.controlSocket ?? `${options.dataDir}/.handoff.sock`;
   const inherited: InheritedListeners = detected.listeners;
   let state: S | undefined;
@@ -132,6 +148,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
         sealed = false;
       }
       const listeningOn = await listen(requireState());
+      disarmFailureFile();
       options.onServing?.({ role: detected.role, promoted: false, listeningOn });
     },
   };
@@ -145,10 +162,19 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
 
   let incumbent: Incumbent;
   if (detected.role === 'cold') {
-    const lock = await DataDirLock.acquireOrBreakStale(options.dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
-    state = await options.open({ dataDir: options.dataDir, seal: null, reason: 'coldStart' });
-    const listeningOn = await listen(state);
-    incumbent = await Incumbent.bind({ ...incumbentOptions, lock });
+    let listeningOn: string[];
+    try {
+      const lock = await DataDirLock.acquireOrBreakStale(options.dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
+      state = await options.open({ dataDir: options.dataDir, seal: null, reason: 'coldStart' });
+      listeningOn = await listen(state);
+      incumbent = await Incumbent.bind({ ...incumbentOptions, lock });
+    } catch (error) {
+      // Nothing was served: exit saying why (the kernel frees the lock with the process).
+      if (!(error instanceof CoreError)) throw error;
+      for (const s of served) s.server.close();
+      return { code: error.code === CoreErrorCode.EnvInvalid ? 2 : 1, reason: error.message };
+    }
+    disarmFailureFile();
     options.onServing?.({ role: 'cold', promoted: false, listeningOn });
   } else {
     const successor = Successor.connect({ channelFd: detected.channelFd, ...timing });
@@ -168,9 +194,18 @@ export async function runDaemon<S>(options: DaemonOptions<S>, detected: Detected
       const revisions = [...options.revisions(state)];
       const continues = begun.seal === null || explainRevisionGap(begun.seal.revisions, revisions) === undefined;
       // Listen only on data that continues the seal; otherwise Ready reports it and the machine exits.
-      const listeningOn = continues ? await listen(state) : [];
+      let listeningOn: string[] = [];
+      try {
+        if (continues) listeningOn = await listen(state);
+      } catch (error) {
+        if (!(error instanceof CoreError)) throw error;
+        for (const s of served) s.server.close();
+        begun.fail(error.message);
+        return await begun.exited;
+      }
       crashPoint('successor:listening');
       incumbent = await begun.announceReady({ listeningOn, healthy: true, revisions }, { ...incumbentOptions, lock });
+      disarmFailureFile();
       options.onServing?.({ role: 'successor', promoted: begun.promoted, listeningOn });
     } catch (error) {
       if (!(error instanceof CoreError) || !exitWith) throw error;

@@ -66,4 +66,4 @@ export type {
 } from './lifecycle-machine.js';
 export { JOURNAL_PHASES, encodeJournal, parseJournal } from './journal.js';
 export type { JournalPhase, JournalProcess, JournalRecord, JournalVersions } from './journal.js';
-export { LISTEN_FDS_START, LIST_SEPARATOR, SpawnEnv } from './spawn-contract.js';
+export { FAILURE_FILE_MAX, LISTEN_FDS_START, LIST_SEPARATOR, SpawnEnv } from './spawn-contract.js';

@@ -389,11 +389,12 @@ function died(state: LifecycleState, reason: string, now: number, unusable?: num
   const effects: LifecycleEffect[] = [];
   const good = fallback(base);
   if (base.probation) {
-    const ended = endProbation(base, good ? 'reverted' : 'failed', reason, now);
+    const why = `the new version died on probation: ${reason}`;
+    const ended = endProbation(base, good ? 'reverted' : 'failed', why, now);
     base = ended.state;
     effects.push(...ended.effects);
     if (good) {
-      const r = revertTo(base, good, `the new version died on probation: ${reason}`, 'restart', now);
+      const r = revertTo(base, good, why, 'restart', now);
       base = r.state;
       effects.push(...r.effects);
     }

@@ -26,7 +26,12 @@ export const SpawnEnv = {
   LivenessMs: 'HANDOFF_LIVENESS_MS',
   /** The accept backlog of each listener, in fd order, `511:128`. */
   Backlogs: 'HANDOFF_LISTEN_BACKLOGS',
+  /** A file where a daemon that exits before it serves may write its last lines of output (at most {@link FAILURE_FILE_MAX} bytes). */
+  FailureFile: 'HANDOFF_FAILURE_FILE',
 } as const;
+
+/** The most a supervisor reads of a daemon's {@link SpawnEnv.FailureFile}. */
+export const FAILURE_FILE_MAX = 4096;
 
 /** The first inherited listener's fd (systemd's `SD_LISTEN_FDS_START`). */
 export const LISTEN_FDS_START = 3;

@@ -5,12 +5,13 @@
  * serves, restarts) is the lifecycle's business.
  */
 import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
 import { Channel, crashPoint } from '@handoff/core/internal';
 import { initialSupervisorState, supervisorTransition } from '@handoff/protocol';
 import type { AbortCode, DaemonProgram, HandoffOutcome, JournalPhase, OutcomeKind, SealReport, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState, SupervisorTimer, Timeouts } from '@handoff/protocol';
 import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
-import { describeExit, processStartTime, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
+import { describeExit, processStartTime, readFailureFile, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
 import type { SpawnOptions, SpawnedDaemon } from './processes.js';
 import type { IncumbentSession } from './session.js';
 
@@ -37,6 +38,8 @@ export interface HandoffResult {
   readonly incumbentPid: number | null;
   /** What happened after the outcome was decided, when it matters (e.g. the new daemon died right after the commit point); else null. */
   readonly aftermath: string | null;
+  /** The last lines of output of a new daemon that exited before it served, when it wrote them (`HANDOFF_FAILURE_FILE`); else null. */
+  readonly successorOutput: string | null;
 }
 
 /** The serving daemon a handoff replaces. */
@@ -66,6 +69,7 @@ export class HandoffRun {
   readonly #program: DaemonProgram;
   readonly #machine: MachineDriver<SupervisorState, SupervisorEvent, SupervisorEffect, SupervisorTimer>;
   #successor: SpawnedDaemon | null = null;
+  #successorExited = false;
   #successorChannel: Channel<'toDaemon'> | null = null;
   readonly #started = Date.now();
   #phaseStarted = Date.now();
@@ -123,7 +127,11 @@ export class HandoffRun {
       timings: { totalMs: Date.now() - this.#started, phases: this.#phases },
       incumbentPid: null,
       aftermath: null,
+      // A successor that exited on its own before the outcome may have said why.
+      successorOutput: !outcome.committed && this.#successorExited ? readFailureFile(this.#failureFile) : null,
     };
+    // Whatever it writes as it exits later (stopped after a rollback) is not news: remove it.
+    void this.#successor?.exited.then(() => readFailureFile(this.#failureFile));
     publish('handoff', { handoffId: this.handoffId, outcome: outcome.kind, code: outcome.code, reason: outcome.reason, totalMs: result.timings.totalMs });
     return result;
   }
@@ -205,10 +213,14 @@ export class HandoffRun {
     }
   }
 
+  get #failureFile(): string {
+    return join(dirname(this.#ctx.spawnOptions.controlSocket), `.failure-${this.handoffId}`);
+  }
+
   #spawn(): void {
     let spawned: SpawnedDaemon;
     try {
-      spawned = spawnDaemon(this.#program, { role: 'successor', ...this.#ctx.spawnOptions });
+      spawned = spawnDaemon(this.#program, { role: 'successor', ...this.#ctx.spawnOptions, failureFile: this.#failureFile });
     } catch (error) {
       this.#machine.feed({ type: 'spawnFailed', error: messageOf(error) });
       return;
@@ -227,6 +239,7 @@ export class HandoffRun {
       this.#machine.feed({ type: 'successorMessage', message });
     });
     void spawned.exited.then((exit) => {
+      this.#successorExited = true;
       channel.close('successor exited');
       this.#machine.feed({ type: 'successorGone', reason: describeExit(exit) });
     });

@@ -5,6 +5,8 @@
  * finished. It decides nothing itself; the machine does (which daemon serves, when to
  * restart, when to give up), so every decision is in the exhaustively tested pure code.
  */
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
 import { crashPoint } from '@handoff/core/internal';
 import { capabilities as capabilityBits, initialLifecycleState, lifecycleTransition, sameProgram } from '@handoff/protocol';
 import type { DaemonProgram, JournalPhase, JournalRecord, JournalVersions, LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer, ProbationOutcome, ProgramChange, RememberedVersions, RestartPolicy, SealReport, Timeouts } from '@handoff/protocol';
@@ -15,7 +17,7 @@ import { HandoffRun } from './handoff-run.js';
 import type { HandoffResult, PhaseChange } from './handoff-run.js';
 import { JournalFile } from './journal-file.js';
 import type { HeldListener } from './listeners.js';
-import { describeExit, isAlive, processStartTime, spawnDaemon, stopProcess } from './processes.js';
+import { describeExit, isAlive, processStartTime, readFailureFile, spawnDaemon, stopProcess } from './processes.js';
 import type { SpawnOptions, SpawnedDaemon } from './processes.js';
 import { recover } from './recovery.js';
 import { SessionConnector } from './session.js';
@@ -217,7 +219,7 @@ export class LifecycleDriver {
             request.reject(new SupervisorError(SupervisorErrorCode.Spawn, effect.aftermath ?? 'the daemon did not start'));
             return;
           }
-          const started: HandoffResult = { handoffId: `start-${Date.now().toString(36)}`, committed: true, outcome: 'coldStart', abortReason: null, timings: { totalMs: 0, phases: {} }, incumbentPid: effect.servingPid, aftermath: 'no daemon served: the supervisor started one afresh' };
+          const started: HandoffResult = { handoffId: `start-${Date.now().toString(36)}`, committed: true, outcome: 'coldStart', abortReason: null, timings: { totalMs: 0, phases: {} }, incumbentPid: effect.servingPid, aftermath: 'no daemon served: the supervisor started one afresh', successorOutput: null };
           this.#lastHandoff = started;
           request.resolve(started);
           return;
@@ -318,14 +320,18 @@ export class LifecycleDriver {
     };
   }
 
-  /** Tracks a child until it exits; its death is fed to the machine whatever the phase. */
-  #track(spawned: SpawnedDaemon): void {
+  /**
+   * Tracks a child until it exits; its death is fed to the machine whatever the phase. A cold
+   * start's death before it served says what the daemon last wrote, if it did (`failureFile`).
+   */
+  #track(spawned: SpawnedDaemon, failureFile?: string): void {
     this.#children.set(spawned.pid, spawned);
     this.#startTimes.set(spawned.pid, processStartTime(spawned.pid));
     void spawned.exited.then((exit) => {
       this.#children.delete(spawned.pid);
       this.#startTimes.delete(spawned.pid);
-      const reason = describeExit(exit);
+      const said = readFailureFile(failureFile)?.split('\n').filter((l) => l.trim() !== '').at(-1);
+      const reason = `${describeExit(exit)}${said ? ` — its last words: ${said.trim().slice(0, 300)}` : ''}`;
       publish('daemonExited', { pid: spawned.pid, reason });
       this.feed({ type: 'daemonExited', pid: spawned.pid, reason, now: Date.now() });
     });
@@ -333,15 +339,16 @@ export class LifecycleDriver {
 
   #coldStart(program: DaemonProgram): void {
     let spawned: SpawnedDaemon;
+    const failureFile = join(dirname(this.#config.controlSocket), `.failure-start-${randomBytes(4).toString('hex')}`);
     try {
-      spawned = spawnDaemon(program, { role: 'cold', ...this.#spawnOptions() });
+      spawned = spawnDaemon(program, { role: 'cold', ...this.#spawnOptions(), failureFile });
     } catch (error) {
       // (Fed while this effect runs: the driver handles it right after the current transition.)
       this.feed({ type: 'coldStartFailed', pid: null, reason: messageOf(error), now: Date.now() });
       return;
     }
     const { pid } = spawned;
-    this.#track(spawned);
+    this.#track(spawned, failureFile);
     publish('coldStart', { pid, command: program.command });
     this.feed({ type: 'coldSpawned', pid });
     crashPoint('supervisor:cold-started');
@@ -352,7 +359,8 @@ export class LifecycleDriver {
         this.feed({ type: 'sessionOpened', pid, buildId: session.hello.buildId, now: Date.now() });
       } else if (this.#children.has(pid)) {
         // Alive but silent: the machine has it stopped. (A death was fed when it was reaped.)
-        this.feed({ type: 'coldStartFailed', pid, reason: `the daemon (pid ${pid}) did not answer on its control socket ${this.#config.controlSocket} within ${this.#config.startTimeoutMs} ms`, now: Date.now() });
+        const reason = this.#connector.refusal(pid) ?? `the daemon (pid ${pid}) did not answer on its control socket ${this.#config.controlSocket} within ${this.#config.startTimeoutMs} ms`;
+        this.feed({ type: 'coldStartFailed', pid, reason, now: Date.now() });
       }
     })();
   }
@@ -373,7 +381,7 @@ export class LifecycleDriver {
       // A child's exit is fed when it is reaped; an adopted daemon's death only here.
       if (!this.#children.has(pid)) this.feed({ type: 'daemonExited', pid, reason: 'gone', now: Date.now() });
     } else {
-      this.feed({ type: 'sessionFailed', pid, reason: `no answer on ${this.#config.controlSocket} within ${this.#config.startTimeoutMs} ms`, now: Date.now() });
+      this.feed({ type: 'sessionFailed', pid, reason: this.#connector.refusal(pid) ?? `no answer on ${this.#config.controlSocket} within ${this.#config.startTimeoutMs} ms`, now: Date.now() });
     }
   }
 

@@ -7,11 +7,11 @@
  * listeners whose `LISTEN_PID` is another process's), which Node's `spawn` cannot do itself.
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants, readFileSync, rmSync, statSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { SHELL, spawnWithListenPid as spawnShell } from '@handoff/core/internal';
-import { LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
+import { FAILURE_FILE_MAX, LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
 import type { DaemonProgram } from '@handoff/protocol';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
 import type { HeldListener } from './listeners.js';
@@ -104,6 +104,25 @@ export interface SpawnOptions {
   readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number };
   /** The daemon's stdout and stderr: the supervisor's own (default), or pipes to read. */
   readonly output?: 'inherit' | 'pipe';
+  /** Where the daemon may write its last lines of output if it exits before it serves (see {@link readFailureFile}). */
+  readonly failureFile?: string;
+}
+
+/**
+ * What a daemon that failed wrote to its failure file (its last lines of output, at most
+ * `FAILURE_FILE_MAX` bytes), or null; the file is removed.
+ */
+export function readFailureFile(path: string | undefined): string | null {
+  if (path === undefined) return null;
+  let text: string | null = null;
+  try {
+    const buffer = readFileSync(path);
+    text = buffer.subarray(Math.max(0, buffer.length - FAILURE_FILE_MAX)).toString('utf8').trim() || null;
+  } catch {
+    // nothing written
+  }
+  rmSync(path, { force: true });
+  return text;
 }
 
 /**
@@ -129,6 +148,7 @@ export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): Spaw
     [SpawnEnv.HeartbeatMs]: String(options.timing.heartbeatMs),
     [SpawnEnv.LivenessMs]: String(options.timing.livenessMs),
     [SpawnEnv.Backlogs]: options.listeners.map((l) => String(l.backlog ?? 511)).join(LIST_SEPARATOR),
+    ...(options.failureFile === undefined ? {} : { [SpawnEnv.FailureFile]: options.failureFile }),
   });
   let channelIndex = -1;
   if (options.role === 'successor') {

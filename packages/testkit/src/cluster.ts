@@ -65,6 +65,12 @@ export interface ClusterOptions {
   readonly startTimeoutMs?: number;
   /** The HTTP path the daemon answers with JSON holding its `pid`. Default `/health`. */
   readonly healthPath?: string;
+  /**
+   * The probation window of a new version (`[probation] window`). Default 0: a committed
+   * version is the one restarts run at once, so that a scenario's outcome does not depend on
+   * when a kill lands within a window.
+   */
+  readonly probationMs?: number;
 }
 
 /** A reply of the supervisor to a handoff: its result, or its error. */
@@ -177,6 +183,9 @@ export class Cluster implements AsyncDisposable {
       `max_delay = ${r.maxDelayMs}`,
       ...(r.maxFailures !== undefined ? [`max_failures = ${r.maxFailures}`] : []),
       ...(r.windowMs !== undefined ? [`window = ${r.windowMs}`] : []),
+      '',
+      '[probation]',
+      `window = ${this.#options.probationMs ?? 0}`,
     ];
     writeFileSync(this.config, `${lines.join('\n')}\n`);
   }
@@ -284,8 +293,10 @@ export class Cluster implements AsyncDisposable {
       ...(change.args !== undefined ? { args: change.args } : {}),
       ...(change.env !== undefined ? { env: change.env } : {}),
     }).catch((error: unknown): Answer[] => [{ type: 'error', code: ErrorCode.SupervisorGone, message: (error as Error).message }]);
+    // The result may be followed by probation lines.
+    const result = answers.find((a) => a.type === 'result');
+    if (result) return { ok: true, value: result as unknown as HandoffResult };
     const last = answers.at(-1);
-    if (last?.type === 'result') return { ok: true, value: last as unknown as HandoffResult };
     if (last?.type === 'error') return { ok: false, error: { code: String(last.code), message: String(last.message) } };
     return { ok: false, error: { code: ErrorCode.SupervisorGone, message: `the supervisor went away before the outcome (last answer: ${JSON.stringify(last ?? null)})` } };
   }

@@ -139,7 +139,8 @@ log_format = "json"
     const triggeredAt = Date.now();
     const lines = await ask(this.#trigger, { cmd: 'upgrade' });
     const committedAt = Date.now();
-    const result = lines.at(-1);
+    // (The result may be followed by probation lines.)
+    const result = lines.find((l) => l.type === 'result') ?? lines.at(-1);
     const ok = result?.type === 'result' && result.committed === true;
     const phases = (result?.timings as { phases?: Record<string, number> } | undefined)?.phases ?? {};
     return { triggeredAt, committedAt, ok, phases, detail: ok ? `committed, pid ${String(result.incumbentPid)}` : JSON.stringify(result) };

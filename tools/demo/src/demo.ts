@@ -72,7 +72,8 @@ try {
       // Each line closes a phase: show it with the time it took.
       if (a.type === 'phase' && a.from !== 'idle') process.stdout.write(`${String(a.from)} ${dim(`${String(a.phaseMs)}ms`)} › `);
     });
-    const result = answers.at(-1);
+    // (The result may be followed by probation lines.)
+    const result = answers.find((a) => a.type === 'result') ?? answers.at(-1);
     if (result?.type !== 'result' || result.committed !== true) throw new Error(`handoff ${i} did not commit: ${JSON.stringify(result)}`);
     durations.push((result.timings as { totalMs: number }).totalMs);
     process.stdout.write(green(`committed ✔ ${Date.now() - started} ms, now pid ${String(result.incumbentPid)}`));

@@ -127,6 +127,17 @@ window = 60000
     expect(parseConfig(`${BASE}\n[health]\ncommand = "./check.sh"\n\n[probation]\nwindow = 0\n`, '/etc/app/handoff.toml')).toMatchObject({ health: { url: null, command: './check.sh', expectStatus: null }, probation: { windowMs: 0 } });
   });
 
+  it('refuses hook commands longer than 64 KiB (one argument of /bin/sh -c: Linux allows 128 KiB), naming the file, line and key and what to do', () => {
+    for (const key of ['pre_start', 'pre_handoff', 'post_stop']) {
+      const text = `${BASE}\n[hooks]\n${key} = "${'true;'.repeat(20_000)}"\n`;
+      expect(() => parseConfig(text, 'handoff.toml'), key).toThrow(ConfigError);
+      expect(() => parseConfig(text, 'handoff.toml'), key).toThrow(
+        new RegExp(`^handoff\\.toml:14: \\[hooks\\] ${key}: the command is 100000 bytes, more than the 65536 a hook may have .*; put the script in a file and run that`),
+      );
+    }
+    expect(parseConfig(`${BASE}\n[hooks]\npre_handoff = "${'x'.repeat(64 * 1024)}"\n`, 'handoff.toml').hooks.preHandoff).toHaveLength(64 * 1024);
+  });
+
   const cases: [string, string, RegExp][] = [
     ['bad TOML', `${BASE}\n[timeouts\n`, /^handoff\.toml:13:\d+: not valid TOML/],
     ['an unknown key, with a suggestion', BASE.replace('command = "node"', 'comand = "node"'), /^handoff\.toml:2: \[daemon\] comand: unknown key; did you mean "command"\?/],

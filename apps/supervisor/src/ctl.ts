@@ -18,6 +18,8 @@ import { ask } from './client.js';
 import type { Answer } from './client.js';
 import { loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
+import { sameProgram } from '@handoff/protocol';
+import type { DaemonProgram } from '@handoff/protocol';
 import { ENV_NAME } from './trigger.js';
 import type { TriggerRequest } from './trigger.js';
 
@@ -52,27 +54,36 @@ function fail(message: string): never {
 
 const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
+const SECRET = /SECRET|TOKEN|PASS|KEY|CREDENTIAL|AUTH|PRIVATE/i;
+
 /** A program as one line: the command and its arguments, the environment it sets, the working directory. */
+function isProgram(p: unknown): p is DaemonProgram {
+  const x = p as Partial<DaemonProgram> | null;
+  return typeof x?.command === 'string' && Array.isArray(x.args) && typeof x.env === 'object';
+}
+
 function describeProgram(p: unknown): string {
   const prog = p as { command?: unknown; args?: unknown; env?: unknown; cwd?: unknown } | null | undefined;
   if (typeof prog?.command !== 'string') return '?';
   const args = Array.isArray(prog.args) ? prog.args.map(String) : [];
-  const env = typeof prog.env === 'object' && prog.env !== null ? Object.entries(prog.env as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`) : [];
+  // Values of variables whose names say they are secret are not shown.
+  const env = typeof prog.env === 'object' && prog.env !== null ? Object.entries(prog.env as Record<string, unknown>).map(([k, v]) => `${k}=${SECRET.test(k) ? '…' : String(v)}`) : [];
   const where = [...(typeof prog.cwd === 'string' ? [`in ${prog.cwd}`] : []), ...(env.length ? [`env ${env.join(' ')}`] : [])];
   return `${[prog.command, ...args].join(' ')}${where.length ? ` (${where.join('; ')})` : ''}`;
 }
 
-function describeResult(r: Answer): string {
+/** A handoff's result in words; `past` for the last handoff in a status, where who serves now is said elsewhere. */
+function describeResult(r: Answer, past = false): string {
   const timings = (r.timings ?? { totalMs: 0, phases: {} }) as { totalMs: number; phases: Record<string, number> };
   const phases = Object.entries(timings.phases).map(([p, ms]) => `${p} ${ms} ms`).join(', ');
-  const serving = typeof r.incumbentPid === 'number' ? `now serving pid ${r.incumbentPid}` : 'no daemon serves yet';
+  const serving = typeof r.incumbentPid === 'number' ? (past ? `pid ${r.incumbentPid} served after it` : `now serving pid ${r.incumbentPid}`) : past ? 'no daemon served right after it' : 'no daemon serves yet';
   const aftermath = typeof r.aftermath === 'string' ? `\nafter the handoff: ${r.aftermath}` : '';
   const h = r.health as { ok: boolean; detail: string } | null | undefined;
   const health = h ? `\nhealth: ${h.ok ? 'ok' : 'FAILING'} — ${h.detail}` : '';
   if (r.outcome === 'coldStart' && r.committed === true && typeof r.handoffId === 'string' && r.handoffId.startsWith('start-')) return `started: no daemon served, so the supervisor started one; ${serving}${health}`;
   if (r.committed === true) return `committed: handoff ${String(r.handoffId)} (${String(r.outcome)}) in ${timings.totalMs} ms — ${phases}; ${serving}${aftermath}${health}`;
   const abort = r.abortReason as { code: string; reason: string } | null;
-  const who = typeof r.incumbentPid === 'number' ? `the previous version serves on (pid ${r.incumbentPid})` : 'no daemon serves yet';
+  const who = typeof r.incumbentPid === 'number' ? (past ? `the previous version (pid ${r.incumbentPid}) served on` : `the previous version serves on (pid ${r.incumbentPid})`) : past ? 'no daemon served right after it' : 'no daemon serves yet';
   const said = typeof r.successorOutput === 'string' ? `\nthe new daemon's last output:\n${r.successorOutput.split('\n').slice(-20).map((l) => `  | ${l}`).join('\n')}` : '';
   return `rolled back: handoff ${String(r.handoffId)} — ${abort ? `${abort.code}: ${abort.reason}` : 'no reason given'}; ${who}${aftermath}${said}`;
 }
@@ -154,7 +165,7 @@ async function streamHandoff(request: TriggerRequest, o: { json?: boolean; wait?
     }
   }).catch((error: unknown) => {
     endProgress();
-    return fail(`${(error as Error).message}${lastPhase ? ` (last phase: ${lastPhase})` : ''}`);
+    return fail(`${(error as Error).message}${lastPhase ? ` (the handoff had reached phase ${lastPhase})` : ''}`);
   });
   endProgress();
   const result = answers.find((a) => a.type === 'result');
@@ -230,13 +241,13 @@ program
       `daemon       ${inc ? `pid ${inc.pid}, build ${inc.buildId || '?'}, generation ${inc.generation}, up ${Math.round(inc.uptimeMs / 1000)} s${inc.session ? '' : ' (reconnecting)'}` : 'none serves'}`,
       `program      ${describeProgram(s.program)} — ${state}`,
       `last good    ${v?.lastGood ? describeProgram(v.lastGood) : 'none other known'}`,
-      ...(typeof s.configured === 'object' && JSON.stringify(s.configured) !== JSON.stringify(s.program) ? [`configured   ${describeProgram(s.configured)} ("handoffctl reload" hands off to it)`] : []),
+      ...(isProgram(s.configured) && isProgram(s.program) && !sameProgram(s.configured, s.program) ? [`configured   ${describeProgram(s.configured)} ("handoffctl reload" hands off to it)`] : []),
       // The health check runs during a probation: its last result, if it is about the daemon that serves.
       ...(h && h.pid === inc?.pid ? [`health       ${h.ok ? 'ok' : `FAILING (${h.failuresInRow} in a row)`} — ${h.detail} (${ago(h.at)})`] : []),
       ...(v?.lastProbation && v.lastProbation.outcome !== 'passed' && v.lastProbation.reason !== v.lastRevert?.reason ? [`probation    ${v.lastProbation.outcome} ${ago(v.lastProbation.at)}: ${v.lastProbation.reason ?? ''}`] : []),
       ...(v?.lastRevert ? [`reverted     ${ago(v.lastRevert.at)} to the last known good version: ${v.lastRevert.reason}`] : []),
       `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}` : 'none in progress'}`,
-      `last         ${last ? describeResult(last) : 'none'}`,
+      `last         ${last ? describeResult(last, true) : 'none'}`,
       `restarts     ${String(s.restarts)}`,
       ...(typeof s.failure === 'string' ? [`failure      ${s.failure}`, `             "handoffctl upgrade" (or "reload") starts the daemon again`] : []),
     ];

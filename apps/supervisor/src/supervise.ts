@@ -9,7 +9,7 @@
 import { subscribe } from 'node:diagnostics_channel';
 import type { Logger } from 'pino';
 import { ErrorCode, changeProgram } from '@handoff/protocol';
-import type { ProgramChange } from '@handoff/protocol';
+import type { DaemonProgram, ProgramChange } from '@handoff/protocol';
 import { Supervisor, SupervisorChannels, listenersFromEnv } from '@handoff/supervisor';
 import type { HandoffResult, HeldListener, ProbationPolicy, SupervisorChannel, SupervisorChannelMessages } from '@handoff/supervisor';
 import { configDir, loadConfig } from './config.js';
@@ -59,8 +59,11 @@ function logEvents(log: Logger): void {
     health: 'debug',
     revert: 'error',
   };
+  // A program's environment may hold secrets: the log names its variables only.
+  const redacted = (p: DaemonProgram): Record<string, unknown> => ({ command: p.command, args: p.args, cwd: p.cwd, env: Object.keys(p.env) });
   for (const [kind, name] of Object.entries(SupervisorChannels) as [SupervisorChannel, string][]) {
-    subscribe(name, (message) => {
+    subscribe(name, (raw) => {
+      const message = kind === 'revert' ? { ...(raw as SupervisorChannelMessages['revert']), from: redacted((raw as SupervisorChannelMessages['revert']).from), to: redacted((raw as SupervisorChannelMessages['revert']).to) } : raw;
       const { pid: daemonPid, ...fields } = message as { pid?: number };
       log[levels[kind]](daemonPid === undefined ? fields : { ...fields, daemonPid }, name.slice('handoff:supervisor:'.length));
     });
@@ -99,6 +102,11 @@ export function needsRestart(before: Config, after: Config): string[] {
     ['[supervisor] log_format', before.logFormat, after.logFormat],
     ['[supervisor] log_file', before.logFile, after.logFile],
     ['[supervisor] metrics', before.metrics, after.metrics],
+    // The keeper's own copy of the configuration, and the timing the serving daemon was started with.
+    ['[hooks] post_stop', before.hooks.postStop, after.hooks.postStop],
+    ['[timeouts] shutdown', before.timeouts.shutdownMs, after.timeouts.shutdownMs],
+    ['[timeouts] heartbeat', before.timeouts.heartbeatMs, after.timeouts.heartbeatMs],
+    ['[timeouts] liveness', before.timeouts.livenessMs, after.timeouts.livenessMs],
   ];
   return keys.filter(([, a, b]) => differs(a, b)).map(([key]) => key);
 }
@@ -214,11 +222,13 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
       const health = result.committed && pid !== null && check ? await check(pid) : null;
       log[result.committed && !result.aftermath && health?.ok !== false ? 'info' : 'warn']({ handoffId: result.handoffId, outcome: result.outcome, abortReason: result.abortReason, aftermath: result.aftermath, timings: result.timings, health }, result.committed ? 'handoff committed' : 'handoff rolled back');
       send({ type: 'result', ...result, health });
+      // The new version's probation: started, or already over (it died right after the commit point).
       const versions = supervisor.status().versions;
-      if (result.committed && pid !== null && versions.probation?.pid === pid) {
-        send({ type: 'probation', outcome: 'started', pid, ms: versions.probation.endsInMs, lastGood: versions.lastGood });
-        if (request.wait) probationPid = pid;
+      const newPid = result.committed ? result.successorPid : null;
+      if (newPid !== null && versions.probation?.pid === newPid) {
+        send({ type: 'probation', outcome: 'started', pid: newPid, ms: versions.probation.endsInMs, lastGood: versions.lastGood });
       }
+      if (newPid !== null && (request.wait || versions.lastProbation?.pid === newPid)) probationPid = newPid;
     } catch (error) {
       metrics.handoffError();
       const e = error as { code?: string; message: string };
@@ -228,7 +238,8 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
     }
     if (probationPid !== null) {
       const end = await supervisor.probationOf(probationPid);
-      send({ type: 'probation', pid: probationPid, outcome: end.outcome, reason: end.reason, servingPid: supervisor.status().incumbent?.pid ?? null });
+      // ('ended' without a probation: none was configured; nothing to say.)
+      if (end.outcome !== 'ended') send({ type: 'probation', pid: probationPid, outcome: end.outcome, reason: end.reason, servingPid: supervisor.status().incumbent?.pid ?? null });
     }
   };
 
@@ -239,8 +250,9 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
    * to its daemon settings.
    */
   const reload = async (wait: boolean, send: (line: Record<string, unknown>) => void): Promise<void> => {
-    if (running || leaving || stopping) {
-      send({ type: 'error', code: ErrorCode.InProgress, message: `${running ? 'a handoff is in progress' : stopping ? 'the supervisor is stopping' : 'this supervisor is being replaced'}; nothing was changed — reload again after it` });
+    const refusal = cannotHandOff();
+    if (refusal !== null) {
+      send({ type: 'error', code: ErrorCode.InProgress, message: `${refusal}; nothing was changed — reload again after it` });
       return;
     }
     let next: Config;
@@ -253,12 +265,41 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
       return;
     }
     const restartFor = needsRestart(config, next);
-    // What only a restart applies keeps its running value.
-    config = { ...next, listeners: config.listeners, controlSocket: config.controlSocket, triggerSocket: config.triggerSocket, journal: config.journal, pidFile: config.pidFile, logFormat: config.logFormat, logFile: config.logFile, metrics: config.metrics, daemon: { ...next.daemon, dataDir: config.daemon.dataDir } };
+    // What only a restart applies keeps its running value: what was bound or opened at start,
+    // the keeper's own settings, and the timing the serving daemon was started with.
+    const t = config.timeouts;
+    config = {
+      ...next,
+      listeners: config.listeners,
+      controlSocket: config.controlSocket,
+      triggerSocket: config.triggerSocket,
+      journal: config.journal,
+      pidFile: config.pidFile,
+      logFormat: config.logFormat,
+      logFile: config.logFile,
+      metrics: config.metrics,
+      daemon: { ...next.daemon, dataDir: config.daemon.dataDir },
+      timeouts: { ...next.timeouts, heartbeatMs: t.heartbeatMs, livenessMs: t.livenessMs, shutdownMs: t.shutdownMs },
+      hooks: { ...next.hooks, postStop: config.hooks.postStop },
+    };
     supervisor.reconfigure({ daemon: config.daemon, timeouts: config.timeouts, restart: config.restart, probation: probationPolicy(config) });
     log.info({ config: config.source, needsRestart: restartFor }, 'configuration reloaded: handing off to its daemon settings');
     send({ type: 'reloaded', config: config.source, program: supervisor.configured, needsRestart: restartFor });
-    await upgrade({ wait }, configuredProgram(config), send);
+    await upgrade({ wait }, configuredProgram(config), (line) => {
+      // The configuration applies whatever becomes of the handoff: say so with a refusal.
+      send(line.type === 'error' ? { ...line, message: `the configuration was applied, but the handoff to its daemon settings did not happen: ${String(line.message)}` } : line);
+    });
+  };
+
+  /** Why no handoff (or reload, or supervisor replacement) can begin now; null when one can. */
+  const cannotHandOff = (): string | null => {
+    if (stopping) return 'the supervisor is stopping';
+    if (leaving) return 'this supervisor is being replaced';
+    const s = supervisor.status();
+    if (running || s.handoff) return `${s.handoff?.handoffId ? `handoff ${s.handoff.handoffId}` : 'a handoff'} is in progress`;
+    if (s.lifecycle === 'failed') return null;
+    if (s.lifecycle !== 'serving' || !s.incumbent?.session) return `no daemon serves right now (supervisor ${s.lifecycle})`;
+    return null;
   };
   const servingStatus = (): string => {
     const s = supervisor.status();
@@ -354,8 +395,8 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
         return;
       case 'restart-supervisor':
       case 'release': {
-        if (running || stopping) {
-          send({ type: 'error', code: ErrorCode.InProgress, message: running ? `a handoff is in progress; ask again after its outcome` : 'the supervisor is stopping' });
+        if (running || stopping || supervisor.status().handoff) {
+          send({ type: 'error', code: ErrorCode.InProgress, message: stopping ? 'the supervisor is stopping' : 'a handoff is in progress; ask again after its outcome' });
           return;
         }
         // The daemon serves on untouched. After restart-supervisor the keeper starts a fresh

@@ -5,26 +5,46 @@
  * memory, and written to that file if the process exits before it serves. The supervisor then
  * shows them with the failed handoff's outcome, instead of "exit code 1".
  *
- * Armed when this package is first imported (so a failure before `runDaemon` — a missing
+ * Armed when this package is first loaded (so a failure before `runDaemon` — a missing
  * setting, a throw at the top of the program — is caught), disarmed once the daemon serves.
  * Nothing is written to a pipe or socket: a supervisor that dies cannot break the daemon's
- * output.
+ * output. The variable is removed once read, so that the daemon's own children (and worker
+ * threads) never write the file.
  */
 import { writeFileSync } from 'node:fs';
+import { isMainThread } from 'node:worker_threads';
 import { FAILURE_FILE_MAX, SpawnEnv } from '@handoff/protocol';
 
-let armed: { readonly path: string; tail: string; readonly restore: () => void } | null = null;
+interface Armed {
+  readonly path: string;
+  tail: string;
+  readonly restore: () => void;
+}
+
+/** One state per process, even with two copies of this package loaded (say, ESM and CommonJS). */
+const STATE = Symbol.for('@handoff/core/failure-file');
+const holder = globalThis as unknown as Record<symbol, { armed: Armed | null; done: boolean } | undefined>;
+const state = (holder[STATE] ??= { armed: null, done: false });
 
 function keep(text: string): void {
-  if (!armed) return;
-  armed.tail = (armed.tail + text).slice(-FAILURE_FILE_MAX);
+  const armed = state.armed;
+  if (armed) armed.tail = (armed.tail + text).slice(-FAILURE_FILE_MAX);
+}
+
+function text(chunk: unknown): string {
+  if (typeof chunk === 'string') return chunk.slice(-FAILURE_FILE_MAX);
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.subarray(-FAILURE_FILE_MAX)).toString('utf8');
+  return '';
 }
 
 function onUncaught(error: unknown): void {
-  keep(`\n${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  // The stack, then its first line again: the last line is what a short report shows.
+  const e = error instanceof Error ? error : new Error(String(error));
+  keep(`\n${e.stack ?? e.message}\n${`${e.name}: ${e.message}`.split('\n')[0] ?? ''}\n`);
 }
 
 function onExit(): void {
+  const armed = state.armed;
   if (!armed) return;
   try {
     writeFileSync(armed.path, armed.tail, { mode: 0o600 });
@@ -33,25 +53,29 @@ function onExit(): void {
   }
 }
 
-/** Starts keeping the process's last output, if the supervisor asked for it (idempotent). */
+/** Starts keeping the process's last output, if the supervisor asked for it (once per process, main thread only). */
 export function armFailureFile(env: NodeJS.ProcessEnv = process.env): void {
   const path = env[SpawnEnv.FailureFile];
-  if (armed || !path) return;
+  if (state.done || !isMainThread || !path) return;
+  state.done = true;
+  Reflect.deleteProperty(env, SpawnEnv.FailureFile);
   const wrap = (stream: NodeJS.WriteStream): (() => void) => {
     const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
-    stream.write = ((chunk: unknown, ...rest: unknown[]): boolean => {
-      keep(typeof chunk === 'string' ? chunk : Buffer.isBuffer(chunk) || chunk instanceof Uint8Array ? Buffer.from(chunk).toString('utf8') : '');
+    const wrapper = (chunk: unknown, ...rest: unknown[]): boolean => {
+      keep(text(chunk));
       return write(chunk, ...rest);
-    });
+    };
+    stream.write = wrapper;
+    // Put the original back only if nobody wrapped it since (their wrapper then calls ours, which keeps nothing once disarmed).
     return () => {
-      stream.write = write;
+      if (stream.write === wrapper) stream.write = write;
     };
   };
   const unwrapOut = wrap(process.stdout);
   const unwrapErr = wrap(process.stderr);
   process.on('uncaughtExceptionMonitor', onUncaught);
   process.on('exit', onExit);
-  armed = {
+  state.armed = {
     path,
     tail: '',
     restore: () => {
@@ -65,6 +89,6 @@ export function armFailureFile(env: NodeJS.ProcessEnv = process.env): void {
 
 /** The daemon serves: nothing more is kept, and nothing is written at exit. */
 export function disarmFailureFile(): void {
-  armed?.restore();
-  armed = null;
+  state.armed?.restore();
+  state.armed = null;
 }

@@ -33,6 +33,12 @@ describe('journal', () => {
     }
   });
 
+  it('keeps any program the system could run: long values and many arguments', () => {
+    const big = { command: '/usr/bin/node', args: Array.from({ length: 1_000 }, (_, i) => `--a${i}`), env: { CERT: 'x'.repeat(100_000) }, cwd: null };
+    const versions = { ...record.versions, current: big, configured: big } as NonNullable<JournalRecord['versions']>;
+    expect(parseJournal(encodeJournal({ ...record, versions })).versions?.current).toEqual(big);
+  });
+
   it('treats absent optional parts as null', () => {
     expect(parseJournal('{"v":1,"phase":"idle","handoffId":null,"writtenAt":1,"supervisorPid":2}')).toEqual({
       v: 1, phase: 'idle', handoffId: null, writtenAt: 1, supervisorPid: 2, incumbent: null, successor: null, seal: null, versions: null, lastHandoff: null,
@@ -51,7 +57,7 @@ describe('journal', () => {
       [JSON.stringify({ ...record, versions: { ...record.versions, current: { command: '', args: [], env: {}, cwd: null } } }), /versions\.current\.command/],
       [JSON.stringify({ ...record, versions: { ...record.versions, lastGood: { command: 'x', args: [1], env: {}, cwd: null } } }), /versions\.lastGood\.args/],
       [JSON.stringify({ ...record, versions: { ...record.versions, currentGood: 'yes' } }), /versions\.currentGood/],
-      [JSON.stringify({ ...record, lastHandoff: { big: 'x'.repeat(20_000) } }), /lastHandoff/],
+      [JSON.stringify({ ...record, lastHandoff: { big: 'x'.repeat(70_000) } }), /lastHandoff/],
       [JSON.stringify({ ...record, supervisorPid: 0 }), /supervisorPid/],
       [JSON.stringify({ ...record, incumbent: { pid: 'x' } }), /incumbent\.pid/],
       [JSON.stringify({ ...record, successor: [] }), /successor must be an object/],

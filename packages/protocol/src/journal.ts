@@ -102,19 +102,20 @@ function parseSeal(v: unknown): SealReport | null {
   return { revisions: revisions, fingerprint };
 }
 
+/** A program as the journal keeps it. No bounds but the record's: whatever the operator configured and the system could run is kept. */
 function parseProgram(v: unknown, field: string): DaemonProgram {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(`${field} must be a program object`, v);
   const command = own(v, 'command');
   const args = own(v, 'args');
   const env = own(v, 'env');
   const cwd = own(v, 'cwd');
-  if (typeof command !== 'string' || command === '' || command.length > FieldLimits.argMax) throw bad(`${field}.command must be a non-empty string`, command);
-  if (!Array.isArray(args) || args.length > FieldLimits.argvMax || !args.every((a) => typeof a === 'string' && a.length <= FieldLimits.argMax)) throw bad(`${field}.args must be an array of strings`, args);
+  if (typeof command !== 'string' || command === '') throw bad(`${field}.command must be a non-empty string`, command);
+  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw bad(`${field}.args must be an array of strings`, args);
   if (typeof env !== 'object' || env === null || Array.isArray(env)) throw bad(`${field}.env must be an object of strings`, env);
   const entries = Object.entries(env as Record<string, unknown>);
-  if (entries.length > FieldLimits.envMax || !entries.every(([, x]) => typeof x === 'string' && x.length <= FieldLimits.argMax)) throw bad(`${field}.env must be an object of strings`, env);
+  if (!entries.every(([, x]) => typeof x === 'string')) throw bad(`${field}.env must be an object of strings`, env);
   if (cwd !== null && (typeof cwd !== 'string' || cwd === '')) throw bad(`${field}.cwd must be a path or null`, cwd);
-  return { command, args: args as string[], env: Object.fromEntries(entries) as Record<string, string>, cwd };
+  return { command, args: args, env: Object.fromEntries(entries) as Record<string, string>, cwd };
 }
 
 function parseVersions(v: unknown): JournalVersions | null {
@@ -139,8 +140,10 @@ function parseVersions(v: unknown): JournalVersions | null {
   };
 }
 
-/** Largest `lastHandoff` kept in the journal, as JSON. */
-const LAST_HANDOFF_MAX = 16 * 1024;
+/** Largest `lastHandoff` kept in the journal, as JSON (a supervisor shortens what it keeps). */
+export const LAST_HANDOFF_MAX = 64 * 1024;
+/** Largest journal record read: a bound against a runaway file, far above what a supervisor writes. */
+const RECORD_MAX = 16 * 1024 * 1024;
 
 function parseLastHandoff(v: unknown): Readonly<Record<string, unknown>> | null {
   if (v === null) return null;
@@ -159,6 +162,7 @@ export function encodeJournal(record: JournalRecord): string {
  * @throws HandoffProtocolError JOURNAL_INVALID naming the bad field.
  */
 export function parseJournal(text: string): JournalRecord {
+  if (text.length > RECORD_MAX) throw bad(`must be at most ${RECORD_MAX} bytes`, `${text.length} bytes`);
   let raw: unknown;
   try {
     raw = JSON.parse(text);

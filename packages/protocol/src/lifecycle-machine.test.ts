@@ -306,6 +306,28 @@ describe('lifecycle machine: decisions', () => {
       expect(r.state.lastProbation).toMatchObject({ outcome: 'failed', reason: expect.stringMatching(/reverting to the last known good version failed: the handoff rolled back/) });
     });
 
+    it('a probation window that ends while the revert runs does not make the failing version good', () => {
+      const during = run(S['handingOff/revert'], EVENTS['T:probation'] as LifecycleEvent);
+      expect(during.state).toMatchObject({ programGood: false, probation: { pid: SUCCESSOR } });
+      expect(during.state.lastProbation?.pid).toBe(INCUMBENT); // v1's, from before
+      const back = run(during.state, { type: 'successorSpawned', requestId: REVERT_ID, pid: NEW }, { type: 'handoffFinished', requestId: REVERT_ID, outcome: 'rolledBack', now: 11 });
+      expect(back.state).toMatchObject({ programGood: false, lastGood: PROGRAM, lastProbation: { outcome: 'failed' } });
+    });
+
+    it('the deaths of the version before do not count against the last known good one restarted in place of a new version', () => {
+      let state = driveP('start', 'recovered+', 'T:probation');
+      // v1 died four times in the window (limit 5) before v2 came.
+      let pid = INCUMBENT;
+      for (let i = 0; i < 4; i++) {
+        state = run(state, { type: 'daemonExited', pid, reason: 'exit 4', now: 20 + i }, EVENTS['T:restart'] as LifecycleEvent, EVENTS.recovered0 as LifecycleEvent, { type: 'coldSpawned', pid: pid + 1 }, { type: 'sessionOpened', pid: pid + 1, buildId: 'v1', now: 20 + i }).state;
+        pid += 1;
+      }
+      state = run(state, { type: 'handoffRequested', requestId: 1, change: { args: ['v2.js'] }, now: 30 }, { type: 'successorSpawned', requestId: 1, pid: SUCCESSOR }, { type: 'handoffFinished', requestId: 1, outcome: 'committed', now: 31 }, EVENTS['opened:S'] as LifecycleEvent).state;
+      const r = run(state, { type: 'daemonExited', pid: SUCCESSOR, reason: 'exit 4', now: 40 });
+      expect(r.state).toMatchObject({ phase: 'restarting', program: PROGRAM, failures: [40] });
+      expect(of(r.effects, 'gaveUp')).toEqual([]);
+    });
+
     it('a failing health check with no known-good version to revert to is reported; the version serves on', () => {
       const r = run(S['serving/probationNoFallback'], EVENTS['health:I'] as LifecycleEvent);
       expect(r.state).toMatchObject({ phase: 'serving', probation: null, lastProbation: { outcome: 'failed', reason: expect.stringMatching(/no other known-good version to revert to/) } });

@@ -350,11 +350,11 @@ function serve(state: LifecycleState, pid: number, buildId: string, now: number,
   return { state: next, effects };
 }
 
-/** Goes back to the last known good program: the state and the effects that say so. */
-function revertTo(state: LifecycleState, good: DaemonProgram, reason: string, how: 'handoff' | 'restart', now: number): { state: LifecycleState; effects: LifecycleEffect[] } {
+/** Goes back to the last known good program `good` from `from`: the state, and the effect that announces it (unless it was announced when a revert handoff began). */
+function revertTo(state: LifecycleState, from: DaemonProgram, good: DaemonProgram, reason: string, how: 'handoff' | 'restart', now: number, announce = true): { state: LifecycleState; effects: LifecycleEffect[] } {
   return {
-    state: { ...state, program: good, programGood: true, lastGood: null, lastRevert: { reason, at: now, from: state.program, to: good } },
-    effects: [{ type: 'revert', reason, how, from: state.program, to: good }],
+    state: { ...state, program: good, programGood: true, lastGood: null, lastRevert: { reason, at: now, from, to: good } },
+    effects: announce ? [{ type: 'revert', reason, how, from, to: good }] : [],
   };
 }
 
@@ -382,21 +382,24 @@ function endProbation(state: LifecycleState, outcome: ProbationOutcome['outcome'
  * must be stopped first: the backoff starts once it exited, so that the restart neither
  * adopts it nor waits for its lock.
  */
-function died(state: LifecycleState, reason: string, now: number, unusable?: number): Result {
+function died(state: LifecycleState, reason: string, now: number, unusable?: number, onProbation: number | null = state.probation?.pid ?? null): Result {
   const { policy } = state;
   const stopIt: LifecycleEffect[] = unusable === undefined ? [] : [{ type: 'stopDaemon', pid: unusable, reason }];
-  let base: LifecycleState = { ...state, daemon: null, startingPid: null, handoff: null, awaitingExit: null };
-  const effects: LifecycleEffect[] = [];
+  let base: LifecycleState = { ...state, daemon: null, startingPid: null, handoff: null, awaitingExit: null, probation: null };
+  const effects: LifecycleEffect[] = state.probation ? [{ type: 'cancelTimer', timer: 'probation' }] : [];
   const good = fallback(base);
-  if (base.probation) {
+  // The deaths of the version before count no more against the one restarted in its place.
+  let failuresBefore = state.failures;
+  if (onProbation !== null) {
     const why = `the new version died on probation: ${reason}`;
-    const ended = endProbation(base, good ? 'reverted' : 'failed', why, now);
-    base = ended.state;
-    effects.push(...ended.effects);
+    const outcome = good ? 'reverted' : 'failed';
+    base = { ...base, lastProbation: { pid: onProbation, outcome, reason: why, at: now } };
+    effects.push({ type: 'probationEnded', pid: onProbation, outcome, reason: why });
     if (good) {
-      const r = revertTo(base, good, why, 'restart', now);
+      const r = revertTo(base, base.program, good, why, 'restart', now);
       base = r.state;
       effects.push(...r.effects);
+      failuresBefore = [];
     }
   }
   if (state.generation === 0 || state.coldRequest !== null) {
@@ -404,7 +407,7 @@ function died(state: LifecycleState, reason: string, now: number, unusable?: num
     if (state.coldRequest !== null) effects.push({ type: 'handoffSettled', requestId: state.coldRequest, servingPid: null, aftermath: failure, coldStart: true });
     return { state: { ...base, phase: 'failed', failure, coldRequest: null }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
   }
-  let failures = [...state.failures.filter((t) => now - t < policy.windowMs), now];
+  let failures = [...failuresBefore.filter((t) => now - t < policy.windowMs), now];
   if (policy.policy === 'never') {
     const failure = `${reason}; the restart policy is "never"`;
     return { state: { ...base, failures, phase: 'failed', failure }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
@@ -416,7 +419,7 @@ function died(state: LifecycleState, reason: string, now: number, unusable?: num
       const failure = `${reason}; ${loop}, and no other known-good version is left to fall back to; fix the daemon, then "handoffctl upgrade" starts it`;
       return { state: { ...base, failures, phase: 'failed', failure }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
     }
-    const r = revertTo(base, last, `${reason}; ${loop}: falling back to the last known good version`, 'restart', now);
+    const r = revertTo(base, base.program, last, `${reason}; ${loop}: falling back to the last known good version`, 'restart', now);
     base = r.state;
     effects.push(...r.effects);
     failures = [now];
@@ -479,7 +482,7 @@ function finishHandoff(state: LifecycleState, handoff: LifecycleHandoff, outcome
   const backToGood = (s: LifecycleState): { state: LifecycleState; effects: LifecycleEffect[] } => {
     const reason = handoff.revert ?? '';
     const ended = endProbation(s, 'reverted', reason, now);
-    return { state: { ...ended.state, program: handoff.program, programGood: true, lastGood: null, lastRevert: { reason, at: now, from: state.program, to: handoff.program } }, effects: ended.effects };
+    return { state: revertTo(ended.state, state.program, handoff.program, reason, 'handoff', now, false).state, effects: ended.effects };
   };
   /** A revert that did not go through ends the failing version's probation: it serves on, and nothing better is left. */
   const revertFailed = (s: LifecycleState, why: string): { state: LifecycleState; effects: LifecycleEffect[] } =>
@@ -508,8 +511,9 @@ function finishHandoff(state: LifecycleState, handoff: LifecycleHandoff, outcome
       }
       const why = handoff.successorPid === null ? 'the handoff committed, but no successor process is known' : `the new daemon (pid ${handoff.successorPid}) died right after the commit point`;
       // A new version that dies before it could serve failed its probation, if it was to have one.
-      const onProbation: LifecycleState = !committed.programGood && probationMs > 0 ? { ...committed, probation: { pid: handoff.successorPid ?? 0, until: now } } : committed;
-      return then({ state: onProbation, effects: [...effects, answer(null, `${why}; the supervisor restarts ${fallback(onProbation) && onProbation.probation ? 'the last known good version' : 'the committed program'}`)] }, (s) => died(s, why, now));
+      const onProbation = !committed.programGood && probationMs > 0 ? (handoff.successorPid ?? 0) : null;
+      const restarts = onProbation !== null && fallback(committed) ? 'the last known good version' : 'the committed program';
+      return then({ state: committed, effects: [...effects, answer(null, `${why}; the supervisor restarts ${restarts}`)] }, (s) => died(s, why, now, undefined, onProbation));
     }
     case 'rolledBack': {
       const failed = revertFailed(base, 'the handoff rolled back');
@@ -609,7 +613,7 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
           const aftermath =
             state.settling?.after === 'rollback'
               ? `the incumbent (pid ${event.pid}) died after the handoff rolled back (${event.reason}); the supervisor restarts it`
-              : `the new daemon (pid ${event.pid}) died right after the commit point (${event.reason}); the supervisor restarts the committed program`;
+              : `the new daemon (pid ${event.pid}) died right after the commit point (${event.reason}); the supervisor restarts ${state.probation && fallback(state) ? 'the last known good version' : 'the committed program'}`;
           return then(settle(state, event.pid, null, aftermath), (x) => died(x, why, event.now));
         }
         case 'handingOff': {
@@ -640,7 +644,9 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
       if (state.phase === 'failed') {
         // No dead end: with nothing serving, a handoff starts the (changed) program afresh.
         const program = changeProgram(state.program, event.change);
-        const fresh: LifecycleState = { ...state, phase: 'starting', startingPid: null, program, programGood: sameProgram(program, state.program) && state.programGood, failure: null, failures: [], coldRequest: event.requestId };
+        const same = sameProgram(program, state.program);
+        const lastGood = !same && state.programGood ? state.program : state.lastGood;
+        const fresh: LifecycleState = { ...state, phase: 'starting', startingPid: null, program, programGood: same && state.programGood, lastGood, failure: null, failures: [], coldRequest: event.requestId };
         return { state: fresh, effects: [{ type: 'coldStart', program }] };
       }
       if (state.phase !== 'serving' || !state.daemon?.session) return noHandoff(state, event.requestId);
@@ -712,7 +718,8 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
 
     case 'timeout':
       if (event.timer === 'probation') {
-        if (state.phase !== 'serving' && state.phase !== 'handingOff') return same(state);
+        // A version being reverted does not pass its probation while the revert runs.
+        if ((state.phase !== 'serving' && state.phase !== 'handingOff') || state.handoff?.revert) return same(state);
         return endProbation(state, 'passed', null, event.now);
       }
       // A restart begins like a start: a live daemon that holds the lock and answers (say,

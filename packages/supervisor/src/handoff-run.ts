@@ -40,6 +40,8 @@ export interface HandoffResult {
   readonly aftermath: string | null;
   /** The last lines of output of a new daemon that exited before it served, when it wrote them (`HANDOFF_FAILURE_FILE`); else null. */
   readonly successorOutput: string | null;
+  /** The new daemon's pid, once spawned (its probation, after a commit, is this pid's). */
+  readonly successorPid: number | null;
 }
 
 /** The serving daemon a handoff replaces. */
@@ -129,6 +131,7 @@ export class HandoffRun {
       aftermath: null,
       // A successor that exited on its own before the outcome may have said why.
       successorOutput: !outcome.committed && this.#successorExited ? readFailureFile(this.#failureFile) : null,
+      successorPid: this.#successor?.pid ?? null,
     };
     // Whatever it writes as it exits later (stopped after a rollback) is not news: remove it.
     void this.#successor?.exited.then(() => readFailureFile(this.#failureFile));

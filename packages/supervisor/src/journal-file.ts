@@ -42,10 +42,16 @@ export class JournalFile {
   write(record: JournalRecord): void {
     const dir = dirname(this.path);
     const tmp = join(dir, `.${basename(this.path)}.${process.pid}.tmp`);
+    let text: string;
+    try {
+      text = encodeJournal(record);
+    } catch (error) {
+      throw new SupervisorError(SupervisorErrorCode.Journal, `cannot write the journal ${this.path}: the record is not valid (${(error as Error).message}); this is a bug of the supervisor`, { cause: error });
+    }
     try {
       const fd = openSync(tmp, 'w', 0o600);
       try {
-        writeSync(fd, encodeJournal(record));
+        writeSync(fd, text);
         fsyncSync(fd);
       } finally {
         closeSync(fd);

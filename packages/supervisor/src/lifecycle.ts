@@ -92,12 +92,17 @@ export class LifecycleDriver {
   #health: HealthResult | null = null;
   /** Set until the first recovery read the journal: what it remembered is taken once. */
   #firstRecovery = true;
+  /** The configured program what runs was derived from (journaled: a configuration edited since then wins at the next cold start). */
+  #derivedFrom: DaemonProgram;
+  /** The result of a revert handoff (the machine's own, answering nobody), until it settled. */
+  #revertResult: HandoffResult | null = null;
   readonly #startTimes = new Map<number, string | null>();
   /** Waiters for the machine to reach a phase. */
   #waiters: { readonly until: (s: LifecycleState) => boolean; readonly done: () => void }[] = [];
 
   constructor(config: LifecycleConfig) {
     this.#config = config;
+    this.#derivedFrom = config.program;
     this.#journal = new JournalFile(config.journal);
     this.#connector = new SessionConnector({ controlSocket: config.controlSocket, dataDir: config.dataDir, capabilities: SUPERVISOR_CAPABILITIES, startTimeoutMs: config.startTimeoutMs });
     this.#machine = new MachineDriver({
@@ -146,6 +151,7 @@ export class LifecycleDriver {
   /** Applies a reloaded configuration: the next handoffs, restarts and probations use it. */
   reconfigure(live: LiveConfig): void {
     this.#config = { ...this.#config, ...live };
+    this.#derivedFrom = live.program;
     this.feed({ type: 'reconfigured', policy: live.restart, probationMs: live.probation.windowMs });
   }
 
@@ -212,14 +218,23 @@ export class LifecycleDriver {
       case 'handoffSettled': {
         const request = this.#requests.get(effect.requestId);
         this.#requests.delete(effect.requestId);
-        if (!request) return;
+        if (!request) {
+          // A revert the machine ran: it is the last handoff too.
+          const revert = this.#revertResult;
+          this.#revertResult = null;
+          if (revert && effect.requestId < 0) {
+            this.#lastHandoff = { ...revert, incumbentPid: effect.servingPid, aftermath: effect.aftermath };
+            this.#recordIdle();
+          }
+          return;
+        }
         if (effect.coldStart) {
           // Nothing served: the request was answered by a cold start.
           if (effect.servingPid === null) {
             request.reject(new SupervisorError(SupervisorErrorCode.Spawn, effect.aftermath ?? 'the daemon did not start'));
             return;
           }
-          const started: HandoffResult = { handoffId: `start-${Date.now().toString(36)}`, committed: true, outcome: 'coldStart', abortReason: null, timings: { totalMs: 0, phases: {} }, incumbentPid: effect.servingPid, aftermath: 'no daemon served: the supervisor started one afresh', successorOutput: null };
+          const started: HandoffResult = { handoffId: `start-${Date.now().toString(36)}`, committed: true, outcome: 'coldStart', abortReason: null, timings: { totalMs: 0, phases: {} }, incumbentPid: effect.servingPid, aftermath: 'no daemon served: the supervisor started one afresh', successorOutput: null, successorPid: effect.servingPid };
           this.#lastHandoff = started;
           request.resolve(started);
           return;
@@ -302,9 +317,11 @@ export class LifecycleDriver {
       const good = v.currentGood ? v.current : v.lastGood;
       return { program: this.#config.program, programGood: false, lastGood: good && !sameProgram(good, this.#config.program) ? good : null, generation: v.generation, servingSince: null };
     }
+    // What runs was derived from the record's configuration, whatever the file says now.
+    this.#derivedFrom = v.configured;
     if (isSuccessor && v.next) {
-      // The handoff committed (or was about to): the old program is the fallback.
-      return { program: running, programGood: false, lastGood: v.currentGood ? v.current : v.lastGood, generation: v.generation + 1, servingSince: null };
+      // The handoff committed (or was about to): the old program is the fallback, as at a commit.
+      return { program: running, programGood: false, lastGood: v.currentGood || v.lastGood === null ? v.current : v.lastGood, generation: v.generation, servingSince: null };
     }
     const same = adoptedPid !== null && adoptedPid === record.incumbent?.pid;
     return { program: running, programGood: v.currentGood, lastGood: v.lastGood, generation: v.generation, servingSince: same ? v.servingSince : null };
@@ -330,8 +347,11 @@ export class LifecycleDriver {
     void spawned.exited.then((exit) => {
       this.#children.delete(spawned.pid);
       this.#startTimes.delete(spawned.pid);
-      const said = readFailureFile(failureFile)?.split('\n').filter((l) => l.trim() !== '').at(-1);
-      const reason = `${describeExit(exit)}${said ? ` — its last words: ${said.trim().slice(0, 300)}` : ''}`;
+      // Its last words matter only from a daemon that never served (one that served writes none).
+      const words = readFailureFile(failureFile);
+      const starting = this.state.phase === 'starting' && this.state.startingPid === spawned.pid;
+      const said = starting ? words?.split('\n').map((l) => l.trim()).filter((l) => l !== '').slice(-3).join(' | ').slice(-600) : undefined;
+      const reason = `${describeExit(exit)}${said ? ` — its last words: ${said}` : ''}`;
       publish('daemonExited', { pid: spawned.pid, reason });
       this.feed({ type: 'daemonExited', pid: spawned.pid, reason, now: Date.now() });
     });
@@ -435,6 +455,7 @@ export class LifecycleDriver {
       this.#run = null;
     }
     if (request) request.result = result;
+    else this.#revertResult = result;
     this.feed({ type: 'handoffFinished', requestId, outcome: result.outcome, now: Date.now() });
   }
 
@@ -510,7 +531,7 @@ export class LifecycleDriver {
   #versions(): JournalVersions {
     const s = this.state;
     return {
-      configured: this.#config.program,
+      configured: this.#derivedFrom,
       current: s.program,
       currentGood: s.programGood,
       lastGood: s.lastGood,
@@ -536,7 +557,7 @@ export class LifecycleDriver {
       successor,
       seal,
       versions: this.#versions(),
-      lastHandoff: this.#lastHandoff ? { ...this.#lastHandoff } : null,
+      lastHandoff: this.#lastHandoff ? journaled(this.#lastHandoff) : null,
     };
     this.#journal.write(record);
     crashPoint(`supervisor:journal-${phase}`);
@@ -546,6 +567,12 @@ export class LifecycleDriver {
 /** What of the state the journal keeps about versions: a change is written at once. */
 function versionsKey(s: LifecycleState): string {
   return JSON.stringify([s.program, s.programGood, s.lastGood]);
+}
+
+/** A handoff result shortened for the journal: its texts bounded, a failed daemon's output left out. */
+function journaled(result: HandoffResult): Record<string, unknown> {
+  const short = (text: string | null): string | null => (text === null || text.length <= 2_048 ? text : `${text.slice(0, 2_048)}…`);
+  return { ...result, abortReason: result.abortReason ? { code: result.abortReason.code, reason: short(result.abortReason.reason) } : null, aftermath: short(result.aftermath), successorOutput: null };
 }
 
 /** A handoff result as this supervisor journals it (a record from elsewhere is not shown as one). */

@@ -83,6 +83,23 @@ describe('probation: rollback after the commit point', () => {
   });
 });
 
+describe('upgrade --wait', () => {
+  it('exits 2 when the new daemon dies right after the commit point, before its probation could even start', async () => {
+    await using ws = new Workspace();
+    const crash = join(ws.dir, 'crash-point');
+    const { file, port } = await configWith(ws, () => '\n[probation]\nwindow = 20000\n');
+    const sup = ws.start(['--config', file], { HANDOFF_CRASH_FILE: crash });
+    showOnFailure(sup);
+    await sup.ready();
+    writeFileSync(crash, 'successor:received-Commit SIGKILL\n');
+    const up = await ws.ctl(['upgrade', '--env', 'KV_BUILD_ID=v2', '--wait']);
+    expect(up.stdout).toMatch(/^committed: .*; no daemon serves yet\nafter the handoff: the new daemon \(pid \d+\) died right after the commit point.*restarts the last known good version/m);
+    expect(up.stdout).toMatch(/^reverted: the new version died on probation: /m);
+    expect(up.code).toBe(2);
+    await waitUntil('v1 to serve again', async () => (await health(port).catch(() => null))?.buildId === 'v1', 15_000, { context: () => sup.output });
+  });
+});
+
 describe('versions: what restarts run', () => {
   it('a crash restart after "upgrade --command" runs the committed program, also after the supervisor itself was replaced', async () => {
     await using ws = new Workspace();

@@ -552,14 +552,15 @@ export function lifecycleTransition(state: LifecycleState, event: LifecycleEvent
     case 'recovered': {
       if (state.phase !== 'recovering') return violation(state, 'recovered outside recovery');
       const v = event.versions;
-      if (v) state = { ...state, program: v.program, programGood: v.programGood, lastGood: v.lastGood, generation: Math.max(state.generation, v.generation) };
-      if (state.stopPending !== null) {
+      // What a previous supervisor journaled, at this one's first recovery.
+      const known: LifecycleState = v ? { ...state, program: v.program, programGood: v.programGood, lastGood: v.lastGood, generation: Math.max(state.generation, v.generation) } : state;
+      if (known.stopPending !== null) {
         // A stop waited for recovery: stop what it adopted, if anything (it is no child).
-        const adopted: ServingDaemon | null = event.adopted ? { pid: event.adopted.pid, buildId: event.adopted.buildId, generation: state.generation, since: event.now, adopted: true, session: true } : null;
-        return stop({ ...state, daemon: adopted }, state.stopPending);
+        const adopted: ServingDaemon | null = event.adopted ? { pid: event.adopted.pid, buildId: event.adopted.buildId, generation: known.generation, since: event.now, adopted: true, session: true } : null;
+        return stop({ ...known, daemon: adopted }, known.stopPending);
       }
-      if (event.adopted) return serve(state, event.adopted.pid, event.adopted.buildId, event.now, 'adopted', true, state.probationMs, v?.servingSince ?? null);
-      return { state: { ...state, phase: 'starting', startingPid: null }, effects: [{ type: 'coldStart', program: state.program }] };
+      if (event.adopted) return serve(known, event.adopted.pid, event.adopted.buildId, event.now, 'adopted', true, known.probationMs, v?.servingSince ?? null);
+      return { state: { ...known, phase: 'starting', startingPid: null }, effects: [{ type: 'coldStart', program: known.program }] };
     }
 
     case 'recoveryFailed':

@@ -160,6 +160,7 @@ window = 60000
     ['a non-loopback health url', `${BASE}\n[health]\nurl = "http://10.0.0.1/health"\n`, /url: expected an http:\/\/ URL on loopback/],
     ['a health check with both url and command', `${BASE}\n[health]\nurl = "http://127.0.0.1:1/"\ncommand = "true"\n`, /handoff\.toml:13: \[health\]: give exactly one of url = .* or command = /],
     ['an expected status without a url', `${BASE}\n[health]\ncommand = "true"\nexpect_status = 200\n`, /\[health\] expect_status: applies to url = \.\.\. only/],
+    ['a probation window the health check cannot fail a version in', `${BASE}\n[health]\nurl = "http://127.0.0.1:8080/ready"\ninterval = 1000\nfailures = 3\n\n[probation]\nwindow = 2999\n`, /\[probation\] window: 2999 ms is shorter than \[health\] interval × failures \(3000 ms\)/],
     ['a negative probation window', `${BASE}\n[probation]\nwindow = -1\n`, /handoff\.toml:14: \[probation\] window: expected an integer number of milliseconds from 0 to 86400000, got -1/],
     ['an env value that is not a string', BASE.replace('args = ["app.js"]', 'args = ["app.js"]\nenv = { PORT = 8080 }'), /env: PORT: expected a string, got 8080/],
   ];

@@ -365,13 +365,47 @@ export function parseConfig(text: string, file: string): Config {
 
   const pr: Reader = section('probation');
   const probation = { windowMs: pr.int('window', DEFAULT_PROBATION_MS, 0, 86_400_000, ' number of milliseconds') };
+  const minimum = probationMinimum(health);
+  if (probation.windowMs > 0 && probation.windowMs < minimum) {
+    pr.fail('window', `${probation.windowMs} ms is shorter than [health] interval × failures (${minimum} ms): a failing version could pass its probation before the check could fail it; make it at least ${minimum}, or 0 for no probation`);
+  }
   pr.done();
   return { source: file, daemon, listeners, controlSocket, triggerSocket, journal, pidFile, logFormat, logFile, metrics, timeouts, restart, hooks, health, probation };
+}
+
+/** The shortest probation window in which the health check can fail a version (0 without one). */
+export function probationMinimum(health: Config['health']): number {
+  return health ? health.intervalMs * health.failures : 0;
 }
 
 /** The configuration file's directory: where relative paths, hooks and health commands resolve and run. */
 export function configDir(config: Pick<Config, 'source'>): string {
   return dirname(resolve(config.source));
+}
+
+/**
+ * The trigger socket a configuration names, also when the file no longer validates (an edit
+ * in progress must not keep `handoffctl` from the running supervisor): `problem` is then why
+ * the file is invalid.
+ * @throws ConfigError when the file cannot be read, is not TOML, or names no trigger socket.
+ */
+export function triggerSocketOf(file: string): { readonly socket: string; readonly problem: string | null } {
+  try {
+    return { socket: loadConfig(file).triggerSocket, problem: null };
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    let sockets: unknown;
+    try {
+      sockets = (parse(readFileSync(file, 'utf8')) as Table).sockets;
+    } catch {
+      throw error;
+    }
+    const s = (typeof sockets === 'object' && sockets !== null ? sockets : {}) as Record<string, unknown>;
+    const base = dirname(resolve(file));
+    if (typeof s.trigger === 'string' && s.trigger !== '') return { socket: absolute(base, s.trigger), problem: error.message };
+    if (typeof s.runtime_dir === 'string' && s.runtime_dir !== '') return { socket: join(absolute(base, s.runtime_dir), 'trigger.sock'), problem: error.message };
+    throw error;
+  }
 }
 
 /** Reads and validates a configuration file. */
@@ -382,7 +416,8 @@ export function loadConfig(file: string): Config {
   } catch (error) {
     throw new ConfigError(`${file}: cannot read the configuration (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); check the path given to --config`);
   }
-  return parseConfig(text, file);
+  // (Messages name the file as given; the supervisor reports and re-reads it by its full path.)
+  return { ...parseConfig(text, file), source: resolve(file) };
 }
 
 /**

@@ -16,7 +16,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { ask } from './client.js';
 import type { Answer } from './client.js';
-import { loadConfig } from './config.js';
+import { triggerSocketOf } from './config.js';
 import { ConfigError } from './errors.js';
 import { sameProgram } from '@handoff/protocol';
 import type { DaemonProgram } from '@handoff/protocol';
@@ -38,9 +38,12 @@ function socketPath(): string {
   if (o.socket) return o.socket;
   if (o.config) {
     try {
-      return loadConfig(o.config).triggerSocket;
+      const { socket, problem } = triggerSocketOf(o.config);
+      // The running supervisor is unaffected by an invalid file until a reload: still reach it.
+      if (problem) process.stderr.write(`handoffctl: warning: ${problem}\nhandoffctl: (the supervisor reads the file only at start and on reload; using the trigger socket it names, ${socket})\n`);
+      return socket;
     } catch (error) {
-      if (error instanceof ConfigError) fail(error.message);
+      if (error instanceof ConfigError) fail(`${error.message} (the running supervisor is unaffected; --socket <path> reaches it)`);
       throw error;
     }
   }
@@ -81,7 +84,8 @@ function describeResult(r: Answer, past = false): string {
   const h = r.health as { ok: boolean; detail: string } | null | undefined;
   const health = h ? `\nhealth: ${h.ok ? 'ok' : 'FAILING'} — ${h.detail}` : '';
   if (r.outcome === 'coldStart' && r.committed === true && typeof r.handoffId === 'string' && r.handoffId.startsWith('start-')) return `started: no daemon served, so the supervisor started one; ${serving}${health}`;
-  if (r.committed === true) return `committed: handoff ${String(r.handoffId)} (${String(r.outcome)}) in ${timings.totalMs} ms — ${phases}; ${serving}${aftermath}${health}`;
+  const how = r.outcome === 'committed' ? '' : ` (${String(r.outcome)})`;
+  if (r.committed === true) return `committed: handoff ${String(r.handoffId)}${how} in ${timings.totalMs} ms — ${phases}; ${serving}${aftermath}${health}`;
   const abort = r.abortReason as { code: string; reason: string } | null;
   const who = typeof r.incumbentPid === 'number' ? (past ? `the previous version (pid ${r.incumbentPid}) served on` : `the previous version serves on (pid ${r.incumbentPid})`) : past ? 'no daemon served right after it' : 'no daemon serves yet';
   const said = typeof r.successorOutput === 'string' ? `\nthe new daemon's last output:\n${r.successorOutput.split('\n').slice(-20).map((l) => `  | ${l}`).join('\n')}` : '';
@@ -97,7 +101,7 @@ function describeProbation(a: Answer): string {
     case 'passed':
       return `probation passed: pid ${String(a.pid)} is now the last known good version`;
     case 'reverted':
-      return `reverted: ${String(a.reason)}; the last known good version serves again (${typeof a.servingPid === 'number' ? `pid ${a.servingPid}` : 'starting'})`;
+      return `reverted: ${String(a.reason)}; ${typeof a.servingPid === 'number' ? `the last known good version serves again (pid ${a.servingPid})` : 'the last known good version is being started'}`;
     case 'failed':
       return `probation failed: ${String(a.reason)}`;
     default:
@@ -180,7 +184,11 @@ async function streamHandoff(request: TriggerRequest, o: { json?: boolean; wait?
   }
   if (result.committed !== true) process.exit(2);
   if (o.wait) {
-    const end = answers.filter((a) => a.type === 'probation').at(-1);
+    const probation = answers.filter((a) => a.type === 'probation');
+    const end = probation.at(-1);
+    if (end?.outcome === 'started') {
+      fail(`the supervisor closed the connection during the probation of pid ${String(end.pid)}: its outcome is unknown here (a restarted supervisor goes on watching it); see "handoffctl status"`);
+    }
     if (end?.outcome === 'reverted' || end?.outcome === 'failed') process.exit(2);
   }
   process.exit(0);
@@ -240,16 +248,16 @@ program
       `supervisor   pid ${String(s.pid)} (its supervisor process ${String(s.supervisorPid)}, up ${Math.round(Number(s.supervisorUptimeMs) / 1000)} s), ${String(s.lifecycle)}`,
       `daemon       ${inc ? `pid ${inc.pid}, build ${inc.buildId || '?'}, generation ${inc.generation}, up ${Math.round(inc.uptimeMs / 1000)} s${inc.session ? '' : ' (reconnecting)'}` : 'none serves'}`,
       `program      ${describeProgram(s.program)} — ${state}`,
-      `last good    ${v?.lastGood ? describeProgram(v.lastGood) : 'none other known'}`,
+      `fallback     ${v?.lastGood ? `${describeProgram(v.lastGood)} (the last known good version before it)` : 'none: no other known-good version'}`,
       ...(isProgram(s.configured) && isProgram(s.program) && !sameProgram(s.configured, s.program) ? [`configured   ${describeProgram(s.configured)} ("handoffctl reload" hands off to it)`] : []),
-      // The health check runs during a probation: its last result, if it is about the daemon that serves.
-      ...(h && h.pid === inc?.pid ? [`health       ${h.ok ? 'ok' : `FAILING (${h.failuresInRow} in a row)`} — ${h.detail} (${ago(h.at)})`] : []),
+      // The health check runs during a probation: its last result then.
+      ...(h && v?.probation && h.pid === v.probation.pid ? [`health       ${h.ok ? 'ok' : `FAILING (${h.failuresInRow} in a row)`} — ${h.detail} (${ago(h.at)})`] : []),
       ...(v?.lastProbation && v.lastProbation.outcome !== 'passed' && v.lastProbation.reason !== v.lastRevert?.reason ? [`probation    ${v.lastProbation.outcome} ${ago(v.lastProbation.at)}: ${v.lastProbation.reason ?? ''}`] : []),
       ...(v?.lastRevert ? [`reverted     ${ago(v.lastRevert.at)} to the last known good version: ${v.lastRevert.reason}`] : []),
       `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}` : 'none in progress'}`,
       `last         ${last ? describeResult(last, true) : 'none'}`,
       `restarts     ${String(s.restarts)}`,
-      ...(typeof s.failure === 'string' ? [`failure      ${s.failure}`, `             "handoffctl upgrade" (or "reload") starts the daemon again`] : []),
+      ...(typeof s.failure === 'string' ? [`failure      ${s.failure}`, ...(s.failure.includes('handoffctl upgrade') ? [] : [`             "handoffctl upgrade" (or "reload") starts the daemon again`])] : []),
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   });

@@ -12,7 +12,7 @@ import { ErrorCode, changeProgram } from '@handoff/protocol';
 import type { DaemonProgram, ProgramChange } from '@handoff/protocol';
 import { Supervisor, SupervisorChannels, listenersFromEnv } from '@handoff/supervisor';
 import type { HandoffResult, HeldListener, ProbationPolicy, SupervisorChannel, SupervisorChannelMessages } from '@handoff/supervisor';
-import { configDir, loadConfig } from './config.js';
+import { configDir, loadConfig, probationMinimum } from './config.js';
 import type { Config } from './config.js';
 import { ConfigError } from './errors.js';
 import { healthCheck } from './health.js';
@@ -166,6 +166,11 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
     if (running) {
       const status = supervisor.status();
       send({ type: 'error', code: ErrorCode.InProgress, message: `handoff ${status.handoff?.handoffId ?? ''} is in progress (phase ${status.handoff?.phase ?? 'check'}); wait for its outcome` });
+      return;
+    }
+    const minimum = probationMinimum(config.health);
+    if (request.probation !== undefined && request.probation > 0 && request.probation < minimum) {
+      send({ type: 'error', code: ErrorCode.BadRequest, message: `a probation of ${request.probation} ms is shorter than [health] interval × failures (${minimum} ms): a failing version could pass it; nothing was changed` });
       return;
     }
     let reloading = false;

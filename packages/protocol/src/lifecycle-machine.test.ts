@@ -365,6 +365,8 @@ describe('lifecycle machine: decisions', () => {
       expect(of(deaths, 'revert')).toEqual([expect.objectContaining({ how: 'restart', from: V2, to: PROGRAM, reason: expect.stringMatching(/crash loop.*falling back to the last known good version/) })]);
       expect(state.phase).toBe('failed');
       expect(state.failure).toMatch(/no other known-good version is left/);
+      // Started again, the program that crash-looped is on probation, not taken as good.
+      expect(state.programGood).toBe(false);
     });
 
     it('no dead end: a handoff asked for after giving up starts the program afresh, and is answered once it serves or fails', () => {

@@ -405,19 +405,20 @@ function died(state: LifecycleState, reason: string, now: number, unusable?: num
   if (state.generation === 0 || state.coldRequest !== null) {
     const failure = `${reason}; it never served since the supervisor started — check its command, arguments and configuration`;
     if (state.coldRequest !== null) effects.push({ type: 'handoffSettled', requestId: state.coldRequest, servingPid: null, aftermath: failure, coldStart: true });
-    return { state: { ...base, phase: 'failed', failure, coldRequest: null }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
+    return { state: { ...base, phase: 'failed', failure, coldRequest: null, programGood: false }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
   }
   let failures = [...failuresBefore.filter((t) => now - t < policy.windowMs), now];
   if (policy.policy === 'never') {
     const failure = `${reason}; the restart policy is "never"`;
-    return { state: { ...base, failures, phase: 'failed', failure }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
+    return { state: { ...base, failures, phase: 'failed', failure, programGood: false }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
   }
   if (failures.length > policy.maxFailures) {
     const loop = `${failures.length} failures within ${policy.windowMs} ms is a crash loop (limit ${policy.maxFailures})`;
     const last = fallback(base);
     if (!last) {
       const failure = `${reason}; ${loop}, and no other known-good version is left to fall back to; fix the daemon, then "handoffctl upgrade" starts it`;
-      return { state: { ...base, failures, phase: 'failed', failure }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
+      // A program that crash-loops is no longer good: started again, it is on probation.
+      return { state: { ...base, failures, phase: 'failed', failure, programGood: false }, effects: [...effects, ...stopIt, { type: 'gaveUp', reason: failure }] };
     }
     const r = revertTo(base, base.program, last, `${reason}; ${loop}: falling back to the last known good version`, 'restart', now);
     base = r.state;

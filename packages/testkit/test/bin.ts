@@ -96,10 +96,10 @@ ${extra}`;
     return new Running(child, this.trigger);
   }
 
-  /** Runs handoffctl to completion. */
-  ctl(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  /** Runs handoffctl to completion, on the trigger socket. */
+  ctl(args: readonly string[], via: readonly string[] = ['--socket', this.trigger]): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
-      const child = spawn(process.execPath, [CTL, '--socket', this.trigger, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [CTL, ...via, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -108,6 +108,11 @@ ${extra}`;
         resolve({ code, stdout, stderr });
       });
     });
+  }
+
+  /** Runs handoffctl to completion, finding the trigger socket through the configuration file. */
+  ctlWithConfig(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return this.ctl(args, ['--config', join(this.dir, 'handoff.toml')]);
   }
 
   /** Daemons working on this workspace's data. */

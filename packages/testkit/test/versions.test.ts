@@ -98,6 +98,24 @@ describe('upgrade --wait', () => {
     expect(up.code).toBe(2);
     await waitUntil('v1 to serve again', async () => (await health(port).catch(() => null))?.buildId === 'v1', 15_000, { context: () => sup.output });
   });
+
+  it('exits 1, not 0, when the supervisor goes away during the probation it waits for', async () => {
+    await using ws = new Workspace();
+    const { file } = await configWith(ws, () => '\n[probation]\nwindow = 60000\n');
+    const sup = ws.start(['--config', file]);
+    showOnFailure(sup);
+    await sup.ready();
+    const waiting = ws.ctl(['upgrade', '--env', 'KV_BUILD_ID=v2', '--wait']);
+    let status = await sup.status();
+    await waitUntil('the new version on probation', async () => {
+      status = await sup.status();
+      return (status.versions as Versions).probation !== null && (status.incumbent as { generation: number } | null)?.generation === 2;
+    }, 15_000, { context: () => sup.output });
+    process.kill(Number(status.supervisorPid), 'SIGKILL');
+    const up = await waiting;
+    expect(up.code).toBe(1);
+    expect(up.stderr).toMatch(/^handoffctl: the supervisor closed the connection during the probation of pid \d+: its outcome is unknown here \(a restarted supervisor goes on watching it\); see "handoffctl status"$/m);
+  });
 });
 
 describe('versions: what restarts run', () => {
@@ -163,6 +181,14 @@ describe('configuration reload', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^handoffctl: HANDOFF_BAD_REQUEST: .*handoff\.toml:\d+:\d+: not valid TOML.*; nothing was changed$/m);
     expect(refused.stderr).not.toMatch(/\n\s+at /);
+    // A file that is TOML but not a valid configuration: handoffctl still reaches the
+    // supervisor through it, with a warning; reload refuses it.
+    writeFileSync(file, `${good}\n[bogus]\nx = 1\n`);
+    const viaFile = await ws.ctlWithConfig(['status']);
+    expect(viaFile.code, viaFile.stderr).toBe(0);
+    expect(viaFile.stderr).toMatch(/^handoffctl: warning: .*handoff\.toml:\d+: top level bogus: unknown key/m);
+    expect(viaFile.stdout).toMatch(/^daemon +pid \d+/m);
+    expect((await ws.ctlWithConfig(['reload'])).stderr).toMatch(/^handoffctl: HANDOFF_BAD_REQUEST: .*bogus: unknown key.*; nothing was changed$/m);
     const unchanged = await sup.status();
     expect(unchanged.incumbent).toMatchObject({ pid: (before.incumbent as { pid: number }).pid });
     // Valid, with new daemon settings and a new listener address (that one needs a restart).

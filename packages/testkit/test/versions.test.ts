@@ -107,9 +107,10 @@ describe('upgrade --wait', () => {
     await sup.ready();
     const waiting = ws.ctl(['upgrade', '--env', 'KV_BUILD_ID=v2', '--wait']);
     let status = await sup.status();
+    // The handoff answered (its result and probation lines are sent as it settles), the new version on probation.
     await waitUntil('the new version on probation', async () => {
       status = await sup.status();
-      return (status.versions as Versions).probation !== null && (status.incumbent as { generation: number } | null)?.generation === 2;
+      return (status.versions as Versions).probation !== null && (status.lastHandoff as { committed?: boolean } | null)?.committed === true;
     }, 15_000, { context: () => sup.output });
     process.kill(Number(status.supervisorPid), 'SIGKILL');
     const up = await waiting;

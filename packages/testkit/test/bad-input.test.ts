@@ -7,18 +7,11 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
 import { waitUntil } from '../src/index.js';
-import { Workspace } from './bin.js';
-import type { Running } from './bin.js';
+import { Workspace, showOnFailure } from './bin.js';
 import { KV_MAIN } from './kv.js';
-
-function showOnFailure(...running: Running[]): void {
-  onTestFailed(() => {
-    for (const r of running) console.error(`--- supervisor ${String(r.child.pid)} output ---\n${r.output}`);
-  });
-}
 
 /** The lines of `output` that are not JSON log lines. */
 function said(output: string): string[] {

@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { onTestFinished } from 'vitest';
+import { onTestFailed, onTestFinished } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
 import type { Answer } from '@handoff/supervisor-cli/client';
 import { processesWithEnv, waitUntil } from '../src/index.js';
@@ -84,9 +84,15 @@ ${extra}`;
    * listeners in use, as in production (an ephemeral port would just bind anew).
    */
   async configOnFreePort(extra = '', daemonEnv: Record<string, string> = {}): Promise<string> {
-    const file = this.config(extra, daemonEnv);
-    writeFileSync(file, readFileSync(file, 'utf8').replace('address = "127.0.0.1:0"', `address = "127.0.0.1:${String(await freePort())}"`));
-    return file;
+    return (await this.configWithPort(() => extra, daemonEnv)).file;
+  }
+
+  /** {@link configOnFreePort}, with `extra` made from the port (say, a health URL on it). */
+  async configWithPort(extra: (port: number) => string, daemonEnv: Record<string, string> = {}): Promise<{ file: string; port: number }> {
+    const port = await freePort();
+    const file = this.config(extra(port), daemonEnv);
+    writeFileSync(file, readFileSync(file, 'utf8').replace('address = "127.0.0.1:0"', `address = "127.0.0.1:${String(port)}"`));
+    return { file, port };
   }
 
   /** Starts handoff-supervisor with `args`; collects its output. */
@@ -154,6 +160,13 @@ ${extra}`;
     rmSync(this.dir, { recursive: true, force: true });
     return Promise.resolve();
   }
+}
+
+/** Prints the supervisors' output when the test fails. */
+export function showOnFailure(...running: Running[]): void {
+  onTestFailed(() => {
+    for (const r of running) console.error(`--- supervisor ${String(r.child.pid)} output ---\n${r.output}`);
+  });
 }
 
 /** A running supervisor binary. */

@@ -7,17 +7,10 @@ import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:
 import { get } from 'node:http';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
-import { describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
 import { LoadDriver, verifyLedger, waitForValue, waitUntil } from '../src/index.js';
-import { CTL, MAIN, Workspace } from './bin.js';
-import type { Running } from './bin.js';
-
-function showOnFailure(...running: Running[]): void {
-  onTestFailed(() => {
-    for (const r of running) console.error(`--- supervisor ${String(r.child.pid)} output ---\n${r.output}`);
-  });
-}
+import { CTL, MAIN, Workspace, showOnFailure } from './bin.js';
 
 /** Sends raw bytes to the trigger socket; resolves with the whole answer. */
 function raw(socket: string, data: string | Buffer): Promise<string> {

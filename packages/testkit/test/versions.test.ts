@@ -6,16 +6,9 @@
 import { readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
-import { describe, expect, it, onTestFailed } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LoadDriver, verifyLedger, waitUntil } from '../src/index.js';
-import { Workspace, freePort } from './bin.js';
-import type { Running } from './bin.js';
-
-function showOnFailure(...running: Running[]): void {
-  onTestFailed(() => {
-    for (const r of running) console.error(`--- supervisor ${String(r.child.pid)} output ---\n${r.output}`);
-  });
-}
+import { Workspace, freePort, showOnFailure } from './bin.js';
 
 function health(port: number): Promise<{ pid: number; buildId: string }> {
   return new Promise((resolve, reject) => {
@@ -28,20 +21,12 @@ function health(port: number): Promise<{ pid: number; buildId: string }> {
   });
 }
 
-/** A workspace configuration on a fixed free port with `extra` appended, where `PORT` in `extra` is that port. */
-async function configWith(ws: Workspace, extra: (port: number) => string, daemonEnv: Record<string, string> = {}): Promise<{ file: string; port: number }> {
-  const port = await freePort();
-  const file = ws.config(extra(port), daemonEnv);
-  writeFileSync(file, readFileSync(file, 'utf8').replace('address = "127.0.0.1:0"', `address = "127.0.0.1:${port}"`));
-  return { file, port };
-}
-
 type Versions = { program: { args: string[]; env: Record<string, string>; command: string }; good: boolean; lastGood: unknown; probation: unknown; lastProbation: { outcome: string; reason: string } | null; lastRevert: { reason: string } | null };
 
 describe('probation: rollback after the commit point', () => {
   it('reverts under load to the last known good version when the new one starts failing its health check: 0 errors, 0 lost writes, exit 2', async () => {
     await using ws = new Workspace();
-    const { file, port } = await configWith(ws, (p) => `\n[health]\nurl = "http://127.0.0.1:${p}/ready"\ninterval = 100\nfailures = 3\n\n[probation]\nwindow = 20000\n`);
+    const { file, port } = await ws.configWithPort((p) => `\n[health]\nurl = "http://127.0.0.1:${p}/ready"\ninterval = 100\nfailures = 3\n\n[probation]\nwindow = 20000\n`);
     const sup = ws.start(['--config', file]);
     showOnFailure(sup);
     await sup.ready();
@@ -71,7 +56,7 @@ describe('probation: rollback after the commit point', () => {
 
   it('a new version that dies on probation is replaced by the last known good one', async () => {
     await using ws = new Workspace();
-    const { file, port } = await configWith(ws, () => '\n[probation]\nwindow = 20000\n');
+    const { file, port } = await ws.configWithPort(() => '\n[probation]\nwindow = 20000\n');
     const sup = ws.start(['--config', file]);
     showOnFailure(sup);
     await sup.ready();
@@ -87,7 +72,7 @@ describe('upgrade --wait', () => {
   it('exits 2 when the new daemon dies right after the commit point, before its probation could even start', async () => {
     await using ws = new Workspace();
     const crash = join(ws.dir, 'crash-point');
-    const { file, port } = await configWith(ws, () => '\n[probation]\nwindow = 20000\n');
+    const { file, port } = await ws.configWithPort(() => '\n[probation]\nwindow = 20000\n');
     const sup = ws.start(['--config', file], { HANDOFF_CRASH_FILE: crash });
     showOnFailure(sup);
     await sup.ready();
@@ -101,7 +86,7 @@ describe('upgrade --wait', () => {
 
   it('exits 1, not 0, when the supervisor goes away during the probation it waits for', async () => {
     await using ws = new Workspace();
-    const { file } = await configWith(ws, () => '\n[probation]\nwindow = 60000\n');
+    const { file } = await ws.configWithPort(() => '\n[probation]\nwindow = 60000\n');
     const sup = ws.start(['--config', file]);
     showOnFailure(sup);
     await sup.ready();
@@ -122,7 +107,7 @@ describe('upgrade --wait', () => {
 describe('versions: what restarts run', () => {
   it('a crash restart after "upgrade --command" runs the committed program, also after the supervisor itself was replaced', async () => {
     await using ws = new Workspace();
-    const { file, port } = await configWith(ws, () => '\n[probation]\nwindow = 0\n');
+    const { file, port } = await ws.configWithPort(() => '\n[probation]\nwindow = 0\n');
     const node2 = join(ws.dir, 'node-v2');
     symlinkSync(process.execPath, node2);
     const sup = ws.start(['--config', file]);
@@ -148,7 +133,7 @@ describe('versions: what restarts run', () => {
 
   it('a crash loop of the new version falls back to the last known good one (with none left it gives up: see cli.test.ts)', async () => {
     await using ws = new Workspace();
-    const { file, port } = await configWith(ws, () => '\n[probation]\nwindow = 0\n\n[restart]\ninitial_delay = 50\nmax_failures = 2\n');
+    const { file, port } = await ws.configWithPort(() => '\n[probation]\nwindow = 0\n\n[restart]\ninitial_delay = 50\nmax_failures = 2\n');
     const sup = ws.start(['--config', file]);
     showOnFailure(sup);
     await sup.ready();
@@ -169,7 +154,7 @@ describe('versions: what restarts run', () => {
 describe('configuration reload', () => {
   it('SIGHUP and "handoffctl reload" re-read handoff.toml: an invalid file changes nothing and says why; a valid one hands off to its daemon settings and names what needs a restart', async () => {
     await using ws = new Workspace();
-    const { file, port } = await configWith(ws, () => '\n[probation]\nwindow = 0\n');
+    const { file, port } = await ws.configWithPort(() => '\n[probation]\nwindow = 0\n');
     const sup = ws.start(['--config', file]);
     showOnFailure(sup);
     const before = await sup.ready();
@@ -208,7 +193,7 @@ describe('configuration reload', () => {
   it('"upgrade --arg" without --command runs the configured command with the new args, and the pre-handoff check is told exactly that program', async () => {
     await using ws = new Workspace();
     const seen = join(ws.dir, 'seen.json');
-    const { file } = await configWith(ws, () => `\n[hooks]\npre_handoff = 'printf %s "$HANDOFF_NEW_PROGRAM" > seen.json'\n`);
+    const { file } = await ws.configWithPort(() => `\n[hooks]\npre_handoff = 'printf %s "$HANDOFF_NEW_PROGRAM" > seen.json'\n`);
     const sup = ws.start(['--config', file]);
     showOnFailure(sup);
     const before = await sup.ready();

@@ -4,7 +4,8 @@
  * no lost acknowledged write. `PUT /kv/<key>` (body = value) answers once the write is
  * fsynced; `GET /kv/<key>`; `GET /health` (pid, build, revision); `GET /ready` (200 when ready).
  *
- *   KV_DATA_DIR   data directory (required)     KV_PORT  port without a supervisor (8080)
+ *   KV_DATA_DIR   data directory (default: the supervisor's HANDOFF_DATA_DIR)
+ *   KV_PORT       port without a supervisor (8080)
  *   KV_BUILD_ID   build id reported in Hello    KV_SEAL_DELAY_MS, KV_SEAL_FAIL, KV_STALE,
  *                                               KV_FAIL_START, KV_DIE_AFTER_MS, KV_OPEN_DELAY_MS,
  *                                               KV_UNHEALTHY_AFTER_MS (GET /ready answers 503
@@ -15,9 +16,10 @@ import { runDaemon } from '@handoff/core';
 import { KvStore } from './store.js';
 
 const env = process.env;
-const dataDir = env.KV_DATA_DIR ?? '';
+// Under handoff-supervisor the data directory comes from its [daemon] data_dir.
+const dataDir = env.KV_DATA_DIR || env.HANDOFF_DATA_DIR || '';
 if (!dataDir) {
-  console.error('handoff-kv: set KV_DATA_DIR to the data directory');
+  console.error('handoff-kv: no data directory: run it under handoff-supervisor (which passes [daemon] data_dir), or set KV_DATA_DIR');
   process.exit(2);
 }
 if (env.KV_FAIL_START === '1') {

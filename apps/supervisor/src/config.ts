@@ -434,7 +434,7 @@ export function defaultConfig(port = 8080): Config {
 [daemon]
 command = ${JSON.stringify(process.execPath)}
 args = [${JSON.stringify(kvMain)}]
-env = { KV_DATA_DIR = ${JSON.stringify(dataDir)}, KV_BUILD_ID = "kv-1" }
+env = { KV_BUILD_ID = "kv-1" }
 data_dir = ${JSON.stringify(dataDir)}
 
 [[listeners]]

@@ -43,7 +43,11 @@ export interface OpenContext {
 /** Options of {@link runDaemon}. */
 export interface DaemonOptions<S> {
   readonly buildId: string;
-  readonly dataDir: string;
+  /**
+   * The data directory to lock and open. Default: `HANDOFF_DATA_DIR`, which the supervisor
+   * sets from its `[daemon] data_dir`, so that the path is configured once.
+   */
+  readonly dataDir?: string;
   /** Default: `HANDOFF_CONTROL_SOCKET`, else `<dataDir>/.handoff.sock`. */
   readonly controlSocket?: string;
   /** Listener names, with the address to bind when the supervisor did not pass them. */
@@ -96,7 +100,9 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
     if (error instanceof CoreError) return { code: 2, reason: error.message };
     throw error;
   }
-  const controlSocket = options.controlSocket ?? detected.controlSocket ?? `${options.dataDir}/.handoff.sock`;
+  const dataDir = options.dataDir ?? detected.dataDir;
+  if (!dataDir) return { code: 2, reason: 'no data directory: run under handoff-supervisor (it passes [daemon] data_dir as HANDOFF_DATA_DIR) or give runDaemon a dataDir' };
+  const controlSocket = options.controlSocket ?? detected.controlSocket ?? `${dataDir}/.handoff.sock`;
   const inherited: InheritedListeners = detected.listeners;
   let state: S | undefined;
   let lastSeal: SealReport | null = null;
@@ -144,7 +150,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
     },
     async resumeAfterAbort() {
       if (sealed) {
-        state = await options.open({ dataDir: options.dataDir, seal: lastSeal, reason: 'resume' });
+        state = await options.open({ dataDir, seal: lastSeal, reason: 'resume' });
         sealed = false;
       }
       const listeningOn = await listen(requireState());
@@ -164,8 +170,8 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
   if (detected.role === 'cold') {
     let listeningOn: string[];
     try {
-      const lock = await DataDirLock.acquireOrBreakStale(options.dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
-      state = await options.open({ dataDir: options.dataDir, seal: null, reason: 'coldStart' });
+      const lock = await DataDirLock.acquireOrBreakStale(dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
+      state = await options.open({ dataDir, seal: null, reason: 'coldStart' });
       listeningOn = await listen(state);
       incumbent = await Incumbent.bind({ ...incumbentOptions, lock });
     } catch (error) {
@@ -185,8 +191,8 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
       const begun = await handshook.waitForBegin();
       let lock: DataDirLock;
       try {
-        lock = await DataDirLock.acquire(options.dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
-        state = await options.open({ dataDir: options.dataDir, seal: begun.seal, reason: begun.seal ? 'takeover' : 'recover' });
+        lock = await DataDirLock.acquire(dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
+        state = await options.open({ dataDir, seal: begun.seal, reason: begun.seal ? 'takeover' : 'recover' });
       } catch (error) {
         begun.fail(messageOf(error));
         return await begun.exited;

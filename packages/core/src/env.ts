@@ -11,6 +11,7 @@
  * - `HANDOFF_CONTROL_SOCKET=<path>`: where the incumbent serves supervisor sessions.
  * - `HANDOFF_HEARTBEAT_MS`, `HANDOFF_LIVENESS_MS`: the supervisor's timing, so both sides agree.
  * - `HANDOFF_LISTEN_BACKLOGS=511:128`: the accept backlog of each listener, in fd order.
+ * - `HANDOFF_DATA_DIR=<path>`: the data directory to lock and open.
  *
  * {@link detectRole} consumes these variables, so a second call in the same process, or a
  * child process, sees a cold start.
@@ -32,12 +33,16 @@ export type DetectedRole =
       readonly role: 'cold';
       readonly listeners: InheritedListeners;
       readonly controlSocket: string | null;
+      /** `HANDOFF_DATA_DIR`: the data directory the supervisor configured, if it passed one. */
+      readonly dataDir: string | null;
       readonly timing: SpawnTiming;
     }
   | {
       readonly role: 'successor';
       readonly listeners: InheritedListeners;
       readonly controlSocket: string | null;
+      /** `HANDOFF_DATA_DIR`: the data directory the supervisor configured, if it passed one. */
+      readonly dataDir: string | null;
       readonly timing: SpawnTiming;
       /** The fd of this process's end of the socket pair to the supervisor. */
       readonly channelFd: number;
@@ -108,6 +113,7 @@ export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
   if (role !== undefined && role !== '' && role !== 'successor') throw invalid(SpawnEnv.Role, role, 'is not a role: the only one is "successor" (unset: a cold start)');
   // (Empty: unset, as for the other variables.)
   const controlSocket = env[SpawnEnv.ControlSocket] || null;
+  const dataDir = env[SpawnEnv.DataDir] || null;
   let channelFd: number | null = null;
   if (role === 'successor') {
     const raw = env[SpawnEnv.SockFd] ?? '';
@@ -134,6 +140,6 @@ export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
   const timing: SpawnTiming = { heartbeatMs: ms(SpawnEnv.HeartbeatMs), livenessMs: ms(SpawnEnv.LivenessMs) };
   for (const name of Object.values(SpawnEnv)) Reflect.deleteProperty(env, name);
   const listeners = new InheritedListeners(entries);
-  if (channelFd !== null) return { role: 'successor', listeners, controlSocket, timing, channelFd };
-  return { role: 'cold', listeners, controlSocket, timing };
+  if (channelFd !== null) return { role: 'successor', listeners, controlSocket, dataDir, timing, channelFd };
+  return { role: 'cold', listeners, controlSocket, dataDir, timing };
 }

@@ -18,6 +18,8 @@ export const SpawnEnv = {
   Role: 'HANDOFF_ROLE',
   /** A successor's end of the socket pair to the supervisor. */
   SockFd: 'HANDOFF_SOCK_FD',
+  /** The data directory the daemon must lock and open (the supervisor's `[daemon] data_dir`). */
+  DataDir: 'HANDOFF_DATA_DIR',
   /** Where the incumbent serves supervisor sessions. */
   ControlSocket: 'HANDOFF_CONTROL_SOCKET',
   /** The supervisor's heartbeat interval, in ms. */

@@ -333,6 +333,7 @@ export class LifecycleDriver {
       listeners: this.#config.listeners,
       reserveCopies: this.#config.reserveCopies,
       controlSocket: this.#config.controlSocket,
+      dataDir: this.#config.dataDir,
       timing: { heartbeatMs: timeouts.heartbeatMs, livenessMs: timeouts.livenessMs },
     };
   }

@@ -8,7 +8,7 @@ const node = (args: string[], env: Record<string, string> = {}): DaemonProgram =
 const PROBE = `
 const fs = require('node:fs');
 const fds = [3, 4, 5, 6].map((fd) => { try { return fs.fstatSync(fd).isSocket(); } catch { return false; } });
-const contract = /^(LISTEN_FDS|LISTEN_FDNAMES|LISTEN_PID|HANDOFF_(RESERVE_COPIES|CONTROL_SOCKET|HEARTBEAT_MS|LIVENESS_MS|LISTEN_BACKLOGS|ROLE|SOCK_FD)|X_EXTRA)$/;
+const contract = /^(LISTEN_FDS|LISTEN_FDNAMES|LISTEN_PID|HANDOFF_(RESERVE_COPIES|CONTROL_SOCKET|DATA_DIR|HEARTBEAT_MS|LIVENESS_MS|LISTEN_BACKLOGS|ROLE|SOCK_FD)|X_EXTRA)$/;
 console.log(JSON.stringify({ pid: process.pid, env: Object.fromEntries(Object.entries(process.env).filter(([k]) => contract.test(k))), fds }));
 `;
 
@@ -18,7 +18,7 @@ describe('spawnDaemon', () => {
     try {
       const spawned = spawnDaemon(
         node(['-e', PROBE], { X_EXTRA: '1' }),
-        { role: 'successor', listeners: held.listeners, reserveCopies: 2, controlSocket: '/run/c.sock', timing: { heartbeatMs: 100, livenessMs: 1000 }, output: 'pipe' },
+        { role: 'successor', listeners: held.listeners, reserveCopies: 2, controlSocket: '/run/c.sock', dataDir: '/var/lib/d', timing: { heartbeatMs: 100, livenessMs: 1000 }, output: 'pipe' },
       );
       let out = '';
       spawned.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -32,6 +32,7 @@ describe('spawnDaemon', () => {
         LISTEN_FDNAMES: 'http',
         HANDOFF_RESERVE_COPIES: '2',
         HANDOFF_CONTROL_SOCKET: '/run/c.sock',
+        HANDOFF_DATA_DIR: '/var/lib/d',
         HANDOFF_HEARTBEAT_MS: '100',
         HANDOFF_LIVENESS_MS: '1000',
         HANDOFF_LISTEN_BACKLOGS: '511',
@@ -48,7 +49,7 @@ describe('spawnDaemon', () => {
   it('does not leak the supervisor own contract variables into a cold daemon', async () => {
     process.env.HANDOFF_ROLE = 'successor';
     try {
-      const spawned = spawnDaemon(node(['-e', PROBE]), { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', timing: { heartbeatMs: 1, livenessMs: 2 }, output: 'pipe' });
+      const spawned = spawnDaemon(node(['-e', PROBE]), { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', dataDir: '/d', timing: { heartbeatMs: 1, livenessMs: 2 }, output: 'pipe' });
       let out = '';
       spawned.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
       await spawned.exited;
@@ -72,7 +73,7 @@ describe('checkProgram', () => {
 describe('stopProcess', () => {
   it('SIGKILLs after the grace a process that ignores SIGTERM, and stops a frozen one', async () => {
     for (const freeze of [false, true]) {
-      const spawned = spawnDaemon(node(['-e', "process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000);"]), { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', timing: { heartbeatMs: 1, livenessMs: 2 }, output: 'pipe' });
+      const spawned = spawnDaemon(node(['-e', "process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000);"]), { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', dataDir: '/d', timing: { heartbeatMs: 1, livenessMs: 2 }, output: 'pipe' });
       await new Promise((resolve) => spawned.child.stdout?.once('data', resolve));
       const pid = spawned.child.pid as number;
       expect(processStartTime(pid)).toMatch(/^\d+$/);

@@ -101,6 +101,8 @@ export interface SpawnOptions {
   readonly listeners: readonly HeldListener[];
   readonly reserveCopies: number;
   readonly controlSocket: string;
+  /** The data directory, passed as `HANDOFF_DATA_DIR`. */
+  readonly dataDir: string;
   readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number };
   /** The daemon's stdout and stderr: the supervisor's own (default), or pipes to read. */
   readonly output?: 'inherit' | 'pipe';
@@ -145,6 +147,7 @@ export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): Spaw
     [SpawnEnv.ListenFdNames]: options.listeners.map((l) => l.name).join(LIST_SEPARATOR),
     [SpawnEnv.ReserveCopies]: String(options.reserveCopies),
     [SpawnEnv.ControlSocket]: options.controlSocket,
+    [SpawnEnv.DataDir]: options.dataDir,
     [SpawnEnv.HeartbeatMs]: String(options.timing.heartbeatMs),
     [SpawnEnv.LivenessMs]: String(options.timing.livenessMs),
     [SpawnEnv.Backlogs]: options.listeners.map((l) => String(l.backlog ?? 511)).join(LIST_SEPARATOR),

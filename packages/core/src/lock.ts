@@ -1,10 +1,11 @@
 /**
- * The data-directory lock: an exclusive open-file-description fcntl lock on
- * `<dataDir>/.handoff.lock`, which the kernel releases when the holder dies (SIGKILL
- * included; measured here: about 2 ms). A pid file beside it, `<dataDir>/.handoff.pid`,
- * says who holds it — for messages only, never for deciding.
+ * The data-directory lock (PROTOCOL.md section 14): an exclusive open-file-description fcntl
+ * lock on `<dataDir>/.handoff.lock`, which the kernel releases when the holder dies (SIGKILL
+ * included; measured here: about 2 ms). It conflicts with the classic POSIX record locks
+ * other languages take (Python's `fcntl.lockf`, Go's `FcntlFlock`), not with `flock(2)`. A
+ * pid file beside it, `<dataDir>/.handoff.pid`, says who holds it.
  */
-import { closeSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fsx from 'fs-native-extensions';
 import { CoreError, CoreErrorCode } from './errors.js';
@@ -23,6 +24,42 @@ export interface LockProbe {
   readonly pid: number | null;
   /** Whether that pid is alive. */
   readonly pidAlive: boolean;
+}
+
+/** A kind of kernel file lock: open-file-description and classic POSIX record locks conflict with each other; `flock(2)` locks with neither. */
+export type LockKind = 'ofd' | 'posix' | 'flock';
+
+const LOCK_KINDS: Readonly<Record<string, LockKind>> = { OFDLCK: 'ofd', POSIX: 'posix', FLOCK: 'flock' };
+
+/**
+ * The write locks process `pid` holds on `<dataDir>/.handoff.lock`, by kind, as the kernel
+ * shows them in `/proc/<pid>/fdinfo` (Linux); null when that cannot be read (another OS, another
+ * user, the process gone, no lock file).
+ */
+export function lockKindsHeldBy(pid: number, dataDir: string): LockKind[] | null {
+  let inode: number;
+  let fds: string[];
+  try {
+    inode = statSync(join(dataDir, LOCK_FILE)).ino;
+    fds = readdirSync(`/proc/${pid}/fdinfo`);
+  } catch {
+    return null;
+  }
+  const kinds = new Set<LockKind>();
+  for (const fd of fds) {
+    let info: string;
+    try {
+      info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue; // closed meanwhile
+    }
+    // "lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:2146477 0 EOF": kind, mode, pid, dev:inode, range.
+    for (const m of info.matchAll(/^lock:\s+\d+: (\w+)\s+\w+\s+WRITE\s+-?\d+\s+[0-9a-f]+:[0-9a-f]+:(\d+) /gm)) {
+      const kind = LOCK_KINDS[m[1] ?? ''];
+      if (kind && Number(m[2]) === inode) kinds.add(kind);
+    }
+  }
+  return [...kinds];
 }
 
 /** Options of {@link DataDirLock.acquire}. */

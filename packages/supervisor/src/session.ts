@@ -4,7 +4,8 @@
  * process that holds the data directory's lock (recovery never trusts a socket alone).
  */
 import { createConnection } from 'node:net';
-import { DataDirLock } from '@handoff/core';
+import { join } from 'node:path';
+import { DataDirLock, LOCK_FILE, lockKindsHeldBy } from '@handoff/core';
 import { Channel, crashPoint } from '@handoff/core/internal';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, commonCapabilities, negotiateVersion } from '@handoff/protocol';
 import type { Hello } from '@handoff/protocol';
@@ -92,7 +93,7 @@ export class SessionConnector {
   }
 
   /** {@link connectToLockHolder}, also saying whether the daemon that answered found the lock free. */
-  async #connect(timeoutMs: number, expectPid?: number): Promise<{ readonly session: IncumbentSession | null; readonly lockFreeFor?: number }> {
+  async #connect(timeoutMs: number, expectPid?: number): Promise<{ readonly session: IncumbentSession | null; readonly lockFreeFor?: number; readonly flock?: boolean }> {
     const session = await openIncumbentSession(this.#options.controlSocket, {
       timeoutMs,
       capabilities: this.#options.capabilities,
@@ -101,12 +102,23 @@ export class SessionConnector {
       },
     });
     if (!session) return { session: null };
+    const pid = session.hello.pid;
     const lock = DataDirLock.probe(this.#options.dataDir);
-    const holds = lock.held && lock.pid === session.hello.pid;
-    if (!holds || (expectPid !== undefined && session.hello.pid !== expectPid)) {
-      publish('sessionRefused', { reason: `pid ${session.hello.pid} answered; the lock is ${lock.held ? `held by ${String(lock.pid)}` : 'free'}; expected ${String(expectPid ?? 'the lock holder')}` });
+    // The kernel says who holds the lock (Linux); the pid file only where it cannot be asked.
+    const kinds = lockKindsHeldBy(pid, this.#options.dataDir);
+    const holds = lock.held && (kinds === null ? lock.pid === pid : kinds.includes('ofd') || kinds.includes('posix'));
+    if (!lock.held && kinds?.includes('flock') && (expectPid === undefined || pid === expectPid)) {
+      // flock(2) does not exclude the record locks every other daemon takes: two writers possible.
+      const reason = `the daemon (pid ${pid}) locks ${join(this.#options.dataDir, LOCK_FILE)} with flock(2), which does not exclude the POSIX record lock other daemons take (two writers would be possible); take an fcntl record lock instead (F_OFD_SETLK or F_SETLK: Python fcntl.lockf, Go unix.FcntlFlock, Rust nix fcntl F_SETLK) — PROTOCOL.md section 14`;
+      this.#refusals.set(pid, reason);
+      publish('sessionRefused', { reason });
+      session.channel.close('flock instead of a record lock');
+      return { session: null, flock: true };
+    }
+    if (!holds || (expectPid !== undefined && pid !== expectPid)) {
+      publish('sessionRefused', { reason: `pid ${pid} answered; the lock is ${lock.held ? `held by ${String(lock.pid)}` : 'free'}; expected ${String(expectPid ?? 'the lock holder')}` });
       session.channel.close('not the lock holder');
-      return lock.held ? { session: null } : { session: null, lockFreeFor: session.hello.pid };
+      return lock.held ? { session: null } : { session: null, lockFreeFor: pid };
     }
     return { session };
   }
@@ -122,8 +134,9 @@ export class SessionConnector {
     this.#refusals.delete(pid);
     let locklessSince: number | null = null;
     while (Date.now() < deadline && !isGone()) {
-      const { session, lockFreeFor } = await this.#connect(1_000, pid);
+      const { session, lockFreeFor, flock } = await this.#connect(1_000, pid);
       if (session) return session;
+      if (flock) return null;
       locklessSince = lockFreeFor === pid ? (locklessSince ?? Date.now()) : null;
       if (locklessSince !== null && Date.now() - locklessSince >= LOCK_MISMATCH_MS) {
         const reason = `the daemon (pid ${pid}) answered on ${this.#options.controlSocket} but does not hold the lock on ${this.#options.dataDir}: its data directory probably differs from the configured one ([daemon] data_dir); make them the same`;

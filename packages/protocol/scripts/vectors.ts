@@ -34,7 +34,7 @@ const SAMPLES: readonly { name: string; message: Message; note?: string }[] = [
   },
   { name: 'HolderSpawned', message: { type: 'HolderSpawned', pid: 4300, error: '' } },
   { name: 'HolderSpawned (refused)', message: { type: 'HolderSpawned', pid: null, error: 'a handoff is in progress' }, note: 'pid is nil when no holder was started' },
-  { name: 'Heartbeat', message: { type: 'Heartbeat', ts: 1763712000000 }, note: 'ts above 2^32 is an int 64 (0xd3)' },
+  { name: 'Heartbeat', message: { type: 'Heartbeat', ts: 1763712000000 }, note: 'ts above 2^32-1 is a uint 64 (0xcf), the canonical form; decoders accept every integer width' },
 ];
 
 export interface Vector {
@@ -49,6 +49,60 @@ function toHex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }
 
+/** A frame around raw payload bytes (`length` may be forced, for the invalid ones). */
+function frame(payload: readonly number[], length = payload.length + 2): string {
+  const head = Buffer.alloc(6);
+  head.writeUInt32BE(length >>> 0);
+  head.writeUInt16BE(1, 4);
+  return toHex(Buffer.concat([head, Buffer.from(payload)]));
+}
+
+const str = (s: string): number[] => {
+  const b = [...Buffer.from(s)];
+  return [0xa0 | b.length, ...b];
+};
+/** `{type: "Heartbeat", ts: <the given encoding>}`. */
+const heartbeat = (ts: readonly number[]): number[] => [0x82, ...str('type'), ...str('Heartbeat'), ...str('ts'), ...ts];
+
+/** A non-canonical encoding every decoder MUST accept as `message`. */
+export interface AcceptVector {
+  readonly name: string;
+  readonly direction: Direction;
+  readonly message: Message;
+  readonly hex: string;
+}
+
+/** Bytes every receiver MUST reject with `code` (`fatal`: it MUST also close the connection). */
+export interface RejectVector {
+  readonly name: string;
+  readonly direction: Direction;
+  readonly hex: string;
+  readonly code: string;
+  readonly fatal: boolean;
+}
+
+const ACCEPT: readonly AcceptVector[] = [
+  { name: 'uint above 2^32-1 as int 64 (0xd3)', direction: 'toDaemon', message: { type: 'Heartbeat', ts: 1763712000000 }, hex: frame(heartbeat([0xd3, 0, 0, 0x01, 0x9a, 0xa5, 0x6d, 0x60, 0x00])) },
+  { name: 'small uint as uint 64 (0xcf)', direction: 'toDaemon', message: { type: 'Heartbeat', ts: 9 }, hex: frame(heartbeat([0xcf, 0, 0, 0, 0, 0, 0, 0, 9])) },
+  { name: 'small uint as int 16 (0xd1)', direction: 'toDaemon', message: { type: 'Heartbeat', ts: 9 }, hex: frame(heartbeat([0xd1, 0, 9])) },
+  { name: 'short str as str 8 (0xd9), map as map 16 (0xde)', direction: 'toDaemon', message: { type: 'Commit', handoffId: 'h-1' }, hex: frame([0xde, 0, 2, 0xd9, 4, ...Buffer.from('type'), 0xd9, 6, ...Buffer.from('Commit'), ...str('handoffId'), 0xd9, 3, ...Buffer.from('h-1')]) },
+  { name: 'fields in another order, an unknown key', direction: 'toDaemon', message: { type: 'Commit', handoffId: 'h-1' }, hex: frame([0x83, ...str('handoffId'), ...str('h-1'), ...str('future'), 0xc3, ...str('type'), ...str('Commit')]) },
+];
+
+const REJECT: readonly RejectVector[] = [
+  { name: 'length above 1 MiB (rejected from the header alone)', direction: 'toDaemon', hex: frame([], 1_048_577), code: 'HANDOFF_FRAME_TOO_LARGE', fatal: true },
+  { name: 'length below 2', direction: 'toDaemon', hex: frame([], 1).slice(0, 10), code: 'HANDOFF_FRAME_INVALID', fatal: true },
+  { name: 'not msgpack (a reserved byte)', direction: 'toDaemon', hex: frame([0xc1]), code: 'HANDOFF_MALFORMED_PAYLOAD', fatal: false },
+  { name: 'trailing bytes after the map', direction: 'toDaemon', hex: frame([...heartbeat([9]), 0xc0]), code: 'HANDOFF_MALFORMED_PAYLOAD', fatal: false },
+  { name: 'a payload that is not a map', direction: 'toDaemon', hex: frame([0x91, 0x01]), code: 'HANDOFF_MALFORMED_PAYLOAD', fatal: false },
+  { name: 'an unknown message type', direction: 'toDaemon', hex: frame([0x81, ...str('type'), ...str('Bogus')]), code: 'HANDOFF_UNKNOWN_MESSAGE', fatal: false },
+  { name: 'a negative uint', direction: 'toDaemon', hex: frame(heartbeat([0xff])), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'an integer above 2^53-1', direction: 'toDaemon', hex: frame(heartbeat([0xcf, 0, 0x20, 0, 0, 0, 0, 0, 0])), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'a float that is not an integer', direction: 'toDaemon', hex: frame(heartbeat([0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0])), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'a required field missing', direction: 'toDaemon', hex: frame([0x81, ...str('type'), ...str('Commit')]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'a message sent the wrong way (Drained to a daemon)', direction: 'toDaemon', hex: frame([0x84, ...str('type'), ...str('Drained'), ...str('handoffId'), ...str('h-1'), ...str('openConnsRemaining'), 0, ...str('acceptClosed'), 0xc3]), code: 'HANDOFF_WRONG_DIRECTION', fatal: false },
+];
+
 export function buildVectors(): Vector[] {
   return SAMPLES.map(({ name, message, note }) => {
     const direction = MESSAGE_SCHEMAS[message.type].directions[0] as Direction;
@@ -57,7 +111,7 @@ export function buildVectors(): Vector[] {
 }
 
 const file = fileURLToPath(new URL('../vectors/v1.json', import.meta.url));
-const text = `${JSON.stringify({ protocol: 1, byteOrder: 'big-endian', vectors: buildVectors() }, null, 2)}\n`;
+const text = `${JSON.stringify({ protocol: 1, byteOrder: 'big-endian', vectors: buildVectors(), accept: ACCEPT, reject: REJECT }, null, 2)}\n`;
 if (process.argv.includes('--write')) {
   writeFileSync(file, text);
   console.log(`wrote ${file}`);

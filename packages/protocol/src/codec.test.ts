@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { anyMessage, messageOf } from './arbitraries.fixture.js';
-import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameDecoder, encodeFrame } from './codec.js';
+import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES, FrameDecoder, encodeCanonical, encodeFrame } from './codec.js';
 import type { DecodeResult } from './codec.js';
 import { HandoffProtocolError, ProtocolErrorCode } from './errors.js';
 import { toWire } from './messages.js';
@@ -222,9 +222,20 @@ describe('encodeFrame / FrameDecoder', () => {
     expect(decodeAll('toDaemon', frameOf(payload))[0]).toMatchObject({ ok: false, error: { code: 'HANDOFF_MALFORMED_PAYLOAD' } });
   });
 
-  it('writes integers above 2^32 as msgpack integers, not floats', () => {
+  it('encodes canonically: the shortest form of each family at every boundary (PROTOCOL.md section 4)', () => {
+    const head = (v: unknown): string => Buffer.from(encodeCanonical(v)).toString('hex').slice(0, 2);
+    const ints: [number, string][] = [[0, '00'], [127, '7f'], [128, 'cc'], [255, 'cc'], [256, 'cd'], [65_535, 'cd'], [65_536, 'ce'], [2 ** 32 - 1, 'ce'], [2 ** 32, 'cf'], [2 ** 53 - 1, 'cf'], [-1, 'ff'], [-32, 'e0'], [-33, 'd0'], [-129, 'd1'], [-32_769, 'd2'], [-(2 ** 31) - 1, 'd3']];
+    for (const [v, tag] of ints) expect([v, head(v)]).toEqual([v, tag]);
+    for (const [n, tag] of [[31, 'bf'], [32, 'd9'], [255, 'd9'], [256, 'da'], [65_536, 'db']] as const) expect([n, head('x'.repeat(n))]).toEqual([n, tag]);
+    for (const [n, tag] of [[15, '9f'], [16, 'dc']] as const) expect([n, head(Array.from({ length: n }, () => 0))]).toEqual([n, tag]);
+    for (const [n, tag] of [[15, '8f'], [16, 'de']] as const) expect([n, head(Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, 0])))]).toEqual([n, tag]);
+    expect(Buffer.from(encodeCanonical([null, true, false, 'é'])).toString('hex')).toBe('94c0c3c2a2c3a9');
+    expect(() => encodeCanonical(1.5)).toThrow(/not an integer/);
+  });
+
+  it('writes integers above 2^32-1 as uint 64 (the canonical form), not floats', () => {
     const frame = encodeFrame({ type: 'Heartbeat', ts: 2 ** 40 }, 'toDaemon');
-    expect([...frame.subarray(frame.byteLength - 9)][0]).toBe(0xd3);
+    expect([...frame.subarray(frame.byteLength - 9)][0]).toBe(0xcf);
     expect(decodeAll('toDaemon', frame)[0]).toMatchObject({ ok: true, message: { ts: 2 ** 40 } });
   });
 

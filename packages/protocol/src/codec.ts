@@ -6,7 +6,7 @@
  * of a byte stream into frames, checking a frame's length against its maximum before it
  * buffers the body. Neither throws anything but {@link HandoffProtocolError}.
  */
-import { Packr, Unpackr } from 'msgpackr';
+import { Unpackr } from 'msgpackr';
 import { HandoffProtocolError, ProtocolErrorCode, describe } from './errors.js';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, parseMessage, toWire } from './messages.js';
 import type { Direction, Message, MessageOf } from './messages.js';
@@ -16,7 +16,6 @@ export const FRAME_HEADER_BYTES = 6;
 /** Default largest value of a frame's length field: 1 MiB. */
 export const DEFAULT_MAX_FRAME_BYTES = 1024 * 1024;
 
-const packr = new Packr({ useRecords: false, variableMapSize: true });
 const unpackr = new Unpackr({
   useRecords: false,
   mapsAsObjects: false,
@@ -36,16 +35,93 @@ export interface EncodeOptions {
   readonly maxFrameBytes?: number;
 }
 
-/** msgpackr writes integers above 2^32-1 as float 64; the spec wants a msgpack integer. */
-function integersAsInt64(value: unknown): unknown {
-  if (typeof value === 'number' && value > 0xffff_ffff) return BigInt(value);
-  if (Array.isArray(value)) return value.map(integersAsInt64);
-  if (typeof value === 'object' && value !== null) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = integersAsInt64(v);
-    return out;
+/**
+ * The canonical msgpack encoding of PROTOCOL.md section 4, written here rather than left to a
+ * library's choices: nil, bool, integers in the shortest form of their family (a non-negative
+ * integer as positive fixint or uint 8/16/32/64, a negative one as negative fixint or int
+ * 8/16/32/64), UTF-8 str, array and map (string keys, in insertion order) in their shortest
+ * form. Nothing else: no float, bin or ext. Validation has run before, so every number here
+ * is a safe integer.
+ */
+class CanonicalWriter {
+  #bytes = new Uint8Array(256);
+  #view = new DataView(this.#bytes.buffer);
+  #at = 0;
+
+  #room(n: number): void {
+    if (this.#at + n <= this.#bytes.length) return;
+    const grown = new Uint8Array(Math.max(this.#bytes.length * 2, this.#at + n));
+    grown.set(this.#bytes.subarray(0, this.#at));
+    this.#bytes = grown;
+    this.#view = new DataView(grown.buffer);
   }
-  return value;
+
+  #head(tag: number, width: 0 | 1 | 2 | 4 | 8, n: number): void {
+    this.#room(1 + width);
+    this.#bytes[this.#at++] = tag;
+    if (width === 1) this.#view.setUint8(this.#at, n);
+    else if (width === 2) this.#view.setUint16(this.#at, n);
+    else if (width === 4) this.#view.setUint32(this.#at, n);
+    else if (width === 8) this.#view.setBigUint64(this.#at, BigInt.asUintN(64, BigInt(n)));
+    this.#at += width;
+  }
+
+  /** A length-prefixed family: fix form below `fixMax`, then 8 (if `tag8` ≥ 0), 16 and 32 bits. */
+  #sized(n: number, fix: number, fixMax: number, tag8: number, tag16: number): void {
+    if (n <= fixMax) this.#head(fix | n, 0, 0);
+    else if (tag8 >= 0 && n <= 0xff) this.#head(tag8, 1, n);
+    else if (n <= 0xffff) this.#head(tag16, 2, n);
+    else this.#head(tag16 + 1, 4, n);
+  }
+
+  write(value: unknown): void {
+    if (value === null || value === undefined) this.#head(0xc0, 0, 0);
+    else if (value === false) this.#head(0xc2, 0, 0);
+    else if (value === true) this.#head(0xc3, 0, 0);
+    else if (typeof value === 'number') {
+      if (!Number.isSafeInteger(value)) throw new HandoffProtocolError(ProtocolErrorCode.InvalidArgument, `${String(value)} is not an integer: the protocol has no floats`);
+      if (value >= 0) {
+        if (value <= 0x7f) this.#head(value, 0, 0);
+        else if (value <= 0xff) this.#head(0xcc, 1, value);
+        else if (value <= 0xffff) this.#head(0xcd, 2, value);
+        else if (value <= 0xffff_ffff) this.#head(0xce, 4, value);
+        else this.#head(0xcf, 8, value);
+      } else if (value >= -32) this.#head(value & 0xff, 0, 0);
+      else if (value >= -0x80) this.#head(0xd0, 1, value & 0xff);
+      else if (value >= -0x8000) this.#head(0xd1, 2, value & 0xffff);
+      else if (value >= -0x8000_0000) this.#head(0xd2, 4, value >>> 0);
+      else this.#head(0xd3, 8, value);
+    } else if (typeof value === 'string') {
+      const utf8 = new TextEncoder().encode(value);
+      this.#sized(utf8.length, 0xa0, 31, 0xd9, 0xda);
+      this.#room(utf8.length);
+      this.#bytes.set(utf8, this.#at);
+      this.#at += utf8.length;
+    } else if (Array.isArray(value)) {
+      this.#sized(value.length, 0x90, 15, -1, 0xdc);
+      for (const item of value) this.write(item);
+    } else if (typeof value === 'object') {
+      const entries = Object.entries(value);
+      this.#sized(entries.length, 0x80, 15, -1, 0xde);
+      for (const [k, v] of entries) {
+        this.write(k);
+        this.write(v);
+      }
+    } else {
+      throw new HandoffProtocolError(ProtocolErrorCode.InvalidArgument, `a ${typeof value} cannot be encoded in the protocol`);
+    }
+  }
+
+  bytes(): Uint8Array {
+    return this.#bytes.subarray(0, this.#at);
+  }
+}
+
+/** The canonical msgpack bytes of `value` (see {@link CanonicalWriter}). */
+export function encodeCanonical(value: unknown): Uint8Array {
+  const writer = new CanonicalWriter();
+  writer.write(value);
+  return writer.bytes();
 }
 
 /**
@@ -58,7 +134,7 @@ export function encodeFrame(message: Message, direction: Direction, options: Enc
   if (!Number.isInteger(version) || version < 1 || version > 0xffff) {
     throw new HandoffProtocolError(ProtocolErrorCode.InvalidArgument, `frame version ${describe(version)} is not a u16 above 0`);
   }
-  const payload = packr.pack(integersAsInt64(toWire(message, direction)));
+  const payload = encodeCanonical(toWire(message, direction));
   const length = 2 + payload.byteLength;
   if (length > max) {
     throw new HandoffProtocolError(

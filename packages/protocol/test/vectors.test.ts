@@ -14,7 +14,13 @@ interface Vector {
   message: Message;
   hex: string;
 }
-const file = JSON.parse(readFileSync(new URL('../vectors/v1.json', import.meta.url), 'utf8')) as { protocol: number; byteOrder: string; vectors: Vector[] };
+const file = JSON.parse(readFileSync(new URL('../vectors/v1.json', import.meta.url), 'utf8')) as {
+  protocol: number;
+  byteOrder: string;
+  vectors: Vector[];
+  accept: { name: string; direction: Direction; message: Message; hex: string }[];
+  reject: { name: string; direction: Direction; hex: string; code: string; fatal: boolean }[];
+};
 
 /** Standard msgpack only: nil, bool, ints, float 64, str, array, map. Anything else throws. */
 function readMsgpack(bytes: Uint8Array): unknown {
@@ -92,6 +98,24 @@ describe('golden vectors (vectors/v1.json)', () => {
       const [r] = new FrameDecoder({ direction: vector.direction }).push(bytes);
       expect(r).toMatchObject({ ok: true, version: 1, message: vector.message });
       expect(Buffer.from(encodeFrame(vector.message, vector.direction)).toString('hex')).toBe(vector.hex);
+    });
+  }
+});
+
+describe('decoder vectors (vectors/v1.json: accept, reject)', () => {
+  for (const vector of file.accept) {
+    it(`accepts ${vector.name}`, () => {
+      const bytes = Uint8Array.from(Buffer.from(vector.hex, 'hex'));
+      expect(new FrameDecoder({ direction: vector.direction }).push(bytes)).toMatchObject([{ ok: true, version: 1, message: vector.message }]);
+      // The canonical encoding differs: these bytes are for decoders only.
+      expect(Buffer.from(encodeFrame(vector.message, vector.direction)).toString('hex')).not.toBe(vector.hex);
+    });
+  }
+  for (const vector of file.reject) {
+    it(`rejects ${vector.name} with ${vector.code}`, () => {
+      const bytes = Uint8Array.from(Buffer.from(vector.hex, 'hex'));
+      const [r] = new FrameDecoder({ direction: vector.direction }).push(bytes);
+      expect(r).toMatchObject({ ok: false, fatal: vector.fatal, error: { code: vector.code } });
     });
   }
 });

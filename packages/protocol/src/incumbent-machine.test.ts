@@ -49,28 +49,11 @@ const STATES: Record<string, IncumbentState> = {
   exited: drive(...OPEN, 'M:PrepareHandoff', 'M:Abort', 'resumeFailed'),
 };
 
-const H = '!resuming';
-// sessionOpened sessionClosed | HelloAck Prepare SealRequest Begin Commit Abort Resume Heartbeat SpawnHolder | drainDone drainFailed sealProgress sealDone sealFailed lockReleased resumed resumeFailed | T:live T:hb
-const TABLE: Record<string, string> = {
-  'serving/none': `serving = | ! ! ! ! ! ! ! ! ! | = = = = = = = = | = =`,
-  'serving/hello': `serving = | = ! ! ! ! ! ! ! ! | = = = = = = = = | = =`,
-  'serving/established': `serving = | ! draining ! ! ! = = = = | = = = = = = = = | = =`,
-  draining: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = = | drained resuming = = = = = = | resuming =`,
-  drained: `resuming resuming | ${H} ${H} sealing ${H} ${H} resuming resuming = = | = = = = = = = = | resuming =`,
-  sealing: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = = | = = = releasing resuming = = = | resuming =`,
-  releasing: `resuming resuming | ${H} ${H} ${H} ${H} ${H} resuming resuming = = | = = = = = sealed = = | resuming =`,
-  sealed: `resuming resuming | ${H} ${H} ${H} ${H} committed resuming resuming = = | = = = = = = = = | resuming =`,
-  resuming: `= = | ! ! ! ! ! = = = = | = = = = = = serving exited | = =`,
-  committed: `= = | = = = = = = = = = | = = = = = = = = | = =`,
-  exited: `= = | = = = = = = = = = | = = = = = = = = | = =`,
-};
-
 describeTable({
   machine: 'incumbent',
   phases: ['serving', 'draining', 'drained', 'sealing', 'releasing', 'sealed', 'resuming', 'committed', 'exited'] satisfies IncumbentPhase[],
   states: STATES,
   events: EVENTS,
-  table: TABLE,
   transition: incumbentTransition,
   onViolation: (r) => {
     // A violation ends the session; mid-handoff the incumbent resumes on its own.

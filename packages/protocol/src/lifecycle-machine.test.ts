@@ -72,39 +72,11 @@ const STATES = {
   'handingOff/revert': driveP(...ON_PROBATION, 'health:S'),
 } satisfies Record<string, LifecycleState>;
 
-// The expected phase after every (state, event) pair; cells as in transition-table.fixture.ts.
-const TABLE: Record<keyof typeof STATES, string> = {
-  //                      start rec+ rec0 recFailed coldSpawned coldFailed | opened:I opened:S opened:C lost:I failed:I | exited:I exited:S exited:C exited:X | request succSpawned | F:committed F:promoted F:rolledBack F:coldStart | stop stopped T:restart | health:I health:S T:probation reconfigured
-  created:                    `recovering ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopped ! = | = = = =`,
-  recovering:                 `! serving starting failed = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! = | = = = =`,
-  'recovering/stopPending':   `! stopping stopping stopping = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! = | = = = =`,
-  starting:                   `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! = | = = = =`,
-  'starting/spawned':         `! ! ! ! = failed | = = serving = = | = = failed = | = ! | ! ! ! ! | stopping ! = | = = = =`,
-  'starting/restart':         `! ! ! ! = restarting | = = serving = = | = = restarting = | = ! | ! ! ! ! | stopping ! = | = = = =`,
-  serving:                    `! ! ! ! = = | = = = = restarting | restarting = = = | handingOff ! | ! ! ! ! | stopping ! = | = = = =`,
-  'serving/reopening':        `! ! ! ! = = | = = = = restarting | restarting = = = | = ! | ! ! ! ! | stopping ! = | = = = =`,
-  'serving/settling':         `! ! ! ! = = | = = = = = | = restarting = = | = ! | ! ! ! ! | stopping ! = | = = = =`,
-  handingOff:                 `! ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! = | = = = =`,
-  'handingOff/spawned':       `! ! ! ! = = | = = = = = | = = = = | = = | serving serving serving restarting | = ! = | = = = =`,
-  'handingOff/successorDead': `! ! ! ! = = | = = = = = | = = = = | = = | restarting restarting serving restarting | = ! = | = = = =`,
-  'handingOff/incumbentDead': `! ! ! ! = = | = = = = = | = = = = | = = | serving serving restarting restarting | = ! = | = = = =`,
-  'handingOff/stopPending':   `! ! ! ! = = | = = = = = | = = = = | = = | stopping stopping stopping stopping | = ! = | = = = =`,
-  restarting:                 `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! recovering | = = = =`,
-  'restarting/awaitingExit':  `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | stopping ! = | = = = =`,
-  failed:                     `! ! ! ! = = | = = = = = | = = = = | starting ! | ! ! ! ! | stopping ! = | = = = =`,
-  stopping:                   `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | = stopped = | = = = =`,
-  stopped:                    `! = = = = = | = = = = = | = = = = | = = | = = = = | = = = | = = = =`,
-  'serving/probation':        `! ! ! ! = = | = = = = = | = restarting = = | handingOff ! | ! ! ! ! | stopping ! = | = handingOff = =`,
-  'serving/probationNoFallback': `! ! ! ! = = | = = = = restarting | restarting = = = | handingOff ! | ! ! ! ! | stopping ! = | = = = =`,
-  'handingOff/revert':        `! ! ! ! = = | = = = = = | = = = = | = ! | ! ! ! ! | = ! = | = = = =`,
-};
-
 describeTable({
   machine: 'lifecycle',
   phases: ['created', 'recovering', 'starting', 'serving', 'handingOff', 'restarting', 'failed', 'stopping', 'stopped'] satisfies LifecyclePhase[],
   states: STATES,
   events: EVENTS,
-  table: TABLE,
   transition: lifecycleTransition,
   onViolation: (r) => {
     // A violation is a bug of the driver: reported, and nothing is done about it.
@@ -264,7 +236,6 @@ describe('lifecycle machine: decisions', () => {
     expect(of(r.effects, 'handoffSettled')[0]).toMatchObject({ servingPid: SUCCESSOR });
     expect(run(r.state, EVENTS.stopped as LifecycleEvent).state.phase).toBe('stopped');
   });
-
 
   describe('versions and probation', () => {
     const V2 = { ...PROGRAM, args: ['v2.js'] };

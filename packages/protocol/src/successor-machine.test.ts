@@ -38,25 +38,11 @@ const STATES: Record<string, SuccessorState> = {
   exited: drive('start', 'M:Abort'),
 };
 
-const X = '!exited';
-// start sessionClosed | HelloAck Prepare SealRequest Begin Commit Abort Resume Heartbeat SpawnHolder | takeoverDone takeoverFailed | T:live T:hb
-const TABLE: Record<string, string> = {
-  init: `awaitingAck exited | ${X} ${X} ${X} ${X} ${X} ${X} ${X} ${X} ${X} | ${X} ${X} | = =`,
-  awaitingAck: `${X} exited | awaitingBegin ${X} ${X} ${X} ${X} exited ${X} ${X} ${X} | ${X} ${X} | exited =`,
-  awaitingBegin: `${X} exited | ${X} ${X} ${X} takingOver ${X} exited ${X} = ${X} | ${X} ${X} | exited =`,
-  takingOver: `${X} = | ${X} ${X} ${X} ${X} ${X} exited ${X} = ${X} | ready exited | = =`,
-  'takingOver/orphaned': `${X} = | = = = = = = = = = | committed exited | = =`,
-  ready: `${X} committed | ${X} ${X} ${X} ${X} committed exited ${X} = ${X} | ${X} ${X} | committed =`,
-  committed: `= = | = = = = = = = = = | = = | = =`,
-  exited: `= = | = = = = = = = = = | = = | = =`,
-};
-
 describeTable({
   machine: 'successor',
   phases: ['init', 'awaitingAck', 'awaitingBegin', 'takingOver', 'ready', 'committed', 'exited'] satisfies SuccessorPhase[],
   states: STATES,
   events: EVENTS,
-  table: TABLE,
   transition: successorTransition,
   onViolation: (r) => {
     expect(r.effects.some((e) => e.type === 'exit' && e.code === 1)).toBe(true);

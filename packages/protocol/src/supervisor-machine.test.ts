@@ -53,29 +53,11 @@ const STATES: Record<string, SupervisorState> = {
   failed: drive('start', 'spawned', 'S:Hello', 'cancel', 'incumbentExited', 'successorGone'),
 };
 
-// The expected outcome of every (state, event) pair; cells as in transition-table.fixture.ts.
-const V = '!aborting';
-const R = '!rolledBack';
-const TABLE: Record<string, string> = {
-  //                 start spawned spawnFailed | S:Hello S:Drained S:SealProgress S:SealComplete S:SealFailed S:Ready S:Heartbeat S:HolderSpawned | I:Hello I:Drained I:SealProgress I:SealComplete I:SealFailed I:Ready I:Heartbeat I:HolderSpawned | sGone iExited iDisc | T:phase T:total T:iLive T:sLive T:hb | cancel
-  idle: `spawning ! ! | ! ! ! ! ! ! ! ! | ! ! ! ! ! ! = ! | ! = = | = = = = = | =`,
-  spawning: `! awaitingHello rolledBack | ${R} ${R} ${R} ${R} ${R} ${R} ${R} ${R} | ${R} ${R} ${R} ${R} ${R} ${R} = ${R} | ${R} = = | rolledBack rolledBack = = = | rolledBack`,
-  awaitingHello: `! ${V} ${V} | preparing ${V} ${V} ${V} ${V} ${V} ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = ${V} | rolledBack = = | aborting aborting = = = | aborting`,
-  preparing: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = ${V} | ${V} sealing ${V} ${V} aborting ${V} = ${V} | rolledBack beginning aborting | aborting aborting aborting aborting = | aborting`,
-  sealing: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = ${V} | ${V} ${V} = beginning aborting ${V} = ${V} | rolledBack beginning aborting | aborting aborting aborting aborting = | aborting`,
-  beginning: `! ${V} ${V} | ${V} ${V} ${V} ${V} ${V} committed = ${V} | ${V} ${V} ${V} ${V} ${V} ${V} = ${V} | rolledBack = = | aborting aborting = aborting = | aborting`,
-  aborting: `! = = | = = = = = = = = | = = = = = = = = | rolledBack = = | rolledBack = = = = | =`,
-  committed: `= = = | = = = = = = = = | = = = = = = = = | = = = | = = = = = | =`,
-  rolledBack: `= = = | = = = = = = = = | = = = = = = = = | = = = | = = = = = | =`,
-  failed: `= = = | = = = = = = = = | = = = = = = = = | = = = | = = = = = | =`,
-};
-
 describeTable({
   machine: 'supervisor',
   phases: ['idle', 'spawning', 'awaitingHello', 'preparing', 'sealing', 'beginning', 'aborting', 'committed', 'rolledBack', 'failed'] satisfies SupervisorPhase[],
   states: STATES,
   events: EVENTS,
-  table: TABLE,
   transition: supervisorTransition,
   onViolation: (r, before) => {
     // A violation mid-handoff aborts: the successor is stopped, or the outcome is final.

@@ -1,11 +1,12 @@
 /**
- * The harness of the exhaustive (state × event) tables of the three machine tests.
- *
- * A table has one row per representative state and one whitespace-separated cell per event
- * (`|` separators are ignored). A cell is `=` (stays in its phase, no violation), `!` (a
- * violation that leaves the phase), `!phase` (a violation the machine handles by moving to
- * `phase`), or a phase name (a normal transition).
+ * The harness of the exhaustive (state × event) tables of the machine tests. The tables are
+ * normative and live in PROTOCOL.md (section 17), one markdown table per machine after a
+ * `<!-- table:<machine> -->` marker: a row per event, a column per representative state. A
+ * cell is `=` (stays in its phase, no violation), `!` (a violation that leaves the phase),
+ * `!phase` (a violation the machine handles by moving to `phase`), or a phase name (a normal
+ * transition). The tests check the machines against the document, cell by cell.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { HandoffProtocolError } from './errors.js';
 
@@ -34,7 +35,6 @@ export interface TableSpec<S extends { readonly phase: string }, E, R extends Re
   readonly states: Readonly<Record<string, S>>;
   /** Column name → event; the columns of the table, in order. */
   readonly events: Readonly<Record<string, E>>;
-  readonly table: Readonly<Record<string, string>>;
   readonly transition: (state: S, event: E) => R;
   /** Checks the machine's reaction to a violation. */
   readonly onViolation: (result: R, before: S) => void;
@@ -42,17 +42,36 @@ export interface TableSpec<S extends { readonly phase: string }, E, R extends Re
   readonly onIgnored?: (result: R, column: string) => void;
 }
 
-/** Declares one test per (row, column) pair, plus one that the table is complete. */
+const PROTOCOL = readFileSync(new URL('../PROTOCOL.md', import.meta.url), 'utf8');
+
+/** The table of `machine` in PROTOCOL.md: its state names (header), and event → cells. */
+export function protocolTable(machine: string): { readonly states: string[]; readonly rows: Map<string, string[]> } {
+  const marker = `<!-- table:${machine} -->\n`;
+  const at = PROTOCOL.indexOf(marker);
+  if (at < 0) throw new Error(`PROTOCOL.md has no ${marker.trim()}`);
+  const lines = PROTOCOL.slice(at + marker.length).split('\n');
+  const end = lines.findIndex((l) => !l.startsWith('|'));
+  const cells = (line: string): string[] => line.split('|').slice(1, -1).map((c) => c.trim().replace(/^`|`$/g, ''));
+  const [header = '', , ...body] = lines.slice(0, end < 0 ? lines.length : end);
+  return { states: cells(header).slice(1), rows: new Map(body.map((l) => [cells(l)[0] ?? '', cells(l).slice(1)])) };
+}
+
+/** Declares one test per (row, column) pair of the machine's table in PROTOCOL.md, plus one that the table is complete. */
 export function describeTable<S extends { readonly phase: string }, E, R extends Result<S>>(spec: TableSpec<S, E, R>): void {
   const columns = Object.keys(spec.events);
-  const cellsOf = (row: string): string[] => (spec.table[row] ?? '').split(/\s+/).filter((t) => t !== '|' && t !== '');
+  const table = protocolTable(spec.machine);
+  const cellsOf = (row: string): string[] => {
+    const i = table.states.indexOf(row);
+    return columns.map((event) => table.rows.get(event)?.[i] ?? '(missing)');
+  };
 
-  describe(`${spec.machine} machine: every (state, event) pair`, () => {
-    it('has a row reaching every phase and a cell for every event', () => {
+  describe(`${spec.machine} machine: every (state, event) pair of PROTOCOL.md section 17`, () => {
+    it('has a column reaching every phase and a row for every event, in order', () => {
       expect(new Set(Object.values(spec.states).map((s) => s.phase))).toEqual(new Set(spec.phases));
       for (const [row, state] of Object.entries(spec.states)) expect(row.split('/')[0]).toBe(state.phase);
-      expect(Object.keys(spec.table).sort()).toEqual(Object.keys(spec.states).sort());
-      for (const row of Object.keys(spec.table)) expect(cellsOf(row), row).toHaveLength(columns.length);
+      expect(table.states).toEqual(Object.keys(spec.states));
+      expect([...table.rows.keys()]).toEqual(columns);
+      for (const [event, cells] of table.rows) expect(cells, event).toHaveLength(table.states.length);
     });
 
     for (const [row, state] of Object.entries(spec.states)) {

@@ -6,16 +6,22 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { lockKindsHeldBy } from '@handoff/core';
-import { waitUntil } from '../src/index.js';
+import { waitForValue, waitUntil } from '../src/index.js';
 import { Workspace, showOnFailure } from './bin.js';
 import { KV_MAIN } from './kv.js';
 
 const FLOCK_DAEMON = fileURLToPath(new URL('fixtures/flock-daemon.py', import.meta.url));
+
+/** A configuration running the lock fixture with `env`. */
+function fixtureConfig(env: Record<string, string>): string {
+  const vars = Object.entries(env).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(', ');
+  return `[daemon]\ncommand = "python3"\nargs = [${JSON.stringify(FLOCK_DAEMON)}]\nenv = { ${vars} }\ndata_dir = "data"\n\n[[listeners]]\nname = "http"\naddress = "127.0.0.1:0"\n\n[sockets]\nruntime_dir = "run"\n`;
+}
 
 /** A Python process holding `<dataDir>/.handoff.lock` with `how` until killed; resolves once it holds it. */
 async function pythonHolder(dataDir: string, how: 'lockf' | 'flock'): Promise<ChildProcessWithoutNullStreams> {
@@ -91,7 +97,7 @@ describe('the data-directory lock across languages', () => {
   it('the supervisor refuses a daemon that locks with flock(2), at once, with one line saying what to do', async () => {
     await using ws = new Workspace();
     const file = join(ws.dir, 'handoff.toml');
-    writeFileSync(file, `[daemon]\ncommand = "python3"\nargs = [${JSON.stringify(FLOCK_DAEMON)}]\ndata_dir = "data"\n\n[[listeners]]\nname = "http"\naddress = "127.0.0.1:0"\n\n[sockets]\nruntime_dir = "run"\n`);
+    writeFileSync(file, fixtureConfig({}));
     const started = Date.now();
     const sup = ws.start(['--config', file]);
     showOnFailure(sup);
@@ -101,5 +107,20 @@ describe('the data-directory lock across languages', () => {
     // Refused on its first answer, not after the start timeout.
     expect(Date.now() - started).toBeLessThan(10_000);
     await waitUntil('every process of the workspace to be gone', () => ws.processes().length === 0, 10_000, { context: () => `left: ${ws.processes().join(', ')}` });
+  });
+
+  it('the kernel, not the pid file, says who holds the lock: a classic-lock daemon with no pid file is adopted', async () => {
+    await using ws = new Workspace();
+    const file = join(ws.dir, 'handoff.toml');
+    writeFileSync(file, fixtureConfig({ FIXTURE_LOCK: 'lockf', FIXTURE_PID_FILE: '0' }));
+    const sup = ws.start(['--config', file]);
+    showOnFailure(sup);
+    const status = await waitForValue('the supervisor to serve the fixture', async () => {
+      const r = await ws.ctlWithConfig(['status', '--json']);
+      const s = r.code === 0 ? (JSON.parse(r.stdout) as { lifecycle: string; incumbent: { pid: number; session: boolean } | null }) : null;
+      return s?.lifecycle === 'serving' && s.incumbent?.session ? s.incumbent : null;
+    }, 15_000, { context: () => sup.output });
+    expect(lockKindsHeldBy(status.pid, ws.dataDir)).toEqual(['posix']);
+    expect(existsSync(join(ws.dataDir, '.handoff.pid'))).toBe(false);
   });
 });

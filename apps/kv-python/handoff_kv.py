@@ -1728,7 +1728,7 @@ class Daemon:
                        (os.POSIX_SPAWN_OPEN, 1, '/dev/null', os.O_WRONLY, 0),
                        (os.POSIX_SPAWN_OPEN, 2, '/dev/null', os.O_WRONLY, 0)]
             actions += [(os.POSIX_SPAWN_DUP2, h, 3 + i) for i, h in enumerate(high)]
-            script = 'cd -- "$1" || exit 127; shift; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
+            script = 'cd -- "$1" || exit 127; unset OLDPWD; shift; LISTEN_PID=$$; export LISTEN_PID; exec "$@"'
             pid = os.posix_spawn('/bin/sh', ['/bin/sh', '-c', script, 'sh', cwd, *argv], child_env, file_actions=actions,
                                  setsid=True, setsigdef=(signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
         except OSError as e:

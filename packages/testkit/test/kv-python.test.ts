@@ -179,7 +179,7 @@ describe('the Python reference daemon', () => {
     expect(await checkPromises(cluster, load)).toEqual([]);
   });
 
-  it('a Python incumbent whose seal fails resumes after its drain, and one whose seal is slow keeps heartbeating', async () => {
+  it('a Python incumbent whose seal fails resumes after its drain, and a slow seal or a slow open keeps heartbeating', async () => {
     await using failing = await startCluster({ daemon: python({ KV_SEAL_FAIL: '1' }) });
     printOnFailure(failing);
     const incumbent = await failing.health();
@@ -198,6 +198,10 @@ describe('the Python reference daemon', () => {
     const committed = await slow.handoff(toPython(slow, 'py-2'));
     expect(committed).toMatchObject({ committed: true, outcome: 'committed' });
     expect(committed.timings.phases.sealing ?? 0).toBeGreaterThanOrEqual(2_500);
+    // And a successor that takes 2.5 s to open its data keeps heartbeating too.
+    const slowOpen = await slow.handoff(toPython(slow, 'py-3', { KV_OPEN_DELAY_MS: '2500' }));
+    expect(slowOpen).toMatchObject({ committed: true, outcome: 'committed' });
+    expect(slowOpen.timings.phases.beginning ?? 0).toBeGreaterThanOrEqual(2_500);
   });
 
   it('stops on SIGTERM: in-flight requests finish, the log is sealed, the lock released, exit 0', async () => {

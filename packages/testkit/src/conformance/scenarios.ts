@@ -1,0 +1,758 @@
+/**
+ * The checks of the conformance kit: each names the PROTOCOL.md section it enforces. Bare
+ * checks run against the daemon started by hand (no supervisor); cluster checks against the
+ * real `handoff-supervisor` binary running it, under load with a ledger of acknowledged
+ * writes, each followed by {@link checkPromises}.
+ */
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { join } from 'node:path';
+import { DataDirLock, lockKindsHeldBy } from '@handoff/core';
+import { encodeFrame, hasCapability } from '@handoff/protocol';
+import type { Hello } from '@handoff/protocol';
+import type { HandoffResult } from '@handoff/supervisor';
+import { ask } from '@handoff/supervisor-cli/client';
+import type { Answer } from '@handoff/supervisor-cli/client';
+import { checkPromises } from '../checks.js';
+import type { Cluster } from '../cluster.js';
+import { LoadDriver, verifyLedger } from '../load.js';
+import { waitForValue } from '../wait.js';
+import { BareDaemon, ControlClient, dataDirEnv, getJson, helloProblem, procLocks } from './bare.js';
+import type { Program } from './bare.js';
+
+/** A check did not hold. */
+export class CheckFailed extends Error {}
+/** A check does not apply to this daemon (a knob or the reference is missing). */
+export class CheckSkipped extends Error {}
+
+/** Fault knobs: environment that makes the daemon misbehave on purpose (`--knob name=K=V`). */
+export type KnobName = 'seal-fail' | 'stale' | 'slow-ready';
+export const KNOB_NAMES: readonly KnobName[] = ['seal-fail', 'stale', 'slow-ready'];
+
+/** What the checks share. */
+export interface Context {
+  readonly program: Program;
+  readonly healthPath: string;
+  readonly knobs: Readonly<Partial<Record<KnobName, Readonly<Record<string, string>>>>>;
+  /** The reference daemon (the kv example) for the data-format checks, or why there is none. */
+  readonly reference: { readonly program: (dataDir: string) => Program } | { readonly missing: string } | null;
+  /** The run's temp directory. */
+  readonly dir: string;
+  /** Set in every process the run starts, to find and kill them. */
+  readonly tag: Readonly<Record<string, string>>;
+  /** The bare daemon, during the bare checks. */
+  bare: BareDaemon | null;
+  bareDataDir: string;
+  /** The Hello the daemon sent (bare), for its capabilities. */
+  hello: Hello | null;
+  /** The cluster, during the cluster checks. */
+  cluster: Cluster | null;
+  /** Why there is no cluster, when cold start failed. */
+  clusterFailure: string | null;
+  /** Replaces a cluster whose promises broke, so that later checks start clean. */
+  freshCluster(): Promise<Cluster>;
+}
+
+/** One check. */
+export interface CheckDef {
+  readonly id: string;
+  readonly title: string;
+  readonly section: string;
+  readonly needs: 'bare' | 'cluster';
+  /** Runs it; returns the detail of a pass; throws CheckFailed / CheckSkipped (any other error is a failure). */
+  run(ctx: Context): Promise<string>;
+}
+
+const fail = (detail: string): never => {
+  throw new CheckFailed(detail);
+};
+const skip = (detail: string): never => {
+  throw new CheckSkipped(detail);
+};
+
+// ---- bare checks ------------------------------------------------------------------------
+
+async function stillServes(ctx: Context, what: string): Promise<void> {
+  const bare = ctx.bare ?? fail('no bare daemon');
+  const health = await getJson(bare.port, ctx.healthPath);
+  if (bare.exit) fail(`the daemon exited (${String(bare.exit.code ?? bare.exit.signal)}) after ${what}: ${bare.lastLine()}`);
+  if (health?.pid !== bare.pid) fail(`the daemon stopped serving ${ctx.healthPath} after ${what} (answer: ${JSON.stringify(health)})`);
+  const again = await ControlClient.connect(bare.controlSocket).catch((e: unknown) => fail(`after ${what}, ${(e as Error).message}`));
+  try {
+    const problem = helloProblem(await again.first(), 'incumbent', bare.pid);
+    if (problem) fail(`after ${what}, a new control connection: ${problem}`);
+  } finally {
+    again.destroy();
+  }
+}
+
+/** Sends `bytes` after the Hello on a fresh control connection and checks the daemon survives; `mustClose` when the spec says the connection MUST close. */
+async function badFrame(ctx: Context, what: string, bytes: Uint8Array, mustClose: boolean): Promise<string> {
+  const bare = ctx.bare ?? fail('no bare daemon');
+  const client = await ControlClient.connect(bare.controlSocket).catch((e: unknown) => fail((e as Error).message));
+  let closed: boolean;
+  try {
+    await client.first();
+    client.write(bytes);
+    closed = await client.closesWithin(mustClose ? 2_000 : 500);
+  } finally {
+    client.destroy();
+  }
+  if (mustClose && !closed) fail(`the daemon kept the connection open for 2 s after ${what} (it MUST close it: framing is lost)`);
+  await stillServes(ctx, what);
+  return `${what}: ${closed ? 'connection closed' : 'connection kept (the session SHOULD end)'}; the daemon serves on and greets a new session`;
+}
+
+/** A frame with `payload` as its body (version 1), no validation. */
+function rawFrame(payload: Uint8Array, version = 1): Uint8Array {
+  const frame = new Uint8Array(6 + payload.length);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, payload.length + 2);
+  view.setUint16(4, version);
+  frame.set(payload, 6);
+  return frame;
+}
+
+/** msgpack of a map of short strings (fixmap, fixstr). */
+function fixmap(entries: Readonly<Record<string, string>>): Uint8Array {
+  const parts: number[] = [0x80 | Object.keys(entries).length];
+  const str = (s: string): void => {
+    const b = Buffer.from(s);
+    parts.push(0xa0 | b.length, ...b);
+  };
+  for (const [k, v] of Object.entries(entries)) {
+    str(k);
+    str(v);
+  }
+  return new Uint8Array(parts);
+}
+
+const BARE: CheckDef[] = [
+  {
+    id: 'spawn-contract',
+    title: 'a cold start with an inherited listener (LISTEN_FDS, LISTEN_PID) serves GET <health> with its own pid',
+    section: '§2',
+    needs: 'bare',
+    run: (ctx) => {
+      // Done by the runner before anything else (a daemon that never serves is bad input).
+      const bare = ctx.bare ?? fail('no bare daemon');
+      return Promise.resolve(`pid ${bare.pid} serves ${ctx.healthPath} on the inherited listener (fd 3)`);
+    },
+  },
+  {
+    id: 'hello',
+    title: 'the control socket answers each new connection with a valid incumbent Hello',
+    section: '§2 §5 §6',
+    needs: 'bare',
+    run: async (ctx) => {
+      const bare = ctx.bare ?? fail('no bare daemon');
+      const client = await waitForValue('the control socket to accept', () => ControlClient.connect(bare.controlSocket).catch(() => null), 5_000).catch(() =>
+        fail(`nothing accepts on HANDOFF_CONTROL_SOCKET (${bare.controlSocket}) within 5 s of serving`),
+      );
+      try {
+        const first = await client.first();
+        const problem = helloProblem(first, 'incumbent', bare.pid);
+        if (problem) fail(problem);
+        const hello = first?.message as Hello;
+        ctx.hello = hello;
+        const caps = (['SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'SpawnHolder'] as const).filter((c) => hasCapability(hello.capabilities, c));
+        return `role incumbent, pid ${hello.pid}, build ${JSON.stringify(hello.buildId)}, versions ${hello.protoMin}..${hello.protoMax}, capabilities ${hello.capabilities} (${caps.join(', ') || 'none'})`;
+      } finally {
+        client.destroy();
+      }
+    },
+  },
+  {
+    id: 'lock-kind',
+    title: '<dataDir>/.handoff.lock is held with a POSIX record lock (OFD or classic), not flock, and .handoff.pid names the holder',
+    section: '§14',
+    needs: 'bare',
+    run: (ctx) => {
+      const bare = ctx.bare ?? fail('no bare daemon');
+      const probe = DataDirLock.probe(ctx.bareDataDir);
+      const locks = procLocks(ctx.bareDataDir);
+      const kinds = lockKindsHeldBy(bare.pid, ctx.bareDataDir) ?? [];
+      if (kinds.includes('flock') || locks.some((l) => l.kind === 'FLOCK')) fail(`the daemon locks .handoff.lock with flock(2) (/proc/locks: ${JSON.stringify(locks)}), which excludes no fcntl record lock: take an fcntl record lock (F_OFD_SETLK or F_SETLK) instead`);
+      if (!probe.held) fail(`nobody holds a kernel lock on ${join(ctx.bareDataDir, '.handoff.lock')} while the daemon serves (/proc/locks: ${JSON.stringify(locks)})`);
+      if (!kinds.includes('ofd') && !kinds.includes('posix')) fail(`the serving daemon (pid ${bare.pid}) holds no write record lock on .handoff.lock (its locks: ${JSON.stringify(kinds)}; /proc/locks: ${JSON.stringify(locks)})`);
+      if (probe.pid !== bare.pid) fail(`.handoff.pid names ${String(probe.pid)}, not the lock holder ${bare.pid}`);
+      return Promise.resolve(`${kinds.join('+')} write lock held by pid ${bare.pid}; .handoff.pid names it`);
+    },
+  },
+  {
+    id: 'lock-conflict',
+    title: 'a second copy on the same data directory refuses to start (exit non-zero); the first serves on',
+    section: '§14',
+    needs: 'bare',
+    run: async (ctx) => {
+      const bare = ctx.bare ?? fail('no bare daemon');
+      const second = new BareDaemon(ctx.program, ctx.bareDataDir, join(ctx.dir, 'second-control.sock'), ctx.tag);
+      try {
+        // A cold start may retry the lock for a while (the reference daemon: 10 s) before it refuses.
+        const exit = await waitForValue('the second copy to exit', () => second.exit, 15_000).catch(() => null);
+        if (!exit) {
+          const health = await getJson(second.port, ctx.healthPath);
+          fail(`the second copy (pid ${second.pid}) did not exit within 15 s${health ? `; it serves (pid ${String(health.pid)}) on the same data directory: two writers` : ''}`);
+        }
+        if (exit?.code === 0) fail(`the second copy exited 0; a refusal to start is a non-zero exit (${second.lastLine()})`);
+        const health = await getJson(bare.port, ctx.healthPath);
+        if (health?.pid !== bare.pid) fail(`the first copy stopped serving after the second tried (answer: ${JSON.stringify(health)})`);
+        const probe = DataDirLock.probe(ctx.bareDataDir);
+        if (!probe.held || probe.pid !== bare.pid) fail(`after the refusal the lock is ${probe.held ? `held by ${String(probe.pid)}` : 'free'}, not held by the first copy ${bare.pid}`);
+        return `the second copy exited ${String(exit?.code ?? exit?.signal)}: ${second.lastLine().slice(0, 200)}`;
+      } finally {
+        second.kill();
+      }
+    },
+  },
+  {
+    id: 'frame-oversized',
+    title: 'a frame whose length is above 1 MiB: the daemon closes the connection at once and serves on',
+    section: '§3',
+    needs: 'bare',
+    run: (ctx) => {
+      const header = new Uint8Array(6);
+      new DataView(header.buffer).setUint32(0, 1_048_577);
+      new DataView(header.buffer).setUint16(4, 1);
+      return badFrame(ctx, 'a length of 1 048 577 (header only, no body)', header, true);
+    },
+  },
+  {
+    id: 'frame-short',
+    title: 'a frame whose length is below 2: the daemon closes the connection and serves on',
+    section: '§3 §12',
+    needs: 'bare',
+    run: (ctx) => badFrame(ctx, 'a length of 1', new Uint8Array([0, 0, 0, 1, 0]), true),
+  },
+  {
+    id: 'payload-garbage',
+    title: 'a frame whose payload is not msgpack: the daemon survives and serves on',
+    section: '§4 §12',
+    needs: 'bare',
+    run: (ctx) => badFrame(ctx, 'a payload of 0xc1 (never used in msgpack)', rawFrame(new Uint8Array([0xc1, 0xc1, 0xc1])), false),
+  },
+  {
+    id: 'wrong-direction',
+    title: 'a valid message of the wrong direction (a Hello sent to the daemon): the daemon survives and serves on',
+    section: '§6 §12',
+    needs: 'bare',
+    run: (ctx) =>
+      badFrame(ctx, 'a Hello sent to the daemon', encodeFrame({ type: 'Hello', role: 'incumbent', pid: process.pid, buildId: 'conformance', protoMin: 1, protoMax: 1, capabilities: 0 }, 'toSupervisor'), false),
+  },
+  {
+    id: 'unknown-message',
+    title: 'a message of an unknown type: the daemon survives and serves on',
+    section: '§4 §12',
+    needs: 'bare',
+    run: (ctx) => badFrame(ctx, 'a message of type "NoSuchMessage"', rawFrame(fixmap({ type: 'NoSuchMessage' })), false),
+  },
+];
+
+// ---- cluster checks ---------------------------------------------------------------------
+
+/** The daemon under test's program for the cluster (its data dir set both ways). */
+export function clusterProgram(program: Program, dataDir: string, extra: Readonly<Record<string, string>> = {}): { command: string; args: string[]; env: Record<string, string> } {
+  return { command: program.command, args: [...program.args], env: { ...program.env, KV_DATA_DIR: dataDir, ...extra } };
+}
+
+type Change = { readonly command?: string; readonly args?: readonly string[]; readonly env?: Readonly<Record<string, string>> };
+
+/** A handoff through the trigger socket; `onPhase` hears each phase the supervisor enters. */
+async function handoff(cluster: Cluster, change: Change, onPhase: (phase: string) => void = () => undefined): Promise<{ result: HandoffResult | null; error: string | null }> {
+  const answers = await ask(cluster.triggerSocket, { cmd: 'upgrade', ...change }, (line: Answer) => {
+    if (line.type === 'phase' && typeof line.phase === 'string') onPhase(line.phase);
+  }).catch((error: unknown): Answer[] => [{ type: 'error', code: 'SUPERVISOR_GONE', message: (error as Error).message }]);
+  const result = answers.find((a) => a.type === 'result');
+  if (result) return { result: result as unknown as HandoffResult, error: null };
+  const last = answers.at(-1);
+  return { result: null, error: last?.type === 'error' ? `${String(last.code)}: ${String(last.message)}` : `no result (last answer ${JSON.stringify(last ?? null)})` };
+}
+
+function describeResult(r: { result: HandoffResult | null; error: string | null }): string {
+  if (!r.result) return `error ${r.error ?? '?'}`;
+  const a = r.result.abortReason;
+  return `${r.result.outcome}${a ? ` (${a.code}: ${a.reason.slice(0, 160)})` : ''}`;
+}
+
+/** A keep-alive connection left idle, so that the incumbent's drain lasts its grace: phase events come before the drain ends. */
+async function idleConnection(port: number, path: string): Promise<Agent> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  await new Promise<void>((resolve) => {
+    request({ host: '127.0.0.1', port, path, agent }, (res) => {
+      res.resume().on('end', () => {
+        resolve();
+      });
+    })
+      .on('error', () => {
+        resolve();
+      })
+      .end();
+  });
+  return agent;
+}
+
+/** The serving daemon's revision as GET <health> reports it (`revision`, or the sum of `revisions`), or null. */
+function revisionOf(health: Record<string, unknown> | null): number | null {
+  if (!health) return null;
+  if (typeof health.revision === 'number') return health.revision;
+  if (Array.isArray(health.revisions) && health.revisions.every((r) => typeof r === 'number')) return health.revisions.reduce((a, b) => a + b, 0);
+  return null;
+}
+
+/** The seal report in the journal (written before Begin), if any. */
+function journalSeal(cluster: Cluster): number[] | null {
+  try {
+    const record = JSON.parse(readFileSync(cluster.journal, 'utf8')) as { phase?: string; seal?: { revisions?: number[] } | null };
+    return record.phase === 'beginning' ? (record.seal?.revisions ?? null) : null;
+  } catch {
+    return null;
+  }
+}
+
+interface Scenario {
+  /** Resets allowed: the scenario kills a process that had accepted connections. */
+  readonly allowResets?: boolean;
+  run(cluster: Cluster, ctx: Context, load: LoadDriver): Promise<string>;
+}
+
+/** Runs `scenario` under load on the cluster, then checks the promises; a broken promise gets a fresh cluster for the next check. */
+async function underLoad(ctx: Context, scenario: Scenario): Promise<string> {
+  const cluster = ctx.cluster ?? fail(`not run: no cluster (${ctx.clusterFailure ?? 'cold start failed'})`);
+  const load = new LoadDriver({ port: cluster.port, readPath: ctx.healthPath, readers: 2, writers: 1, probeEveryMs: 10, requestTimeoutMs: 8_000 }).start();
+  let detail: string;
+  try {
+    await load.waitForProgress(20);
+    detail = await scenario.run(cluster, ctx, load);
+  } catch (error) {
+    await load.stop();
+    const problems = await checkPromises(cluster, null, { allowResets: true, convergeMs: 10_000 });
+    if (problems.length > 0) await ctx.freshCluster();
+    throw error;
+  }
+  const problems = await checkPromises(cluster, load, { allowResets: scenario.allowResets ?? false, convergeMs: 15_000 });
+  if (problems.length > 0) {
+    await ctx.freshCluster();
+    fail(`${detail}; but: ${problems.join('; ')}`);
+  }
+  const report = load.report();
+  return `${detail}; load: ${report.requests} requests, ${report.acknowledgedWrites} acknowledged writes, none lost${report.errors.reset ? `, ${report.errors.reset} resets (allowed: a process was killed)` : ', 0 errors'}`;
+}
+
+/** A rollback: not committed, the incumbent serves on; `codes` are the acceptable abort codes. */
+async function expectRollback(cluster: Cluster, change: Change, codes: readonly string[], onPhase?: (phase: string) => void): Promise<string> {
+  const before = await cluster.health();
+  const r = await handoff(cluster, change, onPhase);
+  if (!r.result) fail(`the supervisor answered no result: ${r.error ?? '?'}`);
+  const result = r.result as HandoffResult;
+  if (result.committed || result.outcome !== 'rolledBack') fail(`expected a rollback with ${codes.join(' or ')}, got ${describeResult(r)}`);
+  if (!codes.includes(result.abortReason?.code ?? '')) fail(`rolled back with ${describeResult(r)}, expected ${codes.join(' or ')}`);
+  const after = await cluster.waitFor('the incumbent to serve again', () => cluster.health(), 10_000);
+  if (after.pid !== before?.pid) fail(`after the rollback pid ${after.pid} serves, not the incumbent ${String(before?.pid)}`);
+  return `rolled back with ${result.abortReason?.code ?? '?'}; the incumbent (pid ${after.pid}) serves on`;
+}
+
+function knob(ctx: Context, name: KnobName, how: string): Readonly<Record<string, string>> {
+  return ctx.knobs[name] ?? skip(`needs a fault knob: --knob ${name}=NAME=VALUE (environment that ${how})`);
+}
+
+/** Kills (or freezes) a daemon when the supervisor enters `phase` of a handoff to the same program; the outcome and the promises are checked. */
+function atPhase(who: 'successor' | 'incumbent', phase: string, signal: 'SIGKILL' | 'SIGSTOP', expect: (r: HandoffResult, hello: Hello | null) => string | null): Scenario {
+  return {
+    allowResets: who === 'incumbent' || phase === 'committed',
+    run: async (cluster, ctx) => {
+      const incumbent = (await cluster.health())?.pid ?? fail('nobody serves before the handoff');
+      const agent = await idleConnection(cluster.port, ctx.healthPath);
+      const seen: { hit: string | null; victim: number | null } = { hit: null, victim: null };
+      try {
+        const r = await handoff(cluster, clusterProgram(ctx.program, cluster.dataDir), (p) => {
+          if (p !== phase || seen.victim !== null) return;
+          seen.victim = who === 'incumbent' ? incumbent : (cluster.daemonPids().find((pid) => pid !== incumbent) ?? null);
+          if (seen.victim === null) return;
+          try {
+            process.kill(seen.victim, signal);
+            seen.hit = p;
+          } catch {
+            // already gone
+          }
+        });
+        const victim = seen.victim;
+        if (seen.hit === null || victim === null) fail(`the supervisor never entered phase ${phase} with a ${who} to ${signal === 'SIGKILL' ? 'kill' : 'freeze'} (${describeResult(r)})`);
+        if (!r.result) fail(`the supervisor answered no result: ${r.error ?? '?'}`);
+        const result = r.result as HandoffResult;
+        const problem = expect(result, ctx.hello);
+        if (problem) fail(`${signal} of the ${who} (pid ${String(victim)}) on phase ${phase}: ${problem} (got ${describeResult(r)})`);
+        return `${signal} of the ${who} (pid ${String(victim)}) on phase ${phase}: ${describeResult(r)}`;
+      } finally {
+        agent.destroy();
+        if (signal === 'SIGSTOP' && seen.victim !== null) {
+          try {
+            process.kill(seen.victim, 'SIGCONT');
+          } catch {
+            // reaped
+          }
+        }
+      }
+    },
+  };
+}
+
+const rolledBack = (r: HandoffResult): string | null => (r.outcome === 'rolledBack' ? null : 'expected a rollback');
+/** A kill that may land just after the phase ended: a rollback, or a commit whose new daemon died (restarted). */
+const rolledBackOrRestarted = (r: HandoffResult): string | null => (r.outcome === 'rolledBack' || r.outcome === 'committed' ? null : 'expected a rollback (or a commit, if the kill landed after Ready)');
+
+const CLUSTER: CheckDef[] = [
+  {
+    id: 'cold-start',
+    title: 'handoff-supervisor cold-starts the daemon: it serves, holds the lock and answers on its control socket',
+    section: '§2 §10',
+    needs: 'cluster',
+    run: async (ctx) => {
+      const cluster = ctx.cluster ?? fail(ctx.clusterFailure ?? 'no cluster');
+      const status = await cluster.status();
+      const health = await cluster.health();
+      const lock = cluster.lock();
+      if (status.lifecycle !== 'serving' || status.incumbent?.pid !== health?.pid) fail(`the supervisor reports ${status.lifecycle} with pid ${String(status.incumbent?.pid)}, the daemon serving is ${String(health?.pid)}`);
+      if (!lock.held || lock.pid !== health?.pid) fail(`the lock is ${lock.held ? `held by ${String(lock.pid)}` : 'free'}, not by the serving daemon ${String(health?.pid)}`);
+      return `pid ${String(health?.pid)} serves, holds the lock, and has a supervisor session`;
+    },
+  },
+  {
+    id: 'handoff-self',
+    title: 'a handoff to the same program under load commits: a new pid serves, no error, no lost write, the revision continues',
+    section: '§7 §16',
+    needs: 'cluster',
+    run: (ctx) =>
+      underLoad(ctx, {
+        run: async (cluster) => {
+          const before = await cluster.health();
+          const r = await handoff(cluster, clusterProgram(ctx.program, cluster.dataDir));
+          if (!r.result?.committed) fail(`the handoff did not commit: ${describeResult(r)}`);
+          const after = await cluster.waitFor('the new daemon to serve', async () => {
+            const h = await cluster.health();
+            return h && h.pid !== before?.pid ? h : null;
+          });
+          const rb = revisionOf(before);
+          const ra = revisionOf(after);
+          if (rb !== null && ra !== null && ra < rb) fail(`the revision went back from ${rb} to ${ra}`);
+          return `committed in ${r.result?.timings.totalMs ?? '?'} ms: pid ${String(before?.pid)} → ${after.pid}${rb !== null && ra !== null ? `, revision ${rb} → ${ra}` : ''}`;
+        },
+      }),
+  },
+  {
+    id: 'revision-continuity',
+    title: 'after a handoff the serving revision is at least the sealed one (the seal report in the journal)',
+    section: '§6 §16',
+    needs: 'cluster',
+    run: (ctx) =>
+      underLoad(ctx, {
+        run: async (cluster) => {
+          // The successor is held (SIGSTOP, well within the liveness timeout) from the drain until
+          // Begin was sent, so that the journal still holds the seal report when it is read.
+          const incumbent = (await cluster.health())?.pid ?? fail('nobody serves');
+          const agent = await idleConnection(cluster.port, ctx.healthPath);
+          let sealed: number[] | null = null;
+          let held: number | null = null;
+          const r = await handoff(cluster, clusterProgram(ctx.program, cluster.dataDir), (phase) => {
+            if (phase === 'preparing') {
+              held = cluster.daemonPids().find((pid) => pid !== incumbent) ?? null;
+              if (held !== null) process.kill(held, 'SIGSTOP');
+            } else if (phase === 'beginning') {
+              // The supervisor journals the seal report as it sends Begin, just after this line.
+              void waitForValue('the journal to hold the seal report', () => journalSeal(cluster), 500, { everyMs: 2 })
+                .then((seal) => (sealed = seal), () => undefined)
+                .finally(() => {
+                  if (held !== null) process.kill(held, 'SIGCONT');
+                });
+            }
+          }).finally(() => {
+            agent.destroy();
+            if (held !== null) {
+              try {
+                process.kill(held, 'SIGCONT');
+              } catch {
+                // gone
+              }
+            }
+          });
+          if (!r.result?.committed) fail(`the handoff did not commit: ${describeResult(r)}`);
+          const seal = sealed as number[] | null;
+          if (seal === null) fail('no seal report in the journal when Begin was sent');
+          const health = await cluster.health();
+          const now = revisionOf(health);
+          if (now === null) skip(`GET ${ctx.healthPath} reports no "revision" (or "revisions") to compare with the sealed ${JSON.stringify(seal)}`);
+          const sum = (seal ?? []).reduce((a, b) => a + b, 0);
+          if ((now ?? 0) < sum) fail(`the successor serves revision ${String(now)}, below the sealed ${JSON.stringify(seal)}`);
+          return `sealed ${JSON.stringify(seal)}, serving revision ${String(now)}`;
+        },
+      }),
+  },
+  {
+    id: 'stale-successor',
+    title: 'a successor whose data does not continue the seal is refused (HANDOFF_REVISIONS_DIVERGED); the incumbent serves on',
+    section: '§6 §16',
+    needs: 'cluster',
+    run: (ctx) => {
+      const env = knob(ctx, 'stale', 'makes a successor open data older than the seal');
+      return underLoad(ctx, { run: (cluster) => expectRollback(cluster, clusterProgram(ctx.program, cluster.dataDir, env), ['HANDOFF_REVISIONS_DIVERGED']) });
+    },
+  },
+  {
+    id: 'abort-spawn-nonexistent',
+    title: 'a handoff to a command that does not exist changes nothing: the incumbent serves on',
+    section: '§8',
+    needs: 'cluster',
+    run: (ctx) =>
+      underLoad(ctx, {
+        run: async (cluster) => {
+          const before = await cluster.health();
+          const r = await handoff(cluster, { command: join(ctx.dir, 'no-such-daemon'), args: [] });
+          if (r.result && (r.result.committed || r.result.outcome !== 'rolledBack')) fail(`expected a rollback or a refusal, got ${describeResult(r)}`);
+          const after = await cluster.health();
+          if (after?.pid !== before?.pid) fail(`pid ${String(after?.pid)} serves, not the incumbent ${String(before?.pid)}`);
+          return `${r.result ? describeResult(r) : `refused: ${r.error ?? '?'}`}; the incumbent (pid ${String(after?.pid)}) serves on`;
+        },
+      }),
+  },
+  {
+    id: 'abort-successor-exits',
+    title: 'a successor that exits at once (`false`) rolls back (HANDOFF_SUCCESSOR_EXITED); the incumbent serves on',
+    section: '§8',
+    needs: 'cluster',
+    run: (ctx) => underLoad(ctx, { run: (cluster) => expectRollback(cluster, { command: 'false', args: [] }, ['HANDOFF_SUCCESSOR_EXITED']) }),
+  },
+  {
+    id: 'abort-hello-timeout',
+    title: 'a successor that never says Hello rolls back after the hello timeout; the incumbent was never asked to drain',
+    section: '§8 §9',
+    needs: 'cluster',
+    run: (ctx) =>
+      underLoad(ctx, {
+        run: async (cluster) => {
+          const p = clusterProgram(ctx.program, cluster.dataDir);
+          // Stops itself before it execs the daemon: alive, silent.
+          return expectRollback(cluster, { command: '/bin/sh', args: ['-c', 'kill -STOP $$; exec "$0" "$@"', p.command, ...p.args], env: p.env }, ['HANDOFF_PHASE_TIMEOUT', 'HANDOFF_SUCCESSOR_SILENT']);
+        },
+      }),
+  },
+  {
+    id: 'abort-slow-ready',
+    title: 'a successor slower than the ready timeout (still heartbeating) rolls back with HANDOFF_PHASE_TIMEOUT; the incumbent re-takes the lock',
+    section: '§8 §9',
+    needs: 'cluster',
+    run: (ctx) => {
+      const env = knob(ctx, 'slow-ready', 'delays the successor between Begin and Ready by more than 5 s (the kit\'s ready timeout) while it heartbeats');
+      return underLoad(ctx, {
+        run: async (cluster) => {
+          try {
+            return await expectRollback(cluster, clusterProgram(ctx.program, cluster.dataDir, env), ['HANDOFF_PHASE_TIMEOUT']);
+          } catch (error) {
+            if (error instanceof CheckFailed && error.message.includes('HANDOFF_SUCCESSOR_SILENT')) fail(`${error.message} — the successor stopped heartbeating during its takeover (long hooks MUST keep heartbeating, §9)`);
+            throw error;
+          }
+        },
+      });
+    },
+  },
+  {
+    id: 'abort-seal-failed',
+    title: 'an incumbent whose seal fails says SealFailed, keeps its lock and serves on (HANDOFF_SEAL_FAILED)',
+    section: '§8 §10',
+    needs: 'cluster',
+    run: (ctx) => {
+      const env = knob(ctx, 'seal-fail', 'makes the daemon\'s seal fail');
+      return underLoad(ctx, {
+        run: async (cluster) => {
+          const to = await handoff(cluster, clusterProgram(ctx.program, cluster.dataDir, env));
+          if (!to.result?.committed) fail(`the handoff to the program with the seal-fail knob did not commit: ${describeResult(to)}`);
+          const incumbent = (await cluster.waitFor('the knob program to serve', () => cluster.health())).pid;
+          const detail = await expectRollback(cluster, clusterProgram(ctx.program, cluster.dataDir), ['HANDOFF_SEAL_FAILED']);
+          const lock = cluster.lock();
+          if (!lock.held || lock.pid !== incumbent) fail(`after the failed seal the lock is ${lock.held ? `held by ${String(lock.pid)}` : 'free'}, not by the incumbent ${incumbent}`);
+          return detail;
+        },
+      }).finally(async () => {
+        // Its seal always fails, so it can never be handed off: the next checks get a fresh cluster.
+        await ctx.freshCluster().catch(() => undefined);
+      });
+    },
+  },
+  {
+    id: 'abort-cancel',
+    title: 'a cancelled handoff rolls back (HANDOFF_CANCELLED)',
+    section: '§8',
+    needs: 'cluster',
+    run: () => Promise.resolve(skip('handoff-supervisor has no cancel request (handoffctl neither); it cancels only when its journal cannot be written, which the kit cannot cause from outside')),
+  },
+  ...(['awaitingHello', 'preparing', 'sealing', 'beginning'] as const).map(
+    (phase): CheckDef => ({
+      id: `successor-killed-${phase}`,
+      title: `SIGKILL of the successor when the supervisor enters ${phase}: rollback, the incumbent serves on`,
+      section: '§8 §10',
+      needs: 'cluster',
+      run: (ctx) => underLoad(ctx, atPhase('successor', phase, 'SIGKILL', phase === 'beginning' ? rolledBackOrRestarted : rolledBack)),
+    }),
+  ),
+  {
+    id: 'successor-killed-committed',
+    title: 'SIGKILL of the new daemon right after the commit point: the supervisor restarts the committed program',
+    section: '§8 §10',
+    needs: 'cluster',
+    run: (ctx) => underLoad(ctx, atPhase('successor', 'committed', 'SIGKILL', (r) => (r.committed ? null : 'expected the commit to stand'))),
+  },
+  {
+    id: 'incumbent-killed-preparing',
+    title: 'SIGKILL of the incumbent during its drain: promoted (RecoverFromDisk) or a cold start; one daemon serves',
+    section: '§8',
+    needs: 'cluster',
+    run: (ctx) =>
+      underLoad(ctx, atPhase('incumbent', 'preparing', 'SIGKILL', (r, hello) => {
+        const recovers = hello !== null && hasCapability(hello.capabilities, 'RecoverFromDisk');
+        if (r.outcome === 'promoted') return null;
+        if (r.outcome === 'coldStart') return recovers ? 'the daemon announces RecoverFromDisk, so its successor should have recovered from disk (promoted)' : null;
+        return `expected ${recovers ? 'promoted (the daemon announces RecoverFromDisk)' : 'promoted or coldStart'}`;
+      })),
+  },
+  {
+    id: 'incumbent-killed-sealing',
+    title: 'SIGKILL of the incumbent during its seal: promoted, a cold start, or (sealed already) committed; one daemon serves',
+    section: '§8',
+    needs: 'cluster',
+    run: (ctx) => underLoad(ctx, atPhase('incumbent', 'sealing', 'SIGKILL', (r) => (['promoted', 'coldStart', 'committed'].includes(r.outcome) ? null : 'expected promoted, coldStart or committed'))),
+  },
+  {
+    id: 'successor-frozen',
+    title: 'a successor frozen (SIGSTOP) past the liveness timeout is silent: rollback (HANDOFF_SUCCESSOR_SILENT)',
+    section: '§9',
+    needs: 'cluster',
+    run: (ctx) =>
+      underLoad(ctx, atPhase('successor', 'preparing', 'SIGSTOP', (r) => (r.outcome === 'rolledBack' && r.abortReason?.code === 'HANDOFF_SUCCESSOR_SILENT' ? null : 'expected a rollback with HANDOFF_SUCCESSOR_SILENT'))),
+  },
+  {
+    id: 'control-intruder',
+    title: 'garbage and an oversized frame on the serving daemon\'s control socket, then a handoff still commits',
+    section: '§2 §3',
+    needs: 'cluster',
+    run: (ctx) =>
+      underLoad(ctx, {
+        run: async (cluster) => {
+          const serving = (await cluster.health())?.pid ?? fail('nobody serves');
+          for (const bytes of [rawFrame(new Uint8Array([0xc1])), new Uint8Array([0x7f, 0xff, 0xff, 0xff, 0, 1])]) {
+            const client = await ControlClient.connect(cluster.controlSocket).catch((e: unknown) => fail((e as Error).message));
+            try {
+              const problem = helloProblem(await client.first(), 'incumbent', serving);
+              if (problem) fail(problem);
+              client.write(bytes);
+              await client.closesWithin(500);
+            } finally {
+              client.destroy();
+            }
+          }
+          const r = await handoff(cluster, clusterProgram(ctx.program, cluster.dataDir));
+          if (!r.result?.committed) fail(`after the intruder's frames the handoff did not commit: ${describeResult(r)}`);
+          return `the daemon greeted the intruder, survived its frames, and the next handoff committed (${r.result?.timings.totalMs ?? '?'} ms)`;
+        },
+      }),
+  },
+  {
+    id: 'reference-to',
+    title: 'a handoff from the daemon to the reference kv daemon commits and the reference serves every acknowledged write (same data format)',
+    section: '§16',
+    needs: 'cluster',
+    run: (ctx) => {
+      const ref = ctx.reference ?? skip('needs --reference kv (the daemon keeps its data in the kv example\'s format)');
+      if ('missing' in ref) skip(ref.missing);
+      return underLoad(ctx, {
+        run: async (cluster) => {
+          const p = (ref as { program: (d: string) => Program }).program(cluster.dataDir);
+          const r = await handoff(cluster, { command: p.command, args: p.args, env: p.env });
+          if (!r.result?.committed) fail(`the handoff to the reference daemon did not commit: ${describeResult(r)}`);
+          const health = await cluster.waitFor('the reference daemon to serve', () => cluster.health());
+          return `committed: the reference daemon (pid ${health.pid}) took over the data`;
+        },
+      });
+    },
+  },
+  {
+    id: 'reference-from',
+    title: 'a handoff from the reference kv daemon back to the daemon commits and it serves every acknowledged write',
+    section: '§16',
+    needs: 'cluster',
+    run: (ctx) => {
+      const ref = ctx.reference ?? skip('needs --reference kv');
+      if ('missing' in ref) skip(ref.missing);
+      return underLoad(ctx, {
+        run: async (cluster) => {
+          const p = (ref as { program: (d: string) => Program }).program(cluster.dataDir);
+          const current = await cluster.status();
+          if (current.program.command !== p.command || JSON.stringify(current.program.args) !== JSON.stringify(p.args)) {
+            const to = await handoff(cluster, { command: p.command, args: p.args, env: p.env });
+            if (!to.result?.committed) fail(`the handoff to the reference daemon did not commit: ${describeResult(to)}`);
+          }
+          const ledger = await writeSome(cluster, 20);
+          const r = await handoff(cluster, clusterProgram(ctx.program, cluster.dataDir));
+          if (!r.result?.committed) fail(`the handoff from the reference daemon did not commit: ${describeResult(r)}`);
+          const lost = await verifyLedger(cluster.port, ledger);
+          if (lost.length) fail(`the daemon does not serve ${lost.length} writes the reference daemon acknowledged: ${lost.slice(0, 5).join(', ')}`);
+          return `committed: the daemon (pid ${String((await cluster.health())?.pid)}) took over the reference daemon's data`;
+        },
+      });
+    },
+  },
+  {
+    id: 'stop',
+    title: 'handoffctl stop: the daemon drains and exits 0, the lock is free, and every acknowledged write is in its data',
+    section: '§10 §15',
+    needs: 'cluster',
+    run: async (ctx) => {
+      const cluster = ctx.cluster ?? fail(`not run: no cluster (${ctx.clusterFailure ?? 'cold start failed'})`);
+      const serving = (await cluster.health())?.pid ?? fail('nobody serves');
+      const load = new LoadDriver({ port: cluster.port, readPath: ctx.healthPath, readers: 2, writers: 1, probeEveryMs: 0 }).start();
+      await load.waitForProgress(20);
+      const report = await load.stop();
+      const started = Date.now();
+      await ask(cluster.triggerSocket, { cmd: 'stop' }).catch(() => []);
+      await cluster.waitFor('the supervisor to exit after stop', () => cluster.supervisorPid === null, 20_000).catch(() => fail('the supervisor did not exit within 20 s of stop'));
+      const ms = Date.now() - started;
+      const exited = cluster.events.find((e) => e.msg === 'daemon-exited' && e.daemonPid === serving);
+      if (!exited) fail(`the supervisor logged no exit of the daemon (pid ${serving})`);
+      if (exited?.reason !== 'exit code 0') fail(`the daemon (pid ${serving}) ended with ${String(exited?.reason)}; on SIGTERM it MUST drain, seal and exit 0`);
+      const left = cluster.daemonPids();
+      if (left.length) fail(`daemons still alive after stop: ${left.join(', ')}`);
+      const lock = cluster.lock();
+      if (lock.held) fail(`the lock is still held (pid file: ${String(lock.pid)}) after stop`);
+      // Start again: every acknowledged write must be there.
+      await cluster.startSupervisor();
+      await cluster.waitFor('the daemon to serve after a restart', () => cluster.health());
+      const lost = await verifyLedger(cluster.port, load.ledger);
+      if (lost.length) fail(`${lost.length} of ${load.ledger.size} acknowledged writes missing after stop and start: ${lost.slice(0, 5).join(', ')}`);
+      return `stopped in ${ms} ms: the daemon exited 0, the lock is free; after a start all ${report.acknowledgedWrites} acknowledged writes are served`;
+    },
+  },
+];
+
+/** Writes `n` keys and returns the acknowledged ones. */
+async function writeSome(cluster: Cluster, n: number): Promise<Map<string, string>> {
+  const ledger = new Map<string, string>();
+  for (let i = 0; i < n; i++) {
+    const key = `conformance-${Date.now().toString(36)}-${i}`;
+    const value = `v${i}`;
+    const ok = await new Promise<boolean>((resolve) => {
+      request({ host: '127.0.0.1', port: cluster.port, method: 'PUT', path: `/kv/${key}`, agent: false, headers: { 'content-length': value.length } }, (res) => {
+        res.resume().on('end', () => {
+          resolve((res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300);
+        });
+      })
+        .on('error', () => {
+          resolve(false);
+        })
+        .end(value);
+    });
+    if (ok) ledger.set(key, value);
+  }
+  return ledger;
+}
+
+/** Every check, in the order they run. */
+export const CHECKS: readonly CheckDef[] = [...BARE, ...CLUSTER];
+
+export { dataDirEnv };

@@ -150,7 +150,7 @@ describe('the Python reference daemon', () => {
     expect(await checkPromises(cluster, load)).toEqual([]);
   });
 
-  it('rolls back to the Python incumbent: a successor that fails to start, a seal that fails, a successor whose data is behind the seal', async () => {
+  it('rolls back to the Python incumbent: a successor that fails to start, a Python or a Node successor whose data is behind the seal', async () => {
     await using cluster = await startCluster({ daemon: python() });
     printOnFailure(cluster);
     const incumbent = await cluster.health();

@@ -1333,7 +1333,7 @@ class Daemon:
         return self.spawn.liveness_ms
 
     def hello(self, role):
-        return {'type': 'Hello', 'role': role, 'pid': os.getpid(), 'buildId': self.build_id[:256],
+        return {'type': 'Hello', 'role': role, 'pid': os.getpid(), 'buildId': self.build_id.encode('utf-8')[:256].decode('utf-8', 'ignore'),
                 'protoMin': PROTO_MIN, 'protoMax': PROTO_MAX, 'capabilities': self.capabilities}
 
     def open_store(self, stale=False):

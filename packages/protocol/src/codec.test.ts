@@ -230,6 +230,7 @@ describe('encodeFrame / FrameDecoder', () => {
     for (const [n, tag] of [[15, '9f'], [16, 'dc']] as const) expect([n, head(Array.from({ length: n }, () => 0))]).toEqual([n, tag]);
     for (const [n, tag] of [[15, '8f'], [16, 'de']] as const) expect([n, head(Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, 0])))]).toEqual([n, tag]);
     expect(Buffer.from(encodeCanonical([null, true, false, 'é'])).toString('hex')).toBe('94c0c3c2a2c3a9');
+    for (const s of ['a', 'é', '€', '𝄞', 'mixed é€𝄞 text', '\ud800']) expect(Buffer.from(encodeCanonical(s)).subarray(1).toString('hex')).toBe(Buffer.from(new TextEncoder().encode(s)).toString('hex'));
     expect(() => encodeCanonical(1.5)).toThrow(/not an integer/);
   });
 

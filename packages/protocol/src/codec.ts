@@ -8,7 +8,7 @@
  */
 import { Unpackr } from 'msgpackr';
 import { HandoffProtocolError, ProtocolErrorCode, describe } from './errors.js';
-import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, parseMessage, toWire } from './messages.js';
+import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, parseMessage, toWire, utf8Length } from './messages.js';
 import type { Direction, Message, MessageOf } from './messages.js';
 
 /** Bytes of the length field plus the version field. */
@@ -92,11 +92,7 @@ class CanonicalWriter {
       else if (value >= -0x8000_0000) this.#head(0xd2, 4, value >>> 0);
       else this.#head(0xd3, 8, value);
     } else if (typeof value === 'string') {
-      const utf8 = new TextEncoder().encode(value);
-      this.#sized(utf8.length, 0xa0, 31, 0xd9, 0xda);
-      this.#room(utf8.length);
-      this.#bytes.set(utf8, this.#at);
-      this.#at += utf8.length;
+      this.#utf8(value);
     } else if (Array.isArray(value)) {
       this.#sized(value.length, 0x90, 15, -1, 0xdc);
       for (const item of value) this.write(item);
@@ -114,6 +110,32 @@ class CanonicalWriter {
 
   bytes(): Uint8Array {
     return this.#bytes.subarray(0, this.#at);
+  }
+
+  /** A str, UTF-8 by hand (the package runs without any runtime's TextEncoder types); a lone surrogate becomes U+FFFD, as TextEncoder does. */
+  #utf8(s: string): void {
+    const n = utf8Length(s);
+    this.#sized(n, 0xa0, 31, 0xd9, 0xda);
+    this.#room(n);
+    const b = this.#bytes;
+    for (const ch of s) {
+      let cp = ch.codePointAt(0) as number;
+      if (cp >= 0xd800 && cp <= 0xdfff) cp = 0xfffd;
+      if (cp < 0x80) b[this.#at++] = cp;
+      else if (cp < 0x800) {
+        b[this.#at++] = 0xc0 | (cp >> 6);
+        b[this.#at++] = 0x80 | (cp & 0x3f);
+      } else if (cp < 0x10000) {
+        b[this.#at++] = 0xe0 | (cp >> 12);
+        b[this.#at++] = 0x80 | ((cp >> 6) & 0x3f);
+        b[this.#at++] = 0x80 | (cp & 0x3f);
+      } else {
+        b[this.#at++] = 0xf0 | (cp >> 18);
+        b[this.#at++] = 0x80 | ((cp >> 12) & 0x3f);
+        b[this.#at++] = 0x80 | ((cp >> 6) & 0x3f);
+        b[this.#at++] = 0x80 | (cp & 0x3f);
+      }
+    }
   }
 }
 

@@ -39,7 +39,15 @@ process.once('SIGTERM', () => { stop.abort(); });
 process.once('SIGINT', () => { stop.abort(); });
 
 function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void {
-  const key = decodeURIComponent((req.url ?? '/').replace(/^\/kv\//, ''));
+  let key: string;
+  try {
+    key = decodeURIComponent((req.url ?? '/').replace(/^\/kv\//, ''));
+  } catch {
+    // A malformed escape (say /kv/%zz) is the client's error, not a reason to crash.
+    res.statusCode = 400;
+    res.end('malformed percent-encoding in the key\n');
+    return;
+  }
   if (req.url?.startsWith('/slow?ms=')) {
     // A long request, to test drains slower than the liveness timeout. The headers go out at
     // once, so a client knows the request is in the daemon's hands.

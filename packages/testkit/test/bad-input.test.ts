@@ -7,9 +7,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
-import { waitUntil } from '../src/index.js';
+import { waitForValue, waitUntil } from '../src/index.js';
 import { Workspace, showOnFailure } from './bin.js';
 import { KV_MAIN } from './kv.js';
 
@@ -126,6 +126,26 @@ describe('the kv daemon given a spawn contract it cannot use', () => {
     expect(r.code, `${r.stdout}${r.stderr}`).toBe(2);
     expect(r.stdout).toBe('');
     expectOneLine(r.stderr, /^handoff-kv: listener "http" \(fd 3\) is a TCP socket bound to no address: listening on it would take a random port on every interface/);
+  });
+});
+
+describe('the kv daemon given a malformed key', () => {
+  it('answers 400 and serves on (a bad percent-escape used to crash it)', async () => {
+    await using ws = new Workspace();
+    const child = spawn(process.execPath, [KV_MAIN], { env: { ...process.env, KV_DATA_DIR: ws.dataDir, KV_PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    onTestFinished(() => {
+      child.kill('SIGKILL');
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const port = await waitForValue('the kv daemon to serve', () => /"http=tcp:127\.0\.0\.1:(\d+)"/.exec(out)?.[1], 15_000, { context: () => out });
+    for (const method of ['GET', 'PUT']) {
+      const r = await fetch(`http://127.0.0.1:${port}/kv/%zz`, { method, ...(method === 'PUT' ? { body: 'v' } : {}) });
+      expect([method, r.status, await r.text()]).toEqual([method, 400, 'malformed percent-encoding in the key\n']);
+    }
+    expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
+    expect(child.exitCode, out).toBeNull();
   });
 });
 

@@ -45,6 +45,7 @@ const STATES: Record<string, IncumbentState> = {
   releasing: drive(...OPEN, 'M:PrepareHandoff', 'drainDone', 'M:SealRequest', 'sealDone'),
   sealed: drive(...OPEN, 'M:PrepareHandoff', 'drainDone', 'M:SealRequest', 'sealDone', 'lockReleased'),
   resuming: drive(...OPEN, 'M:PrepareHandoff', 'M:Abort'),
+  'resuming/hello': drive(...OPEN, 'M:PrepareHandoff', 'sessionOpened'),
   committed: drive(...OPEN, 'M:PrepareHandoff', 'drainDone', 'M:SealRequest', 'sealDone', 'lockReleased', 'M:Commit'),
   exited: drive(...OPEN, 'M:PrepareHandoff', 'M:Abort', 'resumeFailed'),
 };

@@ -2019,6 +2019,10 @@ def check_vectors(path):
         checked += 1
         reader = FrameReader(v['direction'])
         got = reader.feed(bytes.fromhex(v['hex']))
+        if v.get('eof'):
+            truncated = reader.end()
+            if truncated is not None:
+                got.append(('error', truncated))
         ok = len(got) == 1 and got[0][0] == 'error' and got[0][1].code == v['code'] and got[0][1].fatal == v['fatal']
         if not ok:
             print(f'FAIL reject {v["name"]}: {[(k, getattr(e, "code", e)) for k, e in got]}, expected {v["code"]}')

@@ -49,11 +49,11 @@ function toHex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }
 
-/** A frame around raw payload bytes (`length` may be forced, for the invalid ones). */
-function frame(payload: readonly number[], length = payload.length + 2): string {
+/** A frame around raw payload bytes (`length` and `version` may be forced, for the invalid ones). */
+function frame(payload: readonly number[], length = payload.length + 2, version = 1): string {
   const head = Buffer.alloc(6);
   head.writeUInt32BE(length >>> 0);
-  head.writeUInt16BE(1, 4);
+  head.writeUInt16BE(version, 4);
   return toHex(Buffer.concat([head, Buffer.from(payload)]));
 }
 
@@ -72,13 +72,14 @@ export interface AcceptVector {
   readonly hex: string;
 }
 
-/** Bytes every receiver MUST reject with `code` (`fatal`: it MUST also close the connection). */
+/** Bytes every receiver MUST reject with `code` (`fatal`: it MUST also close the connection; `eof`: the stream ends after these bytes). */
 export interface RejectVector {
   readonly name: string;
   readonly direction: Direction;
   readonly hex: string;
   readonly code: string;
   readonly fatal: boolean;
+  readonly eof?: boolean;
 }
 
 const ACCEPT: readonly AcceptVector[] = [
@@ -100,6 +101,12 @@ const REJECT: readonly RejectVector[] = [
   { name: 'an integer above 2^53-1', direction: 'toDaemon', hex: frame(heartbeat([0xcf, 0, 0x20, 0, 0, 0, 0, 0, 0])), code: 'HANDOFF_INVALID_FIELD', fatal: false },
   { name: 'a float that is not an integer', direction: 'toDaemon', hex: frame(heartbeat([0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0])), code: 'HANDOFF_INVALID_FIELD', fatal: false },
   { name: 'a required field missing', direction: 'toDaemon', hex: frame([0x81, ...str('type'), ...str('Commit')]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'the stream ends inside the length field', direction: 'toDaemon', hex: '000000', code: 'HANDOFF_FRAME_TRUNCATED', fatal: true, eof: true },
+  { name: 'the stream ends inside the payload', direction: 'toDaemon', hex: frame(heartbeat([9])).slice(0, -2), code: 'HANDOFF_FRAME_TRUNCATED', fatal: true, eof: true },
+  { name: 'a frame version the receiver does not speak (2)', direction: 'toDaemon', hex: frame(heartbeat([9]), undefined, 2), code: 'HANDOFF_UNSUPPORTED_VERSION', fatal: false },
+  { name: 'a handoffId with a character outside [A-Za-z0-9._:-]', direction: 'toDaemon', hex: frame([0x82, ...str('type'), ...str('Commit'), ...str('handoffId'), ...str('h 1')]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'a code in lower case', direction: 'toDaemon', hex: frame([0x84, ...str('type'), ...str('Abort'), ...str('handoffId'), 0xc0, ...str('code'), ...str('cancelled'), ...str('reason'), 0xa0]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'a text of 4097 bytes', direction: 'toDaemon', hex: frame([0x84, ...str('type'), ...str('Abort'), ...str('handoffId'), 0xc0, ...str('code'), ...str('X'), ...str('reason'), 0xda, 0x10, 0x01, ...Buffer.alloc(4097, 0x61)]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
   { name: 'a message sent the wrong way (Drained to a daemon)', direction: 'toDaemon', hex: frame([0x84, ...str('type'), ...str('Drained'), ...str('handoffId'), ...str('h-1'), ...str('openConnsRemaining'), 0, ...str('acceptClosed'), 0xc3]), code: 'HANDOFF_WRONG_DIRECTION', fatal: false },
 ];
 

@@ -19,7 +19,7 @@ const file = JSON.parse(readFileSync(new URL('../vectors/v1.json', import.meta.u
   byteOrder: string;
   vectors: Vector[];
   accept: { name: string; direction: Direction; message: Message; hex: string }[];
-  reject: { name: string; direction: Direction; hex: string; code: string; fatal: boolean }[];
+  reject: { name: string; direction: Direction; hex: string; code: string; fatal: boolean; eof?: boolean }[];
 };
 
 /** Standard msgpack only: nil, bool, ints, float 64, str, array, map. Anything else throws. */
@@ -114,7 +114,8 @@ describe('decoder vectors (vectors/v1.json: accept, reject)', () => {
   for (const vector of file.reject) {
     it(`rejects ${vector.name} with ${vector.code}`, () => {
       const bytes = Uint8Array.from(Buffer.from(vector.hex, 'hex'));
-      const [r] = new FrameDecoder({ direction: vector.direction }).push(bytes);
+      const decoder = new FrameDecoder({ direction: vector.direction });
+      const [r] = [...decoder.push(bytes), ...(vector.eof ? decoder.end() : [])];
       expect(r).toMatchObject({ ok: false, fatal: vector.fatal, error: { code: vector.code } });
     });
   }

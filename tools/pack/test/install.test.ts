@@ -208,4 +208,14 @@ runtime_dir = "run"
     expect((await ctl(['--socket', trigger, 'stop'])).code).toBe(0);
     expect(await supervisor.exited).toBe(0);
   });
+
+  it('runs the installed conformance kit against the installed example daemon, the reference checks included', async () => {
+    const kv = join(project, 'node_modules', '@handoff', 'example-kv', 'dist', 'main.js');
+    const json = join(dir, 'conformance.json');
+    const checks = ['spawn-contract', 'hello', 'lock-kind', 'cold-start', 'handoff-self', 'reference-to', 'stop'];
+    const r = await run(bin('handoff-conformance'), ['--reference', 'kv', '--only', checks.join(','), '--json', json, '--', process.execPath, kv], { cwd: project, timeout: 180_000, env: { ...process.env, [TAG]: dir } }).catch((error: unknown) => error as { stdout: string; stderr: string; code: number });
+    const report = JSON.parse(readFileSync(json, 'utf8')) as { checks: { id: string; status: string; detail: string }[]; failed: number };
+    expect(report.checks.map((c) => [c.id, c.status]), `${r.stdout}${r.stderr}`).toEqual(checks.map((id) => [id, 'passed']));
+    expect(r.stdout).toMatch(/conformance: 7 passed, 0 failed, 0 skipped/);
+  });
 });

@@ -232,6 +232,9 @@ describe('encodeFrame / FrameDecoder', () => {
     expect(Buffer.from(encodeCanonical([null, true, false, 'é'])).toString('hex')).toBe('94c0c3c2a2c3a9');
     for (const s of ['a', 'é', '€', '𝄞', 'mixed é€𝄞 text', '\ud800']) expect(Buffer.from(encodeCanonical(s)).subarray(1).toString('hex')).toBe(Buffer.from(new TextEncoder().encode(s)).toString('hex'));
     expect(() => encodeCanonical(1.5)).toThrow(/not an integer/);
+    expect(() => encodeCanonical({ a: undefined })).toThrow(/undefined cannot be encoded/);
+    expect(() => encodeCanonical(new Map([['a', 1]]))).toThrow(/a Map cannot be encoded/);
+    expect(() => encodeCanonical(Uint8Array.of(1))).toThrow(/a Uint8Array cannot be encoded/);
   });
 
   it('writes integers above 2^32-1 as uint 64 (the canonical form), not floats', () => {

@@ -75,7 +75,7 @@ class CanonicalWriter {
   }
 
   write(value: unknown): void {
-    if (value === null || value === undefined) this.#head(0xc0, 0, 0);
+    if (value === null) this.#head(0xc0, 0, 0);
     else if (value === false) this.#head(0xc2, 0, 0);
     else if (value === true) this.#head(0xc3, 0, 0);
     else if (typeof value === 'number') {
@@ -96,7 +96,7 @@ class CanonicalWriter {
     } else if (Array.isArray(value)) {
       this.#sized(value.length, 0x90, 15, -1, 0xdc);
       for (const item of value) this.write(item);
-    } else if (typeof value === 'object') {
+    } else if (typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
       const entries = Object.entries(value);
       this.#sized(entries.length, 0x80, 15, -1, 0xde);
       for (const [k, v] of entries) {
@@ -104,7 +104,8 @@ class CanonicalWriter {
         this.write(v);
       }
     } else {
-      throw new HandoffProtocolError(ProtocolErrorCode.InvalidArgument, `a ${typeof value} cannot be encoded in the protocol`);
+      // undefined (a field left out), a Map, a Buffer, a Date…: the protocol has none of them.
+      throw new HandoffProtocolError(ProtocolErrorCode.InvalidArgument, `${value === undefined ? 'undefined' : typeof value === 'object' ? `a ${Object.prototype.toString.call(value).slice(8, -1)}` : `a ${typeof value}`} cannot be encoded in the protocol`);
     }
   }
 

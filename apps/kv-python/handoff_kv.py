@@ -761,7 +761,9 @@ class Store:
                 batch, self.pending = self.pending, []
                 self.cond.release()
                 error = None
+                start = None
                 try:
+                    start = os.fstat(self.fd).st_size
                     data = b''.join(b.line for b in batch)
                     view = memoryview(data)
                     while view:
@@ -769,6 +771,13 @@ class Store:
                     os.fsync(self.fd)
                 except OSError as e:
                     error = e
+                    # Not acknowledged: cut the batch off again, so that the revision (the
+                    # record count) never counts a write nobody was told succeeded.
+                    if start is not None:
+                        try:
+                            os.ftruncate(self.fd, start)
+                        except OSError:
+                            pass
                 finally:
                     self.cond.acquire()
                 for b in batch:

@@ -3,7 +3,7 @@
  * is acknowledged only after its record is fsynced; concurrent writes share one fsync
  * (group commit). The revision is the number of records.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, ftruncateSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, ftruncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 const LOG = 'kv.log';
@@ -74,10 +74,21 @@ export class KvStore {
     const batch = this.#pending;
     this.#pending = [];
     if (batch.length === 0) return;
+    let start: number | null = null;
     try {
+      start = fstatSync(this.#fd).size;
       writeSync(this.#fd, batch.map((w) => w.line).join(''));
       fsyncSync(this.#fd);
     } catch (error) {
+      // Not acknowledged: cut the batch off again, so that the revision (the record count)
+      // never counts a write nobody was told succeeded.
+      if (start !== null) {
+        try {
+          ftruncateSync(this.#fd, start);
+        } catch {
+          // the next open cuts nothing more: the error was reported to every writer
+        }
+      }
       for (const w of batch) w.reject(error as Error);
       return;
     }

@@ -37,11 +37,11 @@ const LOCK_KINDS: Readonly<Record<string, LockKind>> = { OFDLCK: 'ofd', POSIX: '
  * user, the process gone, no lock file).
  */
 export function lockKindsHeldBy(pid: number, dataDir: string): LockKind[] | null {
-  let inode: number;
+  let file: { dev: number; ino: number };
   let fds: string[];
   try {
-    inode = statSync(join(dataDir, LOCK_FILE)).ino;
-    fds = readdirSync(`/proc/${pid}/fdinfo`);
+    file = statSync(join(dataDir, LOCK_FILE));
+    fds = readdirSync(`/proc/${pid}/fd`);
   } catch {
     return null;
   }
@@ -49,6 +49,9 @@ export function lockKindsHeldBy(pid: number, dataDir: string): LockKind[] | null
   for (const fd of fds) {
     let info: string;
     try {
+      // Only the fds open on the lock file itself (same device and inode).
+      const open = statSync(`/proc/${pid}/fd/${fd}`);
+      if (open.dev !== file.dev || open.ino !== file.ino) continue;
       info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
     } catch {
       continue; // closed meanwhile
@@ -56,7 +59,7 @@ export function lockKindsHeldBy(pid: number, dataDir: string): LockKind[] | null
     // "lock:\t1: OFDLCK ADVISORY  WRITE -1 fe:00:2146477 0 EOF": kind, mode, pid, dev:inode, range.
     for (const m of info.matchAll(/^lock:\s+\d+: (\w+)\s+\w+\s+WRITE\s+-?\d+\s+[0-9a-f]+:[0-9a-f]+:(\d+) /gm)) {
       const kind = LOCK_KINDS[m[1] ?? ''];
-      if (kind && Number(m[2]) === inode) kinds.add(kind);
+      if (kind && Number(m[2]) === file.ino) kinds.add(kind);
     }
   }
   return [...kinds];

@@ -14,6 +14,7 @@ import type { Hello } from '@handoff/protocol';
 import { bindListeners } from '@handoff/supervisor';
 import type { HeldListener } from '@handoff/supervisor';
 import { spawnWithListenPid } from '@handoff/supervisor/internal';
+import { waitUntil } from '../wait.js';
 
 /** The daemon program under test. */
 export interface Program {
@@ -186,8 +187,7 @@ export class ControlClient {
 
   /** Waits for the first frame, up to `timeoutMs`. */
   async first(timeoutMs = 3_000): Promise<{ ok: boolean; message?: unknown; error?: string } | null> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.frames.length === 0 && !this.#closed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await waitUntil('a first frame', () => this.frames.length > 0 || this.#closed, timeoutMs, { everyMs: 10 }).catch(() => undefined);
     return this.frames[0] ?? null;
   }
 

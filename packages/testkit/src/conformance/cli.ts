@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   const knobs: Partial<Record<KnobName, Record<string, string>>> = {};
   for (const k of o.knob) {
     const [name, rest] = pair(k, '--knob');
-    if (!KNOB_NAMES.includes(name as KnobName)) die(`unknown knob ${name}; the knobs are ${KNOB_NAMES.join(', ')}`);
+    // (The name is checked by runConformance, the one place that knows the knobs.)
     const [key, value] = pair(rest, `--knob ${name}`);
     knobs[name as KnobName] = { ...knobs[name as KnobName], [key]: value };
   }

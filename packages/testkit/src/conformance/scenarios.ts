@@ -454,7 +454,9 @@ function atPhase(who: 'successor' | 'incumbent', phase: KillPhase, expect: (r: H
           for (const pid of frozen) signal(pid, 'SIGCONT');
           frozen.clear();
         };
-        const successor = (): number | null => cluster.daemonPids().find((pid) => pid !== incumbent) ?? null;
+        // Found once (a scan of /proc takes milliseconds, which a kill on time cannot wait for).
+        let successorPid: number | null = null;
+        const successor = (): number | null => (successorPid ??= cluster.daemonPids().find((pid) => pid !== incumbent) ?? null);
         let victim: number | null = null;
         let killedAt = -1;
         const eventsBefore = cluster.events.length;
@@ -470,12 +472,15 @@ function atPhase(who: 'successor' | 'incumbent', phase: KillPhase, expect: (r: H
               if (who === 'successor' && frozen.has(incumbent)) thaw();
               return;
             }
+            // The successor exists once awaitingHello begins: find it before the phase that matters.
+            if (who === 'successor' && line.to === 'awaitingHello') successor();
             if (who === 'successor' && phase === 'beginning' && line.to === 'preparing') freeze(successor());
             if (line.to !== phase) return;
-            victim = who === 'incumbent' ? incumbent : successor();
-            if (victim === null) return;
+            // Before anything else: the incumbent must not finish its drain or seal meanwhile.
             if (who === 'successor' && (phase === 'preparing' || phase === 'sealing')) freeze(incumbent);
-            if (signal(victim, 'SIGKILL')) killedAt = lines.length;
+            victim = who === 'incumbent' ? incumbent : successor();
+            if (victim !== null && signal(victim, 'SIGKILL')) killedAt = lines.length;
+            else thaw();
           });
         } finally {
           agent.destroy();

@@ -418,6 +418,11 @@ function landedIn(who: 'successor' | 'incumbent', lines: readonly PhaseLine[], f
   return null;
 }
 
+/** Waits (up to 15 s) until the supervisor serves again and a daemon answers: after a missed kill, before the next try. */
+async function settled(cluster: Cluster): Promise<void> {
+  await cluster.waitFor('a daemon to serve after a missed kill', async () => ((await cluster.status().catch(() => null))?.lifecycle === 'serving' ? cluster.health() : null), 15_000).catch(() => undefined);
+}
+
 /** Tries of a kill that landed outside its phase (the phase was over before the kit's kill reached it) before the check is skipped. */
 const PHASE_TRIES = 3;
 
@@ -487,6 +492,12 @@ function atPhase(who: 'successor' | 'incumbent', phase: KillPhase, expect: (r: H
           thaw();
         }
         const killed = victim as number | null; // set in the callback
+        if (killedAt < 0 && who === 'successor' && phase === 'beginning' && r.result?.abortReason?.code === 'HANDOFF_SUCCESSOR_SILENT') {
+          // Frozen from the drain on, it went silent before beginning: the drain and seal outlasted the liveness timeout.
+          misses.push(`no beginning: the successor, frozen from the drain on, was silent past the liveness timeout first (${describeResult(r)})`);
+          await settled(cluster);
+          continue;
+        }
         if (killedAt < 0 || killed === null) fail(`the supervisor never entered phase ${phase} with a ${who} to kill (${describeResult(r)}; phases: ${lines.map((l) => l.to).join(' → ')})`);
         if (!r.result) fail(`the supervisor answered no result: ${r.error ?? '?'}`);
         const result = r.result as HandoffResult;
@@ -497,7 +508,7 @@ function atPhase(who: 'successor' | 'incumbent', phase: KillPhase, expect: (r: H
         if (landed !== phase) {
           misses.push(`${landed} (${describeResult(r)})`);
           // Whatever it did, let the supervisor settle (a restart after a commit) before the next try.
-          await cluster.waitFor('a daemon to serve after a missed kill', async () => ((await cluster.status().catch(() => null))?.lifecycle === 'serving' ? cluster.health() : null), 15_000).catch(() => undefined);
+          await settled(cluster);
           continue;
         }
         const what = `SIGKILL of the ${who} (pid ${String(killed)}) landed in ${landed}${attempt > 1 ? ` (try ${attempt}; missed: ${misses.join(', ')})` : ''}`;

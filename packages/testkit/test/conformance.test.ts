@@ -127,12 +127,13 @@ describe('the conformance kit against the reference daemons', () => {
     expect(report.checks.filter((c) => c.status === 'failed').map((c) => `${c.id}: ${c.detail}`)).toEqual([]);
     expect(report.checks.filter((c) => c.status === 'skipped').map((c) => c.id)).toEqual(['abort-cancel']);
     expect(report.passed).toBeGreaterThanOrEqual(29);
-    expect(report.ms).toBeLessThan(150_000);
     await expectNothingLeft(tmp);
   }, 200_000);
 
   it('the Python kv daemon (apps/kv-python) passes every check, the handoffs to and from the Node daemon included', async (context) => {
     if (NO_PYTHON !== null) context.skip(NO_PYTHON);
+    // .ci/run's second pass (Node 24) leaves the Python daemon to the first.
+    if (process.env.HANDOFF_PYTHON_TESTS === '0') context.skip('HANDOFF_PYTHON_TESTS=0');
     const tmp = privateTmp();
     useTmp(tmp);
     let report: ConformanceReport | null = null;

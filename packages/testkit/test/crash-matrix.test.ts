@@ -9,7 +9,8 @@ import { checkPromises, runCrashScenario, startCluster } from '../src/index.js';
 import { kv } from './kv.js';
 import type { CrashScenario } from '../src/index.js';
 
-const REPEAT = Number(process.env.HANDOFF_CRASH_REPEAT ?? 5);
+// 2 rounds in `pnpm test` (CI runs a third on Node 24); HANDOFF_CRASH_REPEAT=20 soaks.
+const REPEAT = Number(process.env.HANDOFF_CRASH_REPEAT ?? 2);
 
 /**
  * Who serves after recovery: the original incumbent, a new daemon (the successor or a cold

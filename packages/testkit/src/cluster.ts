@@ -13,7 +13,6 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { request } from 'node:http';
 import { DataDirLock } from '@handoff/core';
 import type { LockProbe } from '@handoff/core';
 import { ErrorCode, LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
@@ -23,6 +22,7 @@ import type { DaemonCommand, HandoffRequest, HandoffResult, HeldListener, Superv
 import { spawnWithListenPid } from '@handoff/supervisor/internal';
 import { ask } from '@handoff/supervisor-cli/client';
 import type { Answer } from '@handoff/supervisor-cli/client';
+import { getJson } from './http.js';
 import { waitForValue, waitUntil } from './wait.js';
 
 /** Timeouts for tests: short, so that liveness and recovery cases finish quickly. */
@@ -343,25 +343,9 @@ export class Cluster implements AsyncDisposable {
   }
 
   /** GET the health path on a fresh connection: what the serving daemon says about itself (its pid at least), or null. */
-  health(): Promise<Health | null> {
-    return new Promise((resolve) => {
-      const req = request({ host: '127.0.0.1', port: this.port, path: this.#options.healthPath ?? '/health', agent: false, timeout: 3_000 }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
-          try {
-            const parsed = JSON.parse(body) as Health;
-            resolve(res.statusCode === 200 && typeof parsed.pid === 'number' ? parsed : null);
-          } catch {
-            resolve(null);
-          }
-        });
-      });
-      req.on('timeout', () => req.destroy());
-      req.on('error', () => {
-        resolve(null);
-      });
-      req.end();
-    });
+  async health(): Promise<Health | null> {
+    const answer = await getJson(this.port, this.#options.healthPath ?? '/health');
+    return answer && typeof answer.pid === 'number' ? (answer as unknown as Health) : null;
   }
 
   /** Who holds the data-directory lock. */

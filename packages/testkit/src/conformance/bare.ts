@@ -5,7 +5,6 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
-import { request } from 'node:http';
 import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
@@ -109,28 +108,6 @@ export class BareDaemon {
     }
     this.#close();
   }
-}
-
-/** GET `path` on a fresh connection; the parsed JSON body of a 200, else null. */
-export function getJson(port: number, path: string, timeoutMs = 3_000): Promise<Record<string, unknown> | null> {
-  return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
-        try {
-          const parsed = JSON.parse(body) as unknown;
-          resolve(res.statusCode === 200 && typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : null);
-        } catch {
-          resolve(null);
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => {
-      resolve(null);
-    });
-    req.end();
-  });
 }
 
 /** One connection to a control socket: what the daemon sent (decoded), and whether it closed. */

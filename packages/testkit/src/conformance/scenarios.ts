@@ -17,7 +17,8 @@ import { checkPromises } from '../checks.js';
 import type { Cluster } from '../cluster.js';
 import { LoadDriver, verifyLedger } from '../load.js';
 import { waitForValue } from '../wait.js';
-import { BareDaemon, ControlClient, dataDirEnv, getJson, helloProblem, procLocks } from './bare.js';
+import { getJson } from '../http.js';
+import { BareDaemon, ControlClient, dataDirEnv, helloProblem, procLocks } from './bare.js';
 import type { Program } from './bare.js';
 
 /** A check did not hold. */

@@ -1620,7 +1620,7 @@ class Daemon:
             remaining = self.http.drain(time.monotonic() + deadline_ms / 1000, grace_ms, abort)
             self.store.sync()
         except Exception as e:  # noqa: BLE001 - reported to the supervisor
-            self.loop.post(self.on_drain_failed, str(e) or type(e).__name__)
+            self.loop.post(self.on_hook_failed, 'draining', f'drain failed: {str(e) or type(e).__name__}')
             return
         self.loop.post(self.on_drain_done, remaining)
 
@@ -1630,11 +1630,12 @@ class Daemon:
         self.phase = 'drained'
         self.send({'type': 'Drained', 'handoffId': self.handoff_id, 'openConnsRemaining': remaining, 'acceptClosed': True})
 
-    def on_drain_failed(self, error):
-        if self.phase != 'draining':
+    def on_hook_failed(self, phase, error):
+        """A drain or a seal failed (the lock is still held): SealFailed, then resume."""
+        if self.phase != phase:
             return
-        self.send({'type': 'SealFailed', 'handoffId': self.handoff_id, 'error': f'drain failed: {error}'[:4000]})
-        self.resume(f'drain failed: {error}')
+        self.send({'type': 'SealFailed', 'handoffId': self.handoff_id, 'error': error[:4000]})
+        self.resume(error)
 
     def seal_hook(self, abort):
         try:
@@ -1646,15 +1647,9 @@ class Daemon:
             self.store.close()
             report = {'revisions': [self.store.revision], 'fingerprint': f'rev-{self.store.revision}'}
         except Exception as e:  # noqa: BLE001 - reported to the supervisor
-            self.loop.post(self.on_seal_failed, str(e) or type(e).__name__)
+            self.loop.post(self.on_hook_failed, 'sealing', str(e) or type(e).__name__)
             return
         self.loop.post(self.on_seal_done, report)
-
-    def on_seal_failed(self, error):
-        if self.phase != 'sealing':
-            return
-        self.send({'type': 'SealFailed', 'handoffId': self.handoff_id, 'error': error[:4000]})
-        self.resume(f'seal failed: {error}')
 
     def on_seal_done(self, report):
         if self.phase != 'sealing':

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
 import { waitForValue, waitUntil } from '../src/index.js';
-import { Workspace, showOnFailure } from './bin.js';
+import { Workspace, runToExit, showOnFailure } from './bin.js';
 import { KV_MAIN } from './kv.js';
 
 /** The lines of `output` that are not JSON log lines. */
@@ -41,23 +41,6 @@ async function expectRefusedBothWays(ws: Workspace, file: string, line: RegExp):
     output = sup.output;
   }
   return output;
-}
-
-/** Runs `argv` to its exit, killing it after `timeoutMs` (then the code is null). */
-function runToExit(argv: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const [command = '', ...args] = argv;
-    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
 }
 
 describe('a listener address that is not on this machine', () => {

@@ -22,6 +22,28 @@ export const CTL = join(CLI, 'dist', 'ctl.js');
 /** Set in the environment of every process a workspace starts (inherited by their children), to find and clean them up. */
 const WORKSPACE_TAG = 'HANDOFF_TESTKIT_WORKSPACE';
 
+/**
+ * Runs `argv` to its end and resolves once its output is closed (on 'close': at 'exit' stdio
+ * may still hold data). `timeoutMs` is a deadline, not a wait: a process still running then is
+ * SIGKILLed (and the code is null), so a hung child fails the test instead of hanging it.
+ */
+export function runToExit(argv: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const [command = '', ...args] = argv;
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const deadline = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(deadline);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
 /** A loopback port that was free a moment ago. */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -14,7 +14,7 @@ import { DataDirLock, lockKindsHeldBy } from '@handoff/core';
 import type { DaemonCommand } from '@handoff/supervisor';
 import { LoadDriver, checkPromises, startCluster, waitUntil } from '../src/index.js';
 import type { Cluster, ClusterPaths } from '../src/index.js';
-import { freePort } from './bin.js';
+import { freePort, runToExit } from './bin.js';
 import { KV_MAIN } from './kv.js';
 
 const KV_PYTHON = fileURLToPath(new URL('../../../apps/kv-python/handoff_kv.py', import.meta.url));
@@ -53,22 +53,6 @@ function logRecords(dataDir: string): { k: string; v: string }[] {
   return text.split('\n').slice(0, -1).map((line) => JSON.parse(line) as { k: string; v: string });
 }
 
-/** Runs a process to completion (killed after 30 s); resolves once its output is closed. */
-function run(command: string, args: readonly string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args);
-    let output = '';
-    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
-
 /** One HTTP request on a fresh connection; `onHeaders` hears when the answer's headers came. */
 function http(port: number, method: string, path: string, body?: string, onHeaders?: () => void): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -87,7 +71,8 @@ function http(port: number, method: string, path: string, body?: string, onHeade
 // HANDOFF_PYTHON_TESTS=0: .ci/run's second pass (Node 24), where only the supervisor's Node changed.
 describe.skipIf(process.env.HANDOFF_PYTHON_TESTS === '0')('the Python reference daemon', () => {
   it('passes the golden vectors of the protocol (canonical, accept and reject)', async () => {
-    const { code, output } = await run('python3', [KV_PYTHON, '--check-vectors', VECTORS]);
+    const { code, stdout, stderr } = await runToExit(['python3', KV_PYTHON, '--check-vectors', VECTORS], {}, 30_000);
+    const output = stdout + stderr;
     expect(output).toMatch(/^\d+ vectors, 0 failures$/m);
     expect(code, output).toBe(0);
   });

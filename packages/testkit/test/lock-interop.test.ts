@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { lockKindsHeldBy } from '@handoff/core';
 import { waitForValue, waitUntil } from '../src/index.js';
-import { Workspace, showOnFailure } from './bin.js';
+import { Workspace, runToExit, showOnFailure } from './bin.js';
 import { KV_MAIN } from './kv.js';
 
 const FLOCK_DAEMON = fileURLToPath(new URL('fixtures/flock-daemon.py', import.meta.url));
@@ -40,21 +40,10 @@ async function pythonHolder(dataDir: string, how: 'lockf' | 'flock'): Promise<Ch
 }
 
 /** Tries `fcntl.lockf` from Python once: "got" or "blocked". */
-function pythonTryLockf(dataDir: string): Promise<string> {
-  // (Resolves once its output is closed; killed after 10 s.)
+async function pythonTryLockf(dataDir: string): Promise<string> {
   const code = 'import fcntl, os, sys\nfd = os.open(os.path.join(sys.argv[1], ".handoff.lock"), os.O_RDWR | os.O_CREAT, 0o600)\ntry:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    print("got")\nexcept BlockingIOError:\n    print("blocked")\n';
-  return new Promise((resolve, reject) => {
-    const child = spawn('python3', ['-c', code, dataDir]);
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    child.once('error', reject);
-    child.once('close', () => {
-      clearTimeout(timer);
-      resolve(out.trim());
-    });
-  });
+  const r = await runToExit(['python3', '-c', code, dataDir]);
+  return `${r.stdout}${r.stderr}`.trim();
 }
 
 /** The kv daemon run bare (no supervisor) on `dataDir`, collecting its output. */

@@ -42,6 +42,12 @@ export const Capability = {
   CommitToSuccessor: 1 << 3,
   /** The incumbent answers SpawnHolder: it starts a listener holder as its own child, its listeners inherited. */
   SpawnHolder: 1 << 4,
+  /**
+   * The daemon keeps no data directory (no lock, nothing to seal): its successor starts
+   * accepting on the shared listeners before the incumbent stops, and the incumbent is
+   * stopped only after the commit point (PROTOCOL.md section 7, "Overlap").
+   */
+  Overlap: 1 << 5,
 } as const;
 
 /** One named capability. */

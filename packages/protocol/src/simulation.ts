@@ -15,6 +15,11 @@
  * checks that no process writes without holding the lock; at the end, that exactly one
  * process serves and holds the lock, that the supervisor's lifecycle names that process as
  * the serving daemon, and that no acknowledged write was lost.
+ *
+ * The successor preloads: it reads the durable revision when it starts (before its Hello) and
+ * catches up the rest after Begin. With `stateless`, the daemons keep no data directory and
+ * announce `Overlap`: there is no lock and no write; after every step of a run without a
+ * crash some daemon accepts (the listeners are never without one), and at the end one serves.
  */
 import { FrameDecoder, encodeFrame } from './codec.js';
 import { assertNever } from './errors.js';
@@ -55,6 +60,10 @@ export interface SimFaults {
   readonly successorVersions?: VersionRange;
   /** The successor lacks the RecoverFromDisk capability. */
   readonly successorNoRecovery?: boolean;
+  /** The successor's catch-up after Begin misses what was written since its preload (it serves its preloaded revision). */
+  readonly successorMissesTail?: boolean;
+  /** With `stateless`: the successor does not announce Overlap (an older version): the sealed order runs. */
+  readonly successorNoOverlap?: boolean;
 }
 
 /**
@@ -78,6 +87,8 @@ export interface SimOptions {
    */
   readonly crashes?: readonly SimCrash[];
   readonly faults?: SimFaults;
+  /** Daemons without a data directory, announcing Overlap (and a supervisor offering it). */
+  readonly stateless?: boolean;
   /** Once the choices are used up, acknowledge a write every this many steps (when a writer exists). */
   readonly writeEvery?: number;
   /** Steps before the run is declared stuck. Default 5000. */
@@ -130,6 +141,7 @@ const LOCK_ATTEMPTS = 25;
 /** How often the supervisor looks for a daemon's session before it gives up on it. */
 const SESSION_ATTEMPTS = 40;
 const ALL_CAPS = capabilities('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
+const OVERLAP_CAPS = (ALL_CAPS | capabilities('Overlap')) >>> 0;
 const REQUEST_ID = 1;
 
 /** Timers whose firing the scheduler picks, each owned by a process (gone when it dies). */
@@ -187,6 +199,8 @@ function newChannel(): Channel {
 /** Runs one simulated supervisor life around one handoff. Pure and deterministic for given options. */
 export function simulateHandoff(options: SimOptions = {}): SimResult {
   const faults = options.faults ?? {};
+  const stateless = options.stateless === true;
+  const caps = stateless ? OVERLAP_CAPS : ALL_CAPS;
   const choices = options.choices ?? [];
   const maxSteps = options.maxSteps ?? 5000;
   const trace: string[] = [];
@@ -205,7 +219,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   const alive = new Set<Proc>([SUPERVISOR, INCUMBENT]);
   const name = (p: Proc | null): string => (p ? (p.role === 'restarted' ? `restarted:${p.pid}` : p.role) : 'nobody');
 
-  let lock = INCUMBENT as Proc | null; // changed by effects
+  let lock = (stateless ? null : INCUMBENT) as Proc | null; // changed by effects
   let disk = 5; // durable revision of the data directory (some data exists before the handoff)
   let acked = disk; // highest acknowledged revision
   /** The revision each process believes the data is at (what it opened, plus its own writes). */
@@ -214,13 +228,15 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   let outcome = null as HandoffOutcome | null; // assigned by effects; `as` keeps TS from narrowing it to null
   let settled = false as boolean; // set by effects
   let greeted = false;
+  /** The revision the successor preloaded when it started. */
+  let preloaded = disk;
   const ops: Op[] = [];
 
-  const daemonConfig = (pid: number, buildId: string, caps = ALL_CAPS, versions: VersionRange = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX }) => ({
+  const daemonConfig = (pid: number, buildId: string, daemonCaps = caps, versions: VersionRange = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX }) => ({
     pid,
     buildId,
     versions,
-    capabilities: caps,
+    capabilities: daemonCaps,
     heartbeatMs: SIM_TIMEOUTS.heartbeatMs,
     livenessMs: SIM_TIMEOUTS.livenessMs,
   });
@@ -335,7 +351,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         ops.push({
           who: INCUMBENT,
           name: 'seal completes',
-          run: () => { feedIncumbent(faults.sealFails ? { type: 'sealFailed', error: 'injected' } : { type: 'sealDone', report: { revisions: [disk], fingerprint: `fp-${disk}` } }); },
+          run: () => { feedIncumbent(faults.sealFails ? { type: 'sealFailed', error: 'injected' } : { type: 'sealDone', report: stateless ? { revisions: [], fingerprint: '' } : { revisions: [disk], fingerprint: `fp-${disk}` } }); },
         });
         return;
       case 'releaseLock':
@@ -347,7 +363,9 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         // still give it up), then reports resumeFailed.
         let attempts = 0;
         const attempt = (): void => {
-          if (lock === INCUMBENT || (effect.reacquireLock && lock === null)) {
+          if (stateless) {
+            feedIncumbent({ type: 'resumed' });
+          } else if (lock === INCUMBENT || (effect.reacquireLock && lock === null)) {
             lock = INCUMBENT;
             views.set(INCUMBENT, disk); // re-opens its writer
             feedIncumbent({ type: 'resumed' });
@@ -388,12 +406,18 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
           who: SUCCESSOR,
           name: 'takeover completes',
           run: () => {
+            if (stateless) {
+              feedSuccessor({ type: 'takeoverDone', listeningOn: ['tcp:127.0.0.1:8080'], healthy: !faults.successorUnhealthy, revisions: [] });
+              return;
+            }
             if (lock !== null) {
               feedSuccessor({ type: 'takeoverFailed', error: `lock held by ${name(lock)}` });
               return;
             }
             lock = SUCCESSOR;
-            const view = faults.successorStale && effect.seal ? disk - 1 : disk;
+            // It preloaded when it started and catches up the rest now (unless the fault says otherwise).
+            const caughtUp = faults.successorMissesTail ? preloaded : disk;
+            const view = faults.successorStale && effect.seal ? caughtUp - 1 : caughtUp;
             views.set(SUCCESSOR, view);
             feedSuccessor({ type: 'takeoverDone', listeningOn: ['tcp:127.0.0.1:8080'], healthy: !faults.successorUnhealthy, revisions: [view] });
           },
@@ -418,7 +442,10 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     restarted.push(entry);
     let attempts = 0;
     const takeLock = (): void => {
-      if (lock === null) {
+      if (stateless) {
+        entry.serving = true;
+        log(`${name(proc)} serves`);
+      } else if (lock === null) {
         lock = proc;
         views.set(proc, disk);
         entry.serving = true;
@@ -444,11 +471,19 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
       case 'spawnSuccessor': {
         successorChannel = newChannel();
         alive.add(SUCCESSOR);
-        const config = daemonConfig(SUCCESSOR.pid, 'v2', faults.successorNoRecovery ? capabilities('SealProgress') : ALL_CAPS, faults.successorVersions);
+        const successorCaps = faults.successorNoRecovery ? capabilities('SealProgress') : faults.successorNoOverlap ? ALL_CAPS : caps;
+        const config = daemonConfig(SUCCESSOR.pid, 'v2', successorCaps, faults.successorVersions);
         successor = drive<SuccessorState, SuccessorEvent, SuccessorEffect, SuccessorTimer>(SUCCESSOR, 'successor', initialSuccessorState(config), successorTransition, (e) => {
           runSuccessorEffect(e);
         });
-        ops.push({ who: SUCCESSOR, name: 'successor starts', run: () => { feedSuccessor({ type: 'start' }); } });
+        ops.push({
+          who: SUCCESSOR,
+          name: 'successor preloads and starts',
+          run: () => {
+            preloaded = disk;
+            feedSuccessor({ type: 'start' });
+          },
+        });
         handoff?.feed({ type: 'spawned', pid: SUCCESSOR.pid });
         lifecycle.feed({ type: 'successorSpawned', requestId: REQUEST_ID, pid: SUCCESSOR.pid });
         return;
@@ -461,6 +496,10 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         return;
       case 'stopSuccessor':
         ops.push({ who: SUPERVISOR, name: 'SIGKILL successor', run: () => { kill(SUCCESSOR, 'stopped by the supervisor'); } });
+        return;
+      case 'stopIncumbent':
+        // SIGTERM: the old incumbent stops accepting, finishes its requests and exits.
+        ops.push({ who: INCUMBENT, name: 'the old incumbent drains and exits', run: () => { kill(INCUMBENT, 'exit 0: stopped after the overlap commit'); } });
         return;
       case 'finished':
         outcome = effect.outcome;
@@ -503,7 +542,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
           const hello = control.toSupervisor.shift();
           const greeting = hello ? control.supervisorDecoder.push(hello)[0] : undefined;
           if (!greeting?.ok || greeting.message.type !== 'Hello') problems.push('the incumbent did not open its session with Hello');
-          send(control, 'toDaemon', { type: 'HelloAck', version: PROTOCOL_VERSION_MAX, handoffId: null, capabilities: ALL_CAPS });
+          send(control, 'toDaemon', { type: 'HelloAck', version: PROTOCOL_VERSION_MAX, handoffId: null, capabilities: caps });
           lifecycle.feed({ type: 'recovered', adopted: { pid: INCUMBENT.pid, buildId: 'v1' }, now: clock.now() });
           return;
         }
@@ -511,7 +550,8 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         // it is still on its way; cold-start when nobody holds the lock.
         let attempts = 0;
         const attempt = (): void => {
-          const holder = lock;
+          // Without a data directory, whoever answers on the control socket is adopted.
+          const holder = stateless ? (daemons().find((p) => isServing(p.pid) === 'yes') ?? daemons().find((p) => isServing(p.pid) === 'not yet') ?? null) : lock;
           if (holder && isServing(holder.pid) === 'yes') lifecycle.feed({ type: 'recovered', adopted: { pid: holder.pid, buildId: '' }, now: clock.now() });
           else if (holder && ++attempts < SESSION_ATTEMPTS) ops.push({ who: SUPERVISOR, name: 'recovery waits for the lock holder', run: attempt });
           else lifecycle.feed({ type: 'recovered', adopted: null, now: clock.now() });
@@ -541,7 +581,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
           runHandoffEffect(e);
         });
         handoff = run;
-        run.feed({ type: 'start', spec: { handoffId: 'h-1', timeouts: SIM_TIMEOUTS, capabilities: ALL_CAPS } });
+        run.feed({ type: 'start', spec: { handoffId: 'h-1', timeouts: SIM_TIMEOUTS, capabilities: caps } });
         return;
       }
       case 'rejectHandoff':
@@ -593,19 +633,26 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   // ---- world ---------------------------------------------------------------------------
   const daemons = (): Proc[] => [...alive].filter((p) => p !== SUPERVISOR);
   const writers = (): Proc[] =>
-    daemons().filter((p) => {
+    stateless ? [] : daemons().filter((p) => {
       if (p === INCUMBENT) return incumbent.state.phase === 'serving' || incumbent.state.phase === 'draining';
       if (p === SUCCESSOR) return successor?.state.phase === 'ready' || successor?.state.phase === 'committed';
       return restarted.find((r) => r.proc === p)?.serving === true;
     });
   /** Processes that believe they hold the lock (the incumbent while releasing is excluded: it is letting go). */
   const believedHolders = (): Proc[] =>
-    daemons().filter((p) => {
+    stateless ? [] : daemons().filter((p) => {
       if (p === INCUMBENT) return incumbent.state.lockHeld && incumbent.state.phase !== 'releasing';
       if (p === SUCCESSOR) return successor?.state.lockHeld === true;
       return restarted.find((r) => r.proc === p)?.serving === true;
     });
   const servers = (): Proc[] => daemons().filter((p) => isServing(p.pid) === 'yes');
+  /** Daemons that accept on the listeners now: an incumbent before its drain, a successor once it listens. */
+  const acceptors = (): Proc[] =>
+    daemons().filter((p) => {
+      if (p === INCUMBENT) return incumbent.state.phase === 'serving';
+      if (p === SUCCESSOR) return successor?.state.phase === 'ready' || successor?.state.phase === 'committed';
+      return restarted.find((r) => r.proc === p)?.serving === true;
+    });
 
   type Action = { readonly label: string; readonly run: () => void; readonly background: boolean };
   const deliverFrom = (channel: Channel, direction: Direction, to: Proc): Action | undefined => {
@@ -745,16 +792,21 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     for (const holder of holders) {
       if (lock !== holder) problems.push(`step ${step}: ${name(holder)} believes it holds the lock, but ${name(lock)} does`);
     }
+    // Overlap: the listeners never go without a daemon accepting on them (barring a crash).
+    if (stateless && !faults.successorNoOverlap && crashed.length === 0 && acceptors().length === 0) problems.push(`step ${step}: no daemon accepts`);
   }
   if (step >= maxSteps) problems.push(`no quiescence after ${maxSteps} steps`);
 
   const serving = servers().map((proc) => ({ role: proc.role, holdsLock: lock === proc }));
   const servingProcs = servers();
-  if (serving.length !== 1) problems.push(`expected exactly one serving daemon, found ${serving.length}: ${servingProcs.map(name).join(', ') || 'none'}`);
-  for (const p of servingProcs) if (lock !== p) problems.push(`${name(p)} serves without holding the lock`);
-  if (disk < acked) problems.push(`acknowledged writes lost: acked ${acked}, durable ${disk}`);
-  for (const p of servingProcs) if (views.get(p) !== disk) problems.push(`${name(p)} serves revision ${String(views.get(p))}, the data is at ${disk}`);
   const supervisorAlive = alive.has(SUPERVISOR);
+  if (stateless) {
+    // No lock, no data: one daemon serves (two only while no supervisor runs to stop the old one).
+    if (serving.length === 0 || (supervisorAlive && serving.length > 1)) problems.push(`expected one serving daemon, found ${serving.length}: ${servingProcs.map(name).join(', ') || 'none'}`);
+  } else if (serving.length !== 1) problems.push(`expected exactly one serving daemon, found ${serving.length}: ${servingProcs.map(name).join(', ') || 'none'}`);
+  if (!stateless) for (const p of servingProcs) if (lock !== p) problems.push(`${name(p)} serves without holding the lock`);
+  if (disk < acked) problems.push(`acknowledged writes lost: acked ${acked}, durable ${disk}`);
+  if (!stateless) for (const p of servingProcs) if (views.get(p) !== disk) problems.push(`${name(p)} serves revision ${String(views.get(p))}, the data is at ${disk}`);
   if (supervisorAlive) {
     const life = lifecycle.state;
     // What the supervisor reports must be the truth: it serves with the daemon that serves.

@@ -4,7 +4,9 @@
  * Phases: `idle` -> `spawning` -> `awaitingHello` -> `preparing` -> `sealing` -> `beginning`
  * -> `committed`, with `aborting` -> `rolledBack` | `failed` on any failure before the commit
  * point (a valid Ready). `committed`, `rolledBack` and `failed` are final: every event there
- * is ignored. See PROTOCOL.md, "Supervisor phases".
+ * is ignored. With `Overlap` in force (a daemon without a data directory) the order is
+ * `awaitingHello` -> `beginning` -> `committed`: the successor accepts next to the incumbent,
+ * which is stopped only after the commit point. See PROTOCOL.md, "Supervisor phases".
  */
 import { AbortCode, HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
 import type { CancelTimer, SetTimer, Timeouts, Transition } from './machine.js';
@@ -40,7 +42,7 @@ export interface HandoffSpec {
   readonly timeouts: Timeouts;
   /** Versions the supervisor speaks. Default this package's range. */
   readonly versions?: VersionRange;
-  /** Capabilities the supervisor offers. */
+  /** Capabilities the supervisor offers (`Overlap` only when it configures no data directory). */
   readonly capabilities: number;
 }
 
@@ -78,6 +80,8 @@ export interface SupervisorState {
   readonly version: number | null;
   /** Capabilities in force with the successor. */
   readonly capabilities: number;
+  /** `Overlap` is in force: the successor serves beside the incumbent; no drain, no seal before the commit point. */
+  readonly overlap: boolean;
   readonly incumbentAlive: boolean;
   readonly incumbentConnected: boolean;
   /** True once PrepareHandoff was sent. */
@@ -117,6 +121,11 @@ export type SupervisorEffect =
   | { readonly type: 'sendToIncumbent'; readonly message: ToDaemonMessage }
   /** SIGTERM, SIGKILL after `graceMs`, reap; then feed `successorGone`. */
   | { readonly type: 'stopSuccessor'; readonly graceMs: number }
+  /**
+   * With `Overlap`, after the commit point: stop the old incumbent as an operator's stop does
+   * (SIGTERM: it stops accepting, finishes in-flight work and exits 0), SIGKILL after `graceMs`.
+   */
+  | { readonly type: 'stopIncumbent'; readonly graceMs: number }
   | { readonly type: 'coldStart'; readonly reason: string }
   | { readonly type: 'sealProgress'; readonly completed: number; readonly total: number }
   | { readonly type: 'finished'; readonly outcome: HandoffOutcome }
@@ -135,6 +144,7 @@ export function initialSupervisorState(): SupervisorState {
     successorGreeted: false,
     version: null,
     capabilities: 0,
+    overlap: false,
     incumbentAlive: true,
     incumbentConnected: true,
     incumbentPrepared: false,
@@ -228,7 +238,7 @@ function abortForViolation(state: SupervisorState, error: HandoffProtocolError):
 /** Sends Begin; with no seal the successor recovers from disk (the incumbent died). */
 function begin(state: SupervisorState, seal: SealReport | null): Result {
   const s = spec(state);
-  if (seal === null && !hasCapability(state.capabilities, 'RecoverFromDisk')) {
+  if (seal === null && !state.overlap && !hasCapability(state.capabilities, 'RecoverFromDisk')) {
     return abort(state, AbortCode.NoRecovery, 'the incumbent died and the successor cannot recover from disk (no RecoverFromDisk capability)');
   }
   return {
@@ -256,12 +266,14 @@ function onHello(state: SupervisorState, hello: Hello): Result {
     return abort({ ...state, successorGreeted: true }, AbortCode.VersionMismatch, message);
   }
   const capabilities = commonCapabilities(s.capabilities, hello.capabilities);
-  const greeted: SupervisorState = { ...state, successorGreeted: true, version, capabilities };
+  const overlap = hasCapability(capabilities, 'Overlap');
+  const greeted: SupervisorState = { ...state, successorGreeted: true, version, capabilities, overlap };
   const effects: SupervisorEffect[] = [
     { type: 'sendToSuccessor', message: { type: 'HelloAck', version, handoffId: s.handoffId, capabilities } },
     { type: 'setTimer', timer: 'successorLiveness', ms: s.timeouts.livenessMs },
   ];
-  if (!state.incumbentAlive) {
+  // Overlap: nothing to drain or seal first; the incumbent serves on until the commit point.
+  if (!state.incumbentAlive || overlap) {
     const r = begin(greeted, null);
     return { state: r.state, effects: [...effects, ...r.effects] };
   }
@@ -353,6 +365,15 @@ function onSuccessorMessage(state: SupervisorState, message: ToSupervisorMessage
       const bad = (state.phase === 'beginning' ? undefined : violation(state, 'Ready before Begin')) ?? checkId(state, message);
       if (bad) return abortForViolation(state, bad);
       if (!message.healthy) return abort(state, AbortCode.Unhealthy, 'the successor reported itself unhealthy in Ready');
+      if (state.overlap) {
+        // The successor accepts already; the old incumbent now stops as on an operator's stop.
+        const stop: SupervisorEffect[] = state.incumbentAlive ? [{ type: 'stopIncumbent', graceMs: s.timeouts.drainMs + s.timeouts.stopGraceMs }] : [];
+        return finish({ ...state, abort: null }, 'committed', [
+          { type: 'journal', phase: 'committed', seal: null },
+          { type: 'sendToSuccessor', message: { type: 'Commit', handoffId: s.handoffId } },
+          ...stop,
+        ]);
+      }
       if (state.seal) {
         const gap = explainRevisionGap(state.seal.revisions, message.revisions);
         if (gap !== undefined) return abort(state, AbortCode.RevisionsDiverged, `the successor's data does not continue the sealed data: ${gap}`);

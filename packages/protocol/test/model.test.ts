@@ -123,6 +123,14 @@ describe('model: four machines, random interleavings and crashes', () => {
     }
   });
 
+  it('catches a successor whose catch-up after its preload misses the tail written meanwhile (revision continuity)', () => {
+    const options: SimOptions = { faults: { successorMissesTail: true }, writeEvery: 2 };
+    const r = simulateHandoff(options);
+    check(r, options);
+    expect(r.outcome).toMatchObject({ kind: 'rolledBack', code: 'HANDOFF_REVISIONS_DIVERGED' });
+    expect(r.serving).toEqual([{ role: 'incumbent', holdsLock: true }]);
+  });
+
   it('catches a lifecycle that loses track of a successor dying after the commit point (the check is not vacuous)', () => {
     // The supervisor's bug before the lifecycle machine: the successor's death between the
     // commit point and the supervisor adopting it as the serving daemon went unnoticed.
@@ -134,6 +142,63 @@ describe('model: four machines, random interleavings and crashes', () => {
     expect(broken.length).toBeGreaterThan(0);
     expect(broken.join('\n')).toMatch(/expected exactly one serving daemon, found 0|reports pid \d+ as serving/);
   });
+});
+
+describe('model: overlap handoffs of a daemon without a data directory', () => {
+  const OVERLAP = simulateHandoff({ stateless: true });
+  const overlapWhen = fc.oneof(fc.record({ atStep: fc.nat(3 * OVERLAP.steps) }), fc.record({ afterLine: fc.constantFrom(...OVERLAP.trace) }));
+  const overlapCrash = (roles: fc.Arbitrary<SimRole>): fc.Arbitrary<SimCrash> =>
+    fc.tuple(roles, overlapWhen, fc.array(fc.nat(8), { maxLength: 3 })).map(([role, w, then]) => ({ role, ...w, then }));
+  const overlapFaults: fc.Arbitrary<SimFaults> = fc.oneof(
+    { weight: 6, arbitrary: fc.constant({}) },
+    fc.constant({ successorUnhealthy: true }),
+    fc.constant({ successorNoOverlap: true }),
+    fc.constant({ successorVersions: { min: 2, max: 3 } }),
+  );
+
+  it('commits with a daemon accepting at every step: the successor listens before the incumbent stops, nothing drains or seals first', () => {
+    check(OVERLAP, { stateless: true });
+    expect(OVERLAP.outcome).toMatchObject({ kind: 'committed', committed: true });
+    expect(OVERLAP.serving.map((s) => s.role)).toEqual(['successor']);
+    expect(OVERLAP.lifecycle).toEqual({ phase: 'serving', restarts: 0 });
+    const trace = OVERLAP.trace.join('\n');
+    expect(trace).not.toMatch(/PrepareHandoff|SealRequest/);
+    // The commit point comes before the old incumbent stops.
+    expect(OVERLAP.trace.findIndex((l) => l.startsWith('handoff finished: committed'))).toBeLessThan(OVERLAP.trace.findIndex((l) => l.startsWith('incumbent dies')));
+  });
+
+  it('falls back to the sealed order when the successor does not announce Overlap', () => {
+    const r = simulateHandoff({ stateless: true, faults: { successorNoOverlap: true } });
+    check(r, { stateless: true });
+    expect(r.outcome).toMatchObject({ kind: 'committed' });
+    expect(r.trace.join('\n')).toMatch(/PrepareHandoff/);
+  });
+
+  it('keeps one server, a truthful supervisor and a daemon always accepting in any interleaving, fault and crash', () => {
+    const seen = { committed: 0, rolledBack: 0, supervisorCrash: 0, incumbentCrash: 0, successorCrash: 0 };
+    fc.assert(
+      fc.property(choicesArb, fc.oneof(fc.array(overlapCrash(fc.constantFrom('incumbent', 'successor', 'restarted')), { maxLength: 2 }), overlapCrash(fc.constant('supervisor')).map((c) => [c])), overlapFaults, (choices, crashes, faults) => {
+        const options: SimOptions = { stateless: true, choices, faults, crashes };
+        const r = simulateHandoff(options);
+        check(r, options);
+        if (r.outcome?.kind === 'committed' || r.outcome?.kind === 'rolledBack') seen[r.outcome.kind] += 1;
+        for (const role of r.crashed) if (role !== 'restarted') seen[`${role}Crash`] += 1;
+      }),
+      { numRuns: Number(process.env.HANDOFF_MODEL_RUNS ?? 4000) / 2 },
+    );
+    for (const [what, count] of Object.entries(seen)) expect(count, `${what} never happened: ${JSON.stringify(seen)}`).toBeGreaterThan(0);
+  });
+
+  for (const role of ['supervisor', 'incumbent', 'successor'] as const) {
+    it(`converges when the ${role} is killed at any step of an overlap handoff`, () => {
+      for (let atStep = 0; atStep <= OVERLAP.steps + 2; atStep++) {
+        for (const faults of [{}, { successorUnhealthy: true }] as SimFaults[]) {
+          const options: SimOptions = { stateless: true, crashes: [{ role, atStep }], faults };
+          check(simulateHandoff(options), options);
+        }
+      }
+    });
+  }
 });
 
 /**

@@ -5,6 +5,14 @@
  * resumes after an aborted handoff, and as a successor takes over and checks that its
  * data continues the sealed data before it listens.
  *
+ * A successor can also preload its data before it says Hello — read-only, without the lock,
+ * while the incumbent still serves — and after Begin only catch up with what the incumbent
+ * wrote since, so that the time nobody accepts does not grow with the data (`preload`,
+ * `catchUp`, `warmUp`; PROTOCOL.md §7, "Preloading and warming up").
+ *
+ * While a hook runs, the event loop is watched: a hook that blocks it for longer than a
+ * third of the liveness timeout gets one line on stderr (see loop-watch.ts).
+ *
  * `runDaemon` resolves when the process should exit, with the code to exit with.
  */
 import { createServer } from 'node:http';
@@ -23,6 +31,7 @@ import { DataDirLock } from './lock.js';
 import { Successor } from './successor.js';
 import { crashPoint } from './crash-points.js';
 import { armFailureFile, disarmFailureFile } from './failure-file.js';
+import { watchLoop } from './loop-watch.js';
 
 // A daemon started by a supervisor keeps its last output from the moment this library is
 // loaded, so that a failure before it serves can be shown with the handoff's outcome.
@@ -40,8 +49,16 @@ export interface OpenContext {
   readonly reason: 'coldStart' | 'takeover' | 'recover' | 'resume';
 }
 
-/** Options of {@link runDaemon}. */
-export interface DaemonOptions<S> {
+/** What `preload` is told. */
+export interface PreloadContext {
+  readonly dataDir: string;
+}
+
+/**
+ * Options of {@link runDaemon}. `S` is the open data; `P`, what `preload` hands to `catchUp`
+ * (only for a daemon that preloads).
+ */
+export interface DaemonOptions<S, P = unknown> {
   readonly buildId: string;
   /**
    * The data directory to lock and open. Default: `HANDOFF_DATA_DIR`, which the supervisor
@@ -52,8 +69,31 @@ export interface DaemonOptions<S> {
   readonly controlSocket?: string;
   /** Listener names, with the address to bind when the supervisor did not pass them. */
   readonly listeners: Readonly<Record<string, ListenAddress>>;
-  /** Opens the data, with the lock held. */
+  /** Opens the data, with the lock held: a cold start, a recovery, a resume after an abort, and a takeover without `preload`. */
   open(context: OpenContext): Promise<S>;
+  /**
+   * A successor's head start, called before it says Hello (so before the supervisor asks the
+   * incumbent to drain), while the incumbent still holds the lock, writes and serves: read
+   * the data read-only — never write, never create or truncate a file, never take the lock.
+   * It must end within the supervisor's `helloMs` (`[timeouts] hello`, 10 s by default),
+   * counted from the successor's spawn, or the handoff is abandoned. Its result goes to
+   * `catchUp`. If it throws, one line goes to stderr and `open` is used after Begin: a
+   * failed preload never fails the handoff. Requires `catchUp`.
+   */
+  preload?(context: PreloadContext): Promise<P>;
+  /**
+   * Called instead of `open` when taking over from a sealed incumbent after a successful
+   * `preload`, with the lock held: bring the preloaded state up to date with what the
+   * incumbent wrote since (and check that it is the same data; reload in full otherwise).
+   * Its revisions must continue the seal, as `open`'s.
+   */
+  catchUp?(preloaded: P, context: OpenContext): Promise<S>;
+  /**
+   * Called by a successor before its Hello, after `preload`: warm up its own hot paths
+   * (exercise a handler, the JSON paths). Keep it short: it counts against `helloMs` too. If
+   * it throws, one line goes to stderr and the handoff goes on.
+   */
+  warmUp?(): Promise<void>;
   /** Last revision per shard. */
   revisions(state: S): readonly number[];
   fingerprint?(state: S): string;
@@ -92,7 +132,7 @@ function describeAddress(server: Server): string {
  * that cannot be made — a malformed spawn contract or an unusable inherited listener (exit
  * code 2), the lock held by another process (exit code 1) — resolves with the reason, too.
  */
-export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRole): Promise<IncumbentExit> {
+export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, given?: DetectedRole): Promise<IncumbentExit> {
   let detected: DetectedRole;
   try {
     detected = given ?? detectRole();
@@ -100,6 +140,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
     if (error instanceof CoreError) return { code: 2, reason: error.message };
     throw error;
   }
+  if (options.preload && !options.catchUp) return { code: 2, reason: 'runDaemon: preload is given without catchUp, which brings the preloaded data up to date after Begin: give both or neither' };
   const dataDir = options.dataDir ?? detected.dataDir;
   if (!dataDir) return { code: 2, reason: 'no data directory: run under handoff-supervisor (it passes [daemon] data_dir as HANDOFF_DATA_DIR) or give runDaemon a dataDir' };
   const controlSocket = options.controlSocket ?? detected.controlSocket ?? `${dataDir}/.handoff.sock`;
@@ -108,6 +149,12 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
   let lastSeal: SealReport | null = null;
   let sealed = false;
   let served: Served[] = [];
+  const heartbeatMs = options.heartbeatMs ?? detected.timing.heartbeatMs;
+  const livenessMs = options.livenessMs ?? detected.timing.livenessMs;
+  // A hook that blocks the event loop this long is a third of the way to being taken for dead.
+  const watchOptions = { livenessMs: livenessMs ?? DEFAULT_TIMEOUTS.livenessMs, thresholdMs: (livenessMs ?? DEFAULT_TIMEOUTS.livenessMs) / 3 };
+  const watched = <T>(hook: string, run: () => Promise<T>): Promise<T> => watchLoop(hook, run, watchOptions);
+  const open = (context: OpenContext): Promise<S> => watched('open()', () => options.open(context));
 
   const listen = async (current: S): Promise<string[]> => {
     served = [];
@@ -138,19 +185,19 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
   const drainable: Drainable = {
     async drain(deadline, signal, graceMs) {
       const grace = graceMs ?? options.drainGraceMs ?? DEFAULT_TIMEOUTS.drainGraceMs;
-      const reports = await Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal })));
+      const reports = await watched('the drain (your request handlers)', () => Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal }))));
       return { openConnsRemaining: reports.reduce((n, r) => n + r.openConnsRemaining, 0), acceptClosed: true };
     },
     async seal() {
       const current = requireState();
-      await options.seal(current);
+      await watched('seal()', () => options.seal(current));
       sealed = true;
       lastSeal = { revisions: [...options.revisions(current)], fingerprint: options.fingerprint?.(current) ?? '' };
       return lastSeal;
     },
     async resumeAfterAbort() {
       if (sealed) {
-        state = await options.open({ dataDir, seal: lastSeal, reason: 'resume' });
+        state = await open({ dataDir, seal: lastSeal, reason: 'resume' });
         sealed = false;
       }
       const listeningOn = await listen(requireState());
@@ -158,8 +205,6 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
       options.onServing?.({ role: detected.role, promoted: false, listeningOn });
     },
   };
-  const heartbeatMs = options.heartbeatMs ?? detected.timing.heartbeatMs;
-  const livenessMs = options.livenessMs ?? detected.timing.livenessMs;
   const timing = { ...(heartbeatMs ? { heartbeatMs } : {}), ...(livenessMs ? { livenessMs } : {}) };
   let stopping = false;
   // A stopping daemon closes its servers: it has nothing to pass on to a listener holder.
@@ -171,7 +216,7 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
     let listeningOn: string[];
     try {
       const lock = await DataDirLock.acquireOrBreakStale(dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
-      state = await options.open({ dataDir, seal: null, reason: 'coldStart' });
+      state = await open({ dataDir, seal: null, reason: 'coldStart' });
       listeningOn = await listen(state);
       incumbent = await Incumbent.bind({ ...incumbentOptions, lock });
     } catch (error) {
@@ -184,6 +229,8 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
     options.onServing?.({ role: 'cold', promoted: false, listeningOn });
   } else {
     const successor = Successor.connect({ channelFd: detected.channelFd, ...timing });
+    // Before Hello: the supervisor asks the incumbent to drain only once Hello arrives.
+    let preloaded = await preloadBeforeHello(options, dataDir, watched);
     let exitWith: Promise<IncumbentExit> | undefined;
     try {
       const handshook = await successor.handshake(options.buildId);
@@ -192,7 +239,17 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
       let lock: DataDirLock;
       try {
         lock = await DataDirLock.acquire(dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
-        state = await options.open({ dataDir, seal: begun.seal, reason: begun.seal ? 'takeover' : 'recover' });
+        if (preloaded && begun.seal && options.catchUp) {
+          const catchUp = options.catchUp.bind(options);
+          const { value } = preloaded;
+          const context: OpenContext = { dataDir, seal: begun.seal, reason: 'takeover' };
+          state = await watched('catchUp()', () => catchUp(value, context));
+          crashPoint('successor:caught-up');
+        } else {
+          // A recovery (the incumbent died: no seal) reads the data as it is, in full.
+          preloaded = null; // not kept in memory beside the data open reads
+          state = await open({ dataDir, seal: begun.seal, reason: begun.seal ? 'takeover' : 'recover' });
+        }
       } catch (error) {
         begun.fail(messageOf(error));
         return await begun.exited;
@@ -239,4 +296,39 @@ export async function runDaemon<S>(options: DaemonOptions<S>, given?: DetectedRo
   for (const s of served) s.server.closeAllConnections();
   await incumbent.close();
   return exit;
+}
+
+/**
+ * A successor's work before its Hello: `preload` (read-only, without the lock), then
+ * `warmUp`. Null when there is nothing preloaded: no `preload`, or it failed (one line on
+ * stderr; `open` is used after Begin).
+ */
+async function preloadBeforeHello<S, P>(
+  options: DaemonOptions<S, P>,
+  dataDir: string,
+  watched: <T>(hook: string, run: () => Promise<T>) => Promise<T>,
+): Promise<{ readonly value: P } | null> {
+  let preloaded: { readonly value: P } | null = null;
+  if (options.preload) {
+    const preload = options.preload.bind(options);
+    try {
+      const value = await watched('preload()', () => {
+        const running = preload({ dataDir });
+        crashPoint('successor:preloading');
+        return running;
+      });
+      preloaded = { value };
+    } catch (error) {
+      process.stderr.write(`handoff: preload() failed: ${messageOf(error)}; the data will be opened in full with open() after Begin\n`);
+    }
+  }
+  if (options.warmUp) {
+    const warmUp = options.warmUp.bind(options);
+    try {
+      await watched('warmUp()', warmUp);
+    } catch (error) {
+      process.stderr.write(`handoff: warmUp() failed: ${messageOf(error)}; the handoff goes on\n`);
+    }
+  }
+  return preloaded;
 }

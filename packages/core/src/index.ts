@@ -17,4 +17,4 @@ export { HttpDrainer } from './http-drain.js';
 export type { HttpDrainOptions, HttpDrainReport } from './http-drain.js';
 export { runDaemon } from './daemon.js';
 export { CrashEnv } from './crash-points.js';
-export type { DaemonOptions, ListenAddress, OpenContext } from './daemon.js';
+export type { DaemonOptions, ListenAddress, OpenContext, PreloadContext } from './daemon.js';

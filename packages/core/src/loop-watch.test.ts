@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import { blockedLine, formatDuration, watchLoop } from './loop-watch.js';
+
+function busyWait(ms: number): void {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    // blocking on purpose
+  }
+}
+
+describe('watchLoop', () => {
+  it('reports a hook that blocks the event loop, naming it and the block', async () => {
+    const lines: string[] = [];
+    const result = await watchLoop(
+      'open()',
+      () => {
+        busyWait(400);
+        return Promise.resolve('opened');
+      },
+      { thresholdMs: 100, livenessMs: 300, write: (line) => lines.push(line) },
+    );
+    expect(result).toBe('opened');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^handoff: open\(\) blocked the event loop for \d+ ms \(heartbeats stop while it is blocked; the supervisor's liveness timeout is 300 ms\): do long work in slices or off the main thread — PROTOCOL\.md §9$/);
+    expect(Number(/for (\d+) ms/.exec(lines[0] ?? '')?.[1])).toBeGreaterThanOrEqual(200);
+  });
+
+  it('reports a block in the middle of a hook at once, while the hook still runs, and only once', async () => {
+    const lines: string[] = [];
+    let reportedWhileRunning = false;
+    await watchLoop(
+      'seal()',
+      async () => {
+        busyWait(300);
+        // The next turns of the loop: the timer fires and reports.
+        const deadline = Date.now() + 5_000;
+        while (lines.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+        reportedWhileRunning = lines.length === 1;
+        busyWait(300); // a second block: no second line
+      },
+      { thresholdMs: 100, livenessMs: 3_000, write: (line) => lines.push(line) },
+    );
+    expect(reportedWhileRunning).toBe(true);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain('handoff: seal() blocked the event loop for ');
+  });
+
+  it('says nothing about a hook that yields to the event loop', async () => {
+    const lines: string[] = [];
+    await watchLoop(
+      'catchUp()',
+      async () => {
+        const end = Date.now() + 400;
+        while (Date.now() < end) {
+          busyWait(2);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      },
+      { thresholdMs: 300, livenessMs: 900, write: (line) => lines.push(line) },
+    );
+    expect(lines).toEqual([]);
+  });
+
+  it('passes on the error of a hook that fails, and stops watching', async () => {
+    const lines: string[] = [];
+    await expect(watchLoop('preload()', () => Promise.reject(new Error('no data')), { thresholdMs: 100, livenessMs: 300, write: (line) => lines.push(line) })).rejects.toThrow('no data');
+    expect(lines).toEqual([]);
+  });
+});
+
+describe('formatDuration', () => {
+  it('reads as people write durations', () => {
+    expect(formatDuration(400)).toBe('400 ms');
+    expect(formatDuration(3_000)).toBe('3 s');
+    expect(formatDuration(3_420)).toBe('3.4 s');
+    expect(blockedLine('open()', 3_400, 3_000)).toBe(
+      "handoff: open() blocked the event loop for 3.4 s (heartbeats stop while it is blocked; the supervisor's liveness timeout is 3 s): do long work in slices or off the main thread — PROTOCOL.md §9",
+    );
+  });
+});

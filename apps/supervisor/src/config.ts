@@ -21,7 +21,7 @@ export type ListenerConfig =
 /** The validated configuration. */
 export interface Config {
   readonly source: string;
-  readonly daemon: { readonly command: string; readonly args: readonly string[]; readonly env: Readonly<Record<string, string>>; readonly cwd: string; readonly dataDir: string };
+  readonly daemon: { readonly command: string; readonly args: readonly string[]; readonly env: Readonly<Record<string, string>>; readonly cwd: string; readonly dataDir: string | null; readonly successorNice: number };
   readonly listeners: readonly ListenerConfig[];
   readonly controlSocket: string;
   readonly triggerSocket: string;
@@ -232,14 +232,17 @@ export function parseConfig(text: string, file: string): Config {
   top.done();
 
   const d: Reader = section('daemon');
-  if (!top.has('daemon')) top.fail(null, 'a [daemon] table is required, with at least command and data_dir');
+  if (!top.has('daemon')) top.fail(null, 'a [daemon] table is required, with at least command (and data_dir for a daemon that keeps data)');
   const daemon = {
     command: d.string('command'),
     args: d.strings('args'),
     env: d.stringTable('env'),
     // Relative paths (and a missing cwd) are the configuration file's directory's.
     cwd: absolute(base, d.optionalString('cwd') ?? '.'),
-    dataDir: absolute(base, d.string('data_dir')),
+    // Absent: the daemon keeps no data directory; its handoffs overlap (PROTOCOL.md section 7).
+    dataDir: d.has('data_dir') ? absolute(base, d.string('data_dir')) : null,
+    // A successor runs this many nice steps lower until Begin (when the supervisor may restore it).
+    successorNice: d.int('successor_nice', 10, 0, 19),
   };
   d.done();
 
@@ -286,7 +289,7 @@ export function parseConfig(text: string, file: string): Config {
   so.done();
 
   const s: Reader = section('supervisor');
-  const journal = s.has('journal') ? absolute(base, s.string('journal')) : join(daemon.dataDir, '.handoff-journal.json');
+  const journal = s.has('journal') ? absolute(base, s.string('journal')) : daemon.dataDir === null ? join(dirname(controlSocket), 'journal.json') : join(daemon.dataDir, '.handoff-journal.json');
   const pidFile = s.has('pid_file') ? absolute(base, s.string('pid_file')) : join(dirname(triggerSocket), 'supervisor.pid');
   const logFormat = s.oneOf('log_format', ['auto', 'json', 'pretty'] as const, 'auto');
   const logFile = s.has('log_file') ? absolute(base, s.string('log_file')) : null;

@@ -7,7 +7,7 @@
  * reported.
  */
 import { readFileSync, readdirSync } from 'node:fs';
-import { DataDirLock } from '@handoff/core';
+import { servingDaemonPid } from '@handoff/supervisor';
 import { isAlive, waitForDeath } from '@handoff/supervisor/internal';
 import { ask } from './client.js';
 import type { Config } from './config.js';
@@ -92,8 +92,8 @@ export async function forceOut(config: Config, pid: number): Promise<ForceOutcom
   // process of the tree gets SIGCONT in case it was stopped), and whatever of the tree is
   // left after the stop grace is killed. The lock holder is named apart: a daemon adopted
   // after a supervisor restart is no longer a descendant of the keeper.
-  const holder = DataDirLock.probe(config.daemon.dataDir);
-  const daemon = holder.held && holder.pid !== null && holder.pid !== pid ? holder.pid : null;
+  const holder = servingDaemonPid(config.daemon.dataDir, config.journal);
+  const daemon = holder !== pid ? holder : null;
   const targets = [...new Set([pid, ...descendants(pid), ...(daemon === null ? [] : [daemon])])].filter(isAlive);
   const since = Date.now();
   for (const p of [pid, daemon]) if (p !== null) signal(p, 'SIGTERM');

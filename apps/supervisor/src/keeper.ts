@@ -17,8 +17,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import type { Logger } from 'pino';
-import { DataDirLock } from '@handoff/core';
 import { LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
+import { servingDaemonPid } from '@handoff/supervisor';
 import type { HeldListener } from '@handoff/supervisor';
 import { spawnWithListenPid, stopProcess } from '@handoff/supervisor/internal';
 import { configDir } from './config.js';
@@ -117,10 +117,10 @@ export function runKeeper(options: KeeperOptions): Promise<never> {
 
   /** A stop whose supervisor failed: stop the daemon as the spawn contract says (SIGTERM: drain, seal, exit), then end. */
   const finishStop = async (code: number): Promise<never> => {
-    const holder = DataDirLock.probe(config.daemon.dataDir);
-    if (holder.held && holder.pid !== null && holder.pidAlive) {
-      log.warn({ daemonPid: holder.pid }, 'the supervisor could not finish the stop: stopping the daemon directly (SIGTERM, then SIGKILL after the shutdown timeout)');
-      await stopProcess(holder.pid, config.timeouts.shutdownMs);
+    const holder = servingDaemonPid(config.daemon.dataDir, config.journal);
+    if (holder !== null) {
+      log.warn({ daemonPid: holder }, 'the supervisor could not finish the stop: stopping the daemon directly (SIGTERM, then SIGKILL after the shutdown timeout)');
+      await stopProcess(holder, config.timeouts.shutdownMs);
     }
     return finish(code);
   };

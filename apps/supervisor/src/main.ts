@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import type { Logger } from 'pino';
 import pretty from 'pino-pretty';
 import { FieldLimits } from '@handoff/protocol';
-import { bindListeners, listenersFromEnv, lockHeld, requestListenerHolder, selfTestHeldListeners, startListening } from '@handoff/supervisor';
+import { bindListeners, daemonPresent, listenersFromEnv, requestListenerHolder, selfTestHeldListeners, startListening } from '@handoff/supervisor';
 import { isAlive } from '@handoff/supervisor/internal';
 import type { HeldListener } from '@handoff/supervisor';
 import { ask } from './client.js';
@@ -129,7 +129,7 @@ async function takeOverFromDaemon(config: Config, args: readonly string[], previ
     process.stdout.write(`handoff-supervisor: ${how}; it passed the listeners to a new supervisor, running in the background as pid ${holderPid}; log: ${log}\n`);
     process.exit(0);
   } catch (error) {
-    return fatal(1, `the listeners are in use by the daemon serving ${config.daemon.dataDir}, and taking it over failed: ${(error as Error).message}`);
+    return fatal(1, `the listeners are in use by the daemon serving ${config.daemon.dataDir ?? config.controlSocket}, and taking it over failed: ${(error as Error).message}`);
   }
 }
 
@@ -243,7 +243,7 @@ async function main(): Promise<void> {
   } catch (error) {
     closeListeners();
     pidFile.release();
-    if (/EADDRINUSE/.test((error as Error).message) && lockHeld(config.daemon.dataDir)) await takeOverFromDaemon(config, childArgs, forced?.kind === 'released' ? forced.pid : null);
+    if (/EADDRINUSE/.test((error as Error).message) && daemonPresent(config.daemon.dataDir, config.controlSocket)) await takeOverFromDaemon(config, childArgs, forced?.kind === 'released' ? forced.pid : null);
     fatal(1, (error as Error).message);
   }
   if (config.hooks.preStart) {

@@ -12,7 +12,7 @@ import { bindControlSocket } from './control-socket.js';
 import type { BoundControlSocket } from './control-socket.js';
 import { crashPoint } from './crash-points.js';
 import { CoreError, CoreErrorCode } from './errors.js';
-import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
+import { MachineDriver, assertNever, messageOf, readBeforeJudging } from '@handoff/protocol/internal';
 import { spawnHolder } from './holder.js';
 import { DataDirLock } from './lock.js';
 
@@ -39,8 +39,11 @@ export interface Drainable {
 /** Options of {@link Incumbent.bind}. */
 export interface IncumbentOptions {
   readonly controlSocket: string;
-  /** The data-directory lock this process holds. */
-  readonly lock: DataDirLock;
+  /**
+   * The data-directory lock this process holds; null for a daemon without a data directory,
+   * which then announces `Overlap` (its successor accepts before it stops, PROTOCOL.md section 7).
+   */
+  readonly lock: DataDirLock | null;
   readonly drainable: Drainable;
   readonly buildId: string;
   readonly capabilities?: number;
@@ -69,6 +72,11 @@ const holderChannel = diagnosticsChannel('handoff:incumbent:holder');
 /** Default capabilities of a Node daemon using this library. */
 export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
 
+/** The capabilities a daemon announces: `Overlap` without a data directory, `SpawnHolder` when it can name its listeners' fds. */
+export function defaultCapabilities(options: { readonly stateless: boolean; readonly spawnHolder: boolean }): number {
+  return (DAEMON_CAPABILITIES | (options.stateless ? capabilityBits('Overlap') : 0) | (options.spawnHolder ? capabilityBits('SpawnHolder') : 0)) >>> 0;
+}
+
 /** The machine configuration of this process as a daemon (incumbent or successor). */
 export function daemonConfig(buildId: string, options: { readonly capabilities?: number; readonly heartbeatMs?: number; readonly livenessMs?: number }): DaemonConfig {
   return {
@@ -84,7 +92,7 @@ export function daemonConfig(buildId: string, options: { readonly capabilities?:
 /** A serving incumbent. */
 export class Incumbent {
   readonly #options: IncumbentOptions;
-  #lock: DataDirLock;
+  #lock: DataDirLock | null;
   readonly #machine: MachineDriver<IncumbentState, IncumbentEvent, IncumbentEffect, IncumbentTimer>;
   #control: BoundControlSocket | undefined;
   #channel: Channel<'toSupervisor'> | undefined;
@@ -96,10 +104,12 @@ export class Incumbent {
   private constructor(options: IncumbentOptions) {
     this.#options = options;
     this.#lock = options.lock;
-    const capabilities = options.capabilities ?? (options.listenerFds ? (DAEMON_CAPABILITIES | capabilityBits('SpawnHolder')) >>> 0 : DAEMON_CAPABILITIES);
+    const capabilities = options.capabilities ?? defaultCapabilities({ stateless: options.lock === null, spawnHolder: options.listenerFds !== undefined });
     this.#machine = new MachineDriver({
       initial: initialIncumbentState(daemonConfig(options.buildId, { ...options, capabilities })),
       transition: incumbentTransition,
+      // A drain or seal that blocked this event loop must not make the live supervisor look dead.
+      postpone: readBeforeJudging(),
       onEffect: (effect) => {
         this.#run(effect);
       },
@@ -119,7 +129,7 @@ export class Incumbent {
    * @throws CoreError when the control socket is served by a live process.
    */
   static async bind(options: IncumbentOptions): Promise<Incumbent> {
-    if (options.lock.state !== 'held') throw new CoreError(CoreErrorCode.WrongState, 'Incumbent.bind needs a held DataDirLock');
+    if (options.lock !== null && options.lock.state !== 'held') throw new CoreError(CoreErrorCode.WrongState, 'Incumbent.bind needs a held DataDirLock (or null for a daemon without a data directory)');
     const incumbent = new Incumbent(options);
     incumbent.#control = await bindControlSocket(options.controlSocket, (socket) => {
       incumbent.#onConnection(socket);
@@ -132,8 +142,8 @@ export class Incumbent {
     return this.#machine.state.phase;
   }
 
-  /** The lock held now (a new one after resuming from a released lock). */
-  get lock(): DataDirLock {
+  /** The lock held now (a new one after resuming from a released lock); null without a data directory. */
+  get lock(): DataDirLock | null {
     return this.#lock;
   }
 
@@ -206,7 +216,7 @@ export class Incumbent {
         return;
       }
       case 'releaseLock':
-        this.#lock.release();
+        this.#lock?.release();
         crashPoint('incumbent:after-release');
         this.#feed({ type: 'lockReleased' });
         return;
@@ -250,7 +260,7 @@ export class Incumbent {
       await hook.done;
     }
     try {
-      if (reacquireLock && this.#lock.state !== 'held') {
+      if (reacquireLock && this.#lock !== null && this.#lock.state !== 'held') {
         try {
           this.#lock = await DataDirLock.acquire(this.#lock.dataDir, { waitMs: this.#options.lockRetryMs ?? 3_000 });
         } catch (error) {

@@ -9,7 +9,7 @@ export type { DetectedRole, ListenFd, SpawnTiming } from './env.js';
 export { DEFAULT_BACKLOG, InheritedListener, InheritedListeners } from './listeners.js';
 export { DataDirLock, LOCK_FILE, PID_FILE, lockKindsHeldBy } from './lock.js';
 export type { AcquireOptions, LockKind, LockProbe, LockState } from './lock.js';
-export { DAEMON_CAPABILITIES, Incumbent } from './incumbent.js';
+export { DAEMON_CAPABILITIES, Incumbent, defaultCapabilities } from './incumbent.js';
 export type { DrainReport, Drainable, IncumbentExit, IncumbentOptions } from './incumbent.js';
 export { BegunSuccessor, HandshookSuccessor, Successor } from './successor.js';
 export type { Readiness, SuccessorOptions } from './successor.js';

@@ -10,7 +10,7 @@
  */
 import { Socket } from 'node:net';
 import { initialSuccessorState, successorTransition } from '@handoff/protocol';
-import { MachineDriver, assertNever } from '@handoff/protocol/internal';
+import { MachineDriver, assertNever, readBeforeJudging } from '@handoff/protocol/internal';
 import type { SealReport, SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState, SuccessorTimer } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { crashPoint } from './crash-points.js';
@@ -50,6 +50,8 @@ class SuccessorSession {
     this.#machine = new MachineDriver({
       initial: initialSuccessorState(daemonConfig(buildId, options)),
       transition: successorTransition,
+      // A takeover that blocked this event loop must not make the live supervisor look dead.
+      postpone: readBeforeJudging(),
       onEffect: (effect) => {
         this.#run(effect);
       },

@@ -57,6 +57,24 @@ export interface MachineDriverOptions<S, E, X extends { readonly type: string },
   readonly onStep?: (step: DriverStep<S, E>) => void;
   /** Default {@link systemClock}. */
   readonly clock?: Clock;
+  /**
+   * Asked when a timer is due, before the machine sees it: a number of milliseconds postpones
+   * the timeout (the timer stays armed, and is asked about again when it is next due), null
+   * lets it through. `lateMs`: how long after its due time the timer ran (the process's own
+   * event loop was blocked); `postponedMs`: how long this arming was postponed so far.
+   */
+  readonly postpone?: (timer: T, info: { readonly lateMs: number; readonly postponedMs: number }) => number | null;
+}
+
+/**
+ * A {@link MachineDriverOptions.postpone} for a process whose own event loop may have been
+ * blocked: a timer that ran more than `lateMs` late is postponed once by a millisecond, so that
+ * what arrived on its sockets meanwhile (a peer's heartbeats, queued while this process could
+ * not read) is read before the timeout is judged. Without it, a daemon blocked for longer than
+ * the liveness timeout takes its live supervisor for dead.
+ */
+export function readBeforeJudging(lateMs = 100): (timer: string, info: { readonly lateMs: number; readonly postponedMs: number }) => number | null {
+  return (_timer, info) => (info.lateMs > lateMs && info.postponedMs === 0 ? 1 : null);
 }
 
 /** Drives a machine whose timers are named `T`. */
@@ -107,21 +125,31 @@ export class MachineDriver<S, E extends { readonly type: string }, X extends { r
     this.#timers.clear();
   }
 
+  #arm(timer: T, ms: number, postponedMs: number): void {
+    const due = this.#clock.now() + ms;
+    const handle = this.#clock.setTimer(
+      ms,
+      () => {
+        // A timer cancelled or re-armed meanwhile is stale: the machine never sees it.
+        if (this.#timers.get(timer) !== handle) return;
+        this.#timers.delete(timer);
+        const later = this.#options.postpone?.(timer, { lateMs: Math.max(0, this.#clock.now() - due), postponedMs }) ?? null;
+        if (later !== null) {
+          this.#arm(timer, later, postponedMs + later);
+          return;
+        }
+        this.feed({ type: 'timeout', timer, now: this.#clock.now() } satisfies TimeoutEvent<T> as unknown as E);
+      },
+      timer,
+    );
+    this.#timers.set(timer, handle);
+  }
+
   #run(effect: X): void {
     if (effect.type === 'setTimer') {
       const { timer, ms } = effect as unknown as SetTimer<T>;
       this.#cancel(timer);
-      const handle = this.#clock.setTimer(
-        ms,
-        () => {
-          // A timer cancelled or re-armed meanwhile is stale: the machine never sees it.
-          if (this.#timers.get(timer) !== handle) return;
-          this.#timers.delete(timer);
-          this.feed({ type: 'timeout', timer, now: this.#clock.now() } satisfies TimeoutEvent<T> as unknown as E);
-        },
-        timer,
-      );
-      this.#timers.set(timer, handle);
+      this.#arm(timer, ms, 0);
     } else if (effect.type === 'cancelTimer') {
       this.#cancel((effect as unknown as CancelTimer<T>).timer);
     } else {

@@ -219,7 +219,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   const alive = new Set<Proc>([SUPERVISOR, INCUMBENT]);
   const name = (p: Proc | null): string => (p ? (p.role === 'restarted' ? `restarted:${p.pid}` : p.role) : 'nobody');
 
-  let lock = (stateless ? null : INCUMBENT) as Proc | null; // changed by effects
+  let lock: Proc | null = stateless ? null : INCUMBENT; // changed by effects
   let disk = 5; // durable revision of the data directory (some data exists before the handoff)
   let acked = disk; // highest acknowledged revision
   /** The revision each process believes the data is at (what it opened, plus its own writes). */

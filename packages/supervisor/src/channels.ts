@@ -34,6 +34,8 @@ export const SupervisorChannels = {
   restart: 'handoff:supervisor:restart',
   /** The supervisor gave up restarting (crash loop, or policy `never`). */
   gaveUp: 'handoff:supervisor:gave-up',
+  /** A daemon of a handoff sent nothing past the liveness timeout but works on the CPU (its event loop blocked): it is given more time. */
+  peerBusy: 'handoff:supervisor:peer-busy',
   /** The incumbent reported progress of a long seal. */
   sealProgress: 'handoff:supervisor:seal-progress',
   /** A state machine rejected an event: a peer broke the protocol, or a bug. */
@@ -59,6 +61,7 @@ export interface SupervisorChannelMessages {
   sessionRefused: { readonly reason: string };
   restart: { readonly reason: string; readonly delayMs: number; readonly failuresInWindow: number };
   gaveUp: { readonly reason: string };
+  peerBusy: { readonly handoffId: string; readonly peer: 'incumbent' | 'successor'; readonly pid: number; readonly silentMs: number; readonly cpuMs: number };
   sealProgress: { readonly handoffId: string; readonly completed: number; readonly total: number };
   violation: { readonly machine: 'handoff' | 'lifecycle'; readonly error: string };
   probation: { readonly pid: number; readonly outcome: 'started' | 'passed' | 'reverted' | 'failed'; readonly reason: string | null; readonly ms: number | null };

@@ -9,9 +9,10 @@ import { dirname, join } from 'node:path';
 import { Channel, crashPoint } from '@handoff/core/internal';
 import { initialSupervisorState, supervisorTransition } from '@handoff/protocol';
 import type { AbortCode, DaemonProgram, HandoffOutcome, JournalPhase, OutcomeKind, SealReport, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState, SupervisorTimer, Timeouts } from '@handoff/protocol';
-import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/internal';
+import { AbortCode as AbortCodes } from '@handoff/protocol';
+import { MachineDriver, assertNever, messageOf, readBeforeJudging } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
-import { describeExit, processStartTime, readFailureFile, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
+import { describeExit, lowerPriority, mayRestorePriority, processCpuMs, processStartTime, readFailureFile, restorePriority, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
 import type { SpawnOptions, SpawnedDaemon } from './processes.js';
 import type { IncumbentSession } from './session.js';
 
@@ -56,6 +57,8 @@ export interface RunIncumbent {
 export interface RunContext {
   readonly timeouts: Timeouts;
   readonly capabilities: number;
+  /** Nice steps the successor runs lower until Begin; 0: as the incumbent. */
+  readonly successorNice?: number;
   readonly spawnOptions: Omit<SpawnOptions, 'role'>;
   writeJournal(phase: JournalPhase, handoffId: string | null, successor: { pid: number; startTime: string | null } | null, seal: SealReport | null): void;
   /** The successor exists (so its death is watched from now on). */
@@ -72,12 +75,19 @@ export class HandoffRun {
   readonly #machine: MachineDriver<SupervisorState, SupervisorEvent, SupervisorEffect, SupervisorTimer>;
   #successor: SpawnedDaemon | null = null;
   #successorExited = false;
+  /** The successor runs at a lower priority until Begin. */
+  #successorLowered = false;
   #successorChannel: Channel<'toDaemon'> | null = null;
   readonly #started = Date.now();
   #phaseStarted = Date.now();
   readonly #phases: Partial<Record<SupervisorPhase, number>> = {};
   #resolve!: (outcome: HandoffOutcome) => void;
   readonly #detach: (() => void)[] = [];
+  /** Per peer: when it last sent something or was last found working, and its CPU time then. */
+  readonly #probe = new Map<'incumbent' | 'successor', { at: number; cpuMs: number | null }>();
+  /** Per peer: how long it was found working on the CPU while sending nothing (its event loop blocked). */
+  readonly #busyMs = new Map<'incumbent' | 'successor', number>();
+  readonly #ownLoop = readBeforeJudging();
 
   constructor(ctx: RunContext, incumbent: RunIncumbent, program: DaemonProgram) {
     this.#ctx = ctx;
@@ -89,6 +99,7 @@ export class HandoffRun {
       onEffect: (effect) => {
         this.#run(effect);
       },
+      postpone: (timer, info) => this.#ownLoop(timer, info) ?? this.#stillWorking(timer),
       onStep: ({ before, after, violation }) => {
         if (violation) publish('violation', { machine: 'handoff', error: violation.message });
         if (after.phase === before.phase) return;
@@ -111,6 +122,43 @@ export class HandoffRun {
     return this.#machine.state.phase;
   }
 
+  /** A message from `peer`: it is alive; its CPU time from now on tells whether a later silence is work or death. */
+  #heard(peer: 'incumbent' | 'successor'): void {
+    const pid = peer === 'incumbent' ? this.#incumbent.pid : this.#successor?.pid;
+    this.#probe.set(peer, { at: Date.now(), cpuMs: pid === undefined ? null : processCpuMs(pid) });
+  }
+
+  /**
+   * A silent peer that used at least half of a core since it was last heard of is working with
+   * its event loop blocked (a long synchronous open, replay or seal), not dead: its liveness
+   * timeout is postponed (the phase deadline still bounds it) and the time is reported.
+   */
+  #stillWorking(timer: SupervisorTimer): number | null {
+    const peer = timer === 'successorLiveness' ? 'successor' : timer === 'incumbentLiveness' ? 'incumbent' : null;
+    if (peer === null) return null;
+    const pid = peer === 'incumbent' ? this.#incumbent.pid : this.#successor?.pid;
+    const probe = this.#probe.get(peer);
+    const cpuMs = pid === undefined ? null : processCpuMs(pid);
+    if (pid === undefined || !probe || probe.cpuMs === null || cpuMs === null) return null;
+    const now = Date.now();
+    const windowMs = now - probe.at;
+    if (windowMs <= 0 || cpuMs - probe.cpuMs < windowMs / 2) return null;
+    this.#probe.set(peer, { at: now, cpuMs });
+    const busy = (this.#busyMs.get(peer) ?? 0) + windowMs;
+    this.#busyMs.set(peer, busy);
+    publish('peerBusy', { handoffId: this.handoffId, peer, pid, silentMs: busy, cpuMs: cpuMs - probe.cpuMs });
+    // Look again soon: a process that stops working (hangs) is then found dead quickly.
+    return Math.max(100, Math.floor(this.#ctx.timeouts.livenessMs / 3));
+  }
+
+  /** What a failed handoff's reason adds when a peer was found working with its event loop blocked. */
+  #busyNote(code: AbortCode | null): string {
+    const silent: readonly (AbortCode | null)[] = [AbortCodes.SuccessorSilent, AbortCodes.IncumbentSilent, AbortCodes.PhaseTimeout, AbortCodes.TotalTimeout];
+    if (!silent.includes(code)) return '';
+    const notes = [...this.#busyMs].map(([peer, ms]) => `the ${peer} was busy on the CPU without sending anything for ${(ms / 1000).toFixed(1)} s`);
+    return notes.length === 0 ? '' : ` (${notes.join('; ')}: its event loop was blocked by long synchronous work — open, preload, replay or seal; do long work in slices or off the thread that sends heartbeats, PROTOCOL.md section 9)`;
+  }
+
   /** Runs the handoff to its outcome. `incumbentPid` and `aftermath` are left for the lifecycle to fill in. */
   async execute(): Promise<HandoffResult> {
     const finished = new Promise<HandoffOutcome>((resolve) => {
@@ -125,7 +173,7 @@ export class HandoffRun {
       handoffId: this.handoffId,
       committed: outcome.committed,
       outcome: outcome.kind,
-      abortReason: outcome.code ? { code: outcome.code, reason: outcome.reason ?? '' } : null,
+      abortReason: outcome.code ? { code: outcome.code, reason: `${outcome.reason ?? ''}${this.#busyNote(outcome.code)}` } : null,
       timings: { totalMs: Date.now() - this.#started, phases: this.#phases },
       incumbentPid: null,
       aftermath: null,
@@ -144,6 +192,7 @@ export class HandoffRun {
     const { channel } = inc.session;
     const onMessage = (message: Parameters<Parameters<typeof channel.on<'message'>>[1]>[0]): void => {
       crashPoint(`supervisor:received-${message.type}-from-incumbent`);
+      this.#heard('incumbent');
       this.#machine.feed({ type: 'incumbentMessage', message });
     };
     const onClose = (reason: string): void => {
@@ -190,6 +239,11 @@ export class HandoffRun {
         this.#spawn();
         return;
       case 'sendToSuccessor':
+        if (effect.message.type === 'Begin' && this.#successorLowered && this.#successor) {
+          // From Begin on the successor is the one that must serve: its full priority back.
+          restorePriority(this.#successor.pid);
+          this.#successorLowered = false;
+        }
         this.#successorChannel?.send(effect.message);
         crashPoint(`supervisor:sent-${effect.message.type}-to-successor`);
         return;
@@ -200,6 +254,13 @@ export class HandoffRun {
       case 'stopSuccessor': {
         const s = this.#successor;
         if (s) void stopProcess(s.pid, effect.graceMs, s.exited);
+        return;
+      }
+      case 'stopIncumbent': {
+        // Overlap: the successor accepts already; the old incumbent stops as on an operator's stop.
+        const inc = this.#incumbent;
+        void stopProcess(inc.pid, effect.graceMs, inc.exited ?? undefined);
+        crashPoint('supervisor:stopping-incumbent');
         return;
       }
       case 'coldStart':
@@ -229,6 +290,9 @@ export class HandoffRun {
       return;
     }
     this.#successor = spawned;
+    // Until Begin the incumbent serves: the successor's start-up takes the CPU it leaves.
+    const nice = this.#ctx.successorNice ?? 0;
+    if (nice > 0 && mayRestorePriority(nice)) this.#successorLowered = lowerPriority(spawned.pid, nice);
     this.#ctx.onSpawned(spawned);
     if (!spawned.channel) {
       void stopProcess(spawned.pid, 0, spawned.exited);
@@ -239,6 +303,7 @@ export class HandoffRun {
     this.#successorChannel = channel;
     channel.on('message', (message) => {
       crashPoint(`supervisor:received-${message.type}-from-successor`);
+      this.#heard('successor');
       this.#machine.feed({ type: 'successorMessage', message });
     });
     void spawned.exited.then((exit) => {

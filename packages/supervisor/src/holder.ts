@@ -6,16 +6,20 @@
  * own child with the listeners inherited (SpawnHolder, PROTOCOL.md section 6): the new
  * keeper then runs as if systemd had passed it the sockets.
  */
+import { lstatSync } from 'node:fs';
 import { DataDirLock } from '@handoff/core';
 import { capabilities, hasCapability } from '@handoff/protocol';
 import type { Message } from '@handoff/protocol';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
+import { JournalFile } from './journal-file.js';
+import { isAlive, processStartTime } from './processes.js';
 import { SessionConnector } from './session.js';
 
 /** What to start, and where the daemon is. */
 export interface HolderRequest {
   readonly controlSocket: string;
-  readonly dataDir: string;
+  /** Null for a daemon without a data directory. */
+  readonly dataDir: string | null;
   /** The program and its arguments; argv[0] is an absolute path. */
   readonly argv: readonly string[];
   readonly cwd: string;
@@ -25,9 +29,35 @@ export interface HolderRequest {
   readonly timeoutMs: number;
 }
 
-/** True when some process holds the data directory's lock: a daemon that may be asked. */
-export function lockHeld(dataDir: string): boolean {
-  return DataDirLock.probe(dataDir).held;
+/**
+ * True when a daemon may serve and be asked: some process holds the data directory's lock, or,
+ * for a daemon without a data directory, the control socket's path exists.
+ */
+export function daemonPresent(dataDir: string | null, controlSocket: string): boolean {
+  if (dataDir !== null) return DataDirLock.probe(dataDir).held;
+  try {
+    return lstatSync(controlSocket).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The pid of the daemon that serves, as far as can be told without a session: the holder of
+ * the data directory's lock, or, for a daemon without a data directory, the serving daemon
+ * the journal names (if that very process still runs). Null when none is known.
+ */
+export function servingDaemonPid(dataDir: string | null, journalPath: string): number | null {
+  if (dataDir !== null) {
+    const holder = DataDirLock.probe(dataDir);
+    return holder.held && holder.pid !== null && holder.pidAlive ? holder.pid : null;
+  }
+  try {
+    const p = new JournalFile(journalPath).read().record?.incumbent;
+    return p && isAlive(p.pid) && (p.startTime === null || processStartTime(p.pid) === p.startTime) ? p.pid : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -42,8 +72,8 @@ export async function requestListenerHolder(request: HolderRequest): Promise<{ r
   while (Date.now() < deadline) {
     const session = await connector.connectToLockHolder(1_000);
     if (!session) {
-      if (!lockHeld(request.dataDir)) {
-        throw new SupervisorError(SupervisorErrorCode.Listener, `no daemon holds the data directory ${request.dataDir}, so nobody can pass the listeners on`);
+      if (!daemonPresent(request.dataDir, request.controlSocket)) {
+        throw new SupervisorError(SupervisorErrorCode.Listener, `no daemon serves ${request.dataDir ?? request.controlSocket}, so nobody can pass the listeners on`);
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
       continue;
@@ -53,7 +83,7 @@ export async function requestListenerHolder(request: HolderRequest): Promise<{ r
       channel.close('no SpawnHolder capability');
       throw new SupervisorError(
         SupervisorErrorCode.Listener,
-        `the daemon serving ${request.dataDir} (pid ${hello.pid}, build ${hello.buildId || '?'}) holds the listeners but cannot pass them on (it does not announce SpawnHolder); stop it ("kill -TERM ${hello.pid}": it drains and seals) and start again — connections are refused until the new daemon listens`,
+        `the daemon serving ${request.dataDir ?? request.controlSocket} (pid ${hello.pid}, build ${hello.buildId || '?'}) holds the listeners but cannot pass them on (it does not announce SpawnHolder); stop it ("kill -TERM ${hello.pid}": it drains and seals) and start again — connections are refused until the new daemon listens`,
       );
     }
     const answer = await new Promise<Message | string>((resolve) => {
@@ -85,5 +115,5 @@ export async function requestListenerHolder(request: HolderRequest): Promise<{ r
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
-  throw new SupervisorError(SupervisorErrorCode.Listener, `could not get the listeners from the daemon serving ${request.dataDir} within ${request.timeoutMs} ms: ${last}`);
+  throw new SupervisorError(SupervisorErrorCode.Listener, `could not get the listeners from the daemon serving ${request.dataDir ?? request.controlSocket} within ${request.timeoutMs} ms: ${last}`);
 }

@@ -12,5 +12,5 @@ export type { SupervisorChannel, SupervisorChannelMessages } from './channels.js
 export { bindListeners, listenerAddress, listenersFromEnv, selfTestHeldListeners, startListening } from './listeners.js';
 export type { HeldListener, ListenerSpec } from './listeners.js';
 export type { DaemonCommand } from './processes.js';
-export { lockHeld, requestListenerHolder } from './holder.js';
+export { daemonPresent, requestListenerHolder, servingDaemonPid } from './holder.js';
 export type { HolderRequest } from './holder.js';

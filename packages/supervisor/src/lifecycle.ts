@@ -26,6 +26,11 @@ import type { IncumbentSession } from './session.js';
 /** The capabilities this supervisor offers. */
 export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
 
+/** The capabilities offered for a daemon with `dataDir`: without one, also `Overlap`. */
+export function supervisorCapabilities(dataDir: string | null): number {
+  return dataDir === null ? (SUPERVISOR_CAPABILITIES | capabilityBits('Overlap')) >>> 0 : SUPERVISOR_CAPABILITIES;
+}
+
 /** One health check of the daemon `pid`: whether it is healthy, and what was seen. */
 export type HealthCheck = (pid: number) => Promise<{ readonly ok: boolean; readonly detail: string }>;
 
@@ -55,10 +60,13 @@ export interface LifecycleConfig {
   /** The configured program: what runs unless the journal remembers another one derived from it. */
   readonly program: DaemonProgram;
   readonly controlSocket: string;
-  readonly dataDir: string;
+  /** Null: the daemon keeps no data directory (handoffs overlap, PROTOCOL.md section 7). */
+  readonly dataDir: string | null;
   readonly journal: string;
   readonly timeouts: Timeouts;
   readonly reserveCopies: number;
+  /** Nice steps a successor runs lower until Begin (see SupervisorOptions.successorNice). */
+  readonly successorNice: number;
   readonly restart: Partial<RestartPolicy>;
   readonly startTimeoutMs: number;
   readonly probation: ProbationPolicy;
@@ -104,7 +112,7 @@ export class LifecycleDriver {
     this.#config = config;
     this.#derivedFrom = config.program;
     this.#journal = new JournalFile(config.journal);
-    this.#connector = new SessionConnector({ controlSocket: config.controlSocket, dataDir: config.dataDir, capabilities: SUPERVISOR_CAPABILITIES, startTimeoutMs: config.startTimeoutMs });
+    this.#connector = new SessionConnector({ controlSocket: config.controlSocket, dataDir: config.dataDir, capabilities: supervisorCapabilities(config.dataDir), startTimeoutMs: config.startTimeoutMs });
     this.#machine = new MachineDriver({
       initial: initialLifecycleState(config.program, config.restart, config.probation.windowMs),
       transition: lifecycleTransition,
@@ -434,7 +442,8 @@ export class LifecycleDriver {
     const run = new HandoffRun(
       {
         timeouts: this.#config.timeouts,
-        capabilities: SUPERVISOR_CAPABILITIES,
+        capabilities: supervisorCapabilities(this.#config.dataDir),
+        successorNice: this.#config.successorNice,
         spawnOptions: this.#spawnOptions(),
         writeJournal: (phase, handoffId, successor, seal) => {
           this.#writeJournal(phase, handoffId, successor, seal);

@@ -7,7 +7,8 @@
  * listeners whose `LISTEN_PID` is another process's), which Node's `spawn` cannot do itself.
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { accessSync, constants, readFileSync, rmSync, statSync } from 'node:fs';
+import { accessSync, constants, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
 import type { Socket } from 'node:net';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { SHELL, spawnWithListenPid as spawnShell } from '@handoff/core/internal';
@@ -101,8 +102,8 @@ export interface SpawnOptions {
   readonly listeners: readonly HeldListener[];
   readonly reserveCopies: number;
   readonly controlSocket: string;
-  /** The data directory, passed as `HANDOFF_DATA_DIR`. */
-  readonly dataDir: string;
+  /** The data directory, passed as `HANDOFF_DATA_DIR` (not set when null). */
+  readonly dataDir: string | null;
   readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number };
   /** The daemon's stdout and stderr: the supervisor's own (default), or pipes to read. */
   readonly output?: 'inherit' | 'pipe';
@@ -147,7 +148,7 @@ export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): Spaw
     [SpawnEnv.ListenFdNames]: options.listeners.map((l) => l.name).join(LIST_SEPARATOR),
     [SpawnEnv.ReserveCopies]: String(options.reserveCopies),
     [SpawnEnv.ControlSocket]: options.controlSocket,
-    [SpawnEnv.DataDir]: options.dataDir,
+    ...(options.dataDir === null ? {} : { [SpawnEnv.DataDir]: options.dataDir }),
     [SpawnEnv.HeartbeatMs]: String(options.timing.heartbeatMs),
     [SpawnEnv.LivenessMs]: String(options.timing.livenessMs),
     [SpawnEnv.Backlogs]: options.listeners.map((l) => String(l.backlog ?? 511)).join(LIST_SEPARATOR),
@@ -196,6 +197,63 @@ export function processStartTime(pid: number): string | null {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return fields[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether this process may give a process it lowered (raised its nice value by `by`) its
+ * priority back: unprivileged processes may only lower priorities (setpriority(2)), unless
+ * they have CAP_SYS_NICE (root) or RLIMIT_NICE allows the base priority.
+ */
+export function mayRestorePriority(by: number): boolean {
+  if (by <= 0) return false;
+  try {
+    const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (capEff !== undefined && (BigInt(`0x${capEff}`) & (1n << 23n)) !== 0n) return true;
+    const soft = /^Max nice priority\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+    return soft === 'unlimited' || (soft !== undefined && 20 - Number(soft) <= getPriority());
+  } catch {
+    return false;
+  }
+}
+
+/** Lowers the scheduling priority of `pid` (its main thread, whose nice value the threads it starts inherit) by `by`; false if it could not. */
+export function lowerPriority(pid: number, by: number): boolean {
+  try {
+    setPriority(pid, Math.min(19, getPriority() + by));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Gives every thread of `pid` this process's own priority again (nice values are per thread on Linux). */
+export function restorePriority(pid: number): void {
+  const base = getPriority();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    tids = [String(pid)];
+  }
+  for (const tid of tids) {
+    try {
+      setPriority(Number(tid), base);
+    } catch {
+      // the thread is gone
+    }
+  }
+}
+
+/** The CPU time `pid` used so far (all its threads, user and system), in ms; null when it cannot be read. */
+export function processCpuMs(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime, in clock ticks of 1/100 s (USER_HZ on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10;
   } catch {
     return null;
   }

@@ -29,7 +29,8 @@ export interface Recovery {
 export interface RecoveryContext {
   readonly journal: JournalFile;
   readonly connector: SessionConnector;
-  readonly dataDir: string;
+  /** Null for a daemon without a data directory: then whoever answers on the control socket is adopted. */
+  readonly dataDir: string | null;
   readonly livenessMs: number;
   readonly startTimeoutMs: number;
   readonly stopGraceMs: number;
@@ -58,7 +59,7 @@ export async function recover(ctx: RecoveryContext): Promise<Recovery> {
   for (;;) {
     adopted = await ctx.connector.connectToLockHolder(1_000);
     if (adopted) break;
-    const lock = DataDirLock.probe(ctx.dataDir);
+    const lock = ctx.dataDir === null ? { held: false } : DataDirLock.probe(ctx.dataDir);
     if (!lock.held && !known.some(sameProcess)) break;
     const now = Date.now();
     // A held lock means a live holder (the kernel frees it with its process), even while the

@@ -59,7 +59,7 @@ describe('SessionConnector.awaitSession', () => {
     expect(took).toBeGreaterThanOrEqual(LOCK_MISMATCH_MS);
     expect(took).toBeLessThan(LOCK_MISMATCH_MS + 3_000);
     expect(connector.refusal(daemon.pid)).toBe(
-      `the daemon (pid ${daemon.pid}) answered on ${controlSocket} but does not hold the lock on ${configured}: its data directory probably differs from the configured one ([daemon] data_dir); make them the same`,
+      `the daemon (pid ${daemon.pid}) answered on ${controlSocket} but does not hold the lock on ${configured}: its data directory probably differs from the configured one ([daemon] data_dir); make them the same (a daemon without a data directory: remove data_dir)`,
     );
     // The same daemon on the configured directory is taken at once.
     const right = new SessionConnector({ controlSocket, dataDir: other, capabilities: 0, startTimeoutMs: 15_000 });

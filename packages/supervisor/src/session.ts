@@ -70,12 +70,21 @@ export function openIncumbentSession(path: string, options: { readonly timeoutMs
  */
 export const LOCK_MISMATCH_MS = 2_000;
 
-/** Opens sessions with the daemon that holds the lock of a data directory. */
+/** What a {@link SessionConnector} connects to. */
+export interface ConnectorOptions {
+  readonly controlSocket: string;
+  /** The data directory whose lock holder is the daemon; null for a daemon without one (whoever answers is the daemon). */
+  readonly dataDir: string | null;
+  readonly capabilities: number;
+  readonly startTimeoutMs: number;
+}
+
+/** Opens sessions with the daemon that holds the lock of a data directory (or, without one, that answers on the control socket). */
 export class SessionConnector {
-  readonly #options: { readonly controlSocket: string; readonly dataDir: string; readonly capabilities: number; readonly startTimeoutMs: number };
+  readonly #options: ConnectorOptions;
   readonly #refusals = new Map<number, string>();
 
-  constructor(options: { readonly controlSocket: string; readonly dataDir: string; readonly capabilities: number; readonly startTimeoutMs: number }) {
+  constructor(options: ConnectorOptions) {
     this.#options = options;
   }
 
@@ -103,13 +112,21 @@ export class SessionConnector {
     });
     if (!session) return { session: null };
     const pid = session.hello.pid;
-    const lock = DataDirLock.probe(this.#options.dataDir);
+    const { dataDir } = this.#options;
+    if (dataDir === null) {
+      // No data directory: the daemon that answers is the daemon (a stateless one has no lock).
+      if (expectPid === undefined || pid === expectPid) return { session };
+      publish('sessionRefused', { reason: `pid ${pid} answered; expected ${expectPid}` });
+      session.channel.close('not the expected daemon');
+      return { session: null };
+    }
+    const lock = DataDirLock.probe(dataDir);
     // The kernel says who holds the lock (Linux); the pid file only where it cannot be asked.
-    const kinds = lockKindsHeldBy(pid, this.#options.dataDir);
+    const kinds = lockKindsHeldBy(pid, dataDir);
     const holds = lock.held && (kinds === null ? lock.pid === pid : kinds.includes('ofd') || kinds.includes('posix'));
     if (!lock.held && kinds?.includes('flock') && (expectPid === undefined || pid === expectPid)) {
       // flock(2) does not exclude the record locks every other daemon takes: two writers possible.
-      const reason = `the daemon (pid ${pid}) locks ${join(this.#options.dataDir, LOCK_FILE)} with flock(2), which does not exclude the POSIX record lock other daemons take (two writers would be possible); take an fcntl record lock instead (F_OFD_SETLK or F_SETLK: Python fcntl.lockf, Go unix.FcntlFlock, Rust nix fcntl F_SETLK) — PROTOCOL.md section 14`;
+      const reason = `the daemon (pid ${pid}) locks ${join(dataDir, LOCK_FILE)} with flock(2), which does not exclude the POSIX record lock other daemons take (two writers would be possible); take an fcntl record lock instead (F_OFD_SETLK or F_SETLK: Python fcntl.lockf, Go unix.FcntlFlock, Rust nix fcntl F_SETLK) — PROTOCOL.md section 14`;
       this.#refusals.set(pid, reason);
       publish('sessionRefused', { reason });
       session.channel.close('flock instead of a record lock');
@@ -139,7 +156,7 @@ export class SessionConnector {
       if (flock) return null;
       locklessSince = lockFreeFor === pid ? (locklessSince ?? Date.now()) : null;
       if (locklessSince !== null && Date.now() - locklessSince >= LOCK_MISMATCH_MS) {
-        const reason = `the daemon (pid ${pid}) answered on ${this.#options.controlSocket} but does not hold the lock on ${this.#options.dataDir}: its data directory probably differs from the configured one ([daemon] data_dir); make them the same`;
+        const reason = `the daemon (pid ${pid}) answered on ${this.#options.controlSocket} but does not hold the lock on ${String(this.#options.dataDir)}: its data directory probably differs from the configured one ([daemon] data_dir); make them the same (a daemon without a data directory: remove data_dir)`;
         this.#refusals.set(pid, reason);
         publish('sessionRefused', { reason });
         return null;

@@ -23,13 +23,20 @@ export interface SupervisorOptions {
   /** The daemon's program at start (a handoff may replace it; restarts run the last committed one). */
   readonly daemon: DaemonCommand;
   readonly controlSocket: string;
-  /** The daemon's data directory, whose lock decides who writes. */
-  readonly dataDir: string;
+  /** The daemon's data directory, whose lock decides who writes; null for a daemon without one (handoffs overlap). */
+  readonly dataDir: string | null;
   /** The journal file. */
   readonly journal: string;
   readonly timeouts?: Partial<Timeouts>;
   /** Reserve copies of each listener given to a daemon. Default 2. */
   readonly reserveCopies?: number;
+  /**
+   * How much lower (in nice steps) a successor runs until Begin, so that its start-up (module
+   * loading, preload, warm-up) does not take CPU from the incumbent that still serves. Applied
+   * only when the supervisor can give the priority back (root, CAP_SYS_NICE or RLIMIT_NICE).
+   * Default 10; 0 turns it off.
+   */
+  readonly successorNice?: number;
   /** What to do when the daemon dies (see `RestartPolicy` of `@handoff/protocol`). */
   readonly restart?: Partial<RestartPolicy>;
   /** How long a started daemon has to answer on its control socket. Default 15 s. */
@@ -132,6 +139,7 @@ export class Supervisor {
       journal: options.journal,
       timeouts: this.#timeouts,
       reserveCopies: options.reserveCopies ?? 2,
+      successorNice: options.successorNice ?? 10,
       restart: options.restart ?? {},
       startTimeoutMs: options.startTimeoutMs ?? 15_000,
       probation: { ...DEFAULT_PROBATION, ...options.probation },

@@ -8,9 +8,11 @@ import type { HandoffSpec, SupervisorEffect, SupervisorEvent, SupervisorPhase, S
 
 const CAPS = capabilities('SealProgress', 'RecoverFromDisk');
 const SPEC: HandoffSpec = { handoffId: 'h1', timeouts: DEFAULT_TIMEOUTS, capabilities: CAPS };
+/** A supervisor without a data directory offers Overlap (the successor's Hello below always announces it). */
+const OVERLAP_SPEC: HandoffSpec = { ...SPEC, capabilities: CAPS | capabilities('Overlap') };
 const PID = 300;
 const MESSAGES: Record<ToSupervisorMessage['type'], ToSupervisorMessage> = {
-  Hello: { type: 'Hello', role: 'successor', pid: PID, buildId: 'v2', protoMin: 1, protoMax: 1, capabilities: CAPS },
+  Hello: { type: 'Hello', role: 'successor', pid: PID, buildId: 'v2', protoMin: 1, protoMax: 1, capabilities: CAPS | capabilities('Overlap') },
   Drained: { type: 'Drained', handoffId: 'h1', openConnsRemaining: 0, acceptClosed: true },
   SealProgress: { type: 'SealProgress', handoffId: 'h1', completed: 1, total: 2 },
   SealComplete: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f' },
@@ -39,6 +41,7 @@ const EVENTS: Record<string, SupervisorEvent> = {
 };
 
 const drive = (...keys: string[]): SupervisorState => reach(initialSupervisorState(), supervisorTransition, EVENTS, keys);
+const driveOverlap = (...keys: string[]): SupervisorState => reach(initialSupervisorState(), supervisorTransition, { ...EVENTS, start: { type: 'start', spec: OVERLAP_SPEC } }, keys);
 
 const STATES: Record<string, SupervisorState> = {
   idle: drive(),
@@ -51,6 +54,8 @@ const STATES: Record<string, SupervisorState> = {
   committed: drive('start', 'spawned', 'S:Hello', 'I:Drained', 'I:SealComplete', 'S:Ready'),
   rolledBack: drive('start', 'spawned', 'successorGone'),
   failed: drive('start', 'spawned', 'S:Hello', 'cancel', 'incumbentExited', 'successorGone'),
+  'awaitingHello/overlap': driveOverlap('start', 'spawned'),
+  'beginning/overlap': driveOverlap('start', 'spawned', 'S:Hello'),
 };
 
 describeTable({

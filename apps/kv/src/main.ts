@@ -7,13 +7,19 @@
  *   KV_DATA_DIR   data directory (default: the supervisor's HANDOFF_DATA_DIR)
  *   KV_PORT       port without a supervisor (8080)
  *   KV_BUILD_ID   build id reported in Hello    KV_SEAL_DELAY_MS, KV_SEAL_FAIL, KV_STALE,
- *                                               KV_FAIL_START, KV_DIE_AFTER_MS, KV_OPEN_DELAY_MS,
+ *   KV_PRELOAD    0: no preload (below)         KV_FAIL_START, KV_DIE_AFTER_MS, KV_OPEN_DELAY_MS,
+ *                                               KV_PRELOAD_DELAY_MS, KV_PRELOAD_FAIL,
  *                                               KV_UNHEALTHY_AFTER_MS (GET /ready answers 503
  *                                               once this long up): fault injection for tests
+ *
+ * As a successor it preloads the log before its Hello, read-only, while the incumbent still
+ * serves, and after Begin replays only what was appended since (PROTOCOL.md §7, §16).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import { runDaemon } from '@handoff/core';
 import { KvStore } from './store.js';
+import type { Preloaded } from './store.js';
 
 const env = process.env;
 // Under handoff-supervisor the data directory comes from its [daemon] data_dir.
@@ -79,15 +85,53 @@ function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void
   }
 }
 
-const exit = await runDaemon<KvStore>({
+/** One JSON line on stdout saying how the data was loaded (tests and operators read it). */
+function logLoaded(event: string, started: number, fields: Record<string, unknown>): void {
+  console.log(JSON.stringify({ event, pid: process.pid, ms: Math.round(performance.now() - started), ...fields }));
+}
+
+// A successor reads the log before its Hello, while the incumbent serves, and after Begin
+// replays only its tail: the time nobody accepts no longer grows with the data.
+const preloading = env.KV_PRELOAD !== '0';
+
+const exit = await runDaemon<KvStore, Preloaded>({
   buildId: env.KV_BUILD_ID ?? 'dev',
   dataDir,
   listeners: { http: { port: Number(env.KV_PORT ?? 8080), host: '127.0.0.1' } },
-  open: async ({ dataDir: dir, seal }) => {
+  open: async ({ dataDir: dir, seal, reason }) => {
     // A slow open, with the lock held: for recovery tests.
     if (env.KV_OPEN_DELAY_MS) await sleep(Number(env.KV_OPEN_DELAY_MS));
-    return KvStore.open(dir, { dropLast: env.KV_STALE === '1' && seal !== null });
+    const started = performance.now();
+    const store = await KvStore.open(dir, { dropLast: env.KV_STALE === '1' && seal !== null });
+    logLoaded('opened', started, { reason, revision: store.revision, ...store.loaded });
+    return store;
   },
+  ...(preloading
+    ? {
+        // Before Hello, read-only, without the lock: the incumbent still appends.
+        preload: async ({ dataDir: dir }) => {
+          const started = performance.now();
+          if (env.KV_PRELOAD_DELAY_MS) await sleep(Number(env.KV_PRELOAD_DELAY_MS));
+          if (env.KV_PRELOAD_FAIL === '1') throw new Error('preload failed (KV_PRELOAD_FAIL=1)');
+          const preloaded = await KvStore.preload(dir);
+          logLoaded('preloaded', started, { revision: preloaded.revision, offset: preloaded.offset });
+          return preloaded;
+        },
+        // After Begin, with the lock held: the records appended since the preload.
+        catchUp: async (preloaded, { dataDir: dir, seal, reason }) => {
+          if (env.KV_OPEN_DELAY_MS) await sleep(Number(env.KV_OPEN_DELAY_MS));
+          const started = performance.now();
+          // KV_STALE (a fault for tests) opens one record behind the seal, preload or not.
+          const store = env.KV_STALE === '1' && seal !== null ? await KvStore.open(dir, { dropLast: true }) : await KvStore.catchUp(dir, preloaded);
+          logLoaded('caught-up', started, { reason, revision: store.revision, ...store.loaded });
+          return store;
+        },
+        warmUp: () => {
+          KvStore.warmUp();
+          return Promise.resolve();
+        },
+      }
+    : {}),
   revisions: (store) => [store.revision],
   fingerprint: (store) => `rev-${store.revision}`,
   seal: async (store) => {

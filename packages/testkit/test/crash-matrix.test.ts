@@ -28,10 +28,16 @@ const O: Expect = { serves: 'original' };
 const V2 = { daemon: { env: { KV_BUILD_ID: 'v2' } } };
 const N: Expect = { serves: 'new' };
 
-const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect })[] = [
+/**
+ * `once`: run in the first round only — rows whose outcome no race decides (the successor dies
+ * on its own before its Hello, or holding the lock before Ready, as rows repeated every round
+ * already show), kept out of the repetitions to spare CI's time budget.
+ */
+const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect; readonly once?: true })[] = [
   // The supervisor killed (a new one is then started with the same listeners).
   { row: "supervisor: read O's Hello", role: 'supervisor', point: 'supervisor:received-Hello-from-incumbent', trigger: 'restart', expect: O },
-  { row: 'supervisor: spawned N', role: 'supervisor', point: 'supervisor:spawned', expect: O },
+  // N preloads its data before its Hello (made to last 1 s here): the supervisor dies meanwhile.
+  { row: 'supervisor: spawned N, N preloading', role: 'supervisor', point: 'supervisor:spawned', request: { daemon: { env: { KV_PRELOAD_DELAY_MS: '1000' } } }, expect: O },
   { row: "supervisor: finished N's handshake", role: 'supervisor', point: 'supervisor:sent-HelloAck-to-successor', expect: O },
   { row: 'supervisor: sent PrepareHandoff', role: 'supervisor', point: 'supervisor:sent-PrepareHandoff-to-incumbent', expect: O },
   { row: 'supervisor: received Drained', role: 'supervisor', point: 'supervisor:received-Drained-from-incumbent', expect: O },
@@ -43,9 +49,11 @@ const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect })[
   { row: 'supervisor: cleared its journal', role: 'supervisor', point: 'supervisor:journal-idle', expect: N },
   { row: 'supervisor: frozen with SIGSTOP', role: 'supervisor', point: 'supervisor:sent-SealRequest-to-incumbent', signal: 'SIGSTOP', expect: O },
   // The successor killed.
+  { row: 'successor: preloading, before its Hello', role: 'successor', point: 'successor:preloading', once: true, expect: { serves: 'original', outcome: 'rolledBack' } },
   { row: 'successor: before its handshake', role: 'successor', point: 'successor:before-handshake', expect: { serves: 'original', outcome: 'rolledBack' } },
   { row: 'successor: after its handshake', role: 'successor', point: 'successor:after-handshake', expect: { serves: 'original', outcome: 'rolledBack' } },
   { row: 'successor: after Begin, before taking the lock', role: 'successor', point: 'successor:after-begin', expect: { serves: 'original', outcome: 'rolledBack' } },
+  { row: 'successor: caught up with its preload (the lock held), before listening', role: 'successor', point: 'successor:caught-up', once: true, expect: { serves: 'original', outcome: 'rolledBack' } },
   { row: 'successor: after taking the lock and listening, before Ready', role: 'successor', point: 'successor:listening', expect: { serves: 'original', outcome: 'rolledBack' } },
   { row: 'successor: hung after Begin (SIGSTOP)', role: 'successor', point: 'successor:after-begin', signal: 'SIGSTOP', expect: { serves: 'original', outcome: 'rolledBack' } },
   // The successor killed after the commit point: child supervision restarts the committed
@@ -65,7 +73,7 @@ const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect })[
 
 describe('crash matrix', () => {
   for (let round = 1; round <= REPEAT; round++) {
-    for (const scenario of ROWS) {
+    for (const scenario of ROWS.filter((r) => round === 1 || !r.once)) {
       it(`round ${round}: ${scenario.row}`, async () => {
         await using cluster = await startCluster({ daemon: kv() });
         onTestFailed(() => {

@@ -1,16 +1,21 @@
 #!/usr/bin/env node
 /**
  * handoff's side-by-side benchmark. On loopback, bounded in time, one system after another:
- * this project (a stateless app and the key-value daemon), a kill-and-restart, PM2 cluster
- * reload with and without draining, PM2 fork restart, nginx's binary upgrade (when nginx is
- * installed); then two scale curves and the data-path overhead.
+ * this project (a stateless app, the same without a data directory handed off by overlap,
+ * and the key-value daemon), a kill-and-restart, PM2 cluster reload with and without
+ * draining, PM2 fork restart, nginx's binary upgrade (when nginx is installed); then two
+ * scale curves and the data-path overhead.
  *
  *   pnpm bench [--quick] [--out DIR] [--only id,id] [--docs]
  *
  * Writes DIR/bench.json, DIR/bench.md and DIR/latency.svg (DIR: tools/bench/results); with
- * --docs also docs/benchmarks.md and docs/benchmarks-latency.svg. Exits 1 when the harness
- * itself failed (a system that would not start, a handoff that did not complete); figures
- * are reported, never judged.
+ * --docs also docs/benchmarks.md and docs/benchmarks-latency.svg. Figures are reported,
+ * never judged, but the exit code says whether the run did what it reports:
+ *   1  the harness itself failed (a system that would not start, a run that threw, a system
+ *      named in --only that was skipped);
+ *   3  a handoff of this project's did not commit (one line on stderr names the rows and
+ *      points, with the abort codes; their tables say FAILED). Peers' rows keep their own
+ *      error accounting.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -21,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connectionCurve, dataCurve, emptyResult, FULL, overhead, QUICK, runSystem } from './run.js';
 import type { CurvePoint, OverheadRow, SystemResult } from './run.js';
-import { markdown, svg } from './report.js';
+import { failedHandoffs, markdown, svg } from './report.js';
 import type { BenchResult, Machine } from './report.js';
 import { HandoffSystem, NaiveRestart, NginxUpgrade, Pm2Home, Pm2System } from './systems.js';
 import type { System } from './systems.js';
@@ -49,6 +54,7 @@ const out = resolve(args.out ?? join(ROOT, 'tools', 'bench', 'results'));
 
 const systems: System[] = [
   new HandoffSystem('hello'),
+  new HandoffSystem('hello', { stateless: true }),
   new NaiveRestart('hello'),
   new Pm2System('cluster', false, 'hello'),
   new Pm2System('cluster', true, 'hello'),
@@ -122,9 +128,20 @@ try {
   log(`handoff benchmark (${args.quick ? 'quick' : 'full'}), results in ${out}`);
   for (const system of systems.filter((s) => wanted(s.id))) {
     log(`${system.label} [${system.id}]`);
-    const r = await guard(system.label, () => runSystem(system, preset, log), emptyResult(system, null, 'the harness failed (see the log)'));
+    let r: SystemResult;
+    try {
+      r = await runSystem(system, preset, log);
+    } catch (error) {
+      console.error(`bench: ${system.label} failed: ${(error as Error).stack ?? String(error)}`);
+      r = emptyResult(system, null, (error as Error).message);
+    }
     if (r.skipped !== null) log(`  skipped: ${r.skipped}`);
     if (r.failure !== null) harnessFailed = true;
+    // Named explicitly and not run: the run did not do what was asked.
+    if (r.skipped !== null && only !== null) {
+      harnessFailed = true;
+      console.error(`bench: ${system.id} was asked for with --only but skipped: ${r.skipped}`);
+    }
     results.push(r);
   }
   if (wanted('connections')) {
@@ -142,7 +159,7 @@ try {
 } finally {
   await Pm2Home.opened?.close();
 }
-if ([...connectionPoints, ...dataPoints].some((p) => !p.ok)) harnessFailed = true;
+if ([...connectionPoints, ...dataPoints].some((p) => p.failure !== null)) harnessFailed = true;
 
 const result: BenchResult = {
   version: 1,
@@ -182,10 +199,11 @@ runs \`pnpm bench --quick\` only to check that the harness works and that this p
 autocannon ${m.peers.autocannon ?? '?'}, PM2 ${m.peers.pm2 ?? '?'}, nginx ${m.peers.nginx ?? '?'}. Everything on loopback.
 The run took ${result.durationS} s.
 
-**Reproduce:** \`pnpm install && pnpm build && pnpm bench\` (add \`--quick\` for a run of about 90 s,
+**Reproduce:** \`pnpm install && pnpm build && pnpm bench\` (add \`--quick\` for a run of about 2 minutes,
 \`--only handoff-hello,pm2-cluster-drain-hello\` for some systems, \`--docs\` to rewrite this page).
 Results go to \`tools/bench/results/\` (bench.json, bench.md, latency.svg). nginx's row needs nginx
-(Debian: \`apt-get install nginx-light\`); without it the row says skipped.
+(Debian: \`apt-get install nginx-light\`); without it the row says skipped. \`pnpm bench\` exits 3 when a
+handoff of this project's did not commit (stderr names the rows), 1 when the harness failed.
 
 ${report.replace('](latency.svg)', '](benchmarks-latency.svg)')}
 ## How to read it
@@ -195,12 +213,23 @@ ${report.replace('](latency.svg)', '](benchmarks-latency.svg)')}
 - **reset**: the connection was reset or closed with a request in flight (a real client sees that
   request fail; autocannon alone would retry it silently, the benchmark counts it).
 - **longest no-accept**: the longest a new client waited, or kept failing, before being served.
+  **Added no-accept** (data size): what a handoff added to it, against the same run before its
+  first handoff.
+- **without load**: this project's handoffs again with only the fresh-connection prober running,
+  to tell the handoff's own stall from the queueing behind a saturating load.
 - **lost writes**: acknowledged writes (the daemon fsyncs before answering) missing or wrong when
   read back after the last handoff.
+- **FAILED**: a handoff of this project's did not commit (the supervisor rolled it back and the
+  old version served on); the note gives the abort code and reason (\`BENCH_*\` codes are the
+  harness's own: no answer in time, or not triggered after one that got none). Such a row or point
+  shows no timing figures, and \`pnpm bench\` exits non-zero.
 ${findings}`,
   );
 }
 console.log(`\n${report}`);
 log(`wrote ${join(out, 'bench.json')}, bench.md, latency.svg${args.docs ? '; docs/benchmarks.md' : ''} (${result.durationS} s)`);
+const failed = failedHandoffs(result);
+if (failed.length > 0) console.error(`bench: handoffs did not commit: ${failed.join('; ')}`);
+if (harnessFailed) console.error('bench: the harness failed (see above)');
 // PM2's client library keeps handles open after disconnecting: exit explicitly.
-process.exit(harnessFailed ? 1 : 0);
+process.exit(harnessFailed ? 1 : failed.length > 0 ? 3 : 0);

@@ -1,5 +1,7 @@
 /** The benchmark's outputs besides JSON: a Markdown report and an SVG chart of latency over time. */
+import { DATA_TOTAL_MS } from './run.js';
 import type { CurvePoint, OverheadRow, SystemResult } from './run.js';
+import type { NotCommitted } from './types.js';
 
 export interface Machine {
   readonly cpu: string;
@@ -26,46 +28,142 @@ export interface BenchResult {
 const ms = (v: number): string => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const int = (v: number): string => Math.round(v).toLocaleString('en-US');
 
+/** Text for a table cell: one line, no column separator. */
+function cell(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ').replace(/\|/g, '\\|');
+}
+
 function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
-  const line = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
+  const line = (cells: readonly string[]): string => `| ${cells.map(cell).join(' | ')} |`;
   return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n');
 }
 
+function short(text: string, max = 160): string {
+  const one = text.replace(/\s+/g, ' ').trim();
+  return one.length > max ? `${one.slice(0, max - 1)}…` : one;
+}
+
+const DASH = '—';
+
+const plural = (n: number, what: string): string => `${String(n)} ${what}${n === 1 ? '' : 's'}`;
+
+/** Why handoffs did not commit, grouped by abort code: `CODE reason; CODE (×2) reason`. */
+function reasons(failed: readonly NotCommitted[]): string {
+  const byCode = new Map<string, { n: number; reason: string }>();
+  for (const f of failed) {
+    const seen = byCode.get(f.code);
+    if (seen) seen.n += 1;
+    else byCode.set(f.code, { n: 1, reason: f.reason });
+  }
+  return [...byCode].map(([code, { n, reason }]) => `${code}${n > 1 ? ` (×${n})` : ''} ${short(reason)}`).join('; ');
+}
+
+/** `FAILED: 1/10 handoffs did not commit: CODE reason`. */
+export function failedNote(failed: readonly NotCommitted[], planned: number, what = 'handoffs'): string {
+  return `FAILED: ${failed.length}/${planned} ${what} did not commit: ${reasons(failed)}`;
+}
+
+function harnessNote(failure: string): string {
+  return `FAILED: the harness failed: ${short(failure.split('\n')[0] ?? failure)}`;
+}
+
+const SYSTEM_COLUMNS = ['system', 'handoffs', 'requests', 'refused', 'reset', 'timeout', 'non-2xx/other', 'p50 ms', 'p99 ms', 'max ms', 'longest no-accept ms', 'per handoff, median (no handoff) ms', 'without load: per handoff, median (no handoff) ms', 'handoff p50 / max ms', 'without load: handoff p50 ms', 'throughput vs no handoff', 'lost writes', 'supervisor CPU · RSS', 'note'];
+
 export function systemsTable(systems: readonly SystemResult[]): string {
   const rows = systems.map((s) => {
-    if (s.skipped !== null) return [s.label, ...new Array<string>(15).fill('—'), `skipped: ${s.skipped}`];
+    const none = (note: string): string[] => [s.label, ...new Array<string>(SYSTEM_COLUMNS.length - 2).fill(DASH), note];
+    if (s.skipped !== null) return none(`skipped: ${s.skipped}`);
+    if (s.failure !== null) return none(harnessNote(s.failure));
     const e = s.errors;
+    // A handoff that did not commit: the run did not do what its figures would describe.
+    const valid = s.notCommitted.length === 0;
+    const shown = (text: string): string => (valid ? text : DASH);
+    const q = s.noLoad;
+    const quiet = q !== null && q.notCommitted.length === 0 ? q : null;
+    const notes: string[] = [];
+    if (!valid) notes.push(failedNote(s.notCommitted, s.handoffsPlanned));
+    if (q !== null && q.notCommitted.length > 0) notes.push(failedNote(q.notCommitted, s.handoffsPlanned, 'handoffs without load'));
+    const quietErrors = q === null ? 0 : Object.values(q.errors).reduce((a, b) => a + b, 0);
+    if (q !== null && quietErrors > 0) notes.push(`without load: ${int(quietErrors)} failed probes (${Object.entries(q.errors).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${int(n)}`).join(', ')})`);
     return [
       s.label,
-      `${s.handoffs.filter((h) => h.ok).length}/${s.handoffs.length}`,
+      `${s.handoffsPlanned - s.notCommitted.length}/${s.handoffsPlanned}`,
       int(s.requests),
       int(e.refused),
       int(e.reset),
       int(e.timeout),
       int(e.non2xx + e.other),
-      ms(s.latencyMs.p50),
-      ms(s.latencyMs.p99),
-      ms(s.latencyMs.max),
-      ms(s.longestUnservedMs),
-      `${ms(s.unservedPerHandoffP50Ms)} (${ms(s.unservedNoHandoffMs)})`,
-      `${ms(s.handoffMs.p50)} / ${ms(s.handoffMs.max)}`,
-      `${(100 * s.throughput.relative).toFixed(0)}%`,
+      shown(ms(s.latencyMs.p50)),
+      shown(ms(s.latencyMs.p99)),
+      shown(ms(s.latencyMs.max)),
+      shown(ms(s.longestUnservedMs)),
+      shown(`${ms(s.unservedPerHandoffP50Ms)} (${ms(s.unservedNoHandoffMs)})`),
+      quiet === null ? DASH : `${ms(quiet.unservedPerHandoffP50Ms)} (${ms(quiet.unservedNoHandoffMs)})`,
+      shown(`${ms(s.handoffMs.p50)} / ${ms(s.handoffMs.max)}`),
+      quiet === null ? DASH : ms(quiet.handoffMs.p50),
+      shown(`${(100 * s.throughput.relative).toFixed(0)}%`),
       s.lostWrites === null ? 'n/a' : `${s.lostWrites} of ${int(s.acknowledgedWrites ?? 0)}`,
-      s.supervisor === null ? 'none' : `${s.supervisor.cpuPercent.toFixed(1)}% · ${(s.supervisor.peakRssBytes / 2 ** 20).toFixed(0)} MB`,
-      s.failure ?? '',
+      s.supervisor === null ? 'none' : shown(`${s.supervisor.cpuPercent.toFixed(1)}% · ${(s.supervisor.peakRssBytes / 2 ** 20).toFixed(0)} MB`),
+      notes.join('; '),
     ];
   });
+  return table(SYSTEM_COLUMNS, rows);
+}
+
+/** A curve point's note: why it failed, or nothing. */
+function pointNote(p: CurvePoint): string {
+  if (p.failure !== null) return harnessNote(p.failure);
+  return p.notCommitted.length > 0 ? failedNote(p.notCommitted, p.handoffsPlanned) : '';
+}
+
+/** The connection curve: one row per point. */
+export function curveTable(points: readonly CurvePoint[], x: string): string {
   return table(
-    ['system', 'handoffs', 'requests', 'refused', 'reset', 'timeout', 'non-2xx/other', 'p50 ms', 'p99 ms', 'max ms', 'longest no-accept ms', 'per handoff, median (no handoff) ms', 'handoff p50 / max ms', 'throughput vs no handoff', 'lost writes', 'supervisor CPU · RSS', 'note'],
-    rows,
+    [x, 'system', 'handoff ms', 'longest no-accept ms', 'of which drain ms', 'probe errors', 'note'],
+    points.map((p) => {
+      const shown = (text: string): string => (p.ok ? text : DASH);
+      return [int(p.x), p.label, shown(ms(p.handoffMs)), shown(ms(p.longestUnservedMs)), p.drainMs === null ? DASH : shown(ms(p.drainMs)), p.failure === null ? int(p.errors) : DASH, pointNote(p)];
+    }),
   );
 }
 
-export function curveTable(points: readonly CurvePoint[], x: string, labels: Readonly<Record<string, string>>): string {
+/** The data-size curve: at each size, its systems side by side. */
+export function dataTable(points: readonly CurvePoint[]): string {
   return table(
-    [x, 'system', 'handoff ms', 'longest no-accept ms', 'of which drain ms', 'probe errors'],
-    points.map((p) => [int(p.x), labels[p.system] ?? p.system, ms(p.handoffMs), ms(p.longestUnservedMs), p.drainMs === null ? '—' : ms(p.drainMs), int(p.errors)]),
+    ['keys', 'system', 'committed', 'trigger to commit ms', 'added no-accept ms (per handoff − baseline)', 'refused / failed probes', 'note'],
+    points.map((p) => {
+      const shown = (text: string): string => (p.ok ? text : DASH);
+      return [
+        int(p.x),
+        p.label,
+        p.failure === null ? `${p.handoffsPlanned - p.notCommitted.length}/${p.handoffsPlanned}` : DASH,
+        shown(ms(p.handoffMs)),
+        shown(`${ms(p.addedUnservedMs)} (${ms(p.unservedPerHandoffP50Ms)} − ${ms(p.baselineUnservedMs)})`),
+        p.failure === null ? `${int(p.refused)} / ${int(p.errors)}` : DASH,
+        pointNote(p),
+      ];
+    }),
   );
+}
+
+/**
+ * This project's rows and points where a handoff did not commit, one phrase each (for the
+ * line on stderr); empty when every one committed. Peers keep their own error accounting.
+ */
+export function failedHandoffs(r: BenchResult): string[] {
+  const codes = (failed: readonly NotCommitted[]): string => [...new Set(failed.map((f) => f.code))].join(', ');
+  const out: string[] = [];
+  for (const s of r.systems.filter((x) => x.ours)) {
+    if (s.notCommitted.length > 0) out.push(`${s.label} ${s.notCommitted.length}/${s.handoffsPlanned} (${codes(s.notCommitted)})`);
+    const q = s.noLoad;
+    if (q !== null && q.notCommitted.length > 0) out.push(`${s.label} without load ${q.notCommitted.length}/${s.handoffsPlanned} (${codes(q.notCommitted)})`);
+  }
+  const curve = (name: string, unit: string, points: readonly CurvePoint[]): void => {
+    for (const p of points.filter((x) => x.ours && x.notCommitted.length > 0)) out.push(`${name} ${int(p.x)} ${unit}, ${p.label} ${p.notCommitted.length}/${p.handoffsPlanned} (${codes(p.notCommitted)})`);
+  };
+  curve('connection curve', 'connections', r.connectionCurve);
+  curve('data-size curve', 'keys', r.dataCurve);
+  return out;
 }
 
 export function overheadTable(rows: readonly OverheadRow[]): string {
@@ -74,13 +172,6 @@ export function overheadTable(rows: readonly OverheadRow[]): string {
     rows.map((r) => [r.label, int(r.medianRps), `${(100 * r.relative).toFixed(1)}%`, ms(r.p50Ms), ms(r.p99Ms), r.rps.map(int).join(', ')]),
   );
 }
-
-const CURVE_LABELS: Readonly<Record<string, string>> = {
-  'handoff-hello': 'handoff',
-  'pm2-cluster-drain-hello': 'PM2 cluster reload, drain',
-  'handoff-kv': 'handoff (key-value)',
-  'naive-kv': 'kill and restart (key-value)',
-};
 
 export function markdown(r: BenchResult): string {
   const s = r.settings;
@@ -91,9 +182,14 @@ a prober opening a fresh connection every ${String(s.probeEveryMs)} ms, and for 
 keeping a ledger of acknowledged writes, read back after the last handoff. ${String(s.handoffs)} handoffs, ${String(s.spacingMs)} ms apart.
 Latency is the keep-alive clients'; "longest no-accept" is the longest a fresh connection waited to be served over the
 whole run, then the median over handoffs of each handoff's longest wait (in brackets: the longest in the same run without handoffs).
-Handoff duration runs from the trigger until the new version alone serves (this project: the supervisor's commit; PM2: the
-reload/restart call returning; kill and restart: the new process answering; nginx: the old master gone). Throughput is
-against the same system with no handoff, measured just before. Supervisor CPU is a share of one core over the handoff phase.
+For this project's rows both are measured again "without load": the same handoffs with only the fresh-connection prober
+running (no keep-alive load, no writers), with a baseline of its own. Handoff duration runs from the trigger until the new
+version alone serves (this project: the supervisor's commit; PM2: the reload/restart call returning; kill and restart: the
+new process answering; nginx: the old master gone), over the handoffs that committed. Throughput is against the same system
+with no handoff, measured just before. Supervisor CPU is a share of one core over the handoff phase. A handoff of this
+project's that did not commit makes its row FAILED (the note gives the abort codes): it shows the counts of requests,
+errors and lost writes, but no latency, stall, duration, throughput or CPU figure, since the run did not do what they would
+describe.
 
 ${systemsTable(r.systems)}
 
@@ -102,14 +198,23 @@ ${systemsTable(r.systems)}
 ## Handoff duration and stall against open connections
 
 Idle keep-alive connections held open during the handoffs (${String(s.curveHandoffs)} per point), a fresh-connection prober running.
+A point where a handoff did not commit is FAILED, with no figures.
 
-${curveTable(r.connectionCurve, 'open connections', CURVE_LABELS)}
+${curveTable(r.connectionCurve, 'open connections')}
 
 ## Handoff duration and stall against the key-value daemon's data size
 
-The new process replays the log before it serves; a kill and restart pays the same replay with nobody listening.
+At each size, side by side: a handoff with preload (the key-value daemon's default: the new process loads the data
+read-only before it says Hello, and once the incumbent sealed replays only the log tail written since), a handoff without
+preload (\`KV_PRELOAD=0\`: the new process replays the whole log after the seal, while the supervisor holds the
+listener), and a kill and restart (the whole log replayed with nobody listening). ${plural(Number(s.curveHandoffs), 'handoff')} per point,
+a fresh-connection prober running, nothing else. "Added no-accept" is, per handoff, the longest a fresh connection waited
+from its trigger to the next (median over the handoffs) minus the longest wait before the first trigger in the same run
+(in brackets: the two). Trigger to commit is the median over the handoffs that committed (kill and restart: until the new
+process answers). The supervisor gives a handoff up after ${String(DATA_TOTAL_MS / 1000)} s here (\`[timeouts] total\`), so every point is
+bounded in time; a point where a handoff did not commit is FAILED, with no figures.
 
-${curveTable(r.dataCurve, 'keys', CURVE_LABELS)}
+${dataTable(r.dataCurve)}
 
 ## Data-path overhead (no handoff)
 
@@ -143,16 +248,17 @@ export function svg(systems: readonly SystemResult[]): string {
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="11">`,
     `<rect width="${width}" height="${height}" fill="#fff"/>`,
-    `<text x="${left}" y="18" font-size="14" font-weight="bold">Keep-alive request latency over time (log scale); shaded: handoff from trigger to commit; red: errors</text>`,
+    `<text x="${left}" y="18" font-size="14" font-weight="bold">Keep-alive request latency over time (log scale); shaded: handoff from trigger to commit (red: did not commit); red ticks: errors</text>`,
     `<text x="${left}" y="32" fill="#555">blue: p99 per ${String(shown[0]?.timeline?.binMs ?? 0)} ms bin, grey: max per bin, a gap: no answer in that bin</text>`,
   ];
   shown.forEach((s, i) => {
     const tl = s.timeline;
     if (tl === null) return;
     const y0 = top + i * (panel + gap) + 14;
-    out.push(`<text x="${left}" y="${y0 - 4}" font-weight="bold">${esc(s.label)}</text>`);
+    const failed = s.notCommitted.length > 0 ? ` — FAILED: ${s.notCommitted.length}/${s.handoffsPlanned} handoffs did not commit (red)` : '';
+    out.push(`<text x="${left}" y="${y0 - 4}" font-weight="bold">${esc(s.label + failed)}</text>`);
     out.push(`<rect x="${left}" y="${y0}" width="${plotW}" height="${panel}" fill="none" stroke="#ccc"/>`);
-    for (const m of s.marks) out.push(`<rect x="${x(m.from).toFixed(1)}" y="${y0}" width="${Math.max(1, x(m.to) - x(m.from)).toFixed(1)}" height="${panel}" fill="#f5c542" fill-opacity="0.35"/>`);
+    for (const m of s.marks) out.push(`<rect x="${x(m.from).toFixed(1)}" y="${y0}" width="${Math.max(1, x(m.to) - x(m.from)).toFixed(1)}" height="${panel}" fill="${m.ok ? '#f5c542' : '#d1242f'}" fill-opacity="0.35"/>`);
     for (let d = 0; d < decades; d++) {
       const v = 10 ** (d - 1);
       const yy = y(v, y0);

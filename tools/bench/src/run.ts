@@ -4,17 +4,18 @@
  */
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { verifyLedger } from '@handoff/testkit';
+import type { RequestResult } from '@handoff/testkit';
 import { freePort, ProcSampler, sleep } from './proc.js';
-import { countErrors, longestUnserved, max, median, quantile, timeline, unservedPerHandoff } from './stats.js';
+import { commitDurations, countErrors, emptyErrors, longestUnserved, max, median, notCommitted, quantile, timeline, unservedBefore, unservedPerHandoff } from './stats.js';
 import type { Timeline } from './stats.js';
-import { HandoffSystem, NaiveRestart, Pm2System } from './systems.js';
+import { HandoffSystem, NaiveRestart, Pm2System, Unsupported } from './systems.js';
 import type { System } from './systems.js';
-import type { CannonResult, ErrorKind, HandoffTiming, LoadConfig, ProbeResult, WorkerMessage } from './types.js';
+import type { CannonResult, ErrorKind, HandoffTiming, LoadConfig, NotCommitted, ProbeResult, WorkerMessage } from './types.js';
 
 const WORKER = fileURLToPath(new URL('./load-worker.js', import.meta.url));
 
@@ -71,13 +72,35 @@ export const QUICK: Preset = {
   overheadMs: 1_000,
 };
 
+/**
+ * This project's rows only: the same handoffs with only the fresh-connection prober running
+ * (no saturating keep-alive load, no writers), and a baseline of that with no handoff.
+ */
+export interface NoLoadRun {
+  readonly handoffs: readonly HandoffTiming[];
+  /** Those that did not commit (or were never triggered), with the abort code and reason. */
+  readonly notCommitted: readonly NotCommitted[];
+  readonly unservedPerHandoffP50Ms: number;
+  readonly unservedNoHandoffMs: number;
+  /** Trigger to commit, over the handoffs that committed. */
+  readonly handoffMs: { readonly p50: number; readonly max: number };
+  /** The prober's errors, with handoffs. */
+  readonly errors: Record<ErrorKind, number>;
+}
+
 /** One system's row. */
 export interface SystemResult {
   readonly id: string;
   readonly label: string;
   readonly app: string;
+  /** This project's row: a handoff that did not commit fails the run. */
+  readonly ours: boolean;
   readonly skipped: string | null;
+  /** The handoffs under load (each with `ok` and, when it did not commit, its `abort`). */
   readonly handoffs: readonly HandoffTiming[];
+  readonly handoffsPlanned: number;
+  /** The handoffs under load that did not commit (or were never triggered), with the abort code and reason. */
+  readonly notCommitted: readonly NotCommitted[];
   readonly requests: number;
   readonly errors: Record<ErrorKind, number>;
   readonly latencyMs: { readonly p50: number; readonly p99: number; readonly max: number };
@@ -85,14 +108,18 @@ export interface SystemResult {
   /** The median over handoffs of each one's longest wait; the longest wait in the baseline run (no handoff). */
   readonly unservedPerHandoffP50Ms: number;
   readonly unservedNoHandoffMs: number;
+  /** Trigger to commit, over the handoffs that committed. */
   readonly handoffMs: { readonly p50: number; readonly max: number };
   readonly throughput: { readonly baselineRps: number; readonly rps: number; readonly relative: number };
   readonly acknowledgedWrites: number | null;
   readonly lostWrites: number | null;
   readonly supervisor: { readonly cpuPercent: number; readonly cpuSeconds: number; readonly peakRssBytes: number } | null;
   readonly timeline: Timeline | null;
-  /** Handoff windows relative to the timeline's start, ms. */
-  readonly marks: readonly { readonly from: number; readonly to: number }[];
+  /** Handoff windows relative to the timeline's start, ms; `ok`: it committed. */
+  readonly marks: readonly { readonly from: number; readonly to: number; readonly ok: boolean }[];
+  /** This project's rows: the same measures without the saturating load. */
+  readonly noLoad: NoLoadRun | null;
+  /** The harness failed (the system would not start, or a run threw): nothing measured is valid. */
   readonly failure: string | null;
 }
 
@@ -149,14 +176,20 @@ function okRps(c: CannonResult, skipMs = 0): number {
   return ok / Math.max((c.endedAt - from) / 1000, 0.001);
 }
 
-/** Triggers `count` handoffs, the i-th at `warmup + i * spacing` (or right after the previous one). */
+/**
+ * Triggers `count` handoffs, the i-th at `warmup + i * spacing` (or right after the previous
+ * one). Stops early when the harness gave one up (no answer from the supervisor): the rest
+ * count as not triggered.
+ */
 async function handoffsOnSchedule(system: System, p: Preset, count: number): Promise<HandoffTiming[]> {
   const start = Date.now();
   const timings: HandoffTiming[] = [];
   for (let i = 0; i < count; i++) {
     const due = start + p.warmupMs + i * p.spacingMs;
     if (Date.now() < due) await sleep(due - Date.now());
-    timings.push(await system.handoff());
+    const timing = await system.handoff();
+    timings.push(timing);
+    if (timing.abort?.code.startsWith('BENCH_') === true) break;
   }
   // A run with no handoff (the baseline) lasts as long as a run with `p.handoffs` would.
   const end = count === 0 ? start + p.warmupMs + p.handoffs * p.spacingMs + p.tailMs : Date.now() + p.tailMs;
@@ -170,8 +203,11 @@ export function emptyResult(system: System, skipped: string | null, failure: str
     id: system.id,
     label: system.label,
     app: system.app,
+    ours: system.ours,
     skipped,
     handoffs: [],
+    handoffsPlanned: 0,
+    notCommitted: [],
     requests: 0,
     errors: { refused: 0, reset: 0, timeout: 0, non2xx: 0, other: 0 },
     latencyMs: { p50: 0, p99: 0, max: 0 },
@@ -185,7 +221,34 @@ export function emptyResult(system: System, skipped: string | null, failure: str
     supervisor: null,
     timeline: null,
     marks: [],
+    noLoad: null,
     failure,
+  };
+}
+
+/** The prober's errors by kind. */
+function probeErrors(probes: readonly RequestResult[]): Record<ErrorKind, number> {
+  const errors = emptyErrors();
+  for (const r of probes) if (r.error !== null) errors[r.error] += 1;
+  return errors;
+}
+
+/** This project's rows: a baseline and `p.handoffs` handoffs with only the fresh-connection prober. */
+async function noLoadRun(system: System, port: number, p: Preset, log: (line: string) => void): Promise<NoLoadRun> {
+  const prober: LoadSpec[] = [{ kind: 'probe', port, connections: 0, probeEveryMs: p.probeEveryMs, writers: 0, idleConnections: 0 }];
+  log(`  without the saturating load: a prober every ${p.probeEveryMs} ms only, no handoff`);
+  const baseline = probeOf((await underLoad(p, prober, () => handoffsOnSchedule(system, p, 0))).results);
+  log(`  the same with ${p.handoffs} handoffs`);
+  const { results, value: handoffs } = await underLoad(p, prober, () => handoffsOnSchedule(system, p, p.handoffs));
+  const probe = probeOf(results);
+  const durations = commitDurations(handoffs);
+  return {
+    handoffs,
+    notCommitted: notCommitted(handoffs, p.handoffs),
+    unservedPerHandoffP50Ms: median(unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt))),
+    unservedNoHandoffMs: longestUnserved(baseline.results),
+    handoffMs: { p50: median(durations), max: max(durations) },
+    errors: probeErrors(probe.results),
   };
 }
 
@@ -196,7 +259,12 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
   const port = await freePort();
   const stateful = system.app === 'kv';
   try {
-    await system.start(port);
+    try {
+      await system.start(port);
+    } catch (error) {
+      if (error instanceof Unsupported) return emptyResult(system, error.message);
+      throw error;
+    }
     const load: LoadSpec[] = [
       { kind: 'cannon', port, connections: p.connections, probeEveryMs: 0, writers: 0, idleConnections: 0 },
       { kind: 'probe', port, connections: 0, probeEveryMs: p.probeEveryMs, writers: stateful ? p.writers : 0, idleConnections: 0 },
@@ -212,12 +280,15 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
     const cannon = cannonOf(results);
     const probe = probeOf(results);
     const lost = stateful ? await verifyLedger(port, new Map(probe.ledger)) : null;
-    const durations = handoffs.map((h) => h.committedAt - h.triggeredAt);
+    const durations = commitDurations(handoffs);
     const rps = okRps(cannon, p.warmupMs);
     const baselineRps = okRps(base, p.warmupMs);
+    const noLoad = system.ours ? await noLoadRun(system, port, p, log) : null;
     return {
       ...emptyResult(system, null),
       handoffs,
+      handoffsPlanned: p.handoffs,
+      notCommitted: notCommitted(handoffs, p.handoffs),
       requests: cannon.at.length + cannon.errors.length + probe.results.length,
       errors: countErrors(cannon, probe.results),
       latencyMs: { p50: quantile(cannon.latency, 0.5), p99: quantile(cannon.latency, 0.99), max: max(cannon.latency) },
@@ -230,8 +301,8 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
       lostWrites: lost === null ? null : lost.length,
       supervisor,
       timeline: timeline(cannon, probe.results, cannon.startedAt, cannon.endedAt, p.binMs),
-      marks: handoffs.map((h) => ({ from: h.triggeredAt - cannon.startedAt, to: h.committedAt - cannon.startedAt })),
-      failure: handoffs.every((h) => h.ok) ? null : handoffs.filter((h) => !h.ok).map((h) => h.detail).join('; '),
+      marks: handoffs.map((h) => ({ from: h.triggeredAt - cannon.startedAt, to: h.committedAt - cannon.startedAt, ok: h.ok })),
+      noLoad,
     };
   } finally {
     await system.stop();
@@ -240,16 +311,39 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
 
 /** A point of a scale curve. */
 export interface CurvePoint {
+  /** The system's id, and its label in the curve's table. */
   readonly system: string;
+  readonly label: string;
+  /** This project's: a handoff that did not commit fails the run. */
+  readonly ours: boolean;
   readonly x: number;
+  readonly handoffs: readonly HandoffTiming[];
+  readonly handoffsPlanned: number;
+  /** Those that did not commit (or were never triggered), with the abort code and reason. */
+  readonly notCommitted: readonly NotCommitted[];
+  /** Trigger to commit, median over the handoffs that committed. */
   readonly handoffMs: number;
+  /** The longest a fresh connection waited over the whole run. */
   readonly longestUnservedMs: number;
+  /** The same before the first trigger: this run's own baseline. */
+  readonly baselineUnservedMs: number;
+  /** Per handoff, the longest wait from its trigger to the next (the last: to the end); the median over handoffs. */
+  readonly unservedPerHandoffP50Ms: number;
+  /** What the handoffs added: the per-handoff median minus the baseline (at least 0). */
+  readonly addedUnservedMs: number;
   readonly drainMs: number | null;
+  /** Failed probes (of which refused). */
   readonly errors: number;
+  readonly refused: number;
+  /** Every planned handoff committed and the harness did not fail. */
   readonly ok: boolean;
+  /** The harness failed (the system would not start, a restart never answered): nothing measured is valid. */
+  readonly failure: string | null;
 }
 
-async function curvePoint(system: System, x: number, p: Preset, idle: number): Promise<CurvePoint> {
+/** A run of `p.curveHandoffs` handoffs with the prober (and `idle` idle keep-alive connections); never throws: a failure is the point's. */
+async function curvePoint(system: System, x: number, p: Preset, idle: number, log: (line: string) => void): Promise<CurvePoint> {
+  const empty: CurvePoint = { system: system.id, label: system.label, ours: system.ours, x, handoffs: [], handoffsPlanned: p.curveHandoffs, notCommitted: [], handoffMs: 0, longestUnservedMs: 0, baselineUnservedMs: 0, unservedPerHandoffP50Ms: 0, addedUnservedMs: 0, drainMs: null, errors: 0, refused: 0, ok: false, failure: null };
   const port = await freePort();
   try {
     await system.start(port);
@@ -257,15 +351,27 @@ async function curvePoint(system: System, x: number, p: Preset, idle: number): P
     const probe = probeOf(results);
     if (idle > 0 && probe.idleOpen < idle) throw new Error(`only ${probe.idleOpen} of ${idle} idle connections were open`);
     const drains = handoffs.map((h) => h.phases?.preparing).filter((d): d is number => d !== undefined);
+    const failed = notCommitted(handoffs, p.curveHandoffs);
+    const baseline = unservedBefore(probe.results, handoffs[0]?.triggeredAt ?? Infinity);
+    const perHandoff = median(unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt)));
     return {
-      system: system.id,
-      x,
-      handoffMs: median(handoffs.map((h) => h.committedAt - h.triggeredAt)),
+      ...empty,
+      handoffs,
+      notCommitted: failed,
+      handoffMs: median(commitDurations(handoffs)),
       longestUnservedMs: longestUnserved(probe.results),
+      baselineUnservedMs: baseline,
+      unservedPerHandoffP50Ms: perHandoff,
+      addedUnservedMs: Math.max(0, perHandoff - baseline),
       drainMs: drains.length ? median(drains) : null,
       errors: probe.results.filter((r) => r.error !== null).length,
-      ok: handoffs.every((h) => h.ok),
+      refused: probe.results.filter((r) => r.error === 'refused').length,
+      ok: failed.length === 0,
     };
+  } catch (error) {
+    const message = (error as Error).message;
+    log(`  ${system.label}: the harness failed: ${message}`);
+    return { ...empty, failure: message };
   } finally {
     await system.stop();
   }
@@ -275,11 +381,11 @@ async function curvePoint(system: System, x: number, p: Preset, idle: number): P
 export async function connectionCurve(p: Preset, log: (line: string) => void): Promise<CurvePoint[]> {
   const points: CurvePoint[] = [];
   for (const n of p.curveConnections) {
-    for (const system of [new HandoffSystem('hello'), new Pm2System('cluster', true, 'hello')]) {
+    for (const system of [new HandoffSystem('hello', { label: 'handoff' }), new Pm2System('cluster', true, 'hello')]) {
       const why = system.unavailable();
       if (why !== null) continue;
       log(`  ${system.label}: ${n} open connections`);
-      points.push(await curvePoint(system, n, p, n));
+      points.push(await curvePoint(system, n, p, n, log));
     }
   }
   return points;
@@ -288,25 +394,50 @@ export async function connectionCurve(p: Preset, log: (line: string) => void): P
 /** Writes a key-value log of `keys` records (the format apps/kv replays), as a data directory. */
 function seedKv(keys: number): string {
   const dir = mkdtempSync(join(tmpdir(), 'handoff-bench-kv-seed-'));
-  mkdirSync(dir, { recursive: true });
   const chunks: string[] = [];
   for (let i = 0; i < keys; i++) chunks.push(`${JSON.stringify({ k: `key-${i}`, v: `value-${i}-${'x'.repeat(16)}` })}\n`);
   writeFileSync(join(dir, 'kv.log'), chunks.join(''));
   return dir;
 }
 
-/** Handoff duration and stall against the key-value daemon's data size. */
+/**
+ * The data-size curve's `[timeouts] total`: a handoff that cannot finish (at 1M keys, say) is
+ * given up by the supervisor after this, so a point stays bounded in time.
+ */
+export const DATA_TOTAL_MS = 30_000;
+
+/** The systems of the data-size curve, each on its own copy of `seed`. */
+function dataSystems(copy: () => string): System[] {
+  return [
+    new HandoffSystem('kv', { dataDir: copy(), id: 'handoff-kv-preload', label: 'handoff, preload', totalTimeoutMs: DATA_TOTAL_MS }),
+    new HandoffSystem('kv', { dataDir: copy(), env: { KV_PRELOAD: '0' }, id: 'handoff-kv-nopreload', label: 'handoff, no preload (KV_PRELOAD=0)', totalTimeoutMs: DATA_TOTAL_MS }),
+    new NaiveRestart('kv', copy(), 'kill and restart'),
+  ];
+}
+
+/**
+ * Handoff duration and stall against the key-value daemon's data size: a handoff with
+ * preload (the kv daemon's default), one without (KV_PRELOAD=0), and a kill and restart,
+ * side by side at each size.
+ */
 export async function dataCurve(p: Preset, log: (line: string) => void): Promise<CurvePoint[]> {
   const points: CurvePoint[] = [];
   for (const keys of p.curveKeys) {
-    const dir = seedKv(keys);
+    const seed = seedKv(keys);
+    const copies: string[] = [];
+    const copy = (): string => {
+      const dir = mkdtempSync(join(tmpdir(), 'handoff-bench-kv-data-'));
+      cpSync(seed, dir, { recursive: true });
+      copies.push(dir);
+      return dir;
+    };
     try {
-      log(`  handoff (key-value daemon): ${keys} keys`);
-      points.push(await curvePoint(new HandoffSystem('kv', dir), keys, p, 0));
-      log(`  kill and restart (key-value daemon): ${keys} keys`);
-      points.push(await curvePoint(new NaiveRestart('kv', dir), keys, p, 0));
+      for (const system of dataSystems(copy)) {
+        log(`  ${system.label}: ${keys} keys`);
+        points.push(await curvePoint(system, keys, p, 0, log));
+      }
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      for (const dir of [seed, ...copies]) rmSync(dir, { recursive: true, force: true });
     }
   }
   return points;

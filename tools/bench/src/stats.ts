@@ -1,7 +1,7 @@
 /** Pure arithmetic over what the load workers saw. */
 import type { RequestResult } from '@handoff/testkit';
-import { ERROR_KINDS } from './types.js';
-import type { CannonResult, ErrorKind } from './types.js';
+import { BenchAbort, ERROR_KINDS } from './types.js';
+import type { CannonResult, ErrorKind, HandoffTiming, NotCommitted } from './types.js';
 
 /** The q-quantile (0..1) by nearest rank; 0 for no values. */
 export function quantile(values: readonly number[], q: number): number {
@@ -65,6 +65,29 @@ export function unservedPerHandoff(probes: readonly RequestResult[], triggers: r
     const next = triggers[i + 1] ?? Infinity;
     return longestUnserved(probes.filter((p) => p.startedAt >= t && p.startedAt < next));
   });
+}
+
+/** {@link longestUnserved} over the probes started before `t` (a run's own baseline: before its first trigger). */
+export function unservedBefore(probes: readonly RequestResult[], t: number): number {
+  return longestUnserved(probes.filter((p) => p.startedAt < t));
+}
+
+/**
+ * The handoffs of a run of `planned` that did not commit, with why; those never triggered
+ * (the harness gave up on an earlier one) count too. Empty when all `planned` committed.
+ */
+export function notCommitted(handoffs: readonly HandoffTiming[], planned: number): NotCommitted[] {
+  const failed: NotCommitted[] = [];
+  handoffs.forEach((h, index) => {
+    if (!h.ok) failed.push({ index, code: h.abort?.code ?? 'UNKNOWN', reason: h.abort?.reason ?? h.detail });
+  });
+  for (let index = handoffs.length; index < planned; index++) failed.push({ index, code: BenchAbort.NotTriggered, reason: 'not triggered: the harness gave up on an earlier handoff of this run' });
+  return failed;
+}
+
+/** Trigger-to-commit of the handoffs that committed, ms. */
+export function commitDurations(handoffs: readonly HandoffTiming[]): number[] {
+  return handoffs.filter((h) => h.ok).map((h) => h.committedAt - h.triggeredAt);
 }
 
 /** Latency over time: per bin of `binMs` from `start`, the p50, p99 and max latency, and errors. */

@@ -11,10 +11,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ask } from '@handoff/supervisor-cli/client';
+import type { Answer } from '@handoff/supervisor-cli/client';
 import { isAlive, stopProcess, waitForDeath } from '@handoff/supervisor/internal';
 import { waitUntil } from '@handoff/testkit';
 import { answers, exited, readPid, sleep } from './proc.js';
-import type { HandoffTiming } from './types.js';
+import { BenchAbort } from './types.js';
+import type { Abort, HandoffTiming } from './types.js';
 
 const require = createRequire(import.meta.url);
 const APPS = join(dirname(fileURLToPath(import.meta.url)), '..', 'apps');
@@ -24,6 +26,12 @@ const START_TIMEOUT_MS = 30_000;
 /** For waits whose end is a measured moment (a restart's commit): poll every 2 ms. */
 const FINE = { everyMs: 2 } as const;
 const STOP_GRACE_MS = 3_000;
+/** The supervisor's own `[timeouts] total` when the configuration does not set it. */
+const SUPERVISOR_TOTAL_MS = 120_000;
+/** How much longer than the supervisor's `total` the harness waits for a handoff's answer. */
+const ANSWER_MARGIN_MS = 15_000;
+/** How long a killed process may take to exit before it is SIGKILLed (kill and restart). */
+const EXIT_WAIT_MS = 30_000;
 
 /** What runs under a system: the stateless hello app, or the example key-value daemon. */
 export type AppKind = 'hello' | 'kv';
@@ -33,6 +41,8 @@ export interface System {
   readonly id: string;
   readonly label: string;
   readonly app: AppKind;
+  /** This project's (a handoff that did not commit fails the run), not a peer's. */
+  readonly ours: boolean;
   /** Why this system cannot run here, or null. */
   unavailable(): string | null;
   start(port: number): Promise<void>;
@@ -41,6 +51,12 @@ export interface System {
   supervisorPids(): readonly number[];
   stop(): Promise<void>;
 }
+
+/**
+ * What `start` throws when the installed supervisor or @handoff/core cannot run the system
+ * at all yet (a feature not landed): the row says skipped, with this message.
+ */
+export class Unsupported extends Error {}
 
 /** A temp directory the system owns; removed by `stop`. */
 function scratch(name: string): string {
@@ -66,24 +82,42 @@ async function withOutput<T>(output: () => string, f: () => Promise<T>): Promise
   }
 }
 
+/** How a {@link HandoffSystem} runs. */
+export interface HandoffOptions {
+  /** An existing data directory to serve (the data-size curve); default a new one. */
+  readonly dataDir?: string;
+  /**
+   * The hello app with no data directory at all (runDaemon without open/seal), under a
+   * configuration without `[daemon] data_dir`: the supervisor hands off by overlap.
+   */
+  readonly stateless?: boolean;
+  /** More environment for the daemon (e.g. `KV_PRELOAD=0`). */
+  readonly env?: Readonly<Record<string, string>>;
+  readonly id?: string;
+  readonly label?: string;
+  /** The supervisor's `[timeouts] total`, which bounds a handoff; default the supervisor's (120 s). */
+  readonly totalTimeoutMs?: number;
+}
+
 /** This project: handoff-supervisor running the app through @handoff/core. */
 export class HandoffSystem implements System {
   readonly id: string;
   readonly label: string;
   readonly app: AppKind;
-  readonly #dataDir: string | undefined;
+  readonly ours = true;
+  readonly #options: HandoffOptions;
   #dir = '';
   #child: ChildProcess | undefined;
   #log: () => string = () => '';
   #trigger = '';
   #supervisorPid: number | null = null;
 
-  /** `dataDir`: an existing data directory to serve (for the data-size curve); default a new one. */
-  constructor(app: AppKind, dataDir?: string) {
+  constructor(app: AppKind, options: HandoffOptions = {}) {
+    if (options.stateless === true && app !== 'hello') throw new Error('only the hello app has a stateless variant');
     this.app = app;
-    this.id = `handoff-${app}`;
-    this.label = app === 'kv' ? 'handoff (key-value daemon)' : 'handoff';
-    this.#dataDir = dataDir;
+    this.#options = options;
+    this.id = options.id ?? (options.stateless === true ? 'handoff-stateless-hello' : `handoff-${app}`);
+    this.label = options.label ?? (options.stateless === true ? 'handoff (stateless, overlap)' : app === 'kv' ? 'handoff (key-value daemon)' : 'handoff');
   }
 
   unavailable(): null {
@@ -92,19 +126,27 @@ export class HandoffSystem implements System {
 
   async start(port: number): Promise<void> {
     this.#dir = scratch(this.id);
-    const data = this.#dataDir ?? join(this.#dir, 'data');
-    mkdirSync(data, { recursive: true });
     mkdirSync(join(this.#dir, 'run'), { mode: 0o700 });
-    const [script, env] = this.app === 'kv' ? [KV_MAIN, { KV_DATA_DIR: data, KV_BUILD_ID: 'kv' }] : [join(APPS, 'hello-handoff.js'), { BENCH_DATA_DIR: data }];
+    const o = this.#options;
+    let script: string;
+    let env: Record<string, string>;
+    let data: string | null = null;
+    if (o.stateless === true) {
+      // No data directory anywhere: neither the app nor the configuration has one.
+      [script, env] = [join(APPS, 'hello-stateless.js'), {}];
+    } else {
+      data = o.dataDir ?? join(this.#dir, 'data');
+      mkdirSync(data, { recursive: true });
+      [script, env] = this.app === 'kv' ? [KV_MAIN, { KV_DATA_DIR: data, KV_BUILD_ID: 'kv' }] : [join(APPS, 'hello-handoff.js'), { BENCH_DATA_DIR: data }];
+    }
     const config = join(this.#dir, 'handoff.toml');
     writeFileSync(
       config,
       `[daemon]
 command = ${JSON.stringify(process.execPath)}
 args = [${JSON.stringify(script)}]
-env = ${tomlTable(env)}
-data_dir = ${JSON.stringify(data)}
-
+env = ${tomlTable({ ...env, ...o.env })}
+${data === null ? '' : `data_dir = ${JSON.stringify(data)}\n`}
 [[listeners]]
 name = "http"
 address = "127.0.0.1:${port}"
@@ -115,35 +157,62 @@ runtime_dir = ${JSON.stringify(join(this.#dir, 'run'))}
 
 [supervisor]
 log_format = "json"
-`,
+${o.totalTimeoutMs === undefined ? '' : `\n[timeouts]\ntotal = ${String(o.totalTimeoutMs)}\n`}`,
     );
     const child = spawn(process.execPath, [SUPERVISOR_MAIN, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     this.#log = capture(child);
-    await withOutput(this.#log, async () => {
-      await waitUntil('handoff-supervisor to serve', () => {
-        if (child.exitCode !== null) throw new Error(`handoff-supervisor exited ${child.exitCode}`);
-        const serving = this.#log().split('\n').find((l) => l.includes('"msg":"serving"'));
-        if (serving === undefined) return false;
-        const line = JSON.parse(serving) as { trigger: string; pid: number; keeperPid?: number };
-        this.#trigger = line.trigger;
-        // The keeper (this child) and the supervisor it runs: both are the supervisor's cost.
-        this.#supervisorPid = line.pid;
-        return true;
-      }, START_TIMEOUT_MS);
-      await waitUntil(`the ${this.app} daemon to answer on port ${port}`, () => answers(port), START_TIMEOUT_MS);
-    });
+    try {
+      await withOutput(this.#log, async () => {
+        await waitUntil('handoff-supervisor to serve', () => {
+          if (child.exitCode !== null) throw new Error(`handoff-supervisor exited ${child.exitCode}`);
+          const serving = this.#log().split('\n').find((l) => l.includes('"msg":"serving"'));
+          if (serving === undefined) return false;
+          const line = JSON.parse(serving) as { trigger: string; pid: number; keeperPid?: number };
+          this.#trigger = line.trigger;
+          // The keeper (this child) and the supervisor it runs: both are the supervisor's cost.
+          this.#supervisorPid = line.pid;
+          return true;
+        }, START_TIMEOUT_MS);
+        await waitUntil(`the ${this.app} daemon to answer on port ${port}`, () => answers(port), START_TIMEOUT_MS);
+      });
+    } catch (error) {
+      // Until stateless daemons land, the supervisor requires [daemon] data_dir and runDaemon a data directory.
+      const said = this.#log().split('\n').find((l) => /data_dir|no data directory/.test(l));
+      if (o.stateless === true && child.exitCode !== null && said !== undefined) {
+        throw new Unsupported(`this build cannot run a daemon without a data directory yet: ${said.trim().slice(0, 300)}`, { cause: error });
+      }
+      throw error;
+    }
   }
 
   async handoff(): Promise<HandoffTiming> {
     const triggeredAt = Date.now();
-    const lines = await ask(this.#trigger, { cmd: 'upgrade' });
+    const fail = (abort: Abort): HandoffTiming => ({ triggeredAt, committedAt: Date.now(), ok: false, abort, detail: `${abort.code}: ${abort.reason}` });
+    // Bounded: the supervisor gives a handoff up after its `total`; the harness waits a margin more.
+    const boundMs = (this.#options.totalTimeoutMs ?? SUPERVISOR_TOTAL_MS) + ANSWER_MARGIN_MS;
+    let lines: Answer[];
+    try {
+      const asked = ask(this.#trigger, { cmd: 'upgrade' }, undefined, { timeoutMs: boundMs });
+      asked.catch(() => undefined);
+      const answered = await Promise.race([asked, sleep(boundMs).then(() => null)]);
+      if (answered === null) return fail({ code: BenchAbort.NoAnswer, reason: `no answer to the trigger within ${boundMs} ms` });
+      lines = answered;
+    } catch (error) {
+      return fail({ code: BenchAbort.NoAnswer, reason: (error as Error).message });
+    }
     const committedAt = Date.now();
     // (The result may be followed by probation lines.)
-    const result = lines.find((l) => l.type === 'result') ?? lines.at(-1);
-    const ok = result?.type === 'result' && result.committed === true;
-    const phases = (result?.timings as { phases?: Record<string, number> } | undefined)?.phases ?? {};
-    return { triggeredAt, committedAt, ok, phases, detail: ok ? `committed, pid ${String(result.incumbentPid)}` : JSON.stringify(result) };
+    const result = lines.find((l) => l.type === 'result');
+    if (result === undefined) {
+      const refused = lines.find((l) => l.type === 'error');
+      return fail(refused ? { code: String(refused.code), reason: String(refused.message) } : { code: BenchAbort.NoResult, reason: `the supervisor answered no result (last line: ${JSON.stringify(lines.at(-1) ?? null)})` });
+    }
+    const phases = (result.timings as { phases?: Record<string, number> } | undefined)?.phases ?? {};
+    if (result.committed === true) return { triggeredAt, committedAt, ok: true, abort: null, phases, detail: `committed, pid ${String(result.incumbentPid)}` };
+    const why = result.abortReason as Abort | null | undefined;
+    const abort = why ?? { code: `outcome ${String(result.outcome)}`, reason: typeof result.aftermath === 'string' ? result.aftermath : 'no reason given' };
+    return { triggeredAt, committedAt, ok: false, abort, phases, detail: `${String(result.outcome)}: ${abort.code}: ${abort.reason}` };
   }
 
   supervisorPids(): readonly number[] {
@@ -171,7 +240,8 @@ log_format = "json"
 }
 
 function tomlTable(env: Readonly<Record<string, string>>): string {
-  return `{ ${Object.entries(env).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(', ')} }`;
+  const entries = Object.entries(env);
+  return entries.length === 0 ? '{}' : `{ ${entries.map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(', ')} }`;
 }
 
 /** The app's command and environment when it runs on its own (no handoff supervisor). */
@@ -189,17 +259,18 @@ export class NaiveRestart implements System {
   readonly id: string;
   readonly label: string;
   readonly app: AppKind;
+  readonly ours = false;
   readonly #dataDir: string | undefined;
   #dir = '';
   #port = 0;
   #child: ChildProcess | undefined;
 
   /** `dataDir`: an existing data directory to serve (for the data-size curve); default a new one. */
-  constructor(app: AppKind, dataDir?: string) {
+  constructor(app: AppKind, dataDir?: string, label?: string) {
     this.app = app;
     this.#dataDir = dataDir;
     this.id = `naive-${app}`;
-    this.label = app === 'kv' ? 'kill and restart (key-value daemon)' : 'kill and restart';
+    this.label = label ?? (app === 'kv' ? 'kill and restart (key-value daemon)' : 'kill and restart');
   }
 
   unavailable(): null {
@@ -222,12 +293,13 @@ export class NaiveRestart implements System {
   async handoff(): Promise<HandoffTiming> {
     const triggeredAt = Date.now();
     const old = this.#child;
-    if (old !== undefined) {
+    if (old?.pid !== undefined) {
       old.kill('SIGTERM');
-      await exited(old);
+      // Bounded: one that does not exit on SIGTERM is SIGKILLed.
+      if (!(await Promise.race([exited(old).then(() => true), sleep(EXIT_WAIT_MS).then(() => false)]))) await stopProcess(old.pid, STOP_GRACE_MS, exited(old));
     }
     await this.#spawn();
-    return { triggeredAt, committedAt: Date.now(), ok: true, detail: `restarted, pid ${String(this.#child?.pid)}` };
+    return { triggeredAt, committedAt: Date.now(), ok: true, abort: null, detail: `restarted, pid ${String(this.#child?.pid)}` };
   }
 
   supervisorPids(): readonly number[] {
@@ -330,6 +402,7 @@ export class Pm2System implements System {
   readonly id: string;
   readonly label: string;
   readonly app: AppKind;
+  readonly ours = false;
   readonly #mode: 'cluster' | 'fork';
   readonly #drain: boolean;
   #dir = '';
@@ -369,7 +442,7 @@ export class Pm2System implements System {
       else home.pm2.restart(this.#name, cb);
     });
     const committedAt = Date.now();
-    return { triggeredAt, committedAt, ok: true, detail: this.#mode === 'cluster' ? 'reloaded' : 'restarted' };
+    return { triggeredAt, committedAt, ok: true, abort: null, detail: this.#mode === 'cluster' ? 'reloaded' : 'restarted' };
   }
 
   supervisorPids(): readonly number[] {
@@ -392,6 +465,7 @@ export class NginxUpgrade implements System {
   readonly id = 'nginx-upgrade';
   readonly label = 'nginx binary upgrade';
   readonly app: AppKind = 'hello';
+  readonly ours = false;
   readonly #binary: string | null;
   #dir = '';
 
@@ -452,7 +526,7 @@ http {
     process.kill(old, 'SIGWINCH');
     process.kill(old, 'SIGQUIT');
     if (!(await waitForDeath(old, 30_000))) throw new Error(`the old nginx master ${old} did not exit within 30 s`);
-    return { triggeredAt, committedAt: Date.now(), ok: true, detail: `new master ${String(fresh)}` };
+    return { triggeredAt, committedAt: Date.now(), ok: true, abort: null, detail: `new master ${String(fresh)}` };
   }
 
   supervisorPids(): readonly number[] {

@@ -42,14 +42,38 @@ export interface ProbeResult {
 
 export type WorkerMessage = { readonly type: 'ready' } | { readonly type: 'result'; readonly result: CannonResult | ProbeResult };
 
+/** Why a handoff did not commit: the supervisor's abort code and reason, or the harness's own (`BENCH_*`). */
+export interface Abort {
+  readonly code: string;
+  readonly reason: string;
+}
+
+/** The harness's own abort codes (the supervisor's are `HANDOFF_*`). */
+export const BenchAbort = {
+  /** The supervisor did not answer the trigger in time, or could not be reached. */
+  NoAnswer: 'BENCH_NO_ANSWER',
+  /** The supervisor answered without a result line. */
+  NoResult: 'BENCH_NO_RESULT',
+  /** Not triggered: the harness gave up on an earlier handoff of the same run. */
+  NotTriggered: 'BENCH_NOT_TRIGGERED',
+} as const;
+
 /** One handoff (or restart, or reload) as the orchestrator saw it. */
 export interface HandoffTiming {
   /** Epoch ms when the trigger was sent. */
   readonly triggeredAt: number;
-  /** Epoch ms when the new version was the only one serving (each system's own signal of it). */
+  /** Epoch ms when the new version was the only one serving (each system's own signal of it); for a handoff that did not commit, when it was given up. */
   readonly committedAt: number;
+  /** It committed (the new version serves). */
   readonly ok: boolean;
+  /** Why it did not commit; null when it did. */
+  readonly abort: Abort | null;
   readonly detail: string;
   /** This project only: the supervisor's time per protocol phase. */
   readonly phases?: Readonly<Record<string, number>>;
+}
+
+/** A handoff of a run that did not commit: its index in the run (0-based), code and reason. */
+export interface NotCommitted extends Abort {
+  readonly index: number;
 }

@@ -1,5 +1,6 @@
 /**
- * The high-level API for the common case: an HTTP daemon with a data directory. It detects
+ * The high-level API for the common case: an HTTP daemon, with a data directory or without
+ * one (then without a lock, and its handoffs overlap: PROTOCOL.md §7, "Overlap"). It detects
  * its role, takes the data-directory lock, opens the data, serves on the inherited (or its
  * own) listeners, serves supervisor sessions, drains with {@link HttpDrainer}, seals,
  * resumes after an aborted handoff, and as a successor takes over and checks that its
@@ -16,6 +17,8 @@
  * `runDaemon` resolves when the process should exit, with the code to exit with.
  */
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { RequestListener, Server } from 'node:http';
 import type { SealReport } from '@handoff/protocol';
 import { DEFAULT_TIMEOUTS, explainRevisionGap } from '@handoff/protocol';
@@ -24,7 +27,7 @@ import type { DetectedRole } from './env.js';
 import { CoreError, CoreErrorCode } from './errors.js';
 import { messageOf } from '@handoff/protocol/internal';
 import { HttpDrainer } from './http-drain.js';
-import { Incumbent } from './incumbent.js';
+import { Incumbent, defaultCapabilities } from './incumbent.js';
 import type { Drainable, IncumbentExit } from './incumbent.js';
 import type { InheritedListeners } from './listeners.js';
 import { DataDirLock } from './lock.js';
@@ -69,8 +72,13 @@ export interface DaemonOptions<S, P = unknown> {
   readonly controlSocket?: string;
   /** Listener names, with the address to bind when the supervisor did not pass them. */
   readonly listeners: Readonly<Record<string, ListenAddress>>;
-  /** Opens the data, with the lock held: a cold start, a recovery, a resume after an abort, and a takeover without `preload`. */
-  open(context: OpenContext): Promise<S>;
+  /**
+   * Opens the data, with the lock held: a cold start, a recovery, a resume after an abort, and
+   * a takeover without `preload`. Without `open` (and `revisions`, `seal`) the daemon keeps no
+   * data directory: it takes no lock, and its handoffs overlap — the successor accepts before
+   * the incumbent stops (PROTOCOL.md section 7, "Overlap"; the supervisor has no data_dir).
+   */
+  open?(context: OpenContext): Promise<S>;
   /**
    * A successor's head start, called before it says Hello (so before the supervisor asks the
    * incumbent to drain), while the incumbent still holds the lock, writes and serves: read
@@ -94,11 +102,11 @@ export interface DaemonOptions<S, P = unknown> {
    * it throws, one line goes to stderr and the handoff goes on.
    */
   warmUp?(): Promise<void>;
-  /** Last revision per shard. */
-  revisions(state: S): readonly number[];
+  /** Last revision per shard (required with `open`). */
+  revisions?(state: S): readonly number[];
   fingerprint?(state: S): string;
-  /** Flushes, fsyncs and closes the writer; the lock is released right after. */
-  seal(state: S): Promise<void>;
+  /** Flushes, fsyncs and closes the writer; the lock is released right after (required with `open`). */
+  seal?(state: S): Promise<void>;
   /** The request handler of a listener. */
   handler(state: S, listener: string): RequestListener;
   /** Called each time the daemon (re)starts serving. */
@@ -141,9 +149,18 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     throw error;
   }
   if (options.preload && !options.catchUp) return { code: 2, reason: 'runDaemon: preload is given without catchUp, which brings the preloaded data up to date after Begin: give both or neither' };
-  const dataDir = options.dataDir ?? detected.dataDir;
-  if (!dataDir) return { code: 2, reason: 'no data directory: run under handoff-supervisor (it passes [daemon] data_dir as HANDOFF_DATA_DIR) or give runDaemon a dataDir' };
-  const controlSocket = options.controlSocket ?? detected.controlSocket ?? `${dataDir}/.handoff.sock`;
+  const openData = options.open?.bind(options);
+  const revisionsOf = options.revisions?.bind(options);
+  const sealData = options.seal?.bind(options);
+  const stateless = !openData;
+  if (stateless && (revisionsOf || sealData || options.preload || options.dataDir !== undefined)) {
+    return { code: 2, reason: 'runDaemon: revisions, seal, preload or dataDir is given without open; give open (a daemon with data) or none of them (a daemon without a data directory)' };
+  }
+  if (!stateless && (!revisionsOf || !sealData)) return { code: 2, reason: 'runDaemon: open is given without revisions and seal; a daemon with data needs all three' };
+  // A daemon without data needs no directory (and ignores HANDOFF_DATA_DIR).
+  const dataDir = stateless ? '' : (options.dataDir ?? detected.dataDir ?? '');
+  if (!stateless && !dataDir) return { code: 2, reason: 'no data directory: run under handoff-supervisor (it passes [daemon] data_dir as HANDOFF_DATA_DIR) or give runDaemon a dataDir' };
+  const controlSocket = options.controlSocket ?? detected.controlSocket ?? (stateless ? join(tmpdir(), `handoff-${process.pid}.sock`) : `${dataDir}/.handoff.sock`);
   const inherited: InheritedListeners = detected.listeners;
   let state: S | undefined;
   let lastSeal: SealReport | null = null;
@@ -154,7 +171,9 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   // A hook that blocks the event loop this long is a third of the way to being taken for dead.
   const watchOptions = { livenessMs: livenessMs ?? DEFAULT_TIMEOUTS.livenessMs, thresholdMs: (livenessMs ?? DEFAULT_TIMEOUTS.livenessMs) / 3 };
   const watched = <T>(hook: string, run: () => Promise<T>): Promise<T> => watchLoop(hook, run, watchOptions);
-  const open = (context: OpenContext): Promise<S> => watched('open()', () => options.open(context));
+  const open = (context: OpenContext): Promise<S> => (openData ? watched('open()', () => openData(context)) : Promise.resolve(undefined as S));
+  const revisionsNow = (current: S): number[] => (revisionsOf ? [...revisionsOf(current)] : []);
+  const lockIfData = async (take: () => Promise<DataDirLock>): Promise<DataDirLock | null> => (stateless ? null : take());
 
   const listen = async (current: S): Promise<string[]> => {
     served = [];
@@ -178,8 +197,8 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   };
 
   const requireState = (): S => {
-    if (state === undefined) throw new CoreError(CoreErrorCode.WrongState, 'the daemon has no open data');
-    return state;
+    if (state === undefined && !stateless) throw new CoreError(CoreErrorCode.WrongState, 'the daemon has no open data');
+    return state as S; // a daemon without data has none: undefined
   };
 
   const drainable: Drainable = {
@@ -190,9 +209,9 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     },
     async seal() {
       const current = requireState();
-      await watched('seal()', () => options.seal(current));
+      if (sealData) await watched('seal()', () => sealData(current));
       sealed = true;
-      lastSeal = { revisions: [...options.revisions(current)], fingerprint: options.fingerprint?.(current) ?? '' };
+      lastSeal = { revisions: revisionsNow(current), fingerprint: options.fingerprint?.(current) ?? '' };
       return lastSeal;
     },
     async resumeAfterAbort() {
@@ -215,7 +234,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   if (detected.role === 'cold') {
     let listeningOn: string[];
     try {
-      const lock = await DataDirLock.acquireOrBreakStale(dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
+      const lock = await lockIfData(() => DataDirLock.acquireOrBreakStale(dataDir, { waitMs: options.lockWaitMs ?? 10_000 }));
       state = await open({ dataDir, seal: null, reason: 'coldStart' });
       listeningOn = await listen(state);
       incumbent = await Incumbent.bind({ ...incumbentOptions, lock });
@@ -228,7 +247,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     disarmFailureFile();
     options.onServing?.({ role: 'cold', promoted: false, listeningOn });
   } else {
-    const successor = Successor.connect({ channelFd: detected.channelFd, ...timing });
+    const successor = Successor.connect({ channelFd: detected.channelFd, capabilities: defaultCapabilities({ stateless, spawnHolder: false }), ...timing });
     // Before Hello: the supervisor asks the incumbent to drain only once Hello arrives.
     let preloaded = await preloadBeforeHello(options, dataDir, watched);
     let exitWith: Promise<IncumbentExit> | undefined;
@@ -236,9 +255,10 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       const handshook = await successor.handshake(options.buildId);
       exitWith = handshook.exited;
       const begun = await handshook.waitForBegin();
-      let lock: DataDirLock;
+      let lock: DataDirLock | null;
       try {
-        lock = await DataDirLock.acquire(dataDir, { waitMs: options.lockWaitMs ?? 10_000 });
+        // Without data (Overlap): nothing to lock or open; Begin means "start accepting".
+        lock = await lockIfData(() => DataDirLock.acquire(dataDir, { waitMs: options.lockWaitMs ?? 10_000 }));
         if (preloaded && begun.seal && options.catchUp) {
           const catchUp = options.catchUp.bind(options);
           const { value } = preloaded;
@@ -254,7 +274,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
         begun.fail(messageOf(error));
         return await begun.exited;
       }
-      const revisions = [...options.revisions(state)];
+      const revisions = revisionsNow(state);
       const continues = begun.seal === null || explainRevisionGap(begun.seal.revisions, revisions) === undefined;
       // Listen only on data that continues the seal; otherwise Ready reports it and the machine exits.
       let listeningOn: string[] = [];
@@ -280,10 +300,11 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   const stopped = new Promise<IncumbentExit>((resolve) => {
     const stop = async (): Promise<void> => {
       stopping = true;
+      crashPoint('incumbent:stopping');
       try {
         await drainable.drain(Date.now() + 10_000, new AbortController().signal);
         await drainable.seal(new AbortController().signal, () => undefined);
-        incumbent.lock.release();
+        incumbent.lock?.release();
         resolve({ code: 0, reason: 'stopped: drained and sealed' });
       } catch (error) {
         resolve({ code: 1, reason: `stop failed: ${messageOf(error)}; writes acknowledged before the stop are durable, later ones were refused` });

@@ -63,6 +63,11 @@ export interface ClusterOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** How long to wait for the supervisor to serve. Default 20 s. */
   readonly startTimeoutMs?: number;
+  /**
+   * A daemon without a data directory: the configuration has no `data_dir` (its handoffs
+   * overlap, PROTOCOL.md section 7), and the checks look for no lock.
+   */
+  readonly stateless?: boolean;
   /** The HTTP path the daemon answers with JSON holding its `pid`. Default `/health`. */
   readonly healthPath?: string;
   /**
@@ -116,6 +121,8 @@ export class Cluster implements AsyncDisposable {
   readonly listeners: readonly HeldListener[];
   readonly port: number;
   readonly daemon: DaemonCommand;
+  /** The daemon keeps no data directory (no `data_dir`; no lock to check). */
+  readonly stateless: boolean;
   /** Set in the environment of the supervisor and of every daemon it starts, to find them. */
   readonly #tag: string;
   readonly #closeListeners: () => void;
@@ -129,6 +136,7 @@ export class Cluster implements AsyncDisposable {
   /** Prepares a cluster (the directory, the listener, the configuration); {@link startCluster} also starts it. */
   constructor(options: ClusterOptions) {
     this.#options = options;
+    this.stateless = options.stateless === true;
     this.dir = mkdtempSync(join(tmpdir(), 'handoff-test-'));
     this.dataDir = join(this.dir, 'data');
     this.runtimeDir = join(this.dir, 'run');
@@ -161,7 +169,7 @@ export class Cluster implements AsyncDisposable {
       `args = ${toml(d.args ?? [])}`,
       `env = ${toml(d.env ?? {})}`,
       ...(d.cwd ? [`cwd = ${toml(d.cwd)}`] : []),
-      `data_dir = ${toml(this.dataDir)}`,
+      ...(this.stateless ? [] : [`data_dir = ${toml(this.dataDir)}`]),
       '',
       '[[listeners]]',
       'name = "http"',

@@ -30,11 +30,11 @@ describe('pnpm bench --quick', () => {
       output += d.toString();
       stderr += d.toString();
     });
-    const deadline = setTimeout(() => child.kill('SIGINT'), 280_000);
+    const deadline = setTimeout(() => child.kill('SIGINT'), 400_000);
     code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     clearTimeout(deadline);
     if (existsSync(join(out, 'bench.json'))) result = JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8')) as BenchResult;
-  }, 300_000);
+  }, 420_000);
 
   afterAll(() => {
     rmSync(out, { recursive: true, force: true });

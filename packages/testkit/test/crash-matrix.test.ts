@@ -7,6 +7,7 @@
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { checkPromises, runCrashScenario, startCluster } from '../src/index.js';
 import { kv } from './kv.js';
+import { stateless } from './stateless.js';
 import type { CrashScenario } from '../src/index.js';
 
 // 2 rounds in `pnpm test` (CI runs a third on Node 24); HANDOFF_CRASH_REPEAT=20 soaks.
@@ -71,11 +72,24 @@ const ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect; re
   { row: 'incumbent: after receiving Commit', role: 'incumbent', point: 'incumbent:received-Commit', expect: { serves: 'new', outcome: 'committed' } },
 ];
 
+/** The overlap rows (a daemon without a data directory, PROTOCOL.md section 7): a load with no writes, as there is no data. */
+const OVERLAP_LOAD = { readers: 4, writers: 0, probeEveryMs: 5 };
+const SV2 = { daemon: { env: { STATELESS_BUILD_ID: 'v2' } } };
+const OVERLAP_ROWS: (CrashScenario & { readonly row: string; readonly expect: Expect; readonly once?: true })[] = [
+  { row: 'overlap, supervisor: sent Begin (both daemons may accept)', role: 'supervisor', point: 'supervisor:sent-Begin-to-successor', expect: { serves: 'either' } },
+  { row: "overlap, supervisor: received N's Ready", role: 'supervisor', point: 'supervisor:received-Ready-from-successor', once: true, expect: { serves: 'either' } },
+  { row: 'overlap, supervisor: committed, stopping O', role: 'supervisor', point: 'supervisor:stopping-incumbent', expect: N },
+  { row: 'overlap, successor: accepting, before Ready', role: 'successor', point: 'successor:listening', once: true, expect: { serves: 'original', outcome: 'rolledBack' } },
+  { row: 'overlap, successor: after sending Ready', role: 'successor', point: 'successor:sent-Ready', request: SV2, expect: { serves: 'either', restartsCommitted: true } },
+  { row: 'overlap, incumbent: stopping after the commit point', role: 'incumbent', point: 'incumbent:stopping', once: true, expect: { serves: 'new', outcome: 'committed' } },
+];
+
 describe('crash matrix', () => {
+  const rows = [...ROWS.map((r) => ({ ...r, stateless: false })), ...OVERLAP_ROWS.map((r) => ({ ...r, load: OVERLAP_LOAD, stateless: true }))];
   for (let round = 1; round <= REPEAT; round++) {
-    for (const scenario of ROWS.filter((r) => round === 1 || !r.once)) {
+    for (const scenario of rows.filter((r) => round === 1 || !r.once)) {
       it(`round ${round}: ${scenario.row}`, async () => {
-        await using cluster = await startCluster({ daemon: kv() });
+        await using cluster = await startCluster(scenario.stateless ? { daemon: stateless(), stateless: true } : { daemon: kv() });
         onTestFailed(() => {
           console.error(`--- ${scenario.row}: output (${cluster.dir}) ---\n${cluster.output()}\n--- events ---\n${cluster.events.map((e) => JSON.stringify(e)).join('\n')}`);
         });

@@ -4,18 +4,10 @@
  * before the incumbent stops, so a fresh connection never waits for a drain.
  */
 import { Agent, request } from 'node:http';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { LoadDriver, checkPromises, startCluster } from '../src/index.js';
-import type { Cluster, ClusterPaths } from '../src/index.js';
-import type { DaemonCommand } from '@handoff/supervisor';
-
-const STATELESS = fileURLToPath(new URL('./fixtures/stateless-daemon.js', import.meta.url));
-
-/** The stateless fixture daemon, build `v1`. */
-export function stateless(env: Readonly<Record<string, string>> = {}): (paths: ClusterPaths) => DaemonCommand {
-  return () => ({ command: process.execPath, args: [STATELESS], env: { STATELESS_BUILD_ID: 'v1', ...env } });
-}
+import type { Cluster } from '../src/index.js';
+import { stateless } from './stateless.js';
 
 function printOnFailure(cluster: Cluster): void {
   onTestFailed(() => {

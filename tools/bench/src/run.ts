@@ -13,7 +13,7 @@ import type { RequestResult } from '@handoff/testkit';
 import { freePort, ProcSampler, sleep } from './proc.js';
 import { commitDurations, countErrors, emptyErrors, longestUnserved, max, median, notCommitted, quantile, timeline, unservedBefore, unservedPerHandoff } from './stats.js';
 import type { Timeline } from './stats.js';
-import { HandoffSystem, NaiveRestart, Pm2System, Unsupported } from './systems.js';
+import { HandoffSystem, NaiveRestart, Pm2System } from './systems.js';
 import type { System } from './systems.js';
 import type { CannonResult, ErrorKind, HandoffTiming, LoadConfig, NotCommitted, ProbeResult, WorkerMessage } from './types.js';
 
@@ -260,12 +260,7 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
   const port = await freePort();
   const stateful = system.app === 'kv';
   try {
-    try {
-      await system.start(port);
-    } catch (error) {
-      if (error instanceof Unsupported) return emptyResult(system, error.message);
-      throw error;
-    }
+    await system.start(port);
     const load: LoadSpec[] = [
       { kind: 'cannon', port, connections: p.connections, probeEveryMs: 0, writers: 0, idleConnections: 0 },
       { kind: 'probe', port, connections: 0, probeEveryMs: p.probeEveryMs, writers: stateful ? p.writers : 0, idleConnections: 0 },

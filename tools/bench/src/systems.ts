@@ -52,12 +52,6 @@ export interface System {
   stop(): Promise<void>;
 }
 
-/**
- * What `start` throws when the installed supervisor or @handoff/core cannot run the system
- * at all yet (a feature not landed): the row says skipped, with this message.
- */
-export class Unsupported extends Error {}
-
 /** A temp directory the system owns; removed by `stop`. */
 function scratch(name: string): string {
   return mkdtempSync(join(tmpdir(), `handoff-bench-${name}-`));
@@ -162,28 +156,19 @@ ${o.totalTimeoutMs === undefined ? '' : `\n[timeouts]\ntotal = ${String(o.totalT
     const child = spawn(process.execPath, [SUPERVISOR_MAIN, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     this.#log = capture(child);
-    try {
-      await withOutput(this.#log, async () => {
-        await waitUntil('handoff-supervisor to serve', () => {
-          if (child.exitCode !== null) throw new Error(`handoff-supervisor exited ${child.exitCode}`);
-          const serving = this.#log().split('\n').find((l) => l.includes('"msg":"serving"'));
-          if (serving === undefined) return false;
-          const line = JSON.parse(serving) as { trigger: string; pid: number; keeperPid?: number };
-          this.#trigger = line.trigger;
-          // The keeper (this child) and the supervisor it runs: both are the supervisor's cost.
-          this.#supervisorPid = line.pid;
-          return true;
-        }, START_TIMEOUT_MS);
-        await waitUntil(`the ${this.app} daemon to answer on port ${port}`, () => answers(port), START_TIMEOUT_MS);
-      });
-    } catch (error) {
-      // Until stateless daemons land, the supervisor requires [daemon] data_dir and runDaemon a data directory.
-      const said = this.#log().split('\n').find((l) => /data_dir|no data directory/.test(l));
-      if (o.stateless === true && child.exitCode !== null && said !== undefined) {
-        throw new Unsupported(`this build cannot run a daemon without a data directory yet: ${said.trim().slice(0, 300)}`, { cause: error });
-      }
-      throw error;
-    }
+    await withOutput(this.#log, async () => {
+      await waitUntil('handoff-supervisor to serve', () => {
+        if (child.exitCode !== null) throw new Error(`handoff-supervisor exited ${child.exitCode}`);
+        const serving = this.#log().split('\n').find((l) => l.includes('"msg":"serving"'));
+        if (serving === undefined) return false;
+        const line = JSON.parse(serving) as { trigger: string; pid: number; keeperPid?: number };
+        this.#trigger = line.trigger;
+        // The keeper (this child) and the supervisor it runs: both are the supervisor's cost.
+        this.#supervisorPid = line.pid;
+        return true;
+      }, START_TIMEOUT_MS);
+      await waitUntil(`the ${this.app} daemon to answer on port ${port}`, () => answers(port), START_TIMEOUT_MS);
+    });
   }
 
   async handoff(): Promise<HandoffTiming> {

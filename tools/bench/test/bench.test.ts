@@ -59,11 +59,6 @@ describe('pnpm bench --quick', () => {
         expect(s.skipped, output).toMatch(/nginx is not installed/);
         continue;
       }
-      // Skipped only while this build cannot run a daemon without a data directory (overlap handoffs not landed).
-      if (s.id === 'handoff-stateless-hello' && s.skipped !== null) {
-        expect(s.skipped, output).toMatch(/cannot run a daemon without a data directory/);
-        continue;
-      }
       expect(s.skipped, `${s.id}\n${output}`).toBeNull();
       expect(s.failure, `${s.id}\n${output}`).toBeNull();
       expect(s.handoffs.filter((h) => h.ok), s.id).toHaveLength(QUICK.handoffs);

@@ -55,7 +55,18 @@ export interface OpenContext {
 /** What `preload` is told. */
 export interface PreloadContext {
   readonly dataDir: string;
+  /**
+   * Aborted when the preload's time is up (`preloadMs`): stop soon and return what was
+   * loaded so far, as long as `catchUp` can finish it (say, data up to a byte offset), or
+   * throw (then `open` is used after Begin).
+   */
+  readonly signal: AbortSignal;
 }
+
+/** How long a successor may preload, from its process's start: 70% of the supervisor's default `helloMs`. */
+export const DEFAULT_PRELOAD_MS = Math.round(DEFAULT_TIMEOUTS.helloMs * 0.7);
+/** How long a preload may run on after its signal before the successor says Hello without it. */
+const PRELOAD_GRACE_MS = 1_000;
 
 /**
  * Options of {@link runDaemon}. `S` is the open data; `P`, what `preload` hands to `catchUp`
@@ -83,12 +94,21 @@ export interface DaemonOptions<S, P = unknown> {
    * A successor's head start, called before it says Hello (so before the supervisor asks the
    * incumbent to drain), while the incumbent still holds the lock, writes and serves: read
    * the data read-only — never write, never create or truncate a file, never take the lock.
-   * It must end within the supervisor's `helloMs` (`[timeouts] hello`, 10 s by default),
-   * counted from the successor's spawn, or the handoff is abandoned. Its result goes to
-   * `catchUp`. If it throws, one line goes to stderr and `open` is used after Begin: a
-   * failed preload never fails the handoff. Requires `catchUp`.
+   * The successor's Hello must come within the supervisor's `helloMs` (`[timeouts] hello`,
+   * 10 s by default) from its spawn, or the handoff is abandoned: `context.signal` aborts
+   * `preloadMs` after the process started — return what was loaded so far then — and a
+   * preload still running a second later is left behind (the successor says Hello and
+   * uses `open` after Begin). Its result goes to `catchUp`. If it throws, one line goes to
+   * stderr and `open` is used after Begin: a failed preload never fails the handoff.
+   * Requires `catchUp`.
    */
   preload?(context: PreloadContext): Promise<P>;
+  /**
+   * How long `preload` may run, in ms from the process's start. Default
+   * {@link DEFAULT_PRELOAD_MS} (7 s, for the supervisor's default `helloMs` of 10 s): raise
+   * it with `[timeouts] hello`.
+   */
+  readonly preloadMs?: number;
   /**
    * Called instead of `open` when taking over from a sealed incumbent after a successful
    * `preload`, with the lock held: bring the preloaded state up to date with what the
@@ -98,8 +118,9 @@ export interface DaemonOptions<S, P = unknown> {
   catchUp?(preloaded: P, context: OpenContext): Promise<S>;
   /**
    * Called by a successor before its Hello, after `preload`: warm up its own hot paths
-   * (exercise a handler, the JSON paths). Keep it short: it counts against `helloMs` too. If
-   * it throws, one line goes to stderr and the handoff goes on.
+   * (exercise a handler, the JSON paths). Keep it short: it counts against `helloMs` too
+   * (it is skipped when `preloadMs` has passed). If it throws, one line goes to stderr and
+   * the handoff goes on.
    */
   warmUp?(): Promise<void>;
   /** Last revision per shard (required with `open`). */
@@ -321,29 +342,44 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
 
 /**
  * A successor's work before its Hello: `preload` (read-only, without the lock), then
- * `warmUp`. Null when there is nothing preloaded: no `preload`, or it failed (one line on
- * stderr; `open` is used after Begin).
+ * `warmUp`, within `preloadMs` of the process's start. Null when there is nothing preloaded:
+ * no `preload`, or it failed or overran (one line on stderr; `open` is used after Begin).
  */
 async function preloadBeforeHello<S, P>(
   options: DaemonOptions<S, P>,
   dataDir: string,
   watched: <T>(hook: string, run: () => Promise<T>) => Promise<T>,
 ): Promise<{ readonly value: P } | null> {
+  const budgetMs = options.preloadMs ?? DEFAULT_PRELOAD_MS;
+  const deadline = Date.now() + budgetMs - process.uptime() * 1_000;
   let preloaded: { readonly value: P } | null = null;
   if (options.preload) {
     const preload = options.preload.bind(options);
+    const timeUp = new AbortController();
+    const timers: NodeJS.Timeout[] = [];
+    // Past the grace, the successor goes on without the preload (which only reads).
+    const overran = new Promise<'overran'>((resolve) => {
+      timers.push(setTimeout(() => { timeUp.abort(new Error(`preloadMs (${budgetMs} ms) has passed`)); }, Math.max(0, deadline - Date.now())));
+      timers.push(setTimeout(() => { resolve('overran'); }, Math.max(0, deadline + PRELOAD_GRACE_MS - Date.now())));
+    });
     try {
       const value = await watched('preload()', () => {
-        const running = preload({ dataDir });
+        const running = preload({ dataDir, signal: timeUp.signal });
         crashPoint('successor:preloading');
-        return running;
+        return Promise.race([running.then((v) => ({ v })), overran]);
       });
-      preloaded = { value };
+      if (value === 'overran') {
+        process.stderr.write(`handoff: preload() went on for more than ${PRELOAD_GRACE_MS} ms after its signal (preloadMs ${budgetMs} ms from the start); the successor says Hello without it and opens the data in full with open() after Begin\n`);
+      } else {
+        preloaded = { value: value.v };
+      }
     } catch (error) {
       process.stderr.write(`handoff: preload() failed: ${messageOf(error)}; the data will be opened in full with open() after Begin\n`);
+    } finally {
+      for (const t of timers) clearTimeout(t);
     }
   }
-  if (options.warmUp) {
+  if (options.warmUp && Date.now() < deadline) {
     const warmUp = options.warmUp.bind(options);
     try {
       await watched('warmUp()', warmUp);

@@ -15,6 +15,6 @@ export { BegunSuccessor, HandshookSuccessor, Successor } from './successor.js';
 export type { Readiness, SuccessorOptions } from './successor.js';
 export { HttpDrainer } from './http-drain.js';
 export type { HttpDrainOptions, HttpDrainReport } from './http-drain.js';
-export { runDaemon } from './daemon.js';
+export { DEFAULT_PRELOAD_MS, runDaemon } from './daemon.js';
 export { CrashEnv } from './crash-points.js';
 export type { DaemonOptions, ListenAddress, OpenContext, PreloadContext } from './daemon.js';

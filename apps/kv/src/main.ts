@@ -8,12 +8,15 @@
  *   KV_PORT       port without a supervisor (8080)
  *   KV_BUILD_ID   build id reported in Hello    KV_SEAL_DELAY_MS, KV_SEAL_FAIL, KV_STALE,
  *   KV_PRELOAD    0: no preload (below)         KV_FAIL_START, KV_DIE_AFTER_MS, KV_OPEN_DELAY_MS,
- *                                               KV_PRELOAD_DELAY_MS, KV_PRELOAD_FAIL,
+ *                                               KV_PRELOAD_DELAY_MS, KV_PRELOAD_FAIL, KV_OPEN_BLOCK_MS
+ *                                               (open/catch-up blocks the event loop: a fault),
  *                                               KV_UNHEALTHY_AFTER_MS (GET /ready answers 503
  *                                               once this long up): fault injection for tests
  *
  * As a successor it preloads the log before its Hello, read-only, while the incumbent still
  * serves, and after Begin replays only what was appended since (PROTOCOL.md §7, §16).
+ * KV_PRELOAD_MS: how long the preload may run from the start (default 7 s; raise it with the
+ * supervisor's [timeouts] hello).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -40,6 +43,13 @@ if (env.KV_DIE_AFTER_MS) {
   }, Number(env.KV_DIE_AFTER_MS)).unref();
 }
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/** A fault for tests: long synchronous work, as a daemon that does not slice it would do. */
+const blockEventLoop = (ms: number): void => {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    // busy
+  }
+};
 const stop = new AbortController();
 process.once('SIGTERM', () => { stop.abort(); });
 process.once('SIGINT', () => { stop.abort(); });
@@ -101,6 +111,7 @@ const exit = await runDaemon<KvStore, Preloaded>({
   open: async ({ dataDir: dir, seal, reason }) => {
     // A slow open, with the lock held: for recovery tests.
     if (env.KV_OPEN_DELAY_MS) await sleep(Number(env.KV_OPEN_DELAY_MS));
+    if (env.KV_OPEN_BLOCK_MS) blockEventLoop(Number(env.KV_OPEN_BLOCK_MS));
     const started = performance.now();
     const store = await KvStore.open(dir, { dropLast: env.KV_STALE === '1' && seal !== null });
     logLoaded('opened', started, { reason, revision: store.revision, ...store.loaded });
@@ -108,18 +119,23 @@ const exit = await runDaemon<KvStore, Preloaded>({
   },
   ...(preloading
     ? {
+        // How long the preload may run from the process's start (default 7 s, for the
+        // supervisor's default [timeouts] hello of 10 s): raise both together.
+        ...(env.KV_PRELOAD_MS ? { preloadMs: Number(env.KV_PRELOAD_MS) } : {}),
         // Before Hello, read-only, without the lock: the incumbent still appends.
-        preload: async ({ dataDir: dir }) => {
+        // Stopped by `signal` (its time is up), it returns what it has: the tail is longer then.
+        preload: async ({ dataDir: dir, signal }) => {
           const started = performance.now();
           if (env.KV_PRELOAD_DELAY_MS) await sleep(Number(env.KV_PRELOAD_DELAY_MS));
           if (env.KV_PRELOAD_FAIL === '1') throw new Error('preload failed (KV_PRELOAD_FAIL=1)');
-          const preloaded = await KvStore.preload(dir);
-          logLoaded('preloaded', started, { revision: preloaded.revision, offset: preloaded.offset });
+          const preloaded = await KvStore.preload(dir, signal);
+          logLoaded('preloaded', started, { revision: preloaded.revision, offset: preloaded.offset, partial: preloaded.partial });
           return preloaded;
         },
         // After Begin, with the lock held: the records appended since the preload.
         catchUp: async (preloaded, { dataDir: dir, seal, reason }) => {
           if (env.KV_OPEN_DELAY_MS) await sleep(Number(env.KV_OPEN_DELAY_MS));
+          if (env.KV_OPEN_BLOCK_MS) blockEventLoop(Number(env.KV_OPEN_BLOCK_MS));
           const started = performance.now();
           // KV_STALE (a fault for tests) opens one record behind the seal, preload or not.
           const store = env.KV_STALE === '1' && seal !== null ? await KvStore.open(dir, { dropLast: true }) : await KvStore.catchUp(dir, preloaded);

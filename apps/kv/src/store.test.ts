@@ -86,7 +86,7 @@ describe('KvStore.open', () => {
 describe('KvStore.preload and catchUp', () => {
   it('preload reads without writing: no file is created, a torn tail is left alone', async () => {
     const none = await KvStore.preload(dir);
-    expect([none.revision, none.offset, none.file]).toEqual([0, 0, null]);
+    expect([none.revision, none.offset, none.file, none.partial]).toEqual([0, 0, null, false]);
     expect(existsSync(log)).toBe(false);
     writeFileSync(log, `${records(0, 5)}{"k":"half`);
     const before = statSync(log);
@@ -94,6 +94,26 @@ describe('KvStore.preload and catchUp', () => {
     expect([preloaded.revision, preloaded.offset]).toEqual([5, Buffer.byteLength(records(0, 5))]);
     expect(readFileSync(log, 'utf8')).toBe(`${records(0, 5)}{"k":"half`);
     expect(statSync(log).mtimeMs).toBe(before.mtimeMs);
+  });
+
+  it('a preload told to stop returns what it replayed, up to a chunk boundary, and catchUp finishes it', async () => {
+    writeFileSync(log, records(0, 60_000)); // about 1.4 MiB: two reads
+    const stopped = new AbortController();
+    stopped.abort();
+    const none = await KvStore.preload(dir, stopped.signal);
+    expect([none.partial, none.revision, none.offset]).toEqual([true, 0, 0]);
+    let checks = 0;
+    const afterOneChunk = { get aborted() { return checks++ > 0; } } as AbortSignal;
+    const part = await KvStore.preload(dir, afterOneChunk);
+    expect(part.partial).toBe(true);
+    expect(part.revision).toBeGreaterThan(0);
+    expect(part.revision).toBeLessThan(60_000);
+    expect(part.offset).toBe(Buffer.byteLength(records(0, part.revision)));
+    appendFileSync(log, records(60_000, 60_010));
+    const store = await KvStore.catchUp(dir, part);
+    expect(store.loaded).toEqual({ mode: 'tail', fromOffset: part.offset, preloaded: part.revision, records: 60_010 - part.revision });
+    expect([store.revision, store.get('key-0'), store.get('key-60009')]).toEqual([60_010, 'value-0', 'value-60009']);
+    await store.close();
   });
 
   it('catchUp replays only the tail appended since the preload, including a record that was torn at preload time', async () => {

@@ -44,6 +44,8 @@ export interface Preloaded {
   readonly crc: number;
   /** The file's identity when it was read; null when there was no log yet. */
   readonly file: { readonly dev: number; readonly ino: number } | null;
+  /** True when the preload was told to stop before the end of the file (the tail is longer then). */
+  readonly partial: boolean;
 }
 
 /** How a store's data was loaded. */
@@ -65,6 +67,8 @@ interface Replay {
   line: number;
   /** Held back by one record (KV_STALE's `dropLast`): the last complete record, not yet applied. */
   held: { key: string; value: string; bytes: number } | null;
+  /** Stopped by its signal before the end of the file. */
+  stopped: boolean;
 }
 
 /** Gives the event loop a turn. */
@@ -86,13 +90,19 @@ function parseRecord(text: string, path: string, line: number): { k: string; v: 
 /**
  * Replays the log in `fd` from `replay.offset` to its end, in slices. A record is applied
  * only once its newline is read; what follows the last newline is left (`replay.torn`).
+ * When `signal` aborts, it stops between two chunks: `offset` and `crc` then cover exactly
+ * the records applied.
  */
-async function replayFrom(fd: number, path: string, replay: Replay, holdLast: boolean): Promise<void> {
+async function replayFrom(fd: number, path: string, replay: Replay, holdLast: boolean, signal?: AbortSignal): Promise<void> {
   const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
   let carry: Buffer | null = null; // the start of a record that runs past the chunk read
   let position = replay.offset;
   let sliceStart = performance.now();
   for (;;) {
+    if (signal?.aborted) {
+      replay.stopped = true;
+      return;
+    }
     const n = readSync(fd, buffer, 0, CHUNK_BYTES, position);
     if (n === 0) break;
     position += n;
@@ -159,7 +169,7 @@ async function crcOf(fd: number, end: number): Promise<number | null> {
 }
 
 function emptyReplay(withCrc: boolean): Replay {
-  return { map: new Map(), revision: 0, offset: 0, crc: 0, withCrc, torn: 0, line: 0, held: null };
+  return { map: new Map(), revision: 0, offset: 0, crc: 0, withCrc, torn: 0, line: 0, held: null, stopped: false };
 }
 
 function isMissing(error: unknown): boolean {
@@ -202,22 +212,24 @@ export class KvStore {
   /**
    * Reads the log as it is now, read-only: for a successor before its Hello, while the
    * incumbent holds the lock and appends. Never writes, never creates the file, never cuts a
-   * torn tail (the incumbent may be appending it). Pass the result to {@link KvStore.catchUp}.
+   * torn tail (the incumbent may be appending it). When `signal` aborts it stops early and
+   * returns what it replayed (`partial`): catching up then replays a longer tail. Pass the
+   * result to {@link KvStore.catchUp}.
    */
-  static async preload(dataDir: string): Promise<Preloaded> {
+  static async preload(dataDir: string, signal?: AbortSignal): Promise<Preloaded> {
     const path = join(dataDir, LOG);
     let fd: number;
     try {
       fd = openSync(path, 'r');
     } catch (error) {
-      if (isMissing(error)) return { map: new Map(), revision: 0, offset: 0, crc: 0, file: null };
+      if (isMissing(error)) return { map: new Map(), revision: 0, offset: 0, crc: 0, file: null, partial: false };
       throw error;
     }
     try {
       const { dev, ino } = fstatSync(fd);
       const replay = emptyReplay(true);
-      await replayFrom(fd, path, replay, false);
-      return { map: replay.map, revision: replay.revision, offset: replay.offset, crc: replay.crc, file: { dev, ino } };
+      await replayFrom(fd, path, replay, false, signal);
+      return { map: replay.map, revision: replay.revision, offset: replay.offset, crc: replay.crc, file: { dev, ino }, partial: replay.stopped };
     } finally {
       closeSync(fd);
     }

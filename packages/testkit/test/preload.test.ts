@@ -34,7 +34,7 @@ async function seededCluster(keys: number, env: Readonly<Record<string, string>>
   return cluster;
 }
 
-const SEED = 30_000;
+const SEED = 20_000;
 
 describe('preloaded handoffs of the kv daemon', () => {
   it('20 preloaded handoffs under load, writers running through each preload: no refused or reset connection, no lost write, one writer', async () => {
@@ -80,7 +80,7 @@ describe('preloaded handoffs of the kv daemon', () => {
     expect((await cluster.health())?.buildId).toBe('v21');
   });
 
-  it('a failed preload falls back to open after Begin, with one line saying so; KV_PRELOAD=0 opens after Begin', async () => {
+  it('a failed or overrunning preload falls back to open after Begin, with one line saying so; KV_PRELOAD=0 opens after Begin', async () => {
     await using cluster = await seededCluster(1_000);
     onTestFailed(() => {
       console.error(`--- supervisor and daemon output (${cluster.dir}) ---\n${cluster.output()}`);
@@ -91,11 +91,15 @@ describe('preloaded handoffs of the kv daemon', () => {
     await load.waitForProgress(20);
     expect(await cluster.handoff({ daemon: { env: { KV_BUILD_ID: 'v3', KV_PRELOAD_FAIL: '0', KV_PRELOAD: '0' } } })).toMatchObject({ committed: true });
     await load.waitForProgress(20);
+    // A preload that ignores its signal (a 5 s sleep) past preloadMs and the grace: Hello without it.
+    expect(await cluster.handoff({ daemon: { env: { KV_BUILD_ID: 'v4', KV_PRELOAD: '1', KV_PRELOAD_MS: '300', KV_PRELOAD_DELAY_MS: '5000' } } })).toMatchObject({ committed: true });
+    await load.waitForProgress(20);
     expect(await checkPromises(cluster, load)).toEqual([]);
     const output = cluster.output();
     expect(output.match(/^handoff: preload\(\) failed: .*$/gm)).toEqual(['handoff: preload() failed: preload failed (KV_PRELOAD_FAIL=1); the data will be opened in full with open() after Begin']);
     expect(output).not.toMatch(/^\s*at /m); // no stack trace
-    expect(kvEvents(output, 'opened').filter((o) => o.reason === 'takeover')).toHaveLength(2);
+    expect(output).toMatch(/^handoff: preload\(\) went on for more than 1000 ms after its signal \(preloadMs 300 ms from the start\); the successor says Hello without it and opens the data in full with open\(\) after Begin$/m);
+    expect(kvEvents(output, 'opened').filter((o) => o.reason === 'takeover')).toHaveLength(3);
     expect(kvEvents(output, 'caught-up')).toEqual([]);
   });
 });

@@ -12,7 +12,7 @@ import type { AbortCode, DaemonProgram, HandoffOutcome, JournalPhase, OutcomeKin
 import { AbortCode as AbortCodes } from '@handoff/protocol';
 import { MachineDriver, assertNever, messageOf, readBeforeJudging } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
-import { describeExit, lowerPriority, mayRestorePriority, processCpuMs, processStartTime, readFailureFile, restorePriority, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
+import { describeExit, lowerPriority, mayRestorePriority, processCpu, processStartTime, readFailureFile, restorePriority, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
 import type { SpawnOptions, SpawnedDaemon } from './processes.js';
 import type { IncumbentSession } from './session.js';
 
@@ -125,24 +125,28 @@ export class HandoffRun {
   /** A message from `peer`: it is alive; its CPU time from now on tells whether a later silence is work or death. */
   #heard(peer: 'incumbent' | 'successor'): void {
     const pid = peer === 'incumbent' ? this.#incumbent.pid : this.#successor?.pid;
-    this.#probe.set(peer, { at: Date.now(), cpuMs: pid === undefined ? null : processCpuMs(pid) });
+    this.#probe.set(peer, { at: Date.now(), cpuMs: pid === undefined ? null : (processCpu(pid)?.cpuMs ?? null) });
   }
 
   /**
-   * A silent peer that used at least half of a core since it was last heard of is working with
-   * its event loop blocked (a long synchronous open, replay or seal), not dead: its liveness
-   * timeout is postponed (the phase deadline still bounds it) and the time is reported.
+   * A silent peer that is running (or waiting for a CPU) when its liveness timeout expires, or
+   * that used at least a quarter of a core since it was last heard of, is working with its
+   * event loop blocked (a long synchronous open, replay or seal), not dead: its liveness
+   * timeout is postponed (the phase deadline still bounds it) and the time is reported. A
+   * process that sleeps without sending (hung), or is stopped, is dead as before.
    */
   #stillWorking(timer: SupervisorTimer): number | null {
     const peer = timer === 'successorLiveness' ? 'successor' : timer === 'incumbentLiveness' ? 'incumbent' : null;
     if (peer === null) return null;
     const pid = peer === 'incumbent' ? this.#incumbent.pid : this.#successor?.pid;
     const probe = this.#probe.get(peer);
-    const cpuMs = pid === undefined ? null : processCpuMs(pid);
-    if (pid === undefined || !probe || probe.cpuMs === null || cpuMs === null) return null;
+    const cpu = pid === undefined ? null : processCpu(pid);
+    if (pid === undefined || !probe || probe.cpuMs === null || cpu === null) return null;
+    const { cpuMs } = cpu;
     const now = Date.now();
     const windowMs = now - probe.at;
-    if (windowMs <= 0 || cpuMs - probe.cpuMs < windowMs / 2) return null;
+    // On a loaded machine a working process may get little CPU, but it is runnable.
+    if (windowMs <= 0 || (cpu.state !== 'R' && cpuMs - probe.cpuMs < windowMs / 4)) return null;
     this.#probe.set(peer, { at: now, cpuMs });
     const busy = (this.#busyMs.get(peer) ?? 0) + windowMs;
     this.#busyMs.set(peer, busy);

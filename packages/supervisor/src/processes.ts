@@ -247,13 +247,17 @@ export function restorePriority(pid: number): void {
   }
 }
 
-/** The CPU time `pid` used so far (all its threads, user and system), in ms; null when it cannot be read. */
-export function processCpuMs(pid: number): number | null {
+/**
+ * The CPU time `pid` used so far (all its threads, user and system), in ms, and the state of
+ * its main thread (`R` running or runnable, `S` sleeping, `D` in uninterruptible I/O, `T`
+ * stopped, ...); null when it cannot be read.
+ */
+export function processCpu(pid: number): { readonly cpuMs: number; readonly state: string } | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // utime and stime, in clock ticks of 1/100 s (USER_HZ on Linux).
-    return (Number(fields[11]) + Number(fields[12])) * 10;
+    return { cpuMs: (Number(fields[11]) + Number(fields[12])) * 10, state: fields[0] ?? '?' };
   } catch {
     return null;
   }

@@ -108,6 +108,31 @@ describe('slow hooks and concurrency', () => {
     expect(await checkPromises(cluster, load)).toEqual([]);
   });
 
+  it("commits when the successor's takeover blocks its event loop past the liveness timeout: working on the CPU is not dead, and both sides say so", async () => {
+    await using cluster = await startCluster({ daemon: kv() });
+    printOnFailure(cluster);
+    const load = new LoadDriver({ port: cluster.port, readers: 2, writers: 1, probeEveryMs: 10 }).start();
+    await load.waitForProgress(20);
+    // Its catch-up (after Begin) runs 3 s of synchronous work: no heartbeat for 3 × the liveness timeout.
+    const result = await cluster.handoff(upgradeTo({ KV_OPEN_BLOCK_MS: '3000' }));
+    expect(result).toMatchObject({ committed: true, outcome: 'committed' });
+    expect(result.timings.phases.beginning).toBeGreaterThan(1_000);
+    // The supervisor logged that it found the silent successor at work; the library named the hook.
+    expect(cluster.events.some((e) => e.msg === 'peer-busy' && e.peer === 'successor')).toBe(true);
+    expect(cluster.output()).toMatch(/handoff: catchUp\(\) blocked the event loop for [\d.]+ s/);
+    expect(await checkPromises(cluster, load)).toEqual([]);
+  });
+
+  it('aborts a successor blocked past the ready deadline, saying it was busy without a word, and the incumbent serves on', async () => {
+    await using cluster = await startCluster({ daemon: kv(), timeouts: { readyMs: 2_000 } });
+    printOnFailure(cluster);
+    const before = await cluster.health();
+    const result = await cluster.handoff(upgradeTo({ KV_OPEN_BLOCK_MS: '6000' }));
+    expect(result).toMatchObject({ committed: false, outcome: 'rolledBack', abortReason: { code: 'HANDOFF_PHASE_TIMEOUT' } });
+    expect(result.abortReason?.reason).toMatch(/the successor was busy on the CPU without sending anything for [\d.]+ s/);
+    expect((await cluster.health())?.pid).toBe(before?.pid);
+  });
+
   it('answers a second handoff with a typed in-progress error, leaving the first unaffected', async () => {
     await using cluster = await startCluster({ daemon: kv() });
     printOnFailure(cluster);

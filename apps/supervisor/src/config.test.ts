@@ -47,6 +47,15 @@ describe('parseConfig', () => {
     expect(c.timeouts.livenessMs).toBe(3000);
   });
 
+  it('takes a daemon without data_dir as one without a data directory (overlap), with the journal in the runtime dir', () => {
+    const c = parseConfig(BASE.replace('data_dir = "/var/lib/app"\n', ''), '/etc/app/handoff.toml');
+    expect(c.daemon.dataDir).toBeNull();
+    expect(c.journal).toBe('/run/app/journal.json');
+    expect(c.daemon.successorNice).toBe(10);
+    expect(parseConfig(`${BASE.replace('[daemon]\n', '[daemon]\nsuccessor_nice = 0\n')}`, '/etc/app/handoff.toml').daemon.successorNice).toBe(0);
+    expect(error(BASE.replace('[daemon]\n', '[daemon]\nsuccessor_nice = 40\n'))).toMatch(/successor_nice/);
+  });
+
   it('resolves every relative path against the configuration file\'s directory', () => {
     const c = parseConfig(BASE.replace('data_dir = "/var/lib/app"', 'data_dir = "data"\ncwd = "srv"').replace('runtime_dir = "/run/app"', 'runtime_dir = "run"'), '/etc/app/handoff.toml');
     expect(c.daemon).toMatchObject({ cwd: '/etc/app/srv', dataDir: '/etc/app/data' });
@@ -143,7 +152,6 @@ window = 60000
     ['an unknown key, with a suggestion', BASE.replace('command = "node"', 'comand = "node"'), /^handoff\.toml:2: \[daemon\] comand: unknown key; did you mean "command"\?/],
     ['an unknown top-level table', `${BASE}\n[tiemouts]\ndrain = 1\n`, /handoff\.toml:13: top level tiemouts: unknown key; did you mean "timeouts"\?/],
     ['a missing daemon', BASE.split('\n').slice(5).join('\n'), /a \[daemon\] table is required/],
-    ['a missing data_dir', BASE.replace('data_dir = "/var/lib/app"\n', ''), /\[daemon\] data_dir: is required: expected a string/],
     ['args of the wrong type', BASE.replace('args = ["app.js"]', 'args = "app.js"'), /handoff\.toml:3: \[daemon\] args: expected an array of strings/],
     ['no listener', BASE.replace(/\[\[listeners\]\][^[]*/, ''), /at least one \[\[listeners\]\] table is required/],
     ['a bad address', BASE.replace('127.0.0.1:8080', 'localhost:8080'), /handoff\.toml:8: \[\[listeners\]\] #1 address: expected "host:port" with an IP address/],

@@ -8,9 +8,9 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { verifyLedger } from '@handoff/testkit';
+import { verifyLedger, waitUntil } from '@handoff/testkit';
 import type { RequestResult } from '@handoff/testkit';
-import { freePort, ProcSampler, sleep } from './proc.js';
+import { answers, freePort, ProcSampler, sleep } from './proc.js';
 import { commitDurations, countErrors, emptyErrors, longestUnserved, max, median, notCommitted, quantile, timeline, unservedBefore, unservedPerHandoff } from './stats.js';
 import type { Timeline } from './stats.js';
 import { HandoffSystem, NaiveRestart, Pm2System } from './systems.js';
@@ -275,6 +275,8 @@ export async function runSystem(system: System, p: Preset, log: (line: string) =
     const supervisor = sampler.stop();
     const cannon = cannonOf(results);
     const probe = probeOf(results);
+    // A restart (PM2's fork mode, say) may still be starting the app when its call returned: read back once it answers.
+    if (stateful) await waitUntil(`${system.label} to answer before reading the ledger back`, () => answers(port), 30_000);
     const lost = stateful ? await verifyLedger(port, new Map(probe.ledger)) : null;
     const durations = commitDurations(handoffs);
     const rps = okRps(cannon, p.warmupMs);

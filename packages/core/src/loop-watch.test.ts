@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { blockedLine, formatDuration, watchLoop } from './loop-watch.js';
 
+/** Blocks the event loop until this process has used `ms` of CPU time (however loaded the machine). */
 function busyWait(ms: number): void {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    // blocking on purpose
+  const start = process.cpuUsage();
+  for (;;) {
+    const used = process.cpuUsage(start);
+    if ((used.user + used.system) / 1_000 >= ms) return;
   }
 }
 
@@ -59,6 +61,21 @@ describe('watchLoop', () => {
       { thresholdMs: 300, livenessMs: 900, write: (line) => lines.push(line) },
     );
     expect(lines).toEqual([]);
+  });
+
+  it('reports a hook blocked in a synchronous call that uses no CPU (a slow fsync, a sync read) too', async () => {
+    const lines: string[] = [];
+    await watchLoop(
+      'seal()',
+      () => {
+        const shared = new Int32Array(new SharedArrayBuffer(4));
+        Atomics.wait(shared, 0, 0, 400); // asleep in the kernel, the event loop blocked
+        return Promise.resolve();
+      },
+      { thresholdMs: 100, livenessMs: 300, write: (line) => lines.push(line) },
+    );
+    expect(lines).toHaveLength(1);
+    expect(Number(/for (\d+) ms/.exec(lines[0] ?? '')?.[1])).toBeGreaterThanOrEqual(200);
   });
 
   it('passes on the error of a hook that fails, and stops watching', async () => {

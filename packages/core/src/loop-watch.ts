@@ -4,8 +4,25 @@
  * for longer than the threshold, one line goes to stderr at once, naming the hook and the
  * block — a daemon that blocks its loop sends no heartbeat meanwhile, and its supervisor
  * takes it for dead after the liveness timeout (PROTOCOL.md §9).
+ *
+ * Time the thread spent waiting for a CPU (a loaded host, a lowered priority) is not counted
+ * where the kernel tells it (Linux: `/proc/thread-self/schedstat`): a timer late for lack of
+ * a CPU is not the hook's doing, and slicing the hook would not help. Time spent running or
+ * in a blocking call (a synchronous read, an fsync) counts.
  */
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+
+/** Nanoseconds this thread has waited for a CPU so far; null where the kernel does not say. */
+function runQueueWaitNs(): number | null {
+  try {
+    const fields = readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ');
+    const wait = Number(fields[1]);
+    return Number.isFinite(wait) ? wait : null;
+  } catch {
+    return null;
+  }
+}
 
 /** Options of {@link watchLoop}. */
 export interface LoopWatchOptions {
@@ -42,6 +59,7 @@ export class LoopWatch {
   readonly #intervalMs: number;
   readonly #timer: NodeJS.Timeout;
   #last = performance.now();
+  #lastWait = runQueueWaitNs();
   #longest = 0;
   #reported = false;
 
@@ -55,15 +73,19 @@ export class LoopWatch {
     this.#timer.unref();
   }
 
-  /** The longest block seen so far, in ms (how late the timer fired). */
+  /** The longest block seen so far, in ms (how late the timer fired, less any wait for a CPU). */
   get longestMs(): number {
     return this.#longest;
   }
 
   #check(): void {
     const now = performance.now();
-    const blocked = now - this.#last - this.#intervalMs;
+    const wait = runQueueWaitNs();
+    // Late by this much, less the time the thread waited for a CPU meanwhile.
+    const starvedMs = wait !== null && this.#lastWait !== null ? (wait - this.#lastWait) / 1e6 : 0;
+    const blocked = now - this.#last - this.#intervalMs - starvedMs;
     this.#last = now;
+    this.#lastWait = wait;
     if (blocked > this.#longest) this.#longest = blocked;
     if (blocked > this.#options.thresholdMs && !this.#reported) {
       this.#reported = true;

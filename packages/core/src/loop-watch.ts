@@ -5,10 +5,12 @@
  * block — a daemon that blocks its loop sends no heartbeat meanwhile, and its supervisor
  * takes it for dead after the liveness timeout (PROTOCOL.md §9).
  *
- * Time the thread spent waiting for a CPU (a loaded host, a lowered priority) is not counted
- * where the kernel tells it (Linux: `/proc/thread-self/schedstat`): a timer late for lack of
- * a CPU is not the hook's doing, and slicing the hook would not help. Time spent running or
- * in a blocking call (a synchronous read, an fsync) counts.
+ * A late timer is the hook's doing only as far as the thread was running or in a blocking
+ * call (a synchronous read, an fsync) meanwhile, not waiting for a CPU (a loaded host, a
+ * lowered priority), which the kernel tells (Linux: `/proc/thread-self/schedstat`): a block
+ * is reported when the timer was late past the threshold and at least a quarter of the
+ * threshold of it was the thread's own — so that a starved process whose hooks yield is not
+ * told to slice them. The line gives the whole block: heartbeats stopped that long.
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -73,7 +75,7 @@ export class LoopWatch {
     this.#timer.unref();
   }
 
-  /** The longest block seen so far, in ms (how late the timer fired, less any wait for a CPU). */
+  /** The longest block of the thread's own seen so far, in ms (how late the timer fired, less any wait for a CPU). */
   get longestMs(): number {
     return this.#longest;
   }
@@ -83,13 +85,15 @@ export class LoopWatch {
     const wait = runQueueWaitNs();
     // Late by this much, less the time the thread waited for a CPU meanwhile.
     const starvedMs = wait !== null && this.#lastWait !== null ? (wait - this.#lastWait) / 1e6 : 0;
-    const blocked = now - this.#last - this.#intervalMs - starvedMs;
+    const late = now - this.#last - this.#intervalMs;
+    const own = late - starvedMs;
     this.#last = now;
     this.#lastWait = wait;
-    if (blocked > this.#longest) this.#longest = blocked;
-    if (blocked > this.#options.thresholdMs && !this.#reported) {
+    if (own > this.#longest) this.#longest = own;
+    const { thresholdMs } = this.#options;
+    if (late > thresholdMs && own > thresholdMs / 4 && !this.#reported) {
       this.#reported = true;
-      const line = blockedLine(this.#hook, blocked, this.#options.livenessMs);
+      const line = blockedLine(this.#hook, late, this.#options.livenessMs);
       if (this.#options.write) this.#options.write(line);
       else process.stderr.write(`${line}\n`);
     }

@@ -15,8 +15,8 @@
  *
  * As a successor it preloads the log before its Hello, read-only, while the incumbent still
  * serves, and after Begin replays only what was appended since (PROTOCOL.md §7, §16).
- * KV_PRELOAD_MS: how long the preload may run from the start (default 7 s; raise it with the
- * supervisor's [timeouts] hello).
+ * KV_PRELOAD_MS: how long the preload may run from the start (default 70% of the supervisor's
+ * [timeouts] hello, HANDOFF_HELLO_MS).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';

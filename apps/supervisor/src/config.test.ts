@@ -52,7 +52,7 @@ describe('parseConfig', () => {
     expect(c.daemon.dataDir).toBeNull();
     expect(c.journal).toBe('/run/app/journal.json');
     expect(c.daemon.successorNice).toBe(10);
-    expect(parseConfig(`${BASE.replace('[daemon]\n', '[daemon]\nsuccessor_nice = 0\n')}`, '/etc/app/handoff.toml').daemon.successorNice).toBe(0);
+    expect(parseConfig(BASE.replace('[daemon]\n', '[daemon]\nsuccessor_nice = 0\n'), '/etc/app/handoff.toml').daemon.successorNice).toBe(0);
     expect(error(BASE.replace('[daemon]\n', '[daemon]\nsuccessor_nice = 40\n'))).toMatch(/successor_nice/);
   });
 

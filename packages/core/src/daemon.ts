@@ -104,9 +104,9 @@ export interface DaemonOptions<S, P = unknown> {
    */
   preload?(context: PreloadContext): Promise<P>;
   /**
-   * How long `preload` may run, in ms from the process's start. Default
-   * {@link DEFAULT_PRELOAD_MS} (7 s, for the supervisor's default `helloMs` of 10 s): raise
-   * it with `[timeouts] hello`.
+   * How long `preload` may run, in ms from the process's start. Default: 70% of the
+   * supervisor's `helloMs` (`HANDOFF_HELLO_MS`; {@link DEFAULT_PRELOAD_MS}, 7 s, when it is
+   * not given), so that raising `[timeouts] hello` raises it too.
    */
   readonly preloadMs?: number;
   /**
@@ -270,7 +270,8 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   } else {
     const successor = Successor.connect({ channelFd: detected.channelFd, capabilities: defaultCapabilities({ stateless, spawnHolder: false }), ...timing });
     // Before Hello: the supervisor asks the incumbent to drain only once Hello arrives.
-    let preloaded = await preloadBeforeHello(options, dataDir, watched);
+    const preloadMs = options.preloadMs ?? (detected.timing.helloMs ? Math.round(detected.timing.helloMs * 0.7) : DEFAULT_PRELOAD_MS);
+    let preloaded = await preloadBeforeHello(options, dataDir, preloadMs, watched);
     let exitWith: Promise<IncumbentExit> | undefined;
     try {
       const handshook = await successor.handshake(options.buildId);
@@ -348,9 +349,9 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
 async function preloadBeforeHello<S, P>(
   options: DaemonOptions<S, P>,
   dataDir: string,
+  budgetMs: number,
   watched: <T>(hook: string, run: () => Promise<T>) => Promise<T>,
 ): Promise<{ readonly value: P } | null> {
-  const budgetMs = options.preloadMs ?? DEFAULT_PRELOAD_MS;
   const deadline = Date.now() + budgetMs - process.uptime() * 1_000;
   let preloaded: { readonly value: P } | null = null;
   if (options.preload) {

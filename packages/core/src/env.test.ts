@@ -53,9 +53,9 @@ describe('detectRole', () => {
     const server: Server = createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
-      const env: NodeJS.ProcessEnv = { HANDOFF_CONTROL_SOCKET: '/run/x.sock', HANDOFF_DATA_DIR: '/var/lib/x', HANDOFF_LIVENESS_MS: '1500', HANDOFF_HEARTBEAT_MS: '250', KEEP: '1' };
+      const env: NodeJS.ProcessEnv = { HANDOFF_CONTROL_SOCKET: '/run/x.sock', HANDOFF_DATA_DIR: '/var/lib/x', HANDOFF_LIVENESS_MS: '1500', HANDOFF_HEARTBEAT_MS: '250', HANDOFF_HELLO_MS: '20000', KEEP: '1' };
       const role = detectRole(env);
-      expect(role).toMatchObject({ role: 'cold', controlSocket: '/run/x.sock', dataDir: '/var/lib/x', timing: { livenessMs: 1500, heartbeatMs: 250 } });
+      expect(role).toMatchObject({ role: 'cold', controlSocket: '/run/x.sock', dataDir: '/var/lib/x', timing: { livenessMs: 1500, heartbeatMs: 250, helloMs: 20000 } });
       expect(env).toEqual({ KEEP: '1' });
       expect(detectRole(env)).toMatchObject({ controlSocket: null, dataDir: null });
     } finally {

@@ -9,7 +9,8 @@
  *   order (fds `3+n .. 3+n+k*n-1`), so the daemon can accept again after closing a server.
  * - `HANDOFF_ROLE=successor` and `HANDOFF_SOCK_FD=<fd>`: the successor's channel.
  * - `HANDOFF_CONTROL_SOCKET=<path>`: where the incumbent serves supervisor sessions.
- * - `HANDOFF_HEARTBEAT_MS`, `HANDOFF_LIVENESS_MS`: the supervisor's timing, so both sides agree.
+ * - `HANDOFF_HEARTBEAT_MS`, `HANDOFF_LIVENESS_MS`: the supervisor's timing, so both sides agree;
+ *   `HANDOFF_HELLO_MS`: how long a successor may take to say Hello (its preload's budget).
  * - `HANDOFF_LISTEN_BACKLOGS=511:128`: the accept backlog of each listener, in fd order.
  * - `HANDOFF_DATA_DIR=<path>`: the data directory to lock and open.
  *
@@ -25,6 +26,8 @@ import { InheritedListeners } from './listeners.js';
 export interface SpawnTiming {
   readonly heartbeatMs: number | null;
   readonly livenessMs: number | null;
+  /** The supervisor's hello timeout: a successor's preload must end within it (null: not given). */
+  readonly helloMs: number | null;
 }
 
 /** What a process learns about itself at start. */
@@ -137,7 +140,7 @@ export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
     const n = parseCount(env, name, 86_400_000);
     return n > 0 ? n : null;
   };
-  const timing: SpawnTiming = { heartbeatMs: ms(SpawnEnv.HeartbeatMs), livenessMs: ms(SpawnEnv.LivenessMs) };
+  const timing: SpawnTiming = { heartbeatMs: ms(SpawnEnv.HeartbeatMs), livenessMs: ms(SpawnEnv.LivenessMs), helloMs: ms(SpawnEnv.HelloMs) };
   for (const name of Object.values(SpawnEnv)) Reflect.deleteProperty(env, name);
   const listeners = new InheritedListeners(entries);
   if (channelFd !== null) return { role: 'successor', listeners, controlSocket, dataDir, timing, channelFd };

@@ -26,6 +26,8 @@ export const SpawnEnv = {
   HeartbeatMs: 'HANDOFF_HEARTBEAT_MS',
   /** The supervisor's liveness timeout, in ms. */
   LivenessMs: 'HANDOFF_LIVENESS_MS',
+  /** The supervisor's hello timeout (spawn → Hello), in ms: what a successor's work before its Hello (a preload) must fit in. */
+  HelloMs: 'HANDOFF_HELLO_MS',
   /** The accept backlog of each listener, in fd order, `511:128`. */
   Backlogs: 'HANDOFF_LISTEN_BACKLOGS',
   /** A file where a daemon that exits before it serves may write its last lines of output (at most {@link FAILURE_FILE_MAX} bytes). */

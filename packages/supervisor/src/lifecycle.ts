@@ -342,7 +342,7 @@ export class LifecycleDriver {
       reserveCopies: this.#config.reserveCopies,
       controlSocket: this.#config.controlSocket,
       dataDir: this.#config.dataDir,
-      timing: { heartbeatMs: timeouts.heartbeatMs, livenessMs: timeouts.livenessMs },
+      timing: { heartbeatMs: timeouts.heartbeatMs, livenessMs: timeouts.livenessMs, helloMs: timeouts.helloMs },
     };
   }
 

@@ -18,7 +18,7 @@ describe('spawnDaemon', () => {
     try {
       const spawned = spawnDaemon(
         node(['-e', PROBE], { X_EXTRA: '1' }),
-        { role: 'successor', listeners: held.listeners, reserveCopies: 2, controlSocket: '/run/c.sock', dataDir: '/var/lib/d', timing: { heartbeatMs: 100, livenessMs: 1000 }, output: 'pipe' },
+        { role: 'successor', listeners: held.listeners, reserveCopies: 2, controlSocket: '/run/c.sock', dataDir: '/var/lib/d', timing: { heartbeatMs: 100, livenessMs: 1000, helloMs: 10000 }, output: 'pipe' },
       );
       let out = '';
       spawned.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -49,7 +49,7 @@ describe('spawnDaemon', () => {
   it('does not leak the supervisor own contract variables into a cold daemon', async () => {
     process.env.HANDOFF_ROLE = 'successor';
     try {
-      const spawned = spawnDaemon(node(['-e', PROBE]), { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', dataDir: '/d', timing: { heartbeatMs: 1, livenessMs: 2 }, output: 'pipe' });
+      const spawned = spawnDaemon(node(['-e', PROBE]), { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', dataDir: '/d', timing: { heartbeatMs: 1, livenessMs: 2, helloMs: 3 }, output: 'pipe' });
       let out = '';
       spawned.child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
       await spawned.exited;
@@ -73,7 +73,7 @@ describe('checkProgram', () => {
 describe('stopProcess', () => {
   it('SIGKILLs after the grace a process that ignores SIGTERM, and stops a frozen one', async () => {
     for (const freeze of [false, true]) {
-      const spawned = spawnDaemon(node(['-e', "process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000);"]), { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', dataDir: '/d', timing: { heartbeatMs: 1, livenessMs: 2 }, output: 'pipe' });
+      const spawned = spawnDaemon(node(['-e', "process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000);"]), { role: 'cold', listeners: [], reserveCopies: 0, controlSocket: '/c', dataDir: '/d', timing: { heartbeatMs: 1, livenessMs: 2, helloMs: 3 }, output: 'pipe' });
       await new Promise((resolve) => spawned.child.stdout?.once('data', resolve));
       const pid = spawned.child.pid as number;
       expect(processStartTime(pid)).toMatch(/^\d+$/);

@@ -104,7 +104,7 @@ export interface SpawnOptions {
   readonly controlSocket: string;
   /** The data directory, passed as `HANDOFF_DATA_DIR` (not set when null). */
   readonly dataDir: string | null;
-  readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number };
+  readonly timing: { readonly heartbeatMs: number; readonly livenessMs: number; readonly helloMs: number };
   /** The daemon's stdout and stderr: the supervisor's own (default), or pipes to read. */
   readonly output?: 'inherit' | 'pipe';
   /** Where the daemon may write its last lines of output if it exits before it serves (see {@link readFailureFile}). */
@@ -151,6 +151,7 @@ export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): Spaw
     ...(options.dataDir === null ? {} : { [SpawnEnv.DataDir]: options.dataDir }),
     [SpawnEnv.HeartbeatMs]: String(options.timing.heartbeatMs),
     [SpawnEnv.LivenessMs]: String(options.timing.livenessMs),
+    [SpawnEnv.HelloMs]: String(options.timing.helloMs),
     [SpawnEnv.Backlogs]: options.listeners.map((l) => String(l.backlog ?? 511)).join(LIST_SEPARATOR),
     ...(options.failureFile === undefined ? {} : { [SpawnEnv.FailureFile]: options.failureFile }),
   });

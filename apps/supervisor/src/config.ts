@@ -289,7 +289,7 @@ export function parseConfig(text: string, file: string): Config {
   so.done();
 
   const s: Reader = section('supervisor');
-  const journal = s.has('journal') ? absolute(base, s.string('journal')) : daemon.dataDir === null ? join(dirname(controlSocket), 'journal.json') : join(daemon.dataDir, '.handoff-journal.json');
+  const journal = s.has('journal') ? absolute(base, s.string('journal')) : daemon.dataDir === null ? join(runtimeDir ?? dirname(controlSocket), 'journal.json') : join(daemon.dataDir, '.handoff-journal.json');
   const pidFile = s.has('pid_file') ? absolute(base, s.string('pid_file')) : join(dirname(triggerSocket), 'supervisor.pid');
   const logFormat = s.oneOf('log_format', ['auto', 'json', 'pretty'] as const, 'auto');
   const logFile = s.has('log_file') ? absolute(base, s.string('log_file')) : null;

@@ -249,7 +249,13 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   let stopping = false;
   // A stopping daemon closes its servers: it has nothing to pass on to a listener holder.
   const listenerFds = (): { name: string; fd: number }[] => (stopping ? [] : inherited.openFds());
-  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, ...(inherited.names.length > 0 ? { listenerFds } : {}), ...timing };
+  // Overlap needs a graceful stop: after the commit point the old incumbent is stopped by SIGTERM.
+  const overlap = stateless && options.stopSignal !== undefined;
+  if (stateless && !overlap && detected.role === 'successor') {
+    process.stderr.write('handoff: runDaemon has no stopSignal, so this daemon without data hands off in the drain-first order: give it a stopSignal aborted on SIGTERM to hand off by overlap (PROTOCOL.md §7)\n');
+  }
+  const capabilities = defaultCapabilities({ stateless: overlap, spawnHolder: inherited.names.length > 0 });
+  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, capabilities, ...(inherited.names.length > 0 ? { listenerFds } : {}), ...timing };
 
   let incumbent: Incumbent;
   if (detected.role === 'cold') {
@@ -268,7 +274,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     disarmFailureFile();
     options.onServing?.({ role: 'cold', promoted: false, listeningOn });
   } else {
-    const successor = Successor.connect({ channelFd: detected.channelFd, capabilities: defaultCapabilities({ stateless, spawnHolder: false }), ...timing });
+    const successor = Successor.connect({ channelFd: detected.channelFd, capabilities: defaultCapabilities({ stateless: overlap, spawnHolder: false }), ...timing });
     // Before Hello: the supervisor asks the incumbent to drain only once Hello arrives.
     const preloadMs = options.preloadMs ?? (detected.timing.helloMs ? Math.round(detected.timing.helloMs * 0.7) : DEFAULT_PRELOAD_MS);
     let preloaded = await preloadBeforeHello(options, dataDir, preloadMs, watched);
@@ -314,6 +320,9 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       options.onServing?.({ role: 'successor', promoted: begun.promoted, listeningOn });
     } catch (error) {
       if (!(error instanceof CoreError) || !exitWith) throw error;
+      // Aborted. With Overlap this successor accepted beside the incumbent: finish what it
+      // accepted (the supervisor's SIGKILL comes after its stop grace) rather than reset it.
+      if (overlap && served.length > 0) await drainable.drain(Date.now() + 1_500, new AbortController().signal, 100).catch(() => undefined);
       for (const s of served) s.server.closeAllConnections();
       return exitWith;
     }

@@ -40,8 +40,9 @@ export interface Drainable {
 export interface IncumbentOptions {
   readonly controlSocket: string;
   /**
-   * The data-directory lock this process holds; null for a daemon without a data directory,
-   * which then announces `Overlap` (its successor accepts before it stops, PROTOCOL.md section 7).
+   * The data-directory lock this process holds; null for a daemon without a data directory
+   * (which may announce `Overlap` in `capabilities`: its successor accepts before it stops,
+   * PROTOCOL.md section 7).
    */
   readonly lock: DataDirLock | null;
   readonly drainable: Drainable;
@@ -104,7 +105,7 @@ export class Incumbent {
   private constructor(options: IncumbentOptions) {
     this.#options = options;
     this.#lock = options.lock;
-    const capabilities = options.capabilities ?? defaultCapabilities({ stateless: options.lock === null, spawnHolder: options.listenerFds !== undefined });
+    const capabilities = options.capabilities ?? defaultCapabilities({ stateless: false, spawnHolder: options.listenerFds !== undefined });
     this.#machine = new MachineDriver({
       initial: initialIncumbentState(daemonConfig(options.buildId, { ...options, capabilities })),
       transition: incumbentTransition,

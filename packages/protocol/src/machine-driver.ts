@@ -68,13 +68,13 @@ export interface MachineDriverOptions<S, E, X extends { readonly type: string },
 
 /**
  * A {@link MachineDriverOptions.postpone} for a process whose own event loop may have been
- * blocked: a timer that ran more than `lateMs` late is postponed once by a millisecond, so that
- * what arrived on its sockets meanwhile (a peer's heartbeats, queued while this process could
- * not read) is read before the timeout is judged. Without it, a daemon blocked for longer than
- * the liveness timeout takes its live supervisor for dead.
+ * blocked: every timer is postponed once by a millisecond, so that what arrived on its sockets
+ * meanwhile (a peer's heartbeats, queued while this process could not read) is read before the
+ * timeout is judged — the timers of an event loop run before its sockets are read. Without
+ * it, a daemon blocked for about the liveness timeout takes its live supervisor for dead.
  */
-export function readBeforeJudging(lateMs = 100): (timer: string, info: { readonly lateMs: number; readonly postponedMs: number }) => number | null {
-  return (_timer, info) => (info.lateMs > lateMs && info.postponedMs === 0 ? 1 : null);
+export function readBeforeJudging(): (timer: string, info: { readonly lateMs: number; readonly postponedMs: number }) => number | null {
+  return (_timer, info) => (info.postponedMs === 0 ? 1 : null);
 }
 
 /** Drives a machine whose timers are named `T`. */

@@ -252,6 +252,8 @@ export class HandoffRun {
         crashPoint(`supervisor:sent-${effect.message.type}-to-successor`);
         return;
       case 'sendToIncumbent':
+        // From PrepareHandoff on the incumbent's silence is judged: its CPU time counts from now.
+        if (effect.message.type === 'PrepareHandoff') this.#heard('incumbent');
         this.#incumbent.session.channel.send(effect.message);
         crashPoint(`supervisor:sent-${effect.message.type}-to-incumbent`);
         return;
@@ -297,6 +299,7 @@ export class HandoffRun {
     // Until Begin the incumbent serves: the successor's start-up takes the CPU it leaves.
     const nice = this.#ctx.successorNice ?? 0;
     if (nice > 0 && mayRestorePriority(nice)) this.#successorLowered = lowerPriority(spawned.pid, nice);
+    this.#heard('successor');
     this.#ctx.onSpawned(spawned);
     if (!spawned.channel) {
       void stopProcess(spawned.pid, 0, spawned.exited);

@@ -16,7 +16,8 @@ import type { BenchResult } from '../src/report.js';
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/local/nginx/sbin/nginx'].some((p) => existsSync(p));
 
-describe('pnpm bench --quick', () => {
+// HANDOFF_BENCH_TESTS=0: .ci/run's second pass (Node 24) leaves the harness's smoke run to the first.
+describe.skipIf(process.env.HANDOFF_BENCH_TESTS === '0')('pnpm bench --quick', () => {
   const out = mkdtempSync(join(tmpdir(), 'handoff-bench-test-'));
   let output = '';
   let stderr = '';

@@ -63,6 +63,8 @@ export interface ClusterOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** How long to wait for the supervisor to serve. Default 20 s. */
   readonly startTimeoutMs?: number;
+  /** Called with the cluster's paths before the supervisor first starts (e.g. to seed the data directory). */
+  readonly prepare?: (paths: ClusterPaths) => void;
   /**
    * A daemon without a data directory: the configuration has no `data_dir` (its handoffs
    * overlap, PROTOCOL.md section 7), and the checks look for no lock.
@@ -408,6 +410,7 @@ export class Cluster implements AsyncDisposable {
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const cluster = new Cluster(options);
   try {
+    options.prepare?.({ dir: cluster.dir, dataDir: cluster.dataDir });
     await cluster.startSupervisor();
     await cluster.waitFor('the daemon to serve', () => cluster.health());
   } catch (error) {

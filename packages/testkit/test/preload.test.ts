@@ -6,7 +6,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFailed } from 'vitest';
-import { Cluster, LoadDriver, checkPromises, verifyLedger } from '../src/index.js';
+import { LoadDriver, checkPromises, startCluster, verifyLedger } from '../src/index.js';
+import type { Cluster } from '../src/index.js';
 import { kv } from './kv.js';
 
 /** The kv daemon's own lines on stdout: `{"event":…}`. */
@@ -19,19 +20,15 @@ function kvEvents(output: string, event: string): Record<string, unknown>[] {
 }
 
 /** A cluster whose data directory holds `keys` records before the first daemon starts. */
-async function seededCluster(keys: number, env: Readonly<Record<string, string>> = {}): Promise<Cluster> {
-  const cluster = new Cluster({ daemon: kv(env) });
-  try {
-    const lines: string[] = [];
-    for (let i = 0; i < keys; i++) lines.push(`${JSON.stringify({ k: `seed-${i}`, v: `value-${i}-${'x'.repeat(16)}` })}\n`);
-    writeFileSync(join(cluster.dataDir, 'kv.log'), lines.join(''));
-    await cluster.startSupervisor();
-    await cluster.waitFor('the daemon to serve', () => cluster.health());
-  } catch (error) {
-    await cluster[Symbol.asyncDispose]();
-    throw error;
-  }
-  return cluster;
+function seededCluster(keys: number, env: Readonly<Record<string, string>> = {}): Promise<Cluster> {
+  return startCluster({
+    daemon: kv(env),
+    prepare: ({ dataDir }) => {
+      const lines: string[] = [];
+      for (let i = 0; i < keys; i++) lines.push(`${JSON.stringify({ k: `seed-${i}`, v: `value-${i}-${'x'.repeat(16)}` })}\n`);
+      writeFileSync(join(dataDir, 'kv.log'), lines.join(''));
+    },
+  });
 }
 
 const SEED = 20_000;

@@ -140,7 +140,7 @@ export class HandoffSystem implements System {
 command = ${JSON.stringify(process.execPath)}
 args = [${JSON.stringify(script)}]
 env = ${tomlTable({ ...env, ...o.env })}
-${data === null ? '' : `data_dir = ${JSON.stringify(data)}\n`}
+${data === null ? '' : `data_dir = ${JSON.stringify(data)}\n`}${process.env.BENCH_SUCCESSOR_NICE === undefined ? '' : `successor_nice = ${Number(process.env.BENCH_SUCCESSOR_NICE)}\n`}
 [[listeners]]
 name = "http"
 address = "127.0.0.1:${port}"

@@ -30,17 +30,29 @@ describe('watchLoop', () => {
   it('reports a block in the middle of a hook at once, while the hook still runs, and only once', async () => {
     const lines: string[] = [];
     let reportedWhileRunning = false;
+    let onReport: () => void = () => undefined;
+    const reported = new Promise<void>((resolve) => {
+      onReport = resolve;
+    });
     await watchLoop(
       'seal()',
       async () => {
         busyWait(300);
-        // The next turns of the loop: the timer fires and reports.
-        const deadline = Date.now() + 5_000;
-        while (lines.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+        // The next turns of the loop: the timer fires and reports (a kill deadline, not a wait).
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([reported, new Promise((resolve) => (timer = setTimeout(resolve, 5_000)))]);
+        clearTimeout(timer);
         reportedWhileRunning = lines.length === 1;
         busyWait(300); // a second block: no second line
       },
-      { thresholdMs: 100, livenessMs: 3_000, write: (line) => lines.push(line) },
+      {
+        thresholdMs: 100,
+        livenessMs: 3_000,
+        write: (line) => {
+          lines.push(line);
+          onReport();
+        },
+      },
     );
     expect(reportedWhileRunning).toBe(true);
     expect(lines).toHaveLength(1);

@@ -122,9 +122,13 @@ export class HandoffRun {
     return this.#machine.state.phase;
   }
 
+  #pidOf(peer: 'incumbent' | 'successor'): number | undefined {
+    return peer === 'incumbent' ? this.#incumbent.pid : this.#successor?.pid;
+  }
+
   /** A message from `peer`: it is alive; its CPU time from now on tells whether a later silence is work or death. */
   #heard(peer: 'incumbent' | 'successor'): void {
-    const pid = peer === 'incumbent' ? this.#incumbent.pid : this.#successor?.pid;
+    const pid = this.#pidOf(peer);
     this.#probe.set(peer, { at: Date.now(), cpuMs: pid === undefined ? null : (processCpu(pid)?.cpuMs ?? null) });
   }
 
@@ -138,7 +142,7 @@ export class HandoffRun {
   #stillWorking(timer: SupervisorTimer): number | null {
     const peer = timer === 'successorLiveness' ? 'successor' : timer === 'incumbentLiveness' ? 'incumbent' : null;
     if (peer === null) return null;
-    const pid = peer === 'incumbent' ? this.#incumbent.pid : this.#successor?.pid;
+    const pid = this.#pidOf(peer);
     const probe = this.#probe.get(peer);
     const cpu = pid === undefined ? null : processCpu(pid);
     if (pid === undefined || !probe || probe.cpuMs === null || cpu === null) return null;

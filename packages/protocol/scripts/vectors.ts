@@ -34,6 +34,11 @@ const SAMPLES: readonly { name: string; message: Message; note?: string }[] = [
   },
   { name: 'HolderSpawned', message: { type: 'HolderSpawned', pid: 4300, error: '' } },
   { name: 'HolderSpawned (refused)', message: { type: 'HolderSpawned', pid: null, error: 'a handoff is in progress' }, note: 'pid is nil when no holder was started' },
+  { name: 'Reload', message: { type: 'Reload', requestId: 7, target: 'plugin', name: 'validate', source: '' }, note: 'source empty: the plugin\'s own file' },
+  { name: 'Reload (configuration)', message: { type: 'Reload', requestId: 8, target: 'config', name: '', source: '' } },
+  { name: 'ReloadProgress', message: { type: 'ReloadProgress', requestId: 7, phase: 'swapped', detail: 'new calls go to version 2' } },
+  { name: 'ReloadDone', message: { type: 'ReloadDone', requestId: 7, outcome: 'reloaded', version: '2', error: '', durationMs: 1084, cutCalls: 0 } },
+  { name: 'ReloadDone (rolled back)', message: { type: 'ReloadDone', requestId: 7, outcome: 'rolledBack', version: '1', error: 'version 2 failed 3 calls in its probation', durationMs: 612, cutCalls: 0 } },
   { name: 'Heartbeat', message: { type: 'Heartbeat', ts: 1763712000000 }, note: 'ts above 2^32-1 is a uint 64 (0xcf), the canonical form; decoders accept every integer width' },
 ];
 

@@ -5,7 +5,7 @@ import type { ToDaemonMessage } from './messages.js';
 import { Capability } from './negotiation.js';
 import { describeTable, reach } from './transition-table.fixture.js';
 
-const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: Capability.SpawnHolder, heartbeatMs: 500, livenessMs: 3000 };
+const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: Capability.SpawnHolder | Capability.Reload, heartbeatMs: 500, livenessMs: 3000 };
 const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   HelloAck: { type: 'HelloAck', version: 1, handoffId: null, capabilities: 0 },
   PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100 },
@@ -16,6 +16,7 @@ const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
   Heartbeat: { type: 'Heartbeat', ts: 1 },
   SpawnHolder: { type: 'SpawnHolder', argv: ['/usr/bin/keeper'], cwd: '/', env: [] },
+  Reload: { type: 'Reload', requestId: 1, target: 'plugin', name: 'validate', source: '' },
 };
 const EVENTS: Record<string, IncumbentEvent> = {
   sessionOpened: { type: 'sessionOpened' },
@@ -74,6 +75,17 @@ describe('incumbent machine: decisions', () => {
     expect(busy.effects.at(-1)).toMatchObject({ message: { pid: null, error: expect.stringMatching(/handoff is in progress/) as unknown } });
     const without = { ...(STATES['serving/established'] as IncumbentState), config: { ...CONFIG, capabilities: 0 } };
     expect(incumbentTransition(without, asked).violation?.message).toMatch(/did not announce the SpawnHolder capability/);
+  });
+
+  it('reloads only between handoffs, refusing with ReloadDone during one, and only with the capability', () => {
+    const asked = EVENTS['M:Reload'] as IncumbentEvent;
+    expect(incumbentTransition(STATES['serving/established'] as IncumbentState, asked).effects).toEqual([{ type: 'reload', request: MESSAGES.Reload }]);
+    for (const phase of ['draining', 'sealed', 'resuming']) {
+      const busy = incumbentTransition(STATES[phase] as IncumbentState, asked);
+      expect(busy.effects.at(-1)).toMatchObject({ type: 'send', message: { type: 'ReloadDone', requestId: 1, outcome: 'refused', error: expect.stringMatching(/handoff is in progress/) as unknown } });
+    }
+    const without = { ...(STATES['serving/established'] as IncumbentState), config: { ...CONFIG, capabilities: 0 } };
+    expect(incumbentTransition(without, asked).violation?.message).toMatch(/did not announce the Reload capability/);
   });
 
   it('releases the lock after seal and only then sends SealComplete with the report', () => {

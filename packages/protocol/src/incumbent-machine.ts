@@ -11,7 +11,7 @@
 import { HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
 import { helloFor } from './machine.js';
 import type { CancelTimer, DaemonConfig, SetTimer, Transition } from './machine.js';
-import type { SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
+import type { Reload, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
 import { Capability } from './negotiation.js';
 
 /** Phases of the incumbent machine. */
@@ -81,6 +81,11 @@ export type IncumbentEffect =
    * section 6, "Listener holder"), then send HolderSpawned with its pid or the error.
    */
   | { readonly type: 'spawnHolder'; readonly argv: readonly string[]; readonly cwd: string; readonly env: readonly string[] }
+  /**
+   * Reload a plugin or the configuration in place (PROTOCOL.md section 6, "Reload"): send
+   * ReloadProgress as it goes and ReloadDone at the end, on whatever session is open then.
+   */
+  | { readonly type: 'reload'; readonly request: Reload }
   | SetTimer<IncumbentTimer>
   | CancelTimer<IncumbentTimer>;
 
@@ -184,6 +189,16 @@ function onMessage(state: IncumbentState, message: ToDaemonMessage): Result {
         return { state, effects: [...liveness, { type: 'send', message: { type: 'HolderSpawned', pid: null, error: `a handoff is in progress (phase ${state.phase}); ask again once it ends` } }] };
       }
       return { state, effects: [{ type: 'spawnHolder', argv: message.argv, cwd: message.cwd, env: message.env }] };
+    case 'Reload':
+      if ((c.capabilities & Capability.Reload) === 0) return endSession(state, violation(state, 'Reload, and this daemon did not announce the Reload capability'));
+      // Not during a handoff: the data and the listeners are changing hands; the successor loads the plugins' files anyway.
+      if (state.phase !== 'serving') {
+        return {
+          state,
+          effects: [...liveness, { type: 'send', message: { type: 'ReloadDone', requestId: message.requestId, outcome: 'refused', version: '', error: `a handoff is in progress (phase ${state.phase}); reload once it ends`, durationMs: 0, cutCalls: 0 } }],
+        };
+      }
+      return { state, effects: [{ type: 'reload', request: message }] };
     default:
       return assertNever(message, 'message');
   }

@@ -25,7 +25,7 @@ function codeOf(fn: () => unknown): string {
 describe('parseMessage', () => {
   it('knows every message of PROTOCOL.md section 6, each with one or two directions', () => {
     expect([...MESSAGE_TYPES].sort()).toEqual(
-      ['Abort', 'Begin', 'Commit', 'Drained', 'Heartbeat', 'Hello', 'HelloAck', 'PrepareHandoff', 'Ready', 'ResumeAfterAbort', 'SealComplete', 'SealFailed', 'SealProgress', 'SealRequest', 'SpawnHolder', 'HolderSpawned'].sort(),
+      ['Abort', 'Begin', 'Commit', 'Drained', 'Heartbeat', 'Hello', 'HelloAck', 'PrepareHandoff', 'Ready', 'ResumeAfterAbort', 'SealComplete', 'SealFailed', 'SealProgress', 'SealRequest', 'SpawnHolder', 'HolderSpawned', 'Reload', 'ReloadProgress', 'ReloadDone'].sort(),
     );
   });
 

@@ -35,6 +35,10 @@ export const FieldLimits = {
   argvMax: 256,
   envMax: 1024,
   argMax: 8192,
+  /** Longest plugin name in a Reload; names match `[A-Za-z0-9_.-]+`. */
+  pluginNameMax: 64,
+  /** Longest version label in a ReloadDone. */
+  versionLabelMax: 256,
 } as const;
 
 /** The role a daemon announces in its Hello. */
@@ -167,8 +171,39 @@ export interface HolderSpawned {
   readonly error: string;
 }
 
+/**
+ * Reload in place, without a handoff: one plugin of the daemon (`target` "plugin", `name` its
+ * name, `source` a module path to load instead of the plugin's own file, or "") or the
+ * daemon's own configuration (`target` "config", `name` and `source` ""). Sent on an
+ * incumbent's control session, only with `Reload` in force (PROTOCOL.md section 6, "Reload").
+ */
+export interface Reload {
+  readonly type: 'Reload';
+  readonly requestId: number;
+  readonly target: 'plugin' | 'config';
+  readonly name: string;
+  readonly source: string;
+}
+/** A step of a Reload in progress (preparing, swapped, draining, …), for the operator. */
+export interface ReloadProgress {
+  readonly type: 'ReloadProgress';
+  readonly requestId: number;
+  readonly phase: string;
+  readonly detail: string;
+}
+/** The outcome of a Reload; the last message about it. */
+export interface ReloadDone {
+  readonly type: 'ReloadDone';
+  readonly requestId: number;
+  readonly outcome: 'reloaded' | 'rolledBack' | 'failed' | 'refused';
+  readonly version: string;
+  readonly error: string;
+  readonly durationMs: number;
+  readonly cutCalls: number;
+}
+
 /** Messages a daemon (incumbent or successor) sends to the supervisor. */
-export type ToSupervisorMessage = Hello | Drained | SealProgress | SealComplete | SealFailed | Ready | Heartbeat | HolderSpawned;
+export type ToSupervisorMessage = Hello | Drained | SealProgress | SealComplete | SealFailed | Ready | Heartbeat | HolderSpawned | ReloadProgress | ReloadDone;
 /** Messages the supervisor sends to a daemon. */
 export type ToDaemonMessage =
   | HelloAck
@@ -179,6 +214,7 @@ export type ToDaemonMessage =
   | Abort
   | ResumeAfterAbort
   | SpawnHolder
+  | Reload
   | Heartbeat;
 /** Every v1 message. */
 export type Message = ToSupervisorMessage | ToDaemonMessage;
@@ -220,6 +256,7 @@ const caps = { kind: 'uint', min: 0, max: 0xffff_ffff } as const satisfies Field
 const revisions = { kind: 'uintArray', maxItems: FieldLimits.revisionsMax } as const satisfies FieldSpec;
 const fingerprint = { kind: 'string', min: 0, max: FieldLimits.fingerprintMax } as const satisfies FieldSpec;
 const deadline = { kind: 'uint', min: 0, max: FieldLimits.deadlineMsMax } as const satisfies FieldSpec;
+const requestId = { kind: 'uint', min: 1, max: 0xffff_ffff } as const satisfies FieldSpec;
 const toS = ['toSupervisor'] as const satisfies readonly Direction[];
 const toD = ['toDaemon'] as const satisfies readonly Direction[];
 
@@ -293,6 +330,31 @@ const SCHEMAS = {
     },
   },
   HolderSpawned: { directions: toS, fields: { pid: { kind: 'nullable', inner: pid }, error: text } },
+  Reload: {
+    directions: toD,
+    fields: {
+      requestId,
+      target: { kind: 'enum', values: ['plugin', 'config'] },
+      name: { kind: 'string', min: 0, max: FieldLimits.pluginNameMax, pattern: /^[A-Za-z0-9_.-]*$/ },
+      source: { kind: 'string', min: 0, max: FieldLimits.argMax },
+    },
+    check: (m) => {
+      if (m.target === 'plugin') return m.name === '' ? 'a plugin Reload must name the plugin' : undefined;
+      return m.name !== '' || m.source !== '' ? 'a config Reload has an empty name and source' : undefined;
+    },
+  },
+  ReloadProgress: { directions: toS, fields: { requestId, phase: { kind: 'string', min: 1, max: 32, pattern: /^[A-Za-z]+$/ }, detail: text } },
+  ReloadDone: {
+    directions: toS,
+    fields: {
+      requestId,
+      outcome: { kind: 'enum', values: ['reloaded', 'rolledBack', 'failed', 'refused'] },
+      version: { kind: 'string', min: 0, max: FieldLimits.versionLabelMax },
+      error: text,
+      durationMs: uint53,
+      cutCalls: uint53,
+    },
+  },
 } as const satisfies Readonly<Record<MessageType, MessageSchema>>;
 
 /**

@@ -48,6 +48,11 @@ export const Capability = {
    * stopped only after the commit point (PROTOCOL.md section 7, "Overlap").
    */
   Overlap: 1 << 5,
+  /**
+   * The incumbent answers Reload: it swaps one of its plugins, or re-reads its own
+   * configuration, in place, and reports the outcome (PROTOCOL.md section 6, "Reload").
+   */
+  Reload: 1 << 6,
 } as const;
 
 /** One named capability. */

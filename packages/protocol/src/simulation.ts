@@ -382,7 +382,8 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         kill(INCUMBENT, `exit ${effect.code}: ${effect.reason}`);
         return;
       case 'spawnHolder':
-        return; // the simulated supervisor never asks for a listener holder
+      case 'reload':
+        return; // the simulated supervisor never asks for a listener holder or a reload
       default:
         assertNever(effect, 'effect');
     }

@@ -15,6 +15,7 @@ const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
   Heartbeat: { type: 'Heartbeat', ts: 1 },
   SpawnHolder: { type: 'SpawnHolder', argv: ['/usr/bin/keeper'], cwd: '/', env: [] },
+  Reload: { type: 'Reload', requestId: 1, target: 'config', name: '', source: '' },
 };
 const EVENTS: Record<string, SuccessorEvent> = {
   start: { type: 'start' },

@@ -154,6 +154,7 @@ function onMessage(state: SuccessorState, message: ToDaemonMessage): Result {
     case 'SealRequest':
     case 'ResumeAfterAbort':
     case 'SpawnHolder':
+    case 'Reload':
       return fail(state, violation(state, `${message.type} is for incumbents`));
     default:
       return assertNever(message, 'message');

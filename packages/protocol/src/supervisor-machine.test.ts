@@ -20,6 +20,8 @@ const MESSAGES: Record<ToSupervisorMessage['type'], ToSupervisorMessage> = {
   Ready: { type: 'Ready', handoffId: 'h1', listeningOn: ['http'], healthy: true, revisions: [5] },
   Heartbeat: { type: 'Heartbeat', ts: 1 },
   HolderSpawned: { type: 'HolderSpawned', pid: 400, error: '' },
+  ReloadProgress: { type: 'ReloadProgress', requestId: 1, phase: 'swapped', detail: 'x' },
+  ReloadDone: { type: 'ReloadDone', requestId: 1, outcome: 'reloaded', version: '2', error: '', durationMs: 5, cutCalls: 0 },
 };
 const TYPES = Object.keys(MESSAGES) as ToSupervisorMessage['type'][];
 

@@ -311,6 +311,8 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
     ? [{ type: 'setTimer', timer: 'incumbentLiveness', ms: s.timeouts.livenessMs }]
     : [];
   if (message.type === 'Heartbeat') return { state, effects: liveness };
+  // A reload the daemon still reports on (its supervisor stopped waiting for it): not this handoff's business.
+  if (message.type === 'ReloadProgress' || message.type === 'ReloadDone') return { state, effects: [] };
   const expect = (ok: boolean, what: string): HandoffProtocolError | undefined => (ok ? undefined : violation(state, `unexpected ${what} from the incumbent`));
   switch (message.type) {
     case 'Drained': {
@@ -393,6 +395,8 @@ function onSuccessorMessage(state: SupervisorState, message: ToSupervisorMessage
     case 'SealComplete':
     case 'SealFailed':
     case 'HolderSpawned':
+    case 'ReloadProgress':
+    case 'ReloadDone':
       return abortForViolation(state, violation(state, `${message.type} from the successor`));
     default:
       return assertNever(message, 'message');
@@ -451,7 +455,7 @@ export function supervisorTransition(state: SupervisorState, event: SupervisorEv
       case 'incumbentDisconnected':
         return { state: { ...state, incumbentConnected: false }, effects: [] };
       case 'incumbentMessage':
-        if (event.message.type === 'Heartbeat') return { state, effects: [] };
+        if (event.message.type === 'Heartbeat' || event.message.type === 'ReloadProgress' || event.message.type === 'ReloadDone') return { state, effects: [] };
         return { state, effects: [], violation: violation(state, `${event.message.type} from the incumbent with no handoff`) };
       case 'timeout':
       case 'cancel':

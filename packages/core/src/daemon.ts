@@ -35,6 +35,8 @@ import { Successor } from './successor.js';
 import { crashPoint } from './crash-points.js';
 import { armFailureFile, disarmFailureFile } from './failure-file.js';
 import { watchLoop } from './loop-watch.js';
+import { reloaderFor } from './reload.js';
+import type { ConfigReloader, DaemonPlugins } from './reload.js';
 
 // A daemon started by a supervisor keeps its last output from the moment this library is
 // loaded, so that a failure before it serves can be shown with the handoff's outcome.
@@ -140,6 +142,18 @@ export interface DaemonOptions<S, P = unknown> {
   readonly livenessMs?: number;
   /** How long to wait for the lock at start or takeover. Default 10 s. */
   readonly lockWaitMs?: number;
+  /**
+   * Plugins the supervisor can reload in place (`handoffctl reload <plugin>`, PROTOCOL.md
+   * section 6, "Reload"): a `ReloadManager` of `@handoff/reload`. A successor loads them from
+   * their files at its own start, like the rest of its code.
+   */
+  readonly plugins?: DaemonPlugins;
+  /**
+   * Re-reads and applies the daemon's own configuration in place (`handoffctl reload
+   * --daemon-config`); throwing keeps the current one and reports why. With `plugins` or
+   * this hook the daemon announces the Reload capability.
+   */
+  readonly reloadConfig?: ConfigReloader;
 }
 
 /** A listening HTTP server and its drainer. */
@@ -254,8 +268,9 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   if (stateless && !overlap && detected.role === 'successor') {
     process.stderr.write('handoff: runDaemon has no stopSignal, so this daemon without data hands off in the drain-first order: give it a stopSignal aborted on SIGTERM to hand off by overlap (PROTOCOL.md §7)\n');
   }
-  const capabilities = defaultCapabilities({ stateless: overlap, spawnHolder: inherited.names.length > 0 });
-  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, capabilities, ...(inherited.names.length > 0 ? { listenerFds } : {}), ...timing };
+  const reloader = options.plugins || options.reloadConfig ? reloaderFor(options.plugins, options.reloadConfig) : undefined;
+  const capabilities = defaultCapabilities({ stateless: overlap, spawnHolder: inherited.names.length > 0, reload: reloader !== undefined });
+  const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, capabilities, ...(inherited.names.length > 0 ? { listenerFds } : {}), ...(reloader ? { reloader } : {}), ...timing };
 
   let incumbent: Incumbent;
   if (detected.role === 'cold') {

@@ -6,7 +6,7 @@
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, capabilities as capabilityBits, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
-import type { DaemonConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, SealReport } from '@handoff/protocol';
+import type { DaemonConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, Reload, SealReport } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { bindControlSocket } from './control-socket.js';
 import type { BoundControlSocket } from './control-socket.js';
@@ -15,6 +15,8 @@ import { CoreError, CoreErrorCode } from './errors.js';
 import { MachineDriver, assertNever, messageOf, readBeforeJudging } from '@handoff/protocol/internal';
 import { spawnHolder } from './holder.js';
 import { DataDirLock } from './lock.js';
+import { progressDetail, progressPhase } from './reload.js';
+import type { Reloader } from './reload.js';
 
 /** What drain reports. */
 export interface DrainReport {
@@ -59,6 +61,11 @@ export interface IncumbentOptions {
    * SpawnHolder. Without it the daemon does not announce the SpawnHolder capability.
    */
   readonly listenerFds?: () => readonly { readonly name: string; readonly fd: number }[];
+  /**
+   * Answers Reload (PROTOCOL.md section 6, "Reload"): swaps a plugin or re-reads the
+   * configuration in place. Without it the daemon does not announce the Reload capability.
+   */
+  readonly reloader?: Reloader;
 }
 
 /** Why and how the incumbent is done: the process should exit with `code`. */
@@ -69,13 +76,18 @@ export interface IncumbentExit {
 
 const phaseChannel = diagnosticsChannel('handoff:incumbent:phase');
 const holderChannel = diagnosticsChannel('handoff:incumbent:holder');
+const reloadChannel = diagnosticsChannel('handoff:incumbent:reload');
 
 /** Default capabilities of a Node daemon using this library. */
 export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
 
-/** The capabilities a daemon announces: `Overlap` without a data directory, `SpawnHolder` when it can name its listeners' fds. */
-export function defaultCapabilities(options: { readonly stateless: boolean; readonly spawnHolder: boolean }): number {
-  return (DAEMON_CAPABILITIES | (options.stateless ? capabilityBits('Overlap') : 0) | (options.spawnHolder ? capabilityBits('SpawnHolder') : 0)) >>> 0;
+/**
+ * The capabilities a daemon announces: `Overlap` without a data directory, `SpawnHolder` when
+ * it can name its listeners' fds, `Reload` when it has plugins or a configuration hook.
+ */
+export function defaultCapabilities(options: { readonly stateless: boolean; readonly spawnHolder: boolean; readonly reload?: boolean }): number {
+  const extra = capabilityBits(...(options.stateless ? (['Overlap'] as const) : []), ...(options.spawnHolder ? (['SpawnHolder'] as const) : []), ...(options.reload === true ? (['Reload'] as const) : []));
+  return (DAEMON_CAPABILITIES | extra) >>> 0;
 }
 
 /** The machine configuration of this process as a daemon (incumbent or successor). */
@@ -105,7 +117,7 @@ export class Incumbent {
   private constructor(options: IncumbentOptions) {
     this.#options = options;
     this.#lock = options.lock;
-    const capabilities = options.capabilities ?? defaultCapabilities({ stateless: false, spawnHolder: options.listenerFds !== undefined });
+    const capabilities = options.capabilities ?? defaultCapabilities({ stateless: false, spawnHolder: options.listenerFds !== undefined, reload: options.reloader !== undefined });
     this.#machine = new MachineDriver({
       initial: initialIncumbentState(daemonConfig(options.buildId, { ...options, capabilities })),
       transition: incumbentTransition,
@@ -230,6 +242,9 @@ export class Incumbent {
         this.#channel?.send({ type: 'HolderSpawned', pid: 'pid' in spawned ? spawned.pid : null, error: 'error' in spawned ? spawned.error : '' });
         return;
       }
+      case 'reload':
+        void this.#reload(effect.request);
+        return;
       case 'exit':
         this.#machine.stopTimers();
         this.#resolveExit({ code: effect.code, reason: effect.reason });
@@ -251,6 +266,21 @@ export class Incumbent {
       this.#feed(event);
     })();
     this.#hook = { controller, done };
+  }
+
+  /** Runs a Reload; its progress and outcome go to whichever session is open when they are sent. */
+  async #reload(request: Reload): Promise<void> {
+    const { requestId } = request;
+    const reloader = this.#options.reloader;
+    reloadChannel.publish({ pid: process.pid, requestId, target: request.target, name: request.name, phase: 'started', detail: request.source });
+    const answer = reloader
+      ? await reloader(request, (step) => {
+          reloadChannel.publish({ pid: process.pid, requestId, target: request.target, name: request.name, phase: step.phase, detail: step.detail });
+          this.#channel?.send({ type: 'ReloadProgress', requestId, phase: progressPhase(step.phase), detail: progressDetail(step.detail) });
+        })
+      : { outcome: 'failed' as const, version: '', error: 'this daemon cannot reload anything in place', durationMs: 0, cutCalls: 0 };
+    reloadChannel.publish({ pid: process.pid, requestId, target: request.target, name: request.name, phase: 'done', detail: answer.outcome, ...answer });
+    this.#channel?.send({ type: 'ReloadDone', requestId, ...answer });
   }
 
   async #resume(reacquireLock: boolean): Promise<void> {

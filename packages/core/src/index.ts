@@ -18,3 +18,5 @@ export type { HttpDrainOptions, HttpDrainReport } from './http-drain.js';
 export { DEFAULT_PRELOAD_MS, runDaemon } from './daemon.js';
 export { CrashEnv } from './crash-points.js';
 export type { DaemonOptions, ListenAddress, OpenContext, PreloadContext } from './daemon.js';
+export { reloaderFor } from './reload.js';
+export type { ConfigReloadContext, ConfigReloader, DaemonPlugins, PluginReloadReport, ReloadStep, Reloader } from './reload.js';

@@ -7,6 +7,8 @@ export { DEFAULT_PROBATION, Supervisor } from './supervisor.js';
 export type { HandoffOptions, HandoffRequest, SupervisorLifecycle, SupervisorOptions, SupervisorReconfiguration, SupervisorStatus, VersionsStatus } from './supervisor.js';
 export type { HealthCheck, HealthResult, ProbationPolicy } from './lifecycle.js';
 export type { HandoffResult, PhaseChange } from './handoff-run.js';
+export { RELOAD_SILENCE_MS } from './reload.js';
+export type { ReloadResult, ReloadStepReport, ReloadTarget } from './reload.js';
 export { SupervisorChannels } from './channels.js';
 export type { SupervisorChannel, SupervisorChannelMessages } from './channels.js';
 export { bindListeners, listenerAddress, listenersFromEnv, selfTestHeldListeners, startListening } from './listeners.js';

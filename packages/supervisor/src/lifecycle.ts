@@ -24,7 +24,7 @@ import { SessionConnector } from './session.js';
 import type { IncumbentSession } from './session.js';
 
 /** The capabilities this supervisor offers. */
-export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
+export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'Reload');
 
 /** The capabilities offered for a daemon with `dataDir`: without one, also `Overlap`. */
 export function supervisorCapabilities(dataDir: string | null): number {
@@ -145,6 +145,14 @@ export class LifecycleDriver {
   /** The last handoff's result (also one a previous supervisor ran, from the journal). */
   get lastHandoff(): HandoffResult | null {
     return this.#lastHandoff;
+  }
+
+  /** The control session with the serving daemon and the capabilities in force on it; null during a handoff, or when no daemon serves. */
+  get servingSession(): { readonly pid: number; readonly session: IncumbentSession; readonly capabilities: number } | null {
+    const kept = this.#session;
+    const daemon = this.state.daemon;
+    if (this.state.phase !== 'serving' || this.#run !== null || !daemon || kept?.pid !== daemon.pid || kept.session.channel.closed) return null;
+    return { ...kept, capabilities: (kept.session.hello.capabilities & supervisorCapabilities(this.#config.dataDir)) >>> 0 };
   }
 
   /** The last health check during a probation. */

@@ -15,6 +15,8 @@ import { LifecycleDriver } from './lifecycle.js';
 import type { HealthResult, ProbationPolicy } from './lifecycle.js';
 import type { HeldListener } from './listeners.js';
 import { toProgram } from './processes.js';
+import { reloadThrough } from './reload.js';
+import type { ReloadResult, ReloadStepReport, ReloadTarget } from './reload.js';
 import type { DaemonCommand } from './processes.js';
 
 /** Options of {@link Supervisor}. */
@@ -126,6 +128,7 @@ export interface SupervisorStatus {
 export class Supervisor {
   #timeouts: Timeouts;
   readonly #driver: LifecycleDriver;
+  #reloading: string | null = null;
 
   /** @throws SupervisorError HANDOFF_INVALID_ARGUMENT when no listener is given. */
   constructor(options: SupervisorOptions) {
@@ -221,10 +224,43 @@ export class Supervisor {
   /**
    * Replaces the daemon's program, one handoff at a time. Resolves with the outcome once it
    * settled: who serves, and what happened after the commit point if it matters.
-   * @throws SupervisorError HANDOFF_IN_PROGRESS while another runs; HANDOFF_NO_INCUMBENT when no daemon serves.
+   * @throws SupervisorError HANDOFF_IN_PROGRESS while another runs or a reload is in progress; HANDOFF_NO_INCUMBENT when no daemon serves.
    */
   performHandoff(request: HandoffRequest = {}, options: HandoffOptions = {}): Promise<HandoffResult> {
+    // The daemon reports on the reload on its control session, which the handoff is about to use.
+    if (this.#reloading !== null) return Promise.reject(new SupervisorError(SupervisorErrorCode.InProgress, `a reload (${this.#reloading}) is in progress; hand off once it ends`));
     return this.#driver.requestHandoff(request.daemon ?? {}, options.onPhase, options.probationMs);
+  }
+
+  /** What is being reloaded in place now, or null. */
+  get reloading(): string | null {
+    return this.#reloading;
+  }
+
+  /**
+   * Reloads one plugin of the serving daemon, or its own configuration, in place (PROTOCOL.md
+   * section 6, "Reload"): no successor, no drain of connections, no seal. Resolves with the
+   * daemon's outcome — `reloaded`, `rolledBack` or `failed` (the daemon serves on with what
+   * it had), `refused` — and reports its steps to `onStep`.
+   * @throws SupervisorError HANDOFF_IN_PROGRESS during a handoff or another reload;
+   * HANDOFF_NO_INCUMBENT when no daemon serves, or its session ended before it answered;
+   * HANDOFF_WRONG_STATE when the daemon cannot reload in place; HANDOFF_INVALID_ARGUMENT for
+   * a malformed plugin name.
+   */
+  async reload(target: ReloadTarget, onStep?: (step: ReloadStepReport) => void): Promise<ReloadResult> {
+    if ('plugin' in target && !/^[A-Za-z0-9_.-]{1,64}$/.test(target.plugin)) {
+      throw new SupervisorError(SupervisorErrorCode.InvalidArgument, `"${target.plugin.slice(0, 80)}" is not a plugin name (1–64 of A–Z a–z 0–9 _ . -)`);
+    }
+    if (this.#reloading !== null) throw new SupervisorError(SupervisorErrorCode.InProgress, `a reload (${this.#reloading}) is in progress; reload again once it ends`);
+    if (this.#driver.run) throw new SupervisorError(SupervisorErrorCode.InProgress, `a handoff (${this.#driver.run.handoffId}) is in progress; reload once it ends`);
+    const daemon = this.#driver.servingSession;
+    if (!daemon) throw new SupervisorError(SupervisorErrorCode.NoIncumbent, `no daemon serves with an open control session (the supervisor is ${this.lifecycle}); reload once one serves`);
+    this.#reloading = 'plugin' in target ? `plugin ${target.plugin}` : 'the daemon\'s configuration';
+    try {
+      return await reloadThrough(daemon, target, onStep);
+    } finally {
+      this.#reloading = null;
+    }
   }
 
   /**

@@ -4,15 +4,19 @@
  *
  *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--env K=V]... [--probation ms] [--wait] [--json]
  *   handoffctl ... reload [--wait] [--json]
+ *   handoffctl ... reload <plugin> [--from file] [--json]       (in place, no handoff)
+ *   handoffctl ... reload --daemon-config [--json]              (in place, no handoff)
  *   handoffctl ... status [--json]
  *   handoffctl ... stop [--no-wait]
  *   handoffctl ... restart-supervisor
  *
- * Exit codes: 0 committed (or done; with --wait, through its probation); 2 rolled back (the
- * old version serves on), or with --wait reverted on probation (the last known good version
- * serves again) or failed it; 1 error (nothing changed: unreachable, in progress, pre-handoff
- * check failed, invalid configuration, bad request).
+ * Exit codes: 0 committed (or done; with --wait, through its probation; a reload in place:
+ * reloaded); 2 rolled back (the old version serves on), or with --wait reverted on probation
+ * (the last known good version serves again) or failed it, or a reload in place that failed
+ * or was rolled back (the daemon serves on with what it had); 1 error (nothing changed:
+ * unreachable, in progress, pre-handoff check failed, invalid configuration, bad request).
  */
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ask } from './client.js';
 import type { Answer } from './client.js';
@@ -215,12 +219,53 @@ program
     await streamHandoff(request, o);
   });
 
+/**
+ * Sends a reload in place (a plugin, or the daemon's configuration) and streams its steps and
+ * outcome; exits 0 when reloaded, 2 when it failed or was rolled back (the daemon serves on
+ * with what it had), 1 when nothing was tried.
+ */
+async function streamReload(request: TriggerRequest, o: { json?: boolean }): Promise<never> {
+  const answers = await ask(socketPath(), request, (a) => {
+    if (o.json) process.stdout.write(`${JSON.stringify(a)}\n`);
+    else if (a.type === 'reloadStep') process.stdout.write(`${String(a.phase)}: ${String(a.detail)}\n`);
+  }).catch((error: unknown) => fail((error as Error).message));
+  const error = answers.find((a) => a.type === 'error');
+  if (error) {
+    if (!o.json) process.stderr.write(`handoffctl: ${typeof error.code === 'string' ? `${error.code}: ` : ''}${String(error.message)}\n`);
+    process.exit(1);
+  }
+  const done = answers.find((a) => a.type === 'reloadDone');
+  if (!done) fail('the supervisor closed the connection before the outcome of the reload; did it die? check its log, then "handoffctl status"');
+  const target = done.target as { plugin?: string } | undefined;
+  const what = target?.plugin ? `plugin ${target.plugin}` : "the daemon's configuration";
+  const took = `${String(done.durationMs)} ms`;
+  const version = typeof done.version === 'string' ? done.version : '';
+  const cut = typeof done.cutCalls === 'number' && done.cutCalls > 0 ? `; ${done.cutCalls} call(s) of the old version cut by its drain deadline` : '';
+  if (!o.json) {
+    if (done.outcome === 'reloaded') process.stdout.write(`reloaded ${what}${version ? `: ${version} in force` : ''} in pid ${String(done.pid)} (${took}, no handoff)${cut}\n`);
+    else if (done.outcome === 'refused') process.stderr.write(`handoffctl: the daemon refused to reload ${what}: ${String(done.error)}\n`);
+    else process.stderr.write(`handoffctl: ${what} ${done.outcome === 'rolledBack' ? 'was rolled back' : 'was not reloaded'}: ${String(done.error)}; ${version ? `${version} serves on` : 'the daemon serves on with what it had'}${cut}\n`);
+  }
+  process.exit(done.outcome === 'reloaded' ? 0 : done.outcome === 'refused' ? 1 : 2);
+}
+
 program
   .command('reload')
-  .description("re-read the configuration file and hand off to its daemon settings (an invalid file changes nothing); as SIGHUP does")
-  .option('--wait', "wait through the new version's probation too")
+  .argument('[plugin]', 'reload this plugin of the daemon in place, without a handoff')
+  .description("re-read the configuration file and hand off to its daemon settings (an invalid file changes nothing), as SIGHUP does; or, given a plugin or --daemon-config, reload that inside the running daemon without a handoff")
+  .option('--from <file>', 'with a plugin: load this module instead of the plugin\'s own file')
+  .option('--daemon-config', "re-read the daemon's own configuration in place (its reloadConfig hook), without a handoff")
+  .option('--wait', "wait through the new version's probation too (a handoff only)")
   .option('--json', 'print the answer lines as JSON')
-  .action(async (o: { wait?: boolean; json?: boolean }) => {
+  .action(async (plugin: string | undefined, o: { from?: string; daemonConfig?: boolean; wait?: boolean; json?: boolean }) => {
+    if (plugin !== undefined || o.daemonConfig) {
+      if (plugin !== undefined && o.daemonConfig) fail('give a plugin or --daemon-config, not both');
+      if (o.wait) fail('--wait is for a reload that hands off; a reload in place answers once it is settled');
+      if (o.from !== undefined && plugin === undefined) fail('--from needs a plugin name');
+      const request: TriggerRequest = plugin !== undefined ? { cmd: 'reload', plugin, ...(o.from !== undefined ? { source: resolve(o.from) } : {}) } : { cmd: 'reload', daemonConfig: true };
+      await streamReload(request, o);
+    }
+    if (o.from !== undefined) fail('--from needs a plugin name');
     await streamHandoff({ cmd: 'reload', ...(o.wait ? { wait: true } : {}) }, o);
   });
 

@@ -21,6 +21,7 @@ export class Metrics {
   readonly #probations = new Counter({ name: 'handoff_probations_total', help: 'Probations of new versions by outcome (passed, reverted, failed).', labelNames: ['outcome'], registers: [this.registry] });
   readonly #reverts = new Counter({ name: 'handoff_reverts_total', help: 'Returns to the last known good version, by how (handoff: the failing version still served; restart: it died).', labelNames: ['how'], registers: [this.registry] });
   readonly #onProbation = new Gauge({ name: 'handoff_probation_active', help: '1 while the serving version is on probation.', registers: [this.registry] });
+  readonly #reloads = new Counter({ name: 'handoff_reloads_total', help: 'Reloads in place (a plugin or the daemon configuration, no handoff) by target and outcome (reloaded, rolledBack, failed, refused, error).', labelNames: ['target', 'outcome'], registers: [this.registry] });
   readonly #good = new Gauge({ name: 'handoff_version_good', help: '1 when the serving version proved good (it served through its probation).', registers: [this.registry] });
 
   constructor() {
@@ -39,6 +40,11 @@ export class Metrics {
 
   reverted(how: 'handoff' | 'restart'): void {
     this.#reverts.inc({ how });
+  }
+
+  /** A reload in place ended (`error`: the daemon did not answer it). */
+  reload(target: 'plugin' | 'config', outcome: string): void {
+    this.#reloads.inc({ target, outcome });
   }
 
   handoffError(): void {

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { ErrorCode, changeProgram } from '@handoff/protocol';
 import type { DaemonProgram, ProgramChange } from '@handoff/protocol';
 import { Supervisor, SupervisorChannels, listenersFromEnv } from '@handoff/supervisor';
-import type { HandoffResult, HeldListener, ProbationPolicy, SupervisorChannel, SupervisorChannelMessages } from '@handoff/supervisor';
+import type { HandoffResult, HeldListener, ProbationPolicy, ReloadTarget, SupervisorChannel, SupervisorChannelMessages } from '@handoff/supervisor';
 import { configDir, loadConfig, probationMinimum } from './config.js';
 import type { Config } from './config.js';
 import { ConfigError } from './errors.js';
@@ -299,10 +299,41 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
     });
   };
 
+  /**
+   * Reloads one plugin of the daemon, or its own configuration, in place (no handoff), and
+   * streams its steps and outcome; the daemon serves on whatever the outcome.
+   */
+  const reloadInPlace = async (target: ReloadTarget, send: (line: Record<string, unknown>) => void): Promise<void> => {
+    const refusal = cannotHandOff();
+    if (refusal !== null) {
+      send({ type: 'error', code: ErrorCode.InProgress, message: `${refusal}; nothing was changed — reload again after it` });
+      return;
+    }
+    const kind = 'plugin' in target ? 'plugin' : 'config';
+    const what = 'plugin' in target ? `plugin ${target.plugin}${target.source ? ` from ${target.source}` : ''}` : 'the daemon\'s configuration';
+    log.info({ target }, `reloading ${what} in place`);
+    try {
+      const result = await supervisor.reload(target, (step) => {
+        log.info({ target, phase: step.phase }, `reload: ${step.detail}`);
+        send({ type: 'reloadStep', ...step });
+      });
+      metrics.reload(kind, result.outcome);
+      if (result.outcome === 'reloaded') log.info({ ...result }, `reloaded ${what}${result.version ? `: ${result.version} in force` : ''}`);
+      else log.warn({ ...result }, `reload of ${what} ${result.outcome}: ${result.error}; the daemon serves on`);
+      send({ type: 'reloadDone', ...result });
+    } catch (error) {
+      metrics.reload(kind, 'error');
+      const e = error as { code?: string; message: string };
+      log.error({ target, code: e.code }, `reload of ${what} failed: ${e.message}`);
+      send({ type: 'error', code: e.code ?? ErrorCode.Internal, message: e.message });
+    }
+  };
+
   /** Why no handoff (or reload, or supervisor replacement) can begin now; null when one can. */
   const cannotHandOff = (): string | null => {
     if (stopping) return 'the supervisor is stopping';
     if (leaving) return 'this supervisor is being replaced';
+    if (supervisor.reloading !== null) return `a reload of ${supervisor.reloading} is in progress`;
     const s = supervisor.status();
     if (running || s.handoff) return `${s.handoff?.handoffId ? `handoff ${s.handoff.handoffId}` : 'a handoff'} is in progress`;
     if (s.lifecycle === 'failed') return null;
@@ -399,12 +430,14 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
         return;
       }
       case 'reload':
-        await reload(request.wait === true, send);
+        if ('plugin' in request) await reloadInPlace({ plugin: request.plugin, ...(request.source ? { source: request.source } : {}) }, send);
+        else if ('daemonConfig' in request) await reloadInPlace({ config: true }, send);
+        else await reload(request.wait === true, send);
         return;
       case 'restart-supervisor':
       case 'release': {
-        if (running || stopping || supervisor.status().handoff) {
-          send({ type: 'error', code: ErrorCode.InProgress, message: stopping ? 'the supervisor is stopping' : 'a handoff is in progress; ask again after its outcome' });
+        if (running || stopping || supervisor.status().handoff || supervisor.reloading !== null) {
+          send({ type: 'error', code: ErrorCode.InProgress, message: stopping ? 'the supervisor is stopping' : supervisor.reloading !== null ? `a reload of ${supervisor.reloading} is in progress; ask again after its outcome` : 'a handoff is in progress; ask again after its outcome' });
           return;
         }
         // The daemon serves on untouched. After restart-supervisor the keeper starts a fresh

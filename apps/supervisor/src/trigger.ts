@@ -7,6 +7,8 @@
  *   {"cmd":"upgrade","command":"/usr/bin/node","args":["v2.js"],"env":{"K":"V"},"probation":60000,"wait":true}
  *                                                                  -> phase lines, a result, then probation lines
  *   {"cmd":"reload"}                                               -> a reloaded line, then as upgrade
+ *   {"cmd":"reload","plugin":"validate","source":"/abs/v2.js"}     -> reloadStep lines, then a reloadDone line
+ *   {"cmd":"reload","daemonConfig":true}                           -> reloadStep lines, then a reloadDone line
  *   {"cmd":"status"}                                               -> one status line
  *   {"cmd":"stop"}                                                 -> {"type":"stopping"}
  *   {"cmd":"restart-supervisor"}                                   -> {"type":"restarting",...}
@@ -27,6 +29,12 @@ export type TriggerRequest =
   | { readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[]; readonly env?: Readonly<Record<string, string>>; readonly probation?: number; readonly wait?: boolean }
   /** Re-read the configuration file; if valid, apply it and hand off to its daemon settings. */
   | { readonly cmd: 'reload'; readonly wait?: boolean }
+  /**
+   * Reload in place, no handoff (PROTOCOL.md section 6, "Reload"): one plugin of the daemon
+   * (`source`: an absolute path to load instead of its own file), or its own configuration.
+   */
+  | { readonly cmd: 'reload'; readonly plugin: string; readonly source?: string }
+  | { readonly cmd: 'reload'; readonly daemonConfig: true }
   | { readonly cmd: 'status' }
   | { readonly cmd: 'stop' }
   /** Replace the supervisor process by a fresh one (the code now on disk); the daemon serves on. */
@@ -51,7 +59,11 @@ export function parseRequest(line: string): TriggerRequest | string {
   if (text === '') return 'empty request; send one line: {"cmd":"status"}, {"cmd":"upgrade"} or {"cmd":"stop"}';
   if (!text.startsWith('{')) {
     const [word, ...rest] = text.split(/\s+/);
-    if (word === 'status' || word === 'stop' || word === 'restart-supervisor' || word === 'release' || word === 'reload') return rest.length === 0 ? { cmd: word } : `"${word}" takes no arguments`;
+    if (word === 'reload') {
+      if (rest.length === 0) return { cmd: 'reload' };
+      return rest.length === 1 && rest[0] ? checkPlugin({ cmd: 'reload', plugin: rest[0] }) : '"reload" takes at most one argument: a plugin name';
+    }
+    if (word === 'status' || word === 'stop' || word === 'restart-supervisor' || word === 'release') return rest.length === 0 ? { cmd: word } : `"${word}" takes no arguments`;
     if (word === 'upgrade' || word === 'handoff') {
       const [command, ...args] = rest;
       return command ? { cmd: 'upgrade', command, args } : { cmd: 'upgrade' };
@@ -68,6 +80,15 @@ export function parseRequest(line: string): TriggerRequest | string {
   const r = raw as Record<string, unknown>;
   if (r.cmd === 'status' || r.cmd === 'stop' || r.cmd === 'restart-supervisor' || r.cmd === 'release') return { cmd: r.cmd };
   if (r.wait !== undefined && typeof r.wait !== 'boolean') return '"wait" must be true or false';
+  if (r.cmd === 'reload' && r.daemonConfig !== undefined) {
+    if (r.daemonConfig !== true || r.plugin !== undefined || r.source !== undefined) return '"daemonConfig" must be true, without "plugin" or "source"';
+    return { cmd: 'reload', daemonConfig: true };
+  }
+  if (r.cmd === 'reload' && r.plugin !== undefined) {
+    if (typeof r.plugin !== 'string') return '"plugin" must be a plugin name';
+    if (r.source !== undefined && (typeof r.source !== 'string' || !r.source.startsWith('/'))) return '"source" must be an absolute path to the module to load';
+    return checkPlugin({ cmd: 'reload', plugin: r.plugin, ...(typeof r.source === 'string' ? { source: r.source } : {}) });
+  }
   if (r.cmd === 'reload') return { cmd: 'reload', ...(r.wait === true ? { wait: true } : {}) };
   if (r.cmd === 'upgrade') {
     if (r.command !== undefined && (typeof r.command !== 'string' || r.command === '')) return '"command" must be a non-empty string';
@@ -89,6 +110,11 @@ export function parseRequest(line: string): TriggerRequest | string {
     };
   }
   return `unknown cmd ${JSON.stringify(r.cmd)}; expected "status", "upgrade", "reload", "stop", "restart-supervisor" or "release"`;
+}
+
+/** A plugin reload with a well-formed name, or what is wrong with it. */
+function checkPlugin(request: { readonly cmd: 'reload'; readonly plugin: string; readonly source?: string }): TriggerRequest | string {
+  return /^[A-Za-z0-9_.-]{1,64}$/.test(request.plugin) ? request : `"${request.plugin.slice(0, 80)}" is not a plugin name (1–64 of A–Z a–z 0–9 _ . -)`;
 }
 
 /** A bound trigger socket. */

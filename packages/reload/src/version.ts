@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { PluginError, messageOf } from './errors.js';
 import type { PluginErrorCode } from './errors.js';
-import { describeError, disposeModule, errorFromShape, isThenable, loadModule } from './module-load.js';
+import { disposeModule, errorFromShape, errorShape, isThenable, loadModule } from './module-load.js';
 import type { PluginFunction } from './module-load.js';
 import type { InFlightGuard, InFlightTracker } from './tracker.js';
 import type { PluginMode, ReloadCause, VersionInfo } from './types.js';
@@ -259,7 +259,9 @@ export class WorkerVersion implements Version {
         }
       });
       worker.on('error', (error: unknown) => {
-        lastError = `uncaught ${describeError(error)}`;
+        // The uncaught exception (or ERR_WORKER_OUT_OF_MEMORY) that is about to end the thread.
+        const { name, message } = errorShape(error);
+        lastError = `uncaught ${name}: ${message}`;
       });
       worker.on('exit', (code: number) => {
         this.#ctx.hooks.onWorkers(-1);

@@ -38,7 +38,7 @@ export interface DaemonPlugins {
 /** What a configuration reload hook is told. */
 export interface ConfigReloadContext {
   /** Report a step to the operator (it shows in `handoffctl reload --daemon-config`). */
-  progress(detail: string): void;
+  readonly progress: (detail: string) => void;
 }
 
 /**

@@ -2,7 +2,16 @@
 /**
  * handoff-kv: an HTTP key-value store that can be handed off with no refused connection and
  * no lost acknowledged write. `PUT /kv/<key>` (body = value) answers once the write is
- * fsynced; `GET /kv/<key>`; `GET /health` (pid, build, revision); `GET /ready` (200 when ready).
+ * fsynced; `GET /kv/<key>`; `GET /health` (pid, build, revision); `GET /ready` (200 when ready);
+ * `GET /metrics` (Prometheus text: its plugins' reloads, calls and versions, keys, revision).
+ *
+ * Reloadable in place, without a handoff (`handoffctl reload …`, PROTOCOL.md §6 "Reload"):
+ *   KV_VALIDATE_PLUGIN  the `validate` plugin's module (default: the built-in one, accepting
+ *                       every value): `validate(key, value)` returns null or why a PUT is
+ *                       refused (422). `handoffctl reload validate` swaps it; KV_PLUGIN_MODE
+ *                       `inThread` runs it in the daemon's own thread instead of a worker
+ *   KV_CONFIG           a JSON file of settings ({"maxValueBytes": n}: 413 beyond), re-read
+ *                       by `handoffctl reload --daemon-config`
  *
  *   KV_DATA_DIR   data directory (default: the supervisor's HANDOFF_DATA_DIR)
  *   KV_PORT       port without a supervisor (8080)
@@ -20,9 +29,13 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { runDaemon } from '@handoff/core';
+import { HotPlugin, ReloadManager } from '@handoff/reload';
 import { KvStore } from './store.js';
 import type { Preloaded } from './store.js';
+import { DEFAULT_SETTINGS, readSettings } from './settings.js';
+import type { Settings } from './settings.js';
 
 const env = process.env;
 // Under handoff-supervisor the data directory comes from its [daemon] data_dir.
@@ -50,6 +63,42 @@ const blockEventLoop = (ms: number): void => {
     // busy
   }
 };
+/** The `validate` plugin's contract. */
+interface Validate {
+  validate(key: string, value: string): string | null;
+  [method: string]: (...args: never[]) => unknown;
+}
+const validateFile = env.KV_VALIDATE_PLUGIN || fileURLToPath(new URL('./plugins/validate.js', import.meta.url));
+let validator: HotPlugin<Validate>;
+try {
+  validator = await HotPlugin.load<Validate>({
+    name: 'validate',
+    file: validateFile,
+    methods: ['validate'],
+    mode: env.KV_PLUGIN_MODE === 'inThread' ? 'inThread' : 'worker',
+    ...(env.KV_PLUGIN_PROBATION_MS ? { probation: { ms: Number(env.KV_PLUGIN_PROBATION_MS), maxFailures: 0 } } : {}),
+    ...(env.KV_PLUGIN_DRAIN_MS ? { drainTimeoutMs: Number(env.KV_PLUGIN_DRAIN_MS) } : {}),
+    // A version that answers anything but null or a reason would refuse or accept at random.
+    selfTest: async (call) => {
+      const answer: unknown = await call('validate', 'self-test', 'self-test');
+      if (answer !== null && typeof answer !== 'string') throw new Error(`validate('self-test', 'self-test') returned ${typeof answer}; it must return null (accept) or a string (why not)`);
+    },
+  });
+} catch (error) {
+  console.error(`handoff-kv: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(2);
+}
+const plugins = new ReloadManager([validator]);
+let settings: Settings = DEFAULT_SETTINGS;
+if (env.KV_CONFIG) {
+  try {
+    settings = readSettings(env.KV_CONFIG);
+  } catch (error) {
+    console.error(`handoff-kv: ${(error as Error).message}`);
+    process.exit(2);
+  }
+}
+
 const stop = new AbortController();
 process.once('SIGTERM', () => { stop.abort(); });
 process.once('SIGINT', () => { stop.abort(); });
@@ -77,13 +126,36 @@ function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void
     res.end(failing ? 'unhealthy (KV_UNHEALTHY_AFTER_MS)\n' : 'ready\n');
   } else if (req.url === '/health') {
     res.end(JSON.stringify({ pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', revision: store.revision, keys: store.size }));
+  } else if (req.url === '/metrics') {
+    res.setHeader('content-type', 'text/plain; version=0.0.4');
+    res.end(`${plugins.metrics()}# HELP kv_keys Keys stored.\n# TYPE kv_keys gauge\nkv_keys ${store.size}\n# HELP kv_revision Last revision written.\n# TYPE kv_revision gauge\nkv_revision ${store.revision}\n`);
   } else if (req.method === 'PUT' && req.url?.startsWith('/kv/')) {
     let body = '';
     req.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => {
-      store.put(key, body).then((revision) => res.end(JSON.stringify({ revision })), (error: unknown) => {
-        res.statusCode = 503;
-        res.end(error instanceof Error ? error.message : String(error));
-      });
+      const bytes = Buffer.byteLength(body);
+      const { maxValueBytes } = settings;
+      if (maxValueBytes !== null && bytes > maxValueBytes) {
+        res.statusCode = 413;
+        res.end(`a value of ${bytes} bytes is over maxValueBytes ${maxValueBytes} (${env.KV_CONFIG ?? 'KV_CONFIG'})\n`);
+        return;
+      }
+      validator.call('validate', key, body).then(
+        (refusal) => {
+          if (refusal !== null) {
+            res.statusCode = 422;
+            res.end(`${refusal}\n`);
+            return;
+          }
+          return store.put(key, body).then((revision) => res.end(JSON.stringify({ revision })), (error: unknown) => {
+            res.statusCode = 503;
+            res.end(error instanceof Error ? error.message : String(error));
+          });
+        },
+        (error: unknown) => {
+          res.statusCode = 500;
+          res.end(`the validate plugin failed: ${error instanceof Error ? error.message : String(error)}\n`);
+        },
+      );
     });
   } else if (req.method === 'GET' && req.url?.startsWith('/kv/')) {
     const value = store.get(key);
@@ -156,6 +228,17 @@ const exit = await runDaemon<KvStore, Preloaded>({
     await store.close();
   },
   handler: (store) => (req, res) => { handle(store, req, res); },
+  plugins,
+  ...(env.KV_CONFIG
+    ? {
+        reloadConfig: ({ progress }) => {
+          const file = env.KV_CONFIG ?? '';
+          progress(`reading ${file}`);
+          settings = readSettings(file); // throws, keeping the settings in force, when invalid
+          return Promise.resolve(`${file} ${settings.digest} (maxValueBytes ${String(settings.maxValueBytes ?? 'unlimited')})`);
+        },
+      }
+    : {}),
   onServing: (info) => { console.log(JSON.stringify({ event: 'serving', pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', ...info })); },
   stopSignal: stop.signal,
 });

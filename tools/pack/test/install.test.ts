@@ -3,7 +3,7 @@
  * to versions), install the tarballs with npm in an empty project outside the workspace,
  * then compile the README's `runDaemon` example there with `tsc`, run it under the installed
  * `handoff-supervisor`, hand it off with the installed `handoffctl`, and run the embedded
- * default (the example kv daemon) from the installed binary too.
+ * default (the example kv daemon) from the installed binary too, reloading its plugin in place.
  */
 import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -21,7 +21,7 @@ import { processesWithEnv, waitForValue } from '@handoff/testkit';
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 /** The public packages, by directory. */
-const PUBLIC = ['packages/protocol', 'packages/core', 'packages/supervisor', 'packages/testkit', 'apps/supervisor', 'apps/kv'];
+const PUBLIC = ['packages/protocol', 'packages/core', 'packages/supervisor', 'packages/reload', 'packages/testkit', 'apps/supervisor', 'apps/kv'];
 const TSC = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 
 /** The README's example marked for this test: the TypeScript block after the marker comment. */
@@ -186,7 +186,7 @@ runtime_dir = "run"
     expect(await supervisor.exited).toBe(0);
   });
 
-  it('runs the embedded default (the example kv daemon) from the installed binary, and hands it off', async () => {
+  it('runs the embedded default (the example kv daemon) from the installed binary, reloads its plugin in place, and hands it off', async () => {
     onTestFailed(() => {
       console.error(output);
     });
@@ -202,6 +202,9 @@ runtime_dir = "run"
       return r.status === 200 ? r : null;
     });
     expect(put.body).toMatch(/revision/);
+    // Its validate plugin runs in a worker of the installed @handoff/reload: swapped in place, same pid.
+    const reloaded = await ctl(['--socket', trigger, 'reload', 'validate']);
+    expect(reloaded, output).toMatchObject({ code: 0, out: expect.stringMatching(/reloaded plugin validate: builtin in force in pid \d+ \(\d+ ms, no handoff\)/) });
     const up = await ctl(['--socket', trigger, 'upgrade']);
     expect(up, output).toMatchObject({ code: 0 });
     expect((await http({ port }, 'GET', '/kv/a')).status).toBe(200);

@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { basename, join } from 'node:path';
 import { DataDirLock, lockKindsHeldBy } from '@handoff/core';
-import { encodeFrame, hasCapability } from '@handoff/protocol';
-import type { Hello } from '@handoff/protocol';
+import { capabilities, encodeFrame, hasCapability } from '@handoff/protocol';
+import type { Hello, ReloadDone } from '@handoff/protocol';
 import type { HandoffResult } from '@handoff/supervisor';
 import { ask } from '@handoff/supervisor-cli/client';
 import type { Answer } from '@handoff/supervisor-cli/client';
@@ -167,8 +167,42 @@ const BARE: CheckDef[] = [
         if (problem) fail(problem);
         const hello = first?.message as Hello;
         ctx.hello = hello;
-        const caps = (['SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'SpawnHolder'] as const).filter((c) => hasCapability(hello.capabilities, c));
+        const caps = (['SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'SpawnHolder', 'Overlap', 'Reload'] as const).filter((c) => hasCapability(hello.capabilities, c));
         return `role incumbent, pid ${hello.pid}, build ${JSON.stringify(hello.buildId)}, versions ${hello.protoMin}..${hello.protoMax}, capabilities ${hello.capabilities} (${caps.join(', ') || 'none'})`;
+      } finally {
+        client.destroy();
+      }
+    },
+  },
+  {
+    id: 'reload-answers',
+    title: 'a daemon announcing Reload answers each Reload with exactly one ReloadDone (an unknown plugin: failed) and serves on',
+    section: '§6',
+    needs: 'bare',
+    run: async (ctx) => {
+      const bare = ctx.bare ?? fail('no bare daemon');
+      if (!ctx.hello || !hasCapability(ctx.hello.capabilities, 'Reload')) return skip('the daemon does not announce Reload (capability bit 6)');
+      const client = await ControlClient.connect(bare.controlSocket).catch((e: unknown) => fail((e as Error).message));
+      try {
+        const problem = helloProblem(await client.first(), 'incumbent', bare.pid);
+        if (problem) fail(problem);
+        client.write(encodeFrame({ type: 'HelloAck', version: 1, handoffId: null, capabilities: capabilities('Reload') }, 'toDaemon'));
+        const answer = async (requestId: number, what: string): Promise<ReloadDone> => {
+          const done = await waitForValue(`a ReloadDone for ${what}`, () => {
+            if (client.closed) fail(`the daemon closed the control session after a Reload for ${what}`);
+            return client.frames.map((f) => f.message as { type?: string; requestId?: number } | undefined).find((m) => m?.type === 'ReloadDone' && m.requestId === requestId) as ReloadDone | undefined;
+          }, 10_000).catch((e: unknown) => fail(e instanceof CheckFailed ? e.message : `no ReloadDone for ${what} within 10 s (frames: ${JSON.stringify(client.frames.slice(1, 6))})`));
+          return done;
+        };
+        client.write(encodeFrame({ type: 'Reload', requestId: 1, target: 'plugin', name: 'handoff-conformance-no-such-plugin', source: '' }, 'toDaemon'));
+        const unknown = await answer(1, 'a plugin the daemon does not have');
+        if (unknown.outcome !== 'failed' || unknown.error === '') fail(`a Reload of a plugin the daemon does not have answered ${JSON.stringify(unknown)}; expected outcome "failed" with the reason in error`);
+        client.write(encodeFrame({ type: 'Reload', requestId: 2, target: 'config', name: '', source: '' }, 'toDaemon'));
+        const config = await answer(2, 'the configuration');
+        const doubled = client.frames.filter((f) => (f.message as { type?: string } | undefined)?.type === 'ReloadDone').length;
+        if (doubled !== 2) fail(`the daemon sent ${doubled} ReloadDone for 2 Reloads`);
+        await stillServes(ctx, 'two Reloads');
+        return `unknown plugin: failed (${unknown.error.slice(0, 120)}); configuration: ${config.outcome}${config.error ? ` (${config.error.slice(0, 120)})` : ''}`;
       } finally {
         client.destroy();
       }

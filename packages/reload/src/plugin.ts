@@ -13,6 +13,7 @@
  * loaded stays in memory for the life of the process. README.md says when to pick which.
  */
 import { resolve as resolvePath } from 'node:path';
+import type { ResourceLimits } from 'node:worker_threads';
 import { PluginError, messageOf } from './errors.js';
 import { LIFECYCLE_EXPORTS } from './module-load.js';
 import { InFlightTracker } from './tracker.js';
@@ -49,6 +50,7 @@ interface Settings {
   readonly drainTimeoutMs: number;
   readonly probation: { readonly ms: number; readonly maxFailures: number };
   readonly selfTest: ((call: (method: string, ...args: unknown[]) => Promise<unknown>) => Promise<void>) | undefined;
+  readonly resourceLimits: ResourceLimits | undefined;
 }
 
 function badOptions(name: string, message: string): PluginError {
@@ -98,6 +100,7 @@ function settingsOf(options: PluginOptions<PluginMethods>): Settings {
     drainTimeoutMs,
     probation: { ms: probation.ms, maxFailures: probation.maxFailures },
     selfTest: options.selfTest as Settings['selfTest'],
+    resourceLimits: options.resourceLimits,
   };
 }
 
@@ -142,6 +145,7 @@ export class HotPlugin<M extends PluginMethods> {
   #state: PluginState = { kind: 'closed' };
   #generation = 0;
   #probation: Probation | null = null;
+  #reloading = false;
   #reloadTask: Promise<ReloadReport> | null = null;
   #closed = false;
   #closeTask: Promise<DrainReport> | null = null;
@@ -172,7 +176,7 @@ export class HotPlugin<M extends PluginMethods> {
         this.#workers += delta;
       },
     };
-    this.#ctx = { plugin: settings.name, methods: settings.methods, options: settings.options, tracker: this.#tracker, hooks };
+    this.#ctx = { plugin: settings.name, methods: settings.methods, options: settings.options, tracker: this.#tracker, hooks, resourceLimits: settings.resourceLimits };
   }
 
   /**
@@ -258,10 +262,14 @@ export class HotPlugin<M extends PluginMethods> {
    */
   reload(options: ReloadOptions = {}): Promise<ReloadReport> {
     if (this.#closed) return Promise.reject(this.#closedError());
-    if (this.#reloadTask !== null) {
+    if (this.#reloading) {
       return Promise.reject(new PluginError('RELOAD_IN_PROGRESS', this.name, `plugin ${this.name}: a reload is already in progress (${this.#state.kind}); wait for its report`));
     }
+    // Set before the reload's first (synchronous) progress event: a listener that asks for
+    // another reload gets RELOAD_IN_PROGRESS too.
+    this.#reloading = true;
     const task = this.#reload(options).finally(() => {
+      this.#reloading = false;
       this.#reloadTask = null;
     });
     this.#reloadTask = task;
@@ -291,8 +299,8 @@ export class HotPlugin<M extends PluginMethods> {
     const { drainTimeoutMs, probation } = this.#settings;
     const from = this.#active;
     const given = options.file ?? from.info.file;
-    progress('preparing', `loading ${resolvePath(given)} as generation ${this.#generation + 1} (${this.mode === 'worker' ? 'in a new worker' : 'in this thread'}); ${from.info.label} serves meanwhile`);
     this.#state = { kind: 'preparing', version: from.info, candidate: resolvePath(given) };
+    progress('preparing', `loading ${resolvePath(given)} as generation ${this.#generation + 1} (${this.mode === 'worker' ? 'in a new worker' : 'in this thread'}); ${from.info.label} serves meanwhile`);
 
     const prepared = await this.#prepare(given);
     this.#throwIfClosed();

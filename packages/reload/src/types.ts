@@ -1,3 +1,5 @@
+import type { ResourceLimits } from 'node:worker_threads';
+
 /**
  * The public types of a hot plugin: its options, states, progress, reports and stats.
  * (Re-exported by `plugin.ts` and the package entry point.)
@@ -40,6 +42,12 @@ export interface PluginOptions<M extends PluginMethods> {
   readonly probation?: { readonly ms: number; readonly maxFailures: number };
   /** Run against each candidate (and the first version) before it takes any call. */
   readonly selfTest?: HostSelfTest<M>;
+  /**
+   * Worker mode: limits of each version's worker (`worker_threads` ResourceLimits), e.g.
+   * `{ maxOldGenerationSizeMb: 256 }`, so that a plugin that runs out of memory is a crash
+   * of its worker (`CRASHED`, restart or rollback), not of the daemon.
+   */
+  readonly resourceLimits?: ResourceLimits;
 }
 
 /** One version of a plugin. */

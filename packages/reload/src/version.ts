@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import type { ResourceLimits } from 'node:worker_threads';
 import { PluginError, messageOf } from './errors.js';
 import type { PluginErrorCode } from './errors.js';
 import { disposeModule, errorFromShape, errorShape, isThenable, loadModule } from './module-load.js';
@@ -33,6 +34,8 @@ export interface VersionContext {
   readonly options: unknown;
   readonly tracker: InFlightTracker<number>;
   readonly hooks: VersionHooks;
+  /** Worker mode: each worker's limits. */
+  readonly resourceLimits: ResourceLimits | undefined;
 }
 
 /** How a version reports to its plugin. */
@@ -212,7 +215,8 @@ export class WorkerVersion implements Version {
   #spawn(timeoutMs: number, signal?: AbortSignal): Promise<string | null> {
     const { plugin } = this.#ctx;
     const file = this.#info.file;
-    const worker = new Worker(WORKER_URL, { workerData: this.#init });
+    const { resourceLimits } = this.#ctx;
+    const worker = new Worker(WORKER_URL, resourceLimits === undefined ? { workerData: this.#init } : { workerData: this.#init, resourceLimits });
     this.#worker = worker;
     this.#ctx.hooks.onWorkers(1);
     return new Promise<string | null>((resolve, reject) => {
@@ -260,8 +264,8 @@ export class WorkerVersion implements Version {
       });
       worker.on('error', (error: unknown) => {
         // The uncaught exception (or ERR_WORKER_OUT_OF_MEMORY) that is about to end the thread.
-        const { name, message } = errorShape(error);
-        lastError = `uncaught ${name}: ${message}`;
+        const { name, message, code } = errorShape(error);
+        lastError = code === 'ERR_WORKER_OUT_OF_MEMORY' ? message : `uncaught ${name}: ${message}`;
       });
       worker.on('exit', (code: number) => {
         this.#ctx.hooks.onWorkers(-1);
@@ -281,7 +285,13 @@ export class WorkerVersion implements Version {
       else if (this.#status === 'restarting') this.#queue.push({ ...pending, args });
       else {
         guard.leave();
-        reject(this.#status === 'closed' ? closedError(this.#ctx.plugin) : this.#downError(method));
+        if (this.#status === 'closed') {
+          reject(closedError(this.#ctx.plugin));
+          return;
+        }
+        const error = this.#downError(method);
+        if (user) this.#ctx.hooks.onCallFailed(this, error.message);
+        reject(error);
       }
     });
   }
@@ -369,7 +379,9 @@ export class WorkerVersion implements Version {
     this.#downReason = `its worker crashed (${description}) and restarting it failed: ${failure}`;
     for (const pending of queued) {
       pending.guard.leave();
-      pending.reject(this.#downError(pending.guard.label));
+      const error = this.#downError(pending.guard.label);
+      if (pending.user) this.#ctx.hooks.onCallFailed(this, error.message);
+      pending.reject(error);
     }
   }
 

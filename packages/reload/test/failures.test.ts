@@ -166,6 +166,32 @@ describe('a crash of the active version outside probation', () => {
     expect(hot.stats).toMatchObject({ restarting: false, restarts: 1, state: 'active', version: 'v1', workers: 1, callsFailed: 1, lastCrash: 'v1 (generation 1): worker exited with code 1: uncaught Error: async bug' });
   });
 
+  it('a restart that fails leaves the version down (CRASHED, saying why) until a reload brings a working one', async () => {
+    const file = sandbox.write('v1', plugin('v1'));
+    const hot = sandbox.track(await HotPlugin.load<Methods>({ name: 'p', file, methods: METHODS }));
+    sandbox.write('v1', 'throw new Error("half-written deploy");'); // the file on disk is broken now
+    expect(await rejection(hot.call('apply', '__exit'))).toMatchObject({ code: 'CRASHED' });
+    // Queued during the restart, rejected when it fails.
+    const queued = await deadline(rejection(hot.call('apply', 1)), 10_000, 'the failed restart');
+    expect(queued.message).toMatch(/^plugin p version v1 cannot take apply\(\): its worker crashed \(worker exited with code 1\) and restarting it failed: plugin p: .*v1\.mjs threw at import: half-written deploy; reload a working version$/);
+    expect(await rejection(hot.call('apply', 2))).toMatchObject({ code: 'CRASHED', message: queued.message });
+    expect(hot.stats).toMatchObject({ restarting: false, restarts: 1, workers: 0 });
+    const report = await hot.reload({ file: sandbox.write('v2', plugin('v2')) });
+    expect(report).toMatchObject({ outcome: 'reloaded', from: 'v1', version: 'v2' });
+    expect(await hot.call('apply', 3)).toEqual({ version: 'v2', x: 3 });
+    expect(hot.stats.workers).toBe(1);
+  });
+
+  it('a worker out of memory (resourceLimits) is a crash of the plugin, not of the daemon: CRASHED, then a restart', async () => {
+    const file = sandbox.write('v1', plugin('v1', 'export function grow() { const hog = []; for (;;) hog.push(new Array(1e5).fill(hog.length)); }'));
+    const hot = sandbox.track(await HotPlugin.load<Methods & { grow(): never }>({ name: 'p', file, methods: [...METHODS, 'grow'], resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4 } }));
+    const error = await deadline(rejection(hot.call('grow')), 20_000, 'the out-of-memory crash');
+    expect(error).toMatchObject({ code: 'CRASHED' });
+    expect(error.message).toMatch(/^plugin p version v1 crashed \(worker exited with code 1: Worker terminated due to reaching memory limit: JS heap out of memory\) during grow\(\); it is being restarted from its file/i);
+    expect(await deadline(hot.call('apply', 1), 10_000, 'the restarted version')).toEqual({ version: 'v1', x: 1 });
+    expect(hot.stats).toMatchObject({ restarts: 1, workers: 1 });
+  });
+
   it("a method's own error is an answer, not a crash: the caller gets it with its message and name", async () => {
     const hot = await loadV1();
     const error = await rejection(hot.call('fail', 'too big'));

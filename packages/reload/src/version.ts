@@ -172,12 +172,15 @@ export class WorkerVersion implements Version {
   #crashed = false;
   #onDisposed: ((error: string | null) => void) | null = null;
   #closing: Promise<string | null> | null = null;
-  #loadTimeoutMs: number;
+  readonly #loadTimeoutMs: number;
+  /** The file's fingerprint when this version was loaded: a restart runs the same code or none. */
+  readonly #hash: string;
 
-  private constructor(ctx: VersionContext, source: VersionSource, label: string, loadTimeoutMs: number) {
+  private constructor(ctx: VersionContext, source: VersionSource, hash: string, loadTimeoutMs: number) {
     this.#ctx = ctx;
+    this.#hash = hash;
     this.#init = { url: pathToFileURL(source.file).href, methods: ctx.methods, options: ctx.options };
-    this.#info = { generation: source.generation, label, file: source.file, loadedAt: Date.now() };
+    this.#info = { generation: source.generation, label: hash, file: source.file, loadedAt: Date.now() };
     this.#loadTimeoutMs = loadTimeoutMs;
   }
 
@@ -231,10 +234,10 @@ export class WorkerVersion implements Version {
         // Reject once the thread is gone, so that a refused version has freed everything.
         worker.terminate().then(
           () => {
-            reject(asError(error));
+            reject(error);
           },
           () => {
-            reject(asError(error));
+            reject(error);
           },
         );
       };
@@ -358,10 +361,18 @@ export class WorkerVersion implements Version {
     if (restart) void this.#restart(description);
   }
 
-  /** Restarts the version from its file once; calls made meanwhile wait in the queue. */
+  /**
+   * Restarts the version from its file once; calls made meanwhile wait in the queue. Only
+   * the same code: a file changed since (a deploy under way) is not run unreviewed under the
+   * old label — without its self-test and probation — and the version stays down until a
+   * reload.
+   */
   async #restart(description: string): Promise<void> {
     let failure: string | null = null;
     try {
+      const { plugin } = this.#ctx;
+      const hash = await fingerprint(plugin, this.#info.file, this.#info.file);
+      if (hash !== this.#hash) throw new PluginError('LOAD', plugin, `${this.#info.file} changed since this version was loaded (SHA-256 ${this.#hash}… now ${hash}…)`);
       await this.#spawn(this.#loadTimeoutMs);
     } catch (error) {
       failure = messageOf(error);

@@ -300,6 +300,7 @@ program
       ...(v?.lastProbation && v.lastProbation.outcome !== 'passed' && v.lastProbation.reason !== v.lastRevert?.reason ? [`probation    ${v.lastProbation.outcome} ${ago(v.lastProbation.at)}: ${v.lastProbation.reason ?? ''}`] : []),
       ...(v?.lastRevert ? [`reverted     ${ago(v.lastRevert.at)} to the last known good version: ${v.lastRevert.reason}`] : []),
       `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}` : 'none in progress'}`,
+      ...(typeof s.reloading === 'string' ? [`reloading    ${s.reloading} in place`] : []),
       `last         ${last ? describeResult(last, true) : 'none'}`,
       `restarts     ${String(s.restarts)}`,
       ...(typeof s.failure === 'string' ? [`failure      ${s.failure}`, ...(s.failure.includes('handoffctl upgrade') ? [] : [`             "handoffctl upgrade" (or "reload") starts the daemon again`])] : []),

@@ -112,6 +112,8 @@ export interface SupervisorStatus {
     readonly session: boolean;
   } | null;
   readonly handoff: { readonly handoffId: string; readonly phase: SupervisorPhase } | null;
+  /** What is being reloaded in place now (`plugin validate`, `the daemon's configuration`), or null. */
+  readonly reloading: string | null;
   readonly lastHandoff: HandoffResult | null;
   /** Restarts after deaths, since the supervisor started. */
   readonly restarts: number;
@@ -191,6 +193,7 @@ export class Supervisor {
       pid: process.pid,
       incumbent: d ? { pid: d.pid, buildId: d.buildId, generation: d.generation, uptimeMs: Date.now() - d.since, adopted: d.adopted, session: d.session } : null,
       handoff: run ? { handoffId: run.handoffId, phase: run.phase } : null,
+      reloading: this.#reloading,
       lastHandoff: this.#driver.lastHandoff,
       restarts: state.restarts,
       failure: state.failure,
@@ -228,7 +231,7 @@ export class Supervisor {
    */
   performHandoff(request: HandoffRequest = {}, options: HandoffOptions = {}): Promise<HandoffResult> {
     // The daemon reports on the reload on its control session, which the handoff is about to use.
-    if (this.#reloading !== null) return Promise.reject(new SupervisorError(SupervisorErrorCode.InProgress, `a reload (${this.#reloading}) is in progress; hand off once it ends`));
+    if (this.#reloading !== null) return Promise.reject(new SupervisorError(SupervisorErrorCode.InProgress, `a reload of ${this.#reloading} is in progress; hand off once it ends`));
     return this.#driver.requestHandoff(request.daemon ?? {}, options.onPhase, options.probationMs);
   }
 
@@ -251,7 +254,7 @@ export class Supervisor {
     if ('plugin' in target && !/^[A-Za-z0-9_.-]{1,64}$/.test(target.plugin)) {
       throw new SupervisorError(SupervisorErrorCode.InvalidArgument, `"${target.plugin.slice(0, 80)}" is not a plugin name (1–64 of A–Z a–z 0–9 _ . -)`);
     }
-    if (this.#reloading !== null) throw new SupervisorError(SupervisorErrorCode.InProgress, `a reload (${this.#reloading}) is in progress; reload again once it ends`);
+    if (this.#reloading !== null) throw new SupervisorError(SupervisorErrorCode.InProgress, `a reload of ${this.#reloading} is in progress; reload again once it ends`);
     if (this.#driver.run) throw new SupervisorError(SupervisorErrorCode.InProgress, `a handoff (${this.#driver.run.handoffId}) is in progress; reload once it ends`);
     const daemon = this.#driver.servingSession;
     if (!daemon) throw new SupervisorError(SupervisorErrorCode.NoIncumbent, `no daemon serves with an open control session (the supervisor is ${this.lifecycle}); reload once one serves`);

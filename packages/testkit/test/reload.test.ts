@@ -110,7 +110,7 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     expect(after.lastHandoff).toBeNull();
   });
 
-  it('is refused during a handoff, and the successor of a later handoff loads the plugin file as it is on disk', async () => {
+  it('is refused during a handoff and refuses one, and the successor of a later handoff loads the plugin file as it is on disk', async () => {
     await using ws = new Workspace();
     const plugin = join(ws.dir, 'validate.js');
     writeFileSync(plugin, validator('1'));
@@ -135,5 +135,20 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     const config = await ws.ctl(['reload', '--daemon-config']);
     expect(config.code).toBe(2);
     expect(config.stderr).toMatch(/this daemon has no configuration reload hook/);
+
+    // The other way round: while a version takes a second to load, status shows the reload and no handoff starts.
+    writeFileSync(plugin, validator('3', 'forbidden', 'await new Promise((resolve) => setTimeout(resolve, 1000));'));
+    let preparing!: () => void;
+    const inPrepare = new Promise<void>((resolve) => (preparing = resolve));
+    const slow = ask(ws.trigger, { cmd: 'reload', plugin: 'validate' }, (a) => {
+      if (a.type === 'reloadStep' && a.phase === 'preparing') preparing();
+    });
+    await inPrepare;
+    expect((await ws.ctl(['status'])).stdout).toMatch(/^reloading +plugin validate in place$/m);
+    const blocked = await ws.ctl(['upgrade']);
+    expect(blocked.code).toBe(1);
+    expect(blocked.stderr).toMatch(/a reload of plugin validate is in progress/);
+    expect((await slow).find((a) => a.type === 'reloadDone')).toMatchObject({ outcome: 'reloaded', version: '3' });
+    expect((await ws.ctl(['upgrade'])).code).toBe(0);
   });
 });

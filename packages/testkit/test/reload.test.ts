@@ -151,4 +151,43 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     expect((await slow).find((a) => a.type === 'reloadDone')).toMatchObject({ outcome: 'reloaded', version: '3' });
     expect((await ws.ctl(['upgrade'])).code).toBe(0);
   });
+
+  it('survives a SIGKILL of the supervisor mid-reload: the daemon finishes it alone and serves on, and the restarted supervisor adopts it and reloads again', async () => {
+    await using ws = new Workspace();
+    const plugin = join(ws.dir, 'validate.js');
+    writeFileSync(plugin, validator('1'));
+    const sup = ws.start(['--config', ws.config('', { KV_VALIDATE_PLUGIN: plugin })]);
+    showOnFailure(sup);
+    const status = await sup.ready();
+    const daemon = (status.incumbent as { pid: number }).pid;
+    const port = await sup.port();
+    // Version 2 takes a second to load: the supervisor (not the keeper) dies while the daemon prepares it.
+    writeFileSync(plugin, validator('2', 'forbidden', 'await new Promise((resolve) => setTimeout(resolve, 1000));'));
+    let preparing!: () => void;
+    const inPrepare = new Promise<void>((resolve) => (preparing = resolve));
+    const lost = ask(ws.trigger, { cmd: 'reload', plugin: 'validate' }, (a) => {
+      if (a.type === 'reloadStep' && a.phase === 'preparing') preparing();
+    }).catch((error: unknown) => error as Error);
+    await inPrepare;
+    process.kill(status.supervisorPid as number, 'SIGKILL');
+    await lost; // the answer is cut off with its supervisor
+    // The daemon, alone, finishes the reload and serves on.
+    const refusing = await waitForValue('the daemon to swap in version 2 on its own', async () => {
+      const r = await call(port, 'PUT', '/kv/x', 'forbidden');
+      return r.status === 422 ? r.body : undefined;
+    }, 10_000);
+    expect(refusing).toBe('refused by validate 2\n');
+    const adopted = await waitForValue('the keeper\'s new supervisor to adopt the daemon', async () => {
+      const [s] = await ask(ws.trigger, { cmd: 'status' }).catch(() => []);
+      return s?.type === 'status' && s.lifecycle === 'serving' && s.supervisorPid !== status.supervisorPid ? s : undefined;
+    }, 20_000);
+    expect(adopted.incumbent).toMatchObject({ pid: daemon, adopted: true });
+    // Its probation over (the daemon's metrics say so), version 2 is simply the active one.
+    await waitForValue('version 2 to pass its probation', async () => /handoff_plugin_info\{plugin="validate",version="2",state="active"/.test((await call(port, 'GET', '/metrics')).body) || undefined, 10_000);
+    writeFileSync(plugin, validator('3'));
+    const again = await ws.ctl(['reload', 'validate']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(new RegExp(`reloaded plugin validate: 3 in force in pid ${daemon} `));
+    expect((await call(port, 'PUT', '/kv/x', 'forbidden')).status).toBe(200);
+  });
 });

@@ -9,6 +9,6 @@ export { InFlightTracker } from './tracker.js';
 export type { InFlightEntry, InFlightGuard } from './tracker.js';
 export { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_LOAD_TIMEOUT_MS, DEFAULT_PROBATION, HotPlugin } from './plugin.js';
 export type { ReloadOptions } from './plugin.js';
-export type { DrainReport, HostSelfTest, PluginMethods, PluginMode, PluginOptions, PluginState, PluginStats, ReloadCause, ReloadProgress, ReloadReport, VersionInfo } from './types.js';
+export type { DrainReport, HostSelfTest, PluginContract, PluginMethods, PluginMode, PluginOptions, PluginState, PluginStats, ReloadCause, ReloadProgress, ReloadReport, VersionInfo } from './types.js';
 export { ReloadManager } from './manager.js';
 export { DISPOSE_TIMEOUT_MS } from './version.js';

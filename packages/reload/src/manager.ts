@@ -4,7 +4,7 @@
  */
 import { PluginError } from './errors.js';
 import type { HotPlugin, ReloadOptions } from './plugin.js';
-import type { PluginMethods, PluginStats, ReloadReport } from './types.js';
+import type { PluginContract, PluginStats, ReloadReport } from './types.js';
 
 /** Escapes a Prometheus label value. */
 function labelValue(value: string): string {
@@ -52,7 +52,7 @@ export class ReloadManager {
   }
 
   /** The plugin named `name` (`UNKNOWN_PLUGIN`, listing the names, if there is none). */
-  get<M extends PluginMethods>(name: string): HotPlugin<M> {
+  get<M extends PluginContract<M>>(name: string): HotPlugin<M> {
     const plugin = this.#plugins.get(name);
     if (plugin === undefined) throw this.#unknown(name);
     return plugin as HotPlugin<M>;

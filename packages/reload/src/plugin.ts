@@ -17,11 +17,11 @@ import type { ResourceLimits } from 'node:worker_threads';
 import { PluginError, messageOf } from './errors.js';
 import { LIFECYCLE_EXPORTS } from './module-load.js';
 import { InFlightTracker } from './tracker.js';
-import type { DrainReport, PluginMethods, PluginMode, PluginOptions, PluginState, PluginStats, ReloadProgress, ReloadReport } from './types.js';
+import type { DrainReport, PluginContract, PluginMethods, PluginMode, PluginOptions, PluginState, PluginStats, ReloadProgress, ReloadReport } from './types.js';
 import { InThreadVersion, WorkerVersion, causeOf } from './version.js';
 import type { CutCall, Version, VersionContext, VersionHooks, VersionSource } from './version.js';
 
-export type { DrainReport, HostSelfTest, PluginMethods, PluginMode, PluginOptions, PluginState, PluginStats, ReloadCause, ReloadProgress, ReloadReport, VersionInfo } from './types.js';
+export type { DrainReport, HostSelfTest, PluginContract, PluginMethods, PluginMode, PluginOptions, PluginState, PluginStats, ReloadCause, ReloadProgress, ReloadReport, VersionInfo } from './types.js';
 
 /** Default {@link PluginOptions.loadTimeoutMs}. */
 export const DEFAULT_LOAD_TIMEOUT_MS = 10_000;
@@ -129,7 +129,7 @@ interface Drain {
  * A plugin whose versions can be replaced while it serves calls. Create it with
  * {@link HotPlugin.load}; replace its version with {@link HotPlugin.reload}.
  */
-export class HotPlugin<M extends PluginMethods> {
+export class HotPlugin<M extends PluginContract<M>> {
   readonly name: string;
   readonly mode: PluginMode;
   readonly #settings: Settings;
@@ -184,7 +184,7 @@ export class HotPlugin<M extends PluginMethods> {
    * Rejects with a {@link PluginError} saying why when it cannot: `BAD_OPTIONS`,
    * `NOT_FOUND`, `CONTRACT`, `LOAD`, `LOAD_TIMEOUT`, `SELF_TEST`.
    */
-  static async load<M extends PluginMethods>(options: PluginOptions<M>): Promise<HotPlugin<M>> {
+  static async load<M extends PluginContract<M>>(options: PluginOptions<M>): Promise<HotPlugin<M>> {
     const plugin = new HotPlugin<M>(settingsOf(options as PluginOptions<PluginMethods>));
     const first = await plugin.#prepare(plugin.#settings.file);
     if ('error' in first) throw first.error;

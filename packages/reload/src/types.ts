@@ -10,6 +10,15 @@ import type { ResourceLimits } from 'node:worker_threads';
 export type PluginMethods = Record<string, (...args: any[]) => unknown>;
 
 /**
+ * What a contract type `M` must be: every property a method. Unlike {@link PluginMethods}
+ * (a Record, which an interface only satisfies with an index signature), a plain
+ * `interface Pricing { quote(sku: string): Quote }` satisfies it, and so does every
+ * `PluginMethods`.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- as in PluginMethods
+export type PluginContract<M> = { readonly [K in keyof M]: (...args: any[]) => unknown };
+
+/**
  * How each version runs: `worker` (default) in a worker thread of its own — isolated,
  * killable, its memory freed when it is replaced; `inThread` in the host's thread — a call
  * is a plain function call, but a replaced version's module stays in memory for good.
@@ -17,10 +26,10 @@ export type PluginMethods = Record<string, (...args: any[]) => unknown>;
 export type PluginMode = 'worker' | 'inThread';
 
 /** A host-side check of a loaded candidate before it takes any call: throw to refuse it. */
-export type HostSelfTest<M extends PluginMethods> = (call: <K extends keyof M & string>(method: K, ...args: Parameters<M[K]>) => Promise<Awaited<ReturnType<M[K]>>>) => Promise<void>;
+export type HostSelfTest<M extends PluginContract<M>> = (call: <K extends keyof M & string>(method: K, ...args: Parameters<M[K]>) => Promise<Awaited<ReturnType<M[K]>>>) => Promise<void>;
 
 /** Options of {@link HotPlugin.load}. */
-export interface PluginOptions<M extends PluginMethods> {
+export interface PluginOptions<M extends PluginContract<M>> {
   /** 1–64 of A–Z a–z 0–9 `_` `.` `-`: names the plugin in errors, stats and metrics. */
   readonly name: string;
   /** The plugin module (ESM `.js`/`.mjs`), relative to `process.cwd()` or absolute. */

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { HotPlugin, PluginMethods, ReloadProgress } from '../src/index.js';
+import type { HotPlugin, PluginContract, PluginMethods, ReloadProgress } from '../src/index.js';
 
 /** A temp dir for plugin modules, and the plugins to close after the test. */
 export class Sandbox {
@@ -21,7 +21,7 @@ export class Sandbox {
   }
 
   /** Closes the plugin at cleanup (whatever the test did). */
-  track<M extends PluginMethods>(plugin: HotPlugin<M>): HotPlugin<M> {
+  track<M extends PluginContract<M>>(plugin: HotPlugin<M>): HotPlugin<M> {
     this.#plugins.push(plugin);
     return plugin;
   }

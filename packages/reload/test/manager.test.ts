@@ -2,7 +2,7 @@
  * ReloadManager: plugins by name, reloads by name, stats and the Prometheus text; and the
  * API's refusals (RELOAD_IN_PROGRESS, UNKNOWN_PLUGIN, BAD_OPTIONS).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
 import { HotPlugin, PluginError, ReloadManager } from '../src/index.js';
 import type { PluginOptions } from '../src/index.js';
 import { METHODS, Sandbox, plugin, rejection } from './helpers.js';
@@ -96,6 +96,24 @@ describe('ReloadManager', () => {
       ['closed', 0],
       ['closed', 0],
     ]);
+  });
+});
+
+describe('contract types', () => {
+  it('a plain interface is a contract (no index signature needed), and calls are typed by it', async () => {
+    interface Greeter {
+      apply(x: number): { version: string; x: number };
+      later(x: number): Promise<{ version: string; x: number }>;
+    }
+    const hot = sandbox.track(await HotPlugin.load<Greeter>({ name: 'typed', file: sandbox.write('t', plugin('t')), methods: ['apply', 'later'], mode: 'inThread' }));
+    expectTypeOf<Parameters<typeof hot.call>[0]>().toEqualTypeOf<'apply' | 'later'>();
+    expectTypeOf(hot.call('later', 1)).toEqualTypeOf<Promise<{ version: string; x: number }>>();
+    expectTypeOf(hot.callSync('apply', 1)).toEqualTypeOf<{ version: string; x: number }>();
+    // @ts-expect-error -- a string is not apply()'s number
+    expect(hot.callSync('apply', 'one')).toEqual({ version: 't', x: 'one' });
+    expect(await hot.call('later', 2)).toEqual({ version: 't', x: 2 });
+    const manager = new ReloadManager([hot]);
+    expect(manager.get<Greeter>('typed')).toBe(hot);
   });
 });
 

@@ -4,7 +4,8 @@
  * this project (a stateless app, the same without a data directory handed off by overlap,
  * and the key-value daemon), a kill-and-restart, PM2 cluster reload with and without
  * draining, PM2 fork restart, nginx's binary upgrade (when nginx is installed); then two
- * scale curves and the data-path overhead.
+ * scale curves, the data-path overhead and the in-process hot reload of `@handoff/reload`
+ * (call costs, reload time, failed calls, memory per reload).
  *
  *   pnpm bench [--quick] [--out DIR] [--only id,id] [--docs]
  *
@@ -13,9 +14,9 @@
  * never judged, but the exit code says whether the run did what it reports:
  *   1  the harness itself failed (a system that would not start, a run that threw, a system
  *      named in --only that was skipped);
- *   3  a handoff of this project's did not commit (one line on stderr names the rows and
- *      points, with the abort codes; their tables say FAILED). Peers' rows keep their own
- *      error accounting.
+ *   3  a handoff of this project's did not commit, or a plugin reload did not reload (one line
+ *      on stderr names the rows and points, with the abort codes or causes; their tables say
+ *      FAILED). Peers' rows keep their own error accounting.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -26,6 +27,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connectionCurve, dataCurve, emptyResult, FULL, overhead, QUICK, runSystem } from './run.js';
 import type { CurvePoint, OverheadRow, SystemResult } from './run.js';
+import { reloadBench } from './reload.js';
+import type { ReloadResult } from './reload.js';
 import { failedHandoffs, markdown, svg } from './report.js';
 import type { BenchResult, Machine } from './report.js';
 import { HandoffSystem, NaiveRestart, NginxUpgrade, Pm2Home, Pm2System } from './systems.js';
@@ -65,7 +68,7 @@ const systems: System[] = [
   new Pm2System('cluster', true, 'kv'),
   new Pm2System('fork', false, 'kv'),
 ];
-const PARTS = ['connections', 'data', 'overhead'];
+const PARTS = ['connections', 'data', 'overhead', 'reload'];
 const only = args.only?.split(',').map((s) => s.trim()).filter(Boolean) ?? null;
 if (only) {
   const known = [...systems.map((s) => s.id), ...PARTS];
@@ -114,6 +117,7 @@ const results: SystemResult[] = [];
 let connectionPoints: CurvePoint[] = [];
 let dataPoints: CurvePoint[] = [];
 let overheadRows: OverheadRow[] = [];
+let reloadResult: ReloadResult | null = null;
 let harnessFailed = false;
 const guard = async <T>(what: string, f: () => Promise<T>, fallback: T): Promise<T> => {
   try {
@@ -156,10 +160,16 @@ try {
     log('data-path overhead');
     overheadRows = await guard('the overhead run', () => overhead(preset, log), []);
   }
+  if (wanted('reload')) {
+    log('in-process hot reload (@handoff/reload)');
+    reloadResult = await guard('the hot-reload run', () => reloadBench(preset, log), null);
+  }
 } finally {
   await Pm2Home.opened?.close();
 }
 if ([...connectionPoints, ...dataPoints].some((p) => p.failure !== null)) harnessFailed = true;
+// A memory probe that did not run to its result: the harness failed, like a curve point.
+if (reloadResult?.memory.some((m) => m.failure !== null)) harnessFailed = true;
 
 const result: BenchResult = {
   version: 1,
@@ -172,6 +182,7 @@ const result: BenchResult = {
   connectionCurve: connectionPoints,
   dataCurve: dataPoints,
   overhead: overheadRows,
+  reload: reloadResult,
 };
 mkdirSync(out, { recursive: true });
 const report = markdown(result);

@@ -1,4 +1,5 @@
 /** The benchmark's outputs besides JSON: a Markdown report and an SVG chart of latency over time. */
+import type { CallCostRow, MemoryRow, ReloadResult, ReloadRow } from './reload.js';
 import { DATA_TOTAL_MS } from './run.js';
 import type { CurvePoint, OverheadRow, SystemResult } from './run.js';
 import type { NotCommitted } from './types.js';
@@ -23,6 +24,8 @@ export interface BenchResult {
   readonly connectionCurve: readonly CurvePoint[];
   readonly dataCurve: readonly CurvePoint[];
   readonly overhead: readonly OverheadRow[];
+  /** In-process hot reload (`@handoff/reload`); null when not run (or when the part failed). */
+  readonly reload: ReloadResult | null;
 }
 
 const ms = (v: number): string => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
@@ -163,6 +166,11 @@ export function failedHandoffs(r: BenchResult): string[] {
   };
   curve('connection curve', 'connections', r.connectionCurve);
   curve('data-size curve', 'keys', r.dataCurve);
+  // A plugin reload that did not end with the new version serving: like a handoff that did not commit.
+  for (const row of r.reload?.reloads ?? []) {
+    const failed = notReloaded(row);
+    if (failed > 0) out.push(`in-process reload, ${row.mode} mode ${failed}/${row.planned} (${[...new Set(row.notReloaded.map((n) => n.cause ?? n.outcome))].join(', ') || 'not requested'})`);
+  }
   return out;
 }
 
@@ -171,6 +179,99 @@ export function overheadTable(rows: readonly OverheadRow[]): string {
     ['hello-world served by', 'requests/s (median)', 'vs bare Node', 'p50 ms', 'p99 ms', 'rounds'],
     rows.map((r) => [r.label, int(r.medianRps), `${(100 * r.relative).toFixed(1)}%`, ms(r.p50Ms), ms(r.p99Ms), r.rps.map(int).join(', ')]),
   );
+}
+
+const kib = (v: number): string => `${v > 0 ? '+' : ''}${v.toFixed(1)}`;
+const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
+
+/** The hot-reload part's reloads that did not end with the new version serving (or were never requested). */
+function notReloaded(row: ReloadRow): number {
+  return row.notReloaded.length + (row.planned - row.done);
+}
+
+/** What a call costs in each mode, beside a direct call. */
+export function callCostTable(rows: readonly CallCostRow[]): string {
+  const direct = rows.find((c) => c.id === 'direct')?.nsPerCall ?? 0;
+  return table(
+    ['call', 'ns per call (median of rounds)', 'rounds, min – max ns', '× a direct call', 'calls timed'],
+    rows.map((c) => [c.label, int(c.nsPerCall), `${int(c.nsMin)} – ${int(c.nsMax)}`, direct > 0 ? `${(c.nsPerCall / direct).toFixed(1)}×` : DASH, int(c.calls)]),
+  );
+}
+
+/** Reload time per mode, and the calls made meanwhile. */
+export function reloadTable(rows: readonly ReloadRow[]): string {
+  return table(
+    ['mode', 'reloaded', 'probation ms', 'reload p50 ms', 'reload p95 ms', 'max ms', 'callers', 'calls during the reloads', 'failed calls', 'note'],
+    rows.map((r) => {
+      const failed = notReloaded(r);
+      const reloaded = r.planned - failed;
+      const shown = (text: string): string => (reloaded > 0 ? text : DASH);
+      const notes: string[] = [];
+      if (r.notReloaded.length > 0) notes.push(`FAILED: ${r.notReloaded.length}/${r.planned} reloads did not reload: ${reasons(r.notReloaded.map((n) => ({ index: n.index, code: `${n.outcome}${n.cause === null ? '' : ` (${n.cause})`}`, reason: n.error })))}`);
+      if (r.done < r.planned) notes.push(`${r.planned - r.done} not requested: the loop's deadline passed`);
+      if (r.firstFailure !== null) notes.push(`first failed call: ${short(r.firstFailure)}`);
+      return [r.mode, `${reloaded}/${r.planned}`, String(r.probationMs), shown(ms(r.p50Ms)), shown(ms(r.p95Ms)), shown(ms(r.maxMs)), String(r.callers), int(r.calls), int(r.callsFailed), notes.join('; ')];
+    }),
+  );
+}
+
+/** Memory and threads a reload leaves behind, per mode. */
+export function memoryTable(rows: readonly MemoryRow[]): string {
+  return table(
+    ['mode', 'reloads', 'heap KiB per reload (second half)', 'RSS KiB per reload (second half)', 'heap before → halfway → after MiB', 'RSS before → halfway → after MiB', 'threads before → after', 'note'],
+    rows.map((m) => {
+      const p = m.probe;
+      if (p === null || m.failure !== null) return [m.mode, DASH, DASH, DASH, DASH, DASH, DASH, harnessNote(m.failure ?? 'no result')];
+      return [
+        m.mode,
+        `${int(p.reloads)} (after ${p.warmup})`,
+        `${kib(m.heapKiBPerReload ?? 0)} (${kib(m.heapKiBPerReloadSecondHalf ?? 0)})`,
+        `${kib(m.rssKiBPerReload ?? 0)} (${kib(m.rssKiBPerReloadSecondHalf ?? 0)})`,
+        `${mib(p.heapBefore)} → ${mib(p.heapHalf)} → ${mib(p.heapAfter)}`,
+        `${mib(p.rssBefore)} → ${mib(p.rssHalf)} → ${mib(p.rssAfter)}`,
+        `${p.threadsBefore} → ${p.threadsAfter}`,
+        '',
+      ];
+    }),
+  );
+}
+
+/** The hot-reload section (its heading included); one line when the part did not run. */
+export function reloadSection(r: ReloadResult | null, s: Readonly<Record<string, unknown>>): string {
+  const heading = '## In-process hot reload (`@handoff/reload`)';
+  if (r === null) return `${heading}\n\nNot measured in this run.\n`;
+  const probation = [...new Set(r.reloads.map((x) => x.probationMs))].join(', ');
+  const callers = r.reloads[0]?.callers ?? 0;
+  return `${heading}
+
+A plugin module replaced inside one running process, no handoff: the same small function (a string transform,
+\`text.toUpperCase() + '!'\`) called directly and through a plugin in each mode, then each mode's plugin reloaded
+${String(s.reloads)} times back to back, each reload a new version of its file (a different exported \`version\`).
+
+**What a call costs.** Each figure is the median of the timed rounds within ${String(s.reloadCallMs)} ms (after a warm-up
+of a tenth of it), the loop and picking the argument included; a worker call crosses to the plugin's worker thread and
+back, the throughput row keeps ${String(r.inFlight)} calls in flight and divides the time by the calls answered.
+
+${callCostTable(r.calls)}
+
+**What a reload takes.** From \`plugin.reload()\` to its report, settled: the candidate loaded and self-tested, swapped in,
+the old version drained and freed (worker mode: its worker terminated), with probation set to ${probation} ms so that
+the figure is the reload's own (a daemon's default probation of 1 s would add itself to every reload). Meanwhile
+${String(callers)} callers call the plugin throughout, each awaiting its answer and yielding a turn of the event loop before the
+next; a failed call is one that rejected or answered wrong.
+
+${reloadTable(r.reloads)}
+
+**What a reload leaves behind.** Each mode in a process of its own (\`node --expose-gc\`): after a warm-up of a few
+reloads, heap used and RSS after full GCs, then ${String(s.reloadMemoryReloads)} reloads (a few calls to each version), then again, and
+halfway; per reload: (after − before) / reloads, in brackets over the second half alone (after − halfway) / its reloads, so
+that growth that goes on (a leak; in-thread mode's modules) shows apart from a plateau reached early. Threads: the
+process's OS threads (\`/proc/self/status\`). Node never evicts an ES module from its module map, so in-thread mode is
+expected to keep every version it loaded; worker mode frees each version with its worker. RSS follows the allocator (a
+terminated worker's pages are not all given back at once), not only what is live: read a small figure as noise.
+
+${memoryTable(r.memory)}
+`;
 }
 
 export function markdown(r: BenchResult): string {
@@ -219,7 +320,8 @@ ${dataTable(r.dataCurve)}
 ## Data-path overhead (no handoff)
 
 ${overheadTable(r.overhead)}
-`;
+
+${reloadSection(r.reload, s)}`;
 }
 
 function esc(s: string): string {

@@ -36,6 +36,12 @@ export interface Preset {
   readonly curveHandoffs: number;
   readonly overheadRounds: number;
   readonly overheadMs: number;
+  /** In-process hot reload: the time budget of each per-call measurement, ms. */
+  readonly reloadCallMs: number;
+  /** Reloads timed per mode, with callers running. */
+  readonly reloads: number;
+  /** Reloads per mode in the memory probe (after its warm-up). */
+  readonly reloadMemoryReloads: number;
 }
 
 export const FULL: Preset = {
@@ -53,6 +59,9 @@ export const FULL: Preset = {
   curveHandoffs: 3,
   overheadRounds: 3,
   overheadMs: 5_000,
+  reloadCallMs: 2_000,
+  reloads: 50,
+  reloadMemoryReloads: 200,
 };
 
 export const QUICK: Preset = {
@@ -71,6 +80,9 @@ export const QUICK: Preset = {
   curveHandoffs: 1,
   overheadRounds: 1,
   overheadMs: 1_000,
+  reloadCallMs: 300,
+  reloads: 5,
+  reloadMemoryReloads: 20,
 };
 
 /**

@@ -1,8 +1,9 @@
 /**
  * A smoke test of the benchmark harness: `pnpm bench --quick` must run every installed
- * system, count requests, show this project's rows with 0 errors and 0 lost writes, and exit
- * 0 because every handoff committed. No timing is asserted: the figures are the benchmark's
- * to report, not the suite's to judge.
+ * system, count requests, show this project's rows with 0 errors and 0 lost writes, reload
+ * `@handoff/reload` plugins with 0 failed calls, and exit 0 because every handoff committed
+ * and every reload reloaded. No timing is asserted: the figures are the benchmark's to
+ * report, not the suite's to judge.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -96,5 +97,24 @@ describe.skipIf(process.env.HANDOFF_BENCH_TESTS === '0')('pnpm bench --quick', (
     for (const p of [...result.connectionCurve, ...result.dataCurve].filter((q) => q.ours)) expect(p.errors, JSON.stringify(p)).toBe(0);
     expect(result.overhead.map((r) => r.id)).toEqual(['bare', 'handoff', 'pm2-cluster']);
     for (const r of result.overhead) expect(r.medianRps, r.id).toBeGreaterThan(0);
+  });
+
+  it('measures the in-process hot reload in both modes: every reload reloaded, 0 failed calls, memory probed', () => {
+    const reload = result.reload;
+    expect(reload, output).not.toBeNull();
+    expect(reload?.calls.map((c) => c.id)).toEqual(['direct', 'inThread-callSync', 'inThread-call', 'worker-call', 'worker-inFlight']);
+    for (const c of reload?.calls ?? []) expect(c.calls, c.id).toBeGreaterThan(0);
+    expect(reload?.reloads.map((r) => r.mode)).toEqual(['worker', 'inThread']);
+    for (const r of reload?.reloads ?? []) {
+      expect(r.done, r.mode).toBe(QUICK.reloads);
+      expect(r.notReloaded, r.mode).toEqual([]);
+      expect(r.calls, r.mode).toBeGreaterThan(0);
+      expect(r.callsFailed, `${r.mode}: ${r.firstFailure ?? ''}`).toBe(0);
+    }
+    expect(reload?.memory.map((m) => [m.mode, m.failure, m.probe?.reloads])).toEqual([
+      ['worker', null, QUICK.reloadMemoryReloads],
+      ['inThread', null, QUICK.reloadMemoryReloads],
+    ]);
+    expect(readFileSync(join(out, 'bench.md'), 'utf8')).toContain('## In-process hot reload (`@handoff/reload`)');
   });
 });

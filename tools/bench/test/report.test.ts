@@ -1,11 +1,13 @@
 /**
  * The report's tables mark a handoff of this project's that did not commit as FAILED, show no
  * timing figure for it, and name it for the line on stderr; peers keep their own accounting.
+ * A plugin reload that did not reload is treated alike.
  */
 import { describe, expect, it } from 'vitest';
 import { emptyResult } from '../src/run.js';
 import type { CurvePoint, SystemResult } from '../src/run.js';
-import { curveTable, dataTable, failedHandoffs, systemsTable } from '../src/report.js';
+import type { ReloadResult, ReloadRow } from '../src/reload.js';
+import { curveTable, dataTable, failedHandoffs, memoryTable, reloadSection, reloadTable, systemsTable } from '../src/report.js';
 import type { BenchResult } from '../src/report.js';
 import { notCommitted } from '../src/stats.js';
 import type { System } from '../src/systems.js';
@@ -47,8 +49,12 @@ function cells(line: string | undefined): string[] {
   return (line ?? '').split(/(?<!\\)\|/).slice(1, -1).map((c) => c.trim());
 }
 
-function bench(systems: readonly SystemResult[], dataCurve: readonly CurvePoint[] = []): BenchResult {
-  return { version: 1, preset: 'quick', startedAt: '', durationS: 0, machine: { cpu: '', cores: 1, memoryGiB: 1, os: '', node: '', peers: {} }, settings: {}, systems, connectionCurve: [], dataCurve, overhead: [] };
+function bench(systems: readonly SystemResult[], dataCurve: readonly CurvePoint[] = [], reload: ReloadResult | null = null): BenchResult {
+  return { version: 1, preset: 'quick', startedAt: '', durationS: 0, machine: { cpu: '', cores: 1, memoryGiB: 1, os: '', node: '', peers: {} }, settings: {}, systems, connectionCurve: [], dataCurve, overhead: [], reload };
+}
+
+function reloads(mode: ReloadRow['mode'], notReloaded: ReloadRow['notReloaded'] = []): ReloadRow {
+  return { mode, probationMs: 0, planned: 3, done: 3, notReloaded, p50Ms: 2.5, p95Ms: 31, maxMs: 31, callers: 4, calls: 7_704, callsFailed: 0, firstFailure: null };
 }
 
 describe('a handoff that did not commit', () => {
@@ -93,5 +99,38 @@ describe('a handoff that did not commit', () => {
     expect(failed.map((f) => [f.index, f.code])).toEqual([[0, 'BENCH_NO_ANSWER'], [1, 'BENCH_NOT_TRIGGERED']]);
     const note = cells(systemsTable([{ ...row('handoff-hello', true, [gaveUp]), notCommitted: failed }]).split('\n')[2]).at(-1);
     expect(note).toMatch(/^FAILED: 2\/2 handoffs did not commit: BENCH_NO_ANSWER no answer; BENCH_NOT_TRIGGERED not triggered/);
+  });
+});
+
+describe('the hot-reload section', () => {
+  const probe = { mode: 'worker' as const, reloads: 20, warmup: 5, seconds: 2, half: 10, heapBefore: 4 * 2 ** 20, heapHalf: 4 * 2 ** 20, heapAfter: 4 * 2 ** 20 + 20 * 1024, rssBefore: 60 * 2 ** 20, rssHalf: 61 * 2 ** 20, rssAfter: 60 * 2 ** 20 - 40 * 1024, threadsBefore: 12, threadsAfter: 12, workersAlive: 1 };
+
+  it('shows each mode\'s reload time, probation and calls, and a reload that did not reload as FAILED with its cause', () => {
+    const rolledBack = { index: 1, outcome: 'rolledBack', cause: 'probation', error: 'plugin p: 1 failed call | in probation; rolled back to v0' };
+    const lines = reloadTable([reloads('worker'), { ...reloads('inThread', [rolledBack]), callsFailed: 2, firstFailure: 'CUT\nat the deadline' }]).split('\n');
+    const head = cells(lines[0]);
+    const at = (r: string[], column: string): string | undefined => r[head.indexOf(column)];
+    const ok = cells(lines[2]);
+    const failed = cells(lines[3]);
+    expect(ok).toEqual(['worker', '3/3', '0', '2.50', '31.0', '31.0', '4', '7,704', '0', '']);
+    expect(at(failed, 'reloaded')).toBe('2/3');
+    expect(at(failed, 'failed calls')).toBe('2');
+    expect(at(failed, 'note')).toBe('FAILED: 1/3 reloads did not reload: rolledBack (probation) plugin p: 1 failed call \\| in probation; rolled back to v0; first failed call: CUT at the deadline');
+  });
+
+  it('names a reload that did not reload for stderr', () => {
+    expect(failedHandoffs(bench([], [], { inFlight: 64, calls: [], reloads: [reloads('worker')], memory: [] }))).toEqual([]);
+    const short = { ...reloads('worker', [{ index: 0, outcome: 'failed', cause: 'load', error: 'threw' }]), done: 2 };
+    expect(failedHandoffs(bench([], [], { inFlight: 64, calls: [], reloads: [short], memory: [] }))).toEqual(['in-process reload, worker mode 2/3 (load)']);
+  });
+
+  it('shows memory per reload with its sign, and a probe that failed as FAILED', () => {
+    const lines = memoryTable([{ mode: 'worker', probe, heapKiBPerReload: 1, rssKiBPerReload: -2, heapKiBPerReloadSecondHalf: 2, rssKiBPerReloadSecondHalf: 0, failure: null }, { mode: 'inThread', probe: null, heapKiBPerReload: null, rssKiBPerReload: null, heapKiBPerReloadSecondHalf: null, rssKiBPerReloadSecondHalf: null, failure: 'the memory probe exited with 1: boom' }]).split('\n');
+    expect(cells(lines[2])).toEqual(['worker', '20 (after 5)', '+1.0 (+2.0)', '-2.0 (0.0)', '4.0 → 4.0 → 4.0', '60.0 → 61.0 → 60.0', '12 → 12', '']);
+    expect(cells(lines[3])).toEqual(['inThread', '—', '—', '—', '—', '—', '—', 'FAILED: the harness failed: the memory probe exited with 1: boom']);
+  });
+
+  it('says when the part did not run', () => {
+    expect(reloadSection(null, {})).toBe('## In-process hot reload (`@handoff/reload`)\n\nNot measured in this run.\n');
   });
 });

@@ -66,7 +66,6 @@ const blockEventLoop = (ms: number): void => {
 /** The `validate` plugin's contract. */
 interface Validate {
   validate(key: string, value: string): string | null;
-  [method: string]: (...args: never[]) => unknown;
 }
 const validateFile = env.KV_VALIDATE_PLUGIN || fileURLToPath(new URL('./plugins/validate.js', import.meta.url));
 let validator: HotPlugin<Validate>;

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { InFlightTracker } from './tracker.js';
 
 describe('InFlightTracker', () => {
-  it('counts calls per key and in all, and forgets a key whose last call left', () => {
+  it('counts calls per key and in all, and lists only keys with calls in flight', () => {
     const tracker = new InFlightTracker<number>();
     const a = tracker.enter(1, 'apply');
     const b = tracker.enter(1, 'later');
@@ -31,14 +31,18 @@ describe('InFlightTracker', () => {
     const tracker = new InFlightTracker();
     const before = Date.now();
     const a = tracker.enter('v1', 'apply');
-    tracker.enter('v1', 'later');
+    const b = tracker.enter('v1', 'later');
+    tracker.enter('v1', 'gate');
+    b.leave(); // out of the middle
     const entries = tracker.entries('v1');
-    expect(entries.map((e) => e.label)).toEqual(['apply', 'later']);
+    expect(entries.map((e) => e.label)).toEqual(['apply', 'gate']);
     expect(entries[0]).toEqual({ id: a.id, label: 'apply', startedAt: a.startedAt });
     expect(entries[0]!.startedAt).toBeGreaterThanOrEqual(before);
     expect(tracker.entries('v2')).toEqual([]);
     a.leave();
-    expect(tracker.entries('v1').map((e) => e.label)).toEqual(['later']);
+    expect(tracker.entries('v1').map((e) => e.label)).toEqual(['gate']);
+    tracker.enter('v1', 'last');
+    expect(tracker.entries('v1').map((e) => e.label)).toEqual(['gate', 'last']);
   });
 
   it('whenIdle resolves true at once for an idle key, and when the last call of a busy key leaves', async () => {
@@ -55,6 +59,36 @@ describe('InFlightTracker', () => {
     expect(idle).toBeUndefined();
     b.leave();
     expect(await waiting).toBe(true);
+  });
+
+  it('hold and release count a call with no guard: counted, drained, not listed', async () => {
+    const tracker = new InFlightTracker<number>();
+    tracker.hold(1);
+    const guard = tracker.enter(1, 'later');
+    expect([tracker.count(1), tracker.count()]).toEqual([2, 2]);
+    expect(tracker.entries(1).map((e) => e.label)).toEqual(['later']);
+    const idle = tracker.whenIdle(1);
+    guard.leave();
+    tracker.release(1);
+    tracker.release(1); // more releases than holds do nothing
+    expect(await idle).toBe(true);
+    expect([tracker.count(1), tracker.count()]).toEqual([0, 0]);
+  });
+
+  it('a long life of keys: each key’s count stays right while idle keys are swept', () => {
+    const tracker = new InFlightTracker<number>();
+    const kept = tracker.enter(0, 'long');
+    for (let key = 1; key <= 1_000; key++) {
+      const guard = tracker.enter(key);
+      tracker.hold(key);
+      guard.leave();
+      tracker.release(key);
+    }
+    expect(tracker.keys()).toEqual([0]);
+    expect([tracker.count(0), tracker.count(500), tracker.count()]).toEqual([1, 0, 1]);
+    expect(tracker.entries(0).map((e) => e.id)).toEqual([kept.id]);
+    kept.leave();
+    expect(tracker.count()).toBe(0);
   });
 
   it('whenIdle resolves false when its timeout passes first, or its signal aborts', async () => {

@@ -527,25 +527,16 @@ export class InThreadVersion implements Version {
 
   call(method: string, args: readonly unknown[], user: boolean): Promise<unknown> {
     if (this.#closed) return Promise.reject(closedError(this.#ctx.plugin));
-    // The plugin only passes contract methods, each checked to be a function at load.
-    const fn = this.#functions[method] as PluginFunction;
-    const guard = this.#ctx.tracker.enter(this.info.generation, method);
     let result: unknown;
     try {
-      result = fn(...args);
+      result = this.#run(method, args, user);
     } catch (error) {
-      guard.leave();
-      if (user) this.#ctx.hooks.onCallFailed(this, `${method}(): ${messageOf(error)}`);
       return Promise.reject(asError(error));
     }
-    if (!isThenable(result)) {
-      guard.leave();
-      return Promise.resolve(result);
-    }
+    if (!isThenable(result)) return Promise.resolve(result);
     // A promise: our own one settles with it, or with CUT if a drain deadline comes first.
     return new Promise((resolve, reject) => {
-      const pending: InThreadPending = { guard, reject, done: false };
-      this.#pending.set(guard.id, pending);
+      const pending = this.#track(method, reject);
       result.then(
         (value) => {
           if (pending.done) return;
@@ -564,22 +555,10 @@ export class InThreadVersion implements Version {
 
   callSync(method: string, args: readonly unknown[]): unknown {
     if (this.#closed) throw closedError(this.#ctx.plugin);
-    const guard = this.#ctx.tracker.enter(this.info.generation, method);
-    let result: unknown;
-    try {
-      result = (this.#functions[method] as PluginFunction)(...args);
-    } catch (error) {
-      guard.leave();
-      this.#ctx.hooks.onCallFailed(this, `${method}(): ${messageOf(error)}`);
-      throw error;
-    }
-    if (!isThenable(result)) {
-      guard.leave();
-      return result;
-    }
-    // The caller holds the method's own promise; it stays counted until that settles.
-    const pending: InThreadPending = { guard, reject: null, done: false };
-    this.#pending.set(guard.id, pending);
+    const result = this.#run(method, args, true);
+    if (!isThenable(result)) return result;
+    // The caller holds the method's own promise; it stays counted (and drained) until that settles.
+    const pending = this.#track(method, null);
     result.then(
       () => {
         if (!pending.done) this.#settle(pending);
@@ -591,6 +570,33 @@ export class InThreadVersion implements Version {
       },
     );
     return result;
+  }
+
+  /**
+   * Runs the method: a plain function call, counted in flight by the tracker's counter alone
+   * while it runs (nothing can observe a synchronous call half-way, so it needs no guard).
+   */
+  #run(method: string, args: readonly unknown[], user: boolean): unknown {
+    const { tracker } = this.#ctx;
+    const key = this.info.generation;
+    tracker.hold(key);
+    try {
+      // The plugin only passes contract methods, each checked to be a function at load.
+      return (this.#functions[method] as PluginFunction)(...args);
+    } catch (error) {
+      if (user) this.#ctx.hooks.onCallFailed(this, `${method}(): ${messageOf(error)}`);
+      throw asError(error);
+    } finally {
+      tracker.release(key);
+    }
+  }
+
+  /** A method returned a promise: the call is in flight until it settles, listed and cut-able. */
+  #track(method: string, reject: ((error: unknown) => void) | null): InThreadPending {
+    const guard = this.#ctx.tracker.enter(this.info.generation, method);
+    const pending: InThreadPending = { guard, reject, done: false };
+    this.#pending.set(guard.id, pending);
+    return pending;
   }
 
   #settle(pending: InThreadPending): void {

@@ -29,7 +29,10 @@ describe('in-thread mode', () => {
     expect(hot.callSync('apply', 1)).toEqual({ version: 'v1', x: 1 });
     expect(await hot.call('apply', 2)).toEqual({ version: 'v1', x: 2 });
     expect(() => hot.callSync('fail', 'sync error')).toThrow(RangeError);
-    expect(hot.stats).toMatchObject({ mode: 'inThread', calls: 3, callsFailed: 1, workers: 0, version: 'v1' });
+    // call() never throws: a method's synchronous throw is a rejection.
+    const rejected = hot.call('fail', 'as a rejection');
+    expect(await rejection(rejected)).toMatchObject({ name: 'RangeError', message: 'as a rejection' });
+    expect(hot.stats).toMatchObject({ mode: 'inThread', calls: 4, callsFailed: 2, workers: 0, version: 'v1', inFlight: { v1: 0 } });
   });
 
   it('swaps to a new version and drains the old one’s async calls before cleaning it up', async () => {

@@ -8,8 +8,9 @@
  * Reloadable in place, without a handoff (`handoffctl reload …`, PROTOCOL.md §6 "Reload"):
  *   KV_VALIDATE_PLUGIN  the `validate` plugin's module (default: the built-in one, accepting
  *                       every value): `validate(key, value)` returns null or why a PUT is
- *                       refused (422). `handoffctl reload validate` swaps it; KV_PLUGIN_MODE
- *                       `inThread` runs it in the daemon's own thread instead of a worker
+ *                       refused (422). `handoffctl reload validate` swaps it. KV_PLUGIN_MODE
+ *                       `worker` or `inThread` (default: a worker for KV_VALIDATE_PLUGIN, the
+ *                       daemon's own thread for the built-in)
  *   KV_CONFIG           a JSON file of settings ({"maxValueBytes": n}: 413 beyond), re-read
  *                       by `handoffctl reload --daemon-config`
  *
@@ -68,13 +69,16 @@ interface Validate {
   validate(key: string, value: string): string | null;
 }
 const validateFile = env.KV_VALIDATE_PLUGIN || fileURLToPath(new URL('./plugins/validate.js', import.meta.url));
+// An operator's module runs isolated in a worker; the built-in one (this package's own code,
+// called on every PUT) in this thread, where a call costs what a function call costs.
+const pluginMode = env.KV_PLUGIN_MODE === 'worker' || env.KV_PLUGIN_MODE === 'inThread' ? env.KV_PLUGIN_MODE : env.KV_VALIDATE_PLUGIN ? 'worker' : 'inThread';
 let validator: HotPlugin<Validate>;
 try {
   validator = await HotPlugin.load<Validate>({
     name: 'validate',
     file: validateFile,
     methods: ['validate'],
-    mode: env.KV_PLUGIN_MODE === 'inThread' ? 'inThread' : 'worker',
+    mode: pluginMode,
     ...(env.KV_PLUGIN_PROBATION_MS ? { probation: { ms: Number(env.KV_PLUGIN_PROBATION_MS), maxFailures: 0 } } : {}),
     ...(env.KV_PLUGIN_DRAIN_MS ? { drainTimeoutMs: Number(env.KV_PLUGIN_DRAIN_MS) } : {}),
     // A version that answers anything but null or a reason would refuse or accept at random.

@@ -70,8 +70,8 @@ describe('the public packages, packed and installed with npm outside the workspa
   const bin = (name: string): string => join(project, 'node_modules', '.bin', name);
 
   /** Starts an installed binary; collects its output. */
-  const start = (name: string, args: string[]): { child: ChildProcess; exited: Promise<number | null> } => {
-    const child = spawn(bin(name), args, { cwd: project, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json', [TAG]: dir } });
+  const start = (name: string, args: string[], env: Record<string, string> = {}): { child: ChildProcess; exited: Promise<number | null> } => {
+    const child = spawn(bin(name), args, { cwd: project, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HANDOFF_LOG_FORMAT: 'json', [TAG]: dir, ...env } });
     children.push(child);
     child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
@@ -192,7 +192,8 @@ runtime_dir = "run"
     });
     const port = await freePort();
     output = '';
-    const supervisor = start('handoff-supervisor', ['--port', String(port)]);
+    // Its validate plugin in a worker (the built-in runs in-thread by default): the installed @handoff/reload's worker script must be there.
+    const supervisor = start('handoff-supervisor', ['--port', String(port)], { KV_PLUGIN_MODE: 'worker' });
     const trigger = await until('the supervisor to log where its trigger socket is', () => {
       const serving = output.split('\n').find((l) => l.includes('"msg":"serving"') && l.includes('"trigger"'));
       return Promise.resolve(serving ? (JSON.parse(serving) as { trigger: string }).trigger : null);
@@ -202,9 +203,10 @@ runtime_dir = "run"
       return r.status === 200 ? r : null;
     });
     expect(put.body).toMatch(/revision/);
-    // Its validate plugin runs in a worker of the installed @handoff/reload: swapped in place, same pid.
+    // Swapped in place, in a new worker: same pid, no handoff.
     const reloaded = await ctl(['--socket', trigger, 'reload', 'validate']);
     expect(reloaded, output).toMatchObject({ code: 0, out: expect.stringMatching(/reloaded plugin validate: builtin in force in pid \d+ \(\d+ ms, no handoff\)/) });
+    expect((await http({ port }, 'GET', '/metrics')).body).toMatch(/^handoff_plugin_info\{plugin="validate",version="builtin",state="active",mode="worker"\} 1$/m);
     const up = await ctl(['--socket', trigger, 'upgrade']);
     expect(up, output).toMatchObject({ code: 0 });
     expect((await http({ port }, 'GET', '/kv/a')).status).toBe(200);

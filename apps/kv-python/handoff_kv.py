@@ -346,6 +346,7 @@ DEADLINE = ('uint', 0, 86_400_000)
 REVISIONS = ('uints', 4096)
 FINGERPRINT = ('str', 0, 512, None)
 BOOL = ('bool',)
+REQUEST_ID = ('uint', 1, 0xffffffff)
 TO_S, TO_D = 'toSupervisor', 'toDaemon'
 
 SCHEMAS = {
@@ -366,6 +367,11 @@ SCHEMAS = {
     'ResumeAfterAbort': ((TO_D,), [('handoffId', HANDOFF_ID), ('reason', TEXT)]),
     'SpawnHolder': ((TO_D,), [('argv', ('strs', 256, 8192)), ('cwd', ('str', 1, 8192, None)), ('env', ('strs', 1024, 8192))]),
     'HolderSpawned': ((TO_S,), [('pid', ('nullable', PID)), ('error', TEXT)]),
+    # Reload in place (PROTOCOL.md section 6): decoded to be refused, since this daemon has nothing to reload and does not announce it.
+    'Reload': ((TO_D,), [('requestId', REQUEST_ID), ('target', ('enum', ('plugin', 'config'))), ('name', ('str', 0, 64, re.compile(r'[A-Za-z0-9_.-]*'))), ('source', ('str', 0, 8192, None))]),
+    'ReloadProgress': ((TO_S,), [('requestId', REQUEST_ID), ('phase', ('str', 1, 32, re.compile(r'[A-Za-z]+'))), ('detail', TEXT)]),
+    'ReloadDone': ((TO_S,), [('requestId', REQUEST_ID), ('outcome', ('enum', ('reloaded', 'rolledBack', 'failed', 'refused'))), ('version', ('str', 0, 256, None)),
+                             ('error', TEXT), ('durationMs', UINT), ('cutCalls', UINT)]),
 }
 ENV_ENTRY = re.compile(r'[A-Za-z_][A-Za-z0-9_]*=', re.S)
 
@@ -434,6 +440,11 @@ def _check(m):
         return 'completed must not exceed total'
     if t == 'PrepareHandoff' and m['drainGraceMs'] > m['deadlineMs']:
         return 'drainGraceMs must not exceed deadlineMs'
+    if t == 'Reload':
+        if m['target'] == 'plugin' and m['name'] == '':
+            return 'a plugin Reload must name the plugin'
+        if m['target'] == 'config' and (m['name'] != '' or m['source'] != ''):
+            return 'a config Reload has an empty name and source'
     if t == 'SpawnHolder':
         if not m['argv'] or m['argv'][0] == '':
             return 'argv must name a program'
@@ -1592,6 +1603,9 @@ class Daemon:
                 return self.send({'type': 'HolderSpawned', 'pid': None, 'error': f'a handoff is in progress (phase {self.phase}); ask again once it ends'})
             pid, error = self.spawn_holder(m['argv'], m['cwd'], m['env'])
             return self.send({'type': 'HolderSpawned', 'pid': pid, 'error': error})
+        if t == 'Reload':
+            # This daemon announces no Reload, so it is never in force here.
+            return self.end_session('Reload on a session where the Reload capability is not in force (this daemon does not announce it)')
 
     def on_incumbent_heartbeat(self):
         if not self.in_handoff() or self.session_state != 'established':

@@ -71,7 +71,23 @@ interface Validate {
 const validateFile = env.KV_VALIDATE_PLUGIN || fileURLToPath(new URL('./plugins/validate.js', import.meta.url));
 // An operator's module runs isolated in a worker; the built-in one (this package's own code,
 // called on every PUT) in this thread, where a call costs what a function call costs.
+if (env.KV_PLUGIN_MODE && env.KV_PLUGIN_MODE !== 'worker' && env.KV_PLUGIN_MODE !== 'inThread') {
+  console.error(`handoff-kv: KV_PLUGIN_MODE=${env.KV_PLUGIN_MODE} is neither worker nor inThread`);
+  process.exit(2);
+}
+/** A KV_* number of milliseconds, or undefined when unset; a bad one ends the start naming it. */
+function msFromEnv(name: string): number | undefined {
+  const value = env[name];
+  if (value === undefined || value === '') return undefined;
+  if (!/^\d+$/.test(value)) {
+    console.error(`handoff-kv: ${name}=${value} is not a whole number of milliseconds`);
+    process.exit(2);
+  }
+  return Number(value);
+}
 const pluginMode = env.KV_PLUGIN_MODE === 'worker' || env.KV_PLUGIN_MODE === 'inThread' ? env.KV_PLUGIN_MODE : env.KV_VALIDATE_PLUGIN ? 'worker' : 'inThread';
+const probationMs = msFromEnv('KV_PLUGIN_PROBATION_MS');
+const drainMs = msFromEnv('KV_PLUGIN_DRAIN_MS');
 let validator: HotPlugin<Validate>;
 try {
   validator = await HotPlugin.load<Validate>({
@@ -79,8 +95,8 @@ try {
     file: validateFile,
     methods: ['validate'],
     mode: pluginMode,
-    ...(env.KV_PLUGIN_PROBATION_MS ? { probation: { ms: Number(env.KV_PLUGIN_PROBATION_MS), maxFailures: 0 } } : {}),
-    ...(env.KV_PLUGIN_DRAIN_MS ? { drainTimeoutMs: Number(env.KV_PLUGIN_DRAIN_MS) } : {}),
+    ...(probationMs === undefined ? {} : { probation: { ms: probationMs, maxFailures: 0 } }),
+    ...(drainMs === undefined ? {} : { drainTimeoutMs: drainMs }),
     // A version that answers anything but null or a reason would refuse or accept at random.
     selfTest: async (call) => {
       const answer: unknown = await call('validate', 'self-test', 'self-test');

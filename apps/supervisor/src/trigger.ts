@@ -20,7 +20,7 @@ import type { Server, Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { checkRuntimeDir } from './runtime-dir.js';
 import { controlSocketAnswers } from '@handoff/core/internal';
-import { ErrorCode } from '@handoff/protocol';
+import { ErrorCode, pluginNameProblem } from '@handoff/protocol';
 
 /** A request on the trigger socket. */
 export type TriggerRequest =
@@ -80,6 +80,7 @@ export function parseRequest(line: string): TriggerRequest | string {
   const r = raw as Record<string, unknown>;
   if (r.cmd === 'status' || r.cmd === 'stop' || r.cmd === 'restart-supervisor' || r.cmd === 'release') return { cmd: r.cmd };
   if (r.wait !== undefined && typeof r.wait !== 'boolean') return '"wait" must be true or false';
+  if (r.cmd === 'reload' && (r.plugin !== undefined || r.daemonConfig !== undefined || r.source !== undefined) && r.wait !== undefined) return '"wait" is for a reload that hands off, not with "plugin", "source" or "daemonConfig"';
   if (r.cmd === 'reload' && r.daemonConfig !== undefined) {
     if (r.daemonConfig !== true || r.plugin !== undefined || r.source !== undefined) return '"daemonConfig" must be true, without "plugin" or "source"';
     return { cmd: 'reload', daemonConfig: true };
@@ -89,6 +90,7 @@ export function parseRequest(line: string): TriggerRequest | string {
     if (r.source !== undefined && (typeof r.source !== 'string' || !r.source.startsWith('/'))) return '"source" must be an absolute path to the module to load';
     return checkPlugin({ cmd: 'reload', plugin: r.plugin, ...(typeof r.source === 'string' ? { source: r.source } : {}) });
   }
+  if (r.cmd === 'reload' && r.source !== undefined) return '"source" needs a "plugin" to load it for';
   if (r.cmd === 'reload') return { cmd: 'reload', ...(r.wait === true ? { wait: true } : {}) };
   if (r.cmd === 'upgrade') {
     if (r.command !== undefined && (typeof r.command !== 'string' || r.command === '')) return '"command" must be a non-empty string';
@@ -114,7 +116,7 @@ export function parseRequest(line: string): TriggerRequest | string {
 
 /** A plugin reload with a well-formed name, or what is wrong with it. */
 function checkPlugin(request: { readonly cmd: 'reload'; readonly plugin: string; readonly source?: string }): TriggerRequest | string {
-  return /^[A-Za-z0-9_.-]{1,64}$/.test(request.plugin) ? request : `"${request.plugin.slice(0, 80)}" is not a plugin name (1–64 of A–Z a–z 0–9 _ . -)`;
+  return pluginNameProblem(request.plugin) ?? request;
 }
 
 /** A bound trigger socket. */

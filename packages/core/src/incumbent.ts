@@ -5,8 +5,8 @@
  */
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
-import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, capabilities as capabilityBits, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
-import type { DaemonConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, Reload, SealReport } from '@handoff/protocol';
+import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, capabilities as capabilityBits, hasCapability, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
+import type { DaemonConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, Reload, ReloadDone, ReloadProgress, SealReport } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { bindControlSocket } from './control-socket.js';
 import type { BoundControlSocket } from './control-socket.js';
@@ -16,7 +16,7 @@ import { MachineDriver, assertNever, messageOf, readBeforeJudging } from '@hando
 import { spawnHolder } from './holder.js';
 import { DataDirLock } from './lock.js';
 import { progressDetail, progressPhase } from './reload.js';
-import type { Reloader } from './reload.js';
+import type { ReloadStep, Reloader } from './reload.js';
 
 /** What drain reports. */
 export interface DrainReport {
@@ -77,6 +77,8 @@ export interface IncumbentExit {
 const phaseChannel = diagnosticsChannel('handoff:incumbent:phase');
 const holderChannel = diagnosticsChannel('handoff:incumbent:holder');
 const reloadChannel = diagnosticsChannel('handoff:incumbent:reload');
+/** How often a reload that runs long says so (the supervisor gives up after a minute of silence). */
+const RELOAD_KEEPALIVE_MS = 10_000;
 
 /** Default capabilities of a Node daemon using this library. */
 export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
@@ -243,7 +245,7 @@ export class Incumbent {
         return;
       }
       case 'reload':
-        void this.#reload(effect.request);
+        void this.#reload(effect.request); // never rejects
         return;
       case 'exit':
         this.#machine.stopTimers();
@@ -268,19 +270,49 @@ export class Incumbent {
     this.#hook = { controller, done };
   }
 
-  /** Runs a Reload; its progress and outcome go to whichever session is open when they are sent. */
+  /**
+   * Runs a Reload. Its progress and outcome go to the session open when they are sent, if
+   * Reload is in force on it (never to one opened, say, only to ask for a listener holder);
+   * otherwise they are dropped (the diagnostics channel still has them). A step every
+   * {@link RELOAD_KEEPALIVE_MS} tells the supervisor the reload still runs. Never rejects:
+   * whatever happens, the daemon serves on.
+   */
   async #reload(request: Reload): Promise<void> {
-    const { requestId } = request;
-    const reloader = this.#options.reloader;
-    reloadChannel.publish({ pid: process.pid, requestId, target: request.target, name: request.name, phase: 'started', detail: request.source });
-    const answer = reloader
-      ? await reloader(request, (step) => {
-          reloadChannel.publish({ pid: process.pid, requestId, target: request.target, name: request.name, phase: step.phase, detail: step.detail });
-          this.#channel?.send({ type: 'ReloadProgress', requestId, phase: progressPhase(step.phase), detail: progressDetail(step.detail) });
-        })
-      : { outcome: 'failed' as const, version: '', error: 'this daemon cannot reload anything in place', durationMs: 0, cutCalls: 0 };
-    reloadChannel.publish({ pid: process.pid, requestId, target: request.target, name: request.name, phase: 'done', detail: answer.outcome, ...answer });
-    this.#channel?.send({ type: 'ReloadDone', requestId, ...answer });
+    const { requestId, target, name } = request;
+    const started = Date.now();
+    const publish = (phase: string, detail: string, extra: object = {}): void => {
+      reloadChannel.publish({ pid: process.pid, requestId, target, name, phase, detail, ...extra });
+    };
+    const send = (message: ReloadProgress | ReloadDone): void => {
+      const { session, agreed } = this.#machine.state;
+      if (session !== 'established' || !hasCapability(agreed, 'Reload')) return;
+      try {
+        this.#channel?.send(message);
+      } catch (error) {
+        publish('unsent', `${message.type} could not be sent: ${messageOf(error)}`);
+      }
+    };
+    const progress = (step: ReloadStep): void => {
+      publish(step.phase, step.detail);
+      send({ type: 'ReloadProgress', requestId, phase: progressPhase(step.phase), detail: progressDetail(step.detail) });
+    };
+    publish('started', request.source);
+    const keepAlive = setInterval(() => {
+      progress({ phase: 'working', detail: `still reloading (${Math.round((Date.now() - started) / 1000)} s)` });
+    }, RELOAD_KEEPALIVE_MS);
+    keepAlive.unref();
+    let answer: Omit<ReloadDone, 'type' | 'requestId'>;
+    try {
+      answer = this.#options.reloader
+        ? await this.#options.reloader(request, progress)
+        : { outcome: 'failed', version: '', error: 'this daemon cannot reload anything in place', durationMs: 0, cutCalls: 0 };
+    } catch (error) {
+      answer = { outcome: 'failed', version: '', error: progressDetail(`the reload failed: ${messageOf(error)}`), durationMs: Date.now() - started, cutCalls: 0 };
+    } finally {
+      clearInterval(keepAlive);
+    }
+    publish('done', answer.outcome, answer);
+    send({ type: 'ReloadDone', requestId, ...answer });
   }
 
   async #resume(reacquireLock: boolean): Promise<void> {

@@ -51,15 +51,32 @@ export type ConfigReloader = (context: ConfigReloadContext) => Promise<string | 
 /** Runs one Reload; reports steps through `progress`; always resolves with the last message's fields. */
 export type Reloader = (request: Reload, progress: (step: ReloadStep) => void) => Promise<Omit<ReloadDone, 'type' | 'requestId'>>;
 
-/** Cuts `text` to at most `max` UTF-8 bytes (the protocol's text limit), marking the cut. */
+/**
+ * One line of at most `max` UTF-8 bytes (the protocol's limit), cut visibly: no line break
+ * (operators see one line), no lone surrogate (it has no UTF-8 form: the message would not
+ * encode, and the daemon must never fail to answer).
+ */
 function clip(text: string, max: number = FieldLimits.textMax): string {
-  if (utf8Length(text) <= max) return text;
+  const line = text.replace(/\s*[\r\n]+\s*/g, ' ').replace(/\p{Surrogate}/gu, '\uFFFD');
+  if (utf8Length(line) <= max) return line;
   let out = '';
-  for (const ch of text) {
-    if (utf8Length(out + ch) > max - 3) break;
+  let bytes = 0;
+  for (const ch of line) {
+    const size = utf8Length(ch);
+    if (bytes + size > max - 3) break;
     out += ch;
+    bytes += size;
   }
   return `${out}…`;
+}
+
+/** What went wrong, as a string, whatever was thrown. */
+function reasonOf(error: unknown): string {
+  try {
+    return messageOf(error);
+  } catch {
+    return 'an error that cannot be shown as text';
+  }
 }
 
 /** A ReloadProgress phase is 1–32 letters. */
@@ -69,12 +86,16 @@ export function progressPhase(phase: string): string {
 
 /** A ReloadDone from a plugin host's report, within the protocol's limits. */
 function done(report: PluginReloadReport): Omit<ReloadDone, 'type' | 'requestId'> {
+  const count = (n: unknown): number => (typeof n === 'number' && Number.isFinite(n) ? Math.min(Number.MAX_SAFE_INTEGER, Math.max(0, Math.round(n))) : 0);
+  // A host written in plain JavaScript may report anything: the answer must still encode.
+  const outcome: unknown = report.outcome;
+  const known = outcome === 'reloaded' || outcome === 'rolledBack' || outcome === 'failed';
   return {
-    outcome: report.outcome,
-    version: clip(report.version, FieldLimits.versionLabelMax),
-    error: clip(report.error ?? ''),
-    durationMs: Math.max(0, Math.round(report.durationMs)),
-    cutCalls: report.cutCalls,
+    outcome: known ? outcome : 'failed',
+    version: clip(typeof report.version === 'string' ? report.version : '', FieldLimits.versionLabelMax),
+    error: clip(known ? (report.error ?? '') : `the plugin host reported an unknown outcome ${JSON.stringify(String(outcome)).slice(0, 80)}`),
+    durationMs: count(report.durationMs),
+    cutCalls: count(report.cutCalls),
   };
 }
 
@@ -88,13 +109,28 @@ function failed(error: string, started: number, version = ''): Omit<ReloadDone, 
  * rejects: whatever happens, the daemon serves on with what it had.
  */
 export function reloaderFor(plugins: DaemonPlugins | undefined, reloadConfig: ConfigReloader | undefined): Reloader {
+  let configReloading = false;
   return async (request, progress) => {
     const started = performance.now();
     try {
       if (request.target === 'config') {
         if (!reloadConfig) return failed('this daemon has no configuration reload hook (runDaemon\'s reloadConfig); a handoff ("handoffctl upgrade") restarts it with its configuration', started);
-        const version = await reloadConfig({ progress: (detail) => { progress({ phase: 'config', detail }); } });
-        return { outcome: 'reloaded', version: clip(version ?? '', FieldLimits.versionLabelMax), error: '', durationMs: Math.round(performance.now() - started), cutCalls: 0 };
+        if (configReloading) return failed('a reload of the configuration is in progress; reload again once it ends', started);
+        configReloading = true;
+        try {
+          const version = await reloadConfig({
+            progress: (detail) => {
+              try {
+                progress({ phase: 'config', detail });
+              } catch {
+                // Reporting a step never fails the hook.
+              }
+            },
+          });
+          return { outcome: 'reloaded', version: clip(typeof version === 'string' ? version : '', FieldLimits.versionLabelMax), error: '', durationMs: Math.round(performance.now() - started), cutCalls: 0 };
+        } finally {
+          configReloading = false;
+        }
       }
       const names = plugins?.names() ?? [];
       if (!plugins || names.length === 0) return failed(`this daemon has no plugins (runDaemon's plugins), so none named "${request.name}"`, started);
@@ -105,7 +141,7 @@ export function reloaderFor(plugins: DaemonPlugins | undefined, reloadConfig: Co
       });
       return done(report);
     } catch (error) {
-      return failed(request.target === 'config' ? `the configuration was not reloaded (the current one stays): ${messageOf(error)}` : messageOf(error), started);
+      return failed(request.target === 'config' ? `the configuration was not reloaded (the current one stays): ${reasonOf(error)}` : reasonOf(error), started);
     }
   };
 }

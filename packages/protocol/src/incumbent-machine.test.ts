@@ -7,7 +7,7 @@ import { describeTable, reach } from './transition-table.fixture.js';
 
 const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: Capability.SpawnHolder | Capability.Reload, heartbeatMs: 500, livenessMs: 3000 };
 const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
-  HelloAck: { type: 'HelloAck', version: 1, handoffId: null, capabilities: 0 },
+  HelloAck: { type: 'HelloAck', version: 1, handoffId: null, capabilities: Capability.Reload },
   PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100 },
   SealRequest: { type: 'SealRequest', handoffId: 'h1' },
   Begin: { type: 'Begin', handoffId: 'h1', seal: null },
@@ -84,8 +84,11 @@ describe('incumbent machine: decisions', () => {
       const busy = incumbentTransition(STATES[phase] as IncumbentState, asked);
       expect(busy.effects.at(-1)).toMatchObject({ type: 'send', message: { type: 'ReloadDone', requestId: 1, outcome: 'refused', error: expect.stringMatching(/handoff is in progress/) as unknown } });
     }
-    const without = { ...(STATES['serving/established'] as IncumbentState), config: { ...CONFIG, capabilities: 0 } };
-    expect(incumbentTransition(without, asked).violation?.message).toMatch(/did not announce the Reload capability/);
+    const without = { ...(STATES['serving/established'] as IncumbentState), agreed: 0 };
+    expect(incumbentTransition(without, asked).violation?.message).toMatch(/Reload on a session where the Reload capability is not in force/);
+    // In force is what both announced: the daemon's own set bounds the HelloAck's.
+    const unannounced = reach({ ...STATES['serving/hello'] as IncumbentState, config: { ...CONFIG, capabilities: 0 } }, incumbentTransition, EVENTS, ['M:HelloAck']);
+    expect(unannounced.agreed).toBe(0);
   });
 
   it('releases the lock after seal and only then sends SealComplete with the report', () => {

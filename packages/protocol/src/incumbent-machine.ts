@@ -39,6 +39,8 @@ export interface IncumbentState {
   readonly seal: SealReport | null;
   /** Why the last handoff was abandoned, or why the daemon exits. */
   readonly reason: string | null;
+  /** The capabilities in force on the current session (its HelloAck's, within this daemon's own); 0 before HelloAck. */
+  readonly agreed: number;
 }
 
 /** Events fed to the incumbent machine. */
@@ -93,7 +95,7 @@ type Result = Transition<IncumbentState, IncumbentEffect>;
 
 /** A serving incumbent holding its lock, with no supervisor session yet. */
 export function initialIncumbentState(config: IncumbentConfig): IncumbentState {
-  return { phase: 'serving', session: 'none', config, handoffId: null, lockHeld: true, seal: null, reason: null };
+  return { phase: 'serving', session: 'none', config, handoffId: null, lockHeld: true, seal: null, reason: null, agreed: 0 };
 }
 
 const HANDOFF_PHASES: readonly IncumbentPhase[] = ['draining', 'drained', 'sealing', 'releasing', 'sealed'];
@@ -120,7 +122,7 @@ function resume(state: IncumbentState, reason: string, extra: IncumbentEffect[] 
 
 /** The session broke the protocol: end it, and resume if a handoff was in progress. */
 function endSession(state: IncumbentState, error: HandoffProtocolError): Result {
-  const closed: IncumbentState = { ...state, session: 'none' };
+  const closed: IncumbentState = { ...state, session: 'none', agreed: 0 };
   if (HANDOFF_PHASES.includes(state.phase)) {
     return { ...resume(closed, `protocol violation: ${error.message}`, [{ type: 'closeSession' }]), violation: error };
   }
@@ -141,7 +143,7 @@ function onMessage(state: IncumbentState, message: ToDaemonMessage): Result {
     if (message.version < c.versions.min || message.version > c.versions.max) {
       return endSession(state, violation(state, `HelloAck chose version ${message.version}, outside ${c.versions.min}..${c.versions.max}`));
     }
-    return { state: { ...state, session: 'established' }, effects: [] };
+    return { state: { ...state, session: 'established', agreed: (message.capabilities & c.capabilities) >>> 0 }, effects: [] };
   }
   if (state.session !== 'established') return endSession(state, violation(state, `${message.type} before HelloAck`));
   const liveness: IncumbentEffect[] = inHandoff ? [{ type: 'setTimer', timer: 'supervisorLiveness', ms: c.livenessMs }] : [];
@@ -190,7 +192,7 @@ function onMessage(state: IncumbentState, message: ToDaemonMessage): Result {
       }
       return { state, effects: [{ type: 'spawnHolder', argv: message.argv, cwd: message.cwd, env: message.env }] };
     case 'Reload':
-      if ((c.capabilities & Capability.Reload) === 0) return endSession(state, violation(state, 'Reload, and this daemon did not announce the Reload capability'));
+      if ((state.agreed & Capability.Reload) === 0) return endSession(state, violation(state, 'Reload on a session where the Reload capability is not in force (this daemon or its supervisor did not announce it)'));
       // Not during a handoff: the data and the listeners are changing hands; the successor loads the plugins' files anyway.
       if (state.phase !== 'serving') {
         return {
@@ -211,7 +213,7 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
   const inHandoff = HANDOFF_PHASES.includes(state.phase);
   switch (event.type) {
     case 'sessionOpened': {
-      const fresh: IncumbentState = { ...state, session: 'hello' };
+      const fresh: IncumbentState = { ...state, session: 'hello', agreed: 0 };
       if (inHandoff) {
         // The supervisor that drove this handoff is gone: resume, then greet the new one.
         const r = resume(fresh, 'a new supervisor session replaced the one driving the handoff');
@@ -220,7 +222,7 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
       return { state: fresh, effects: [hello(fresh)] };
     }
     case 'sessionClosed': {
-      const closed: IncumbentState = { ...state, session: 'none' };
+      const closed: IncumbentState = { ...state, session: 'none', agreed: 0 };
       if (inHandoff) return resume(closed, `supervisor session ended: ${event.reason}`);
       return { state: closed, effects: [] };
     }
@@ -291,7 +293,7 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
           };
         case 'supervisorLiveness':
           if (!inHandoff) return { state, effects: [] };
-          return resume({ ...state, session: 'none' }, `the supervisor sent nothing for ${c.livenessMs} ms`, [{ type: 'closeSession' }]);
+          return resume({ ...state, session: 'none', agreed: 0 }, `the supervisor sent nothing for ${c.livenessMs} ms`, [{ type: 'closeSession' }]);
         default:
           return assertNever(event.timer, 'timer');
       }

@@ -6,7 +6,7 @@
  */
 export { AbortCode, CoreErrorCode, ErrorCode, HandoffError, HandoffProtocolError, ProtocolErrorCode, SupervisorErrorCode } from './errors.js';
 export type { ErrorDetails } from './errors.js';
-export { FieldLimits, MESSAGE_SCHEMAS, MESSAGE_TYPES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, parseMessage, toWire, utf8Length } from './messages.js';
+export { FieldLimits, MESSAGE_SCHEMAS, MESSAGE_TYPES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, parseMessage, pluginNameProblem, toWire, utf8Length } from './messages.js';
 export type {
   Abort,
   Begin,

@@ -35,7 +35,7 @@ export const FieldLimits = {
   argvMax: 256,
   envMax: 1024,
   argMax: 8192,
-  /** Longest plugin name in a Reload; names match `[A-Za-z0-9_.-]+`. */
+  /** Longest plugin name in a Reload; names match `[A-Za-z0-9_.-]` (a plugin Reload's is not empty). */
   pluginNameMax: 64,
   /** Longest version label in a ReloadDone. */
   versionLabelMax: 256,
@@ -43,6 +43,11 @@ export const FieldLimits = {
 
 /** The role a daemon announces in its Hello. */
 export type Role = 'incumbent' | 'successor';
+
+/** Why `name` cannot be a plugin's name in a Reload (1–64 of A–Z a–z 0–9 _ . -), or undefined when it can. */
+export function pluginNameProblem(name: string): string | undefined {
+  return /^[A-Za-z0-9_.-]{1,64}$/.test(name) ? undefined : `${JSON.stringify(name.slice(0, 80))} is not a plugin name (1–64 of A–Z a–z 0–9 _ . -)`;
+}
 
 /** What an incumbent reports once sealed; forwarded to the successor in Begin. */
 export interface SealReport {

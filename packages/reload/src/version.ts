@@ -172,6 +172,8 @@ export class WorkerVersion implements Version {
   #crashed = false;
   #onDisposed: ((error: string | null) => void) | null = null;
   #closing: Promise<string | null> | null = null;
+  /** Aborted at close: a restart still spawning its worker terminates it instead of keeping it. */
+  readonly #closed = new AbortController();
   readonly #loadTimeoutMs: number;
   /** The file's fingerprint when this version was loaded: a restart runs the same code or none. */
   readonly #hash: string;
@@ -373,7 +375,7 @@ export class WorkerVersion implements Version {
       const { plugin } = this.#ctx;
       const hash = await fingerprint(plugin, this.#info.file, this.#info.file);
       if (hash !== this.#hash) throw new PluginError('LOAD', plugin, `${this.#info.file} changed since this version was loaded (SHA-256 ${this.#hash}… now ${hash}…)`);
-      await this.#spawn(this.#loadTimeoutMs);
+      await this.#spawn(this.#loadTimeoutMs, this.#closed.signal);
     } catch (error) {
       failure = messageOf(error);
     }
@@ -427,6 +429,7 @@ export class WorkerVersion implements Version {
   async #close(): Promise<string | null> {
     const wasLive = this.#status === 'live';
     this.#status = 'closed';
+    this.#closed.abort();
     // The plugin drained (and cut) before closing: anything left is cut here.
     this.cut('its version was shut down');
     const worker = this.#worker;
@@ -465,8 +468,11 @@ interface InThreadPending {
   done: boolean;
 }
 
+/** In-thread imports so far in this process: each gets a URL never used before. */
+let inThreadImports = 0;
+
 /**
- * A version imported into the host's thread under a URL of its own (`?v=<generation>`).
+ * A version imported into the host's thread under a URL of its own (`?v=<generation>&n=<count>`).
  * Node cannot evict an ES module, so its module stays in memory after `close()`.
  */
 export class InThreadVersion implements Version {
@@ -497,7 +503,9 @@ export class InThreadVersion implements Version {
   static async load(ctx: VersionContext, source: VersionSource, timeoutMs: number, signal: AbortSignal): Promise<InThreadVersion> {
     const hash = await fingerprint(ctx.plugin, source.file, source.given);
     if (signal.aborted) throw closedError(ctx.plugin);
-    const url = `${pathToFileURL(source.file).href}?v=${source.generation}`;
+    // Unique in the process, not per plugin: two plugins on one file, or a plugin loaded again
+    // after close, must never share a module instance (and its module-scope state).
+    const url = `${pathToFileURL(source.file).href}?v=${source.generation}&n=${++inThreadImports}`;
     const loading = loadModule(url, ctx.methods, ctx.options);
     let timer: NodeJS.Timeout | undefined;
     let onAbort: () => void = () => undefined;

@@ -91,7 +91,8 @@ export async function requestListenerHolder(request: HolderRequest): Promise<{ r
         resolve(`pid ${hello.pid} did not answer SpawnHolder within 5 s`);
       }, 5_000);
       channel.on('message', (message) => {
-        if (message.type === 'Heartbeat') return;
+        // A reload's steps are not for this session (a daemon sends them only where Reload is in force; be safe anyway).
+        if (message.type === 'Heartbeat' || message.type === 'ReloadProgress' || message.type === 'ReloadDone') return;
         clearTimeout(timer);
         resolve(message);
       });

@@ -22,6 +22,8 @@ import type { SpawnOptions, SpawnedDaemon } from './processes.js';
 import { recover } from './recovery.js';
 import { SessionConnector } from './session.js';
 import type { IncumbentSession } from './session.js';
+import { reloadThrough } from './reload.js';
+import type { ReloadResult, ReloadStepReport, ReloadTarget } from './reload.js';
 
 /** The capabilities this supervisor offers. */
 export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'Reload');
@@ -94,6 +96,8 @@ export class LifecycleDriver {
   /** The open control session with the serving daemon. */
   #session: { readonly pid: number; readonly session: IncumbentSession } | null = null;
   #run: HandoffRun | null = null;
+  /** A reload in place under way, until the daemon answered it (or the supervisor gave up). */
+  #reloading: { readonly what: string; readonly done: Promise<ReloadResult> } | null = null;
   readonly #requests = new Map<number, Request>();
   #nextRequest = 1;
   #lastHandoff: HandoffResult | null = null;
@@ -147,12 +151,32 @@ export class LifecycleDriver {
     return this.#lastHandoff;
   }
 
-  /** The control session with the serving daemon and the capabilities in force on it; null during a handoff, or when no daemon serves. */
-  get servingSession(): { readonly pid: number; readonly session: IncumbentSession; readonly capabilities: number } | null {
+  /** What is being reloaded in place now, or null. */
+  get reloading(): string | null {
+    return this.#reloading?.what ?? null;
+  }
+
+  /**
+   * Asks the serving daemon to reload in place (see Supervisor.reload). While it runs, a
+   * handoff — one asked for, or a probation's revert the machine starts — waits for its
+   * answer: the daemon reports on the session the handoff is about to use.
+   */
+  async reload(target: ReloadTarget, onStep?: (step: ReloadStepReport) => void): Promise<ReloadResult> {
+    if (this.#reloading) throw new SupervisorError(SupervisorErrorCode.InProgress, `a reload of ${this.#reloading.what} is in progress; reload again once it ends`);
+    if (this.#run || this.state.phase === 'handingOff') throw new SupervisorError(SupervisorErrorCode.InProgress, `a handoff${this.#run ? ` (${this.#run.handoffId})` : ''} is in progress; reload once it ends`);
     const kept = this.#session;
     const daemon = this.state.daemon;
-    if (this.state.phase !== 'serving' || this.#run !== null || !daemon || kept?.pid !== daemon.pid || kept.session.channel.closed) return null;
-    return { ...kept, capabilities: (kept.session.hello.capabilities & supervisorCapabilities(this.#config.dataDir)) >>> 0 };
+    if (this.state.phase !== 'serving' || !daemon || kept?.pid !== daemon.pid || kept.session.channel.closed) {
+      throw new SupervisorError(SupervisorErrorCode.NoIncumbent, `no daemon serves with an open control session (the supervisor is ${this.state.phase}); reload once one serves`);
+    }
+    const capabilities = (kept.session.hello.capabilities & supervisorCapabilities(this.#config.dataDir)) >>> 0;
+    const done = reloadThrough({ ...kept, capabilities }, target, onStep);
+    this.#reloading = { what: 'plugin' in target ? `plugin ${target.plugin}` : 'the daemon\'s configuration', done };
+    try {
+      return await done;
+    } finally {
+      this.#reloading = null;
+    }
   }
 
   /** The last health check during a probation. */
@@ -438,6 +462,8 @@ export class LifecycleDriver {
   }
 
   async #runHandoff(requestId: number, program: DaemonProgram): Promise<void> {
+    // A reload in place reports on the session the handoff is about to use: let it answer first.
+    await this.#reloading?.done.catch(() => undefined);
     const request = this.#requests.get(requestId);
     const daemon = this.state.daemon;
     const kept = this.#session;

@@ -3,6 +3,7 @@
  * serving daemon to swap one of its plugins or to re-read its configuration, and follow it
  * to its outcome. Nothing changes hands: no journal, no lock, no successor.
  */
+import { randomInt } from 'node:crypto';
 import { hasCapability } from '@handoff/protocol';
 import type { ReloadDone, ToSupervisorMessage } from '@handoff/protocol';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
@@ -30,13 +31,15 @@ export interface ReloadResult {
 }
 
 /**
- * How long the daemon may stay silent about a reload before the supervisor stops waiting:
- * a plugin's load timeout, its probation and its old version's drain each report a step,
- * so only a daemon that lost the request (or hangs) is this quiet.
+ * How long the daemon may stay silent about a reload before the supervisor stops waiting
+ * (the reference daemon reports a step at least every 10 s while a reload runs, PROTOCOL.md
+ * section 6): only a daemon that lost the request, or hangs, is this quiet.
  */
 export const RELOAD_SILENCE_MS = 60_000;
 
-let nextRequestId = 1;
+// A daemon reports on a reload to whichever session is open then: a supervisor restarted
+// mid-reload must not take the old reload's answer for its own, so ids do not restart at 1.
+let nextRequestId = randomInt(1, 0xffff_0000);
 
 /** Sends a Reload on `session` and resolves with the daemon's ReloadDone. */
 export function reloadThrough(
@@ -63,7 +66,7 @@ export function reloadThrough(
     const arm = (): void => {
       clearTimeout(timer);
       timer = setTimeout(() => {
-        finish(new SupervisorError(SupervisorErrorCode.NoIncumbent, `the daemon (pid ${pid}) said nothing about the reload for ${Math.round(silenceMs / 1000)} s; it may still finish it: see its log`));
+        finish(new SupervisorError(SupervisorErrorCode.NoIncumbent, `the daemon (pid ${pid}) said nothing about the reload for ${Math.round(silenceMs / 1000)} s: its outcome is unknown (it may still finish it); see the daemon's log and metrics`));
       }, silenceMs);
     };
     const onMessage = (message: ToSupervisorMessage): void => {
@@ -75,7 +78,7 @@ export function reloadThrough(
       }
     };
     const onClose = (reason: string): void => {
-      finish(new SupervisorError(SupervisorErrorCode.NoIncumbent, `the control session with the daemon (pid ${pid}) closed before it answered the reload (${reason}); whether it reloaded is in the daemon's log`));
+      finish(new SupervisorError(SupervisorErrorCode.NoIncumbent, `the control session with the daemon (pid ${pid}) closed before it answered the reload (${reason}): its outcome is unknown; see the daemon's log and metrics`));
     };
     const finish = (outcome: ReloadResult | SupervisorError): void => {
       clearTimeout(timer);
@@ -87,8 +90,12 @@ export function reloadThrough(
     channel.on('message', onMessage);
     channel.once('close', onClose);
     arm();
-    channel.send('config' in target
-      ? { type: 'Reload', requestId, target: 'config', name: '', source: '' }
-      : { type: 'Reload', requestId, target: 'plugin', name: target.plugin, source: target.source ?? '' });
+    try {
+      channel.send('config' in target
+        ? { type: 'Reload', requestId, target: 'config', name: '', source: '' }
+        : { type: 'Reload', requestId, target: 'plugin', name: target.plugin, source: target.source ?? '' });
+    } catch (error) {
+      finish(new SupervisorError(SupervisorErrorCode.InvalidArgument, `the reload cannot be asked for: ${(error as Error).message}`));
+    }
   });
 }

@@ -7,7 +7,8 @@
  *
  * Observers subscribe to {@link SupervisorChannels} on `node:diagnostics_channel`.
  */
-import { DEFAULT_TIMEOUTS } from '@handoff/protocol';
+import { isAbsolute } from 'node:path';
+import { DEFAULT_TIMEOUTS, pluginNameProblem } from '@handoff/protocol';
 import type { DaemonProgram, LifecyclePhase, ProbationOutcome, ProgramChange, RestartPolicy, Revert, SupervisorPhase, Timeouts } from '@handoff/protocol';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
 import type { HandoffResult, PhaseChange } from './handoff-run.js';
@@ -15,7 +16,6 @@ import { LifecycleDriver } from './lifecycle.js';
 import type { HealthResult, ProbationPolicy } from './lifecycle.js';
 import type { HeldListener } from './listeners.js';
 import { toProgram } from './processes.js';
-import { reloadThrough } from './reload.js';
 import type { ReloadResult, ReloadStepReport, ReloadTarget } from './reload.js';
 import type { DaemonCommand } from './processes.js';
 
@@ -130,7 +130,6 @@ export interface SupervisorStatus {
 export class Supervisor {
   #timeouts: Timeouts;
   readonly #driver: LifecycleDriver;
-  #reloading: string | null = null;
 
   /** @throws SupervisorError HANDOFF_INVALID_ARGUMENT when no listener is given. */
   constructor(options: SupervisorOptions) {
@@ -193,7 +192,7 @@ export class Supervisor {
       pid: process.pid,
       incumbent: d ? { pid: d.pid, buildId: d.buildId, generation: d.generation, uptimeMs: Date.now() - d.since, adopted: d.adopted, session: d.session } : null,
       handoff: run ? { handoffId: run.handoffId, phase: run.phase } : null,
-      reloading: this.#reloading,
+      reloading: this.#driver.reloading,
       lastHandoff: this.#driver.lastHandoff,
       restarts: state.restarts,
       failure: state.failure,
@@ -231,13 +230,14 @@ export class Supervisor {
    */
   performHandoff(request: HandoffRequest = {}, options: HandoffOptions = {}): Promise<HandoffResult> {
     // The daemon reports on the reload on its control session, which the handoff is about to use.
-    if (this.#reloading !== null) return Promise.reject(new SupervisorError(SupervisorErrorCode.InProgress, `a reload of ${this.#reloading} is in progress; hand off once it ends`));
+    const reloading = this.#driver.reloading;
+    if (reloading !== null) return Promise.reject(new SupervisorError(SupervisorErrorCode.InProgress, `a reload of ${reloading} is in progress; hand off once it ends`));
     return this.#driver.requestHandoff(request.daemon ?? {}, options.onPhase, options.probationMs);
   }
 
   /** What is being reloaded in place now, or null. */
   get reloading(): string | null {
-    return this.#reloading;
+    return this.#driver.reloading;
   }
 
   /**
@@ -251,19 +251,12 @@ export class Supervisor {
    * a malformed plugin name.
    */
   async reload(target: ReloadTarget, onStep?: (step: ReloadStepReport) => void): Promise<ReloadResult> {
-    if ('plugin' in target && !/^[A-Za-z0-9_.-]{1,64}$/.test(target.plugin)) {
-      throw new SupervisorError(SupervisorErrorCode.InvalidArgument, `"${target.plugin.slice(0, 80)}" is not a plugin name (1–64 of A–Z a–z 0–9 _ . -)`);
+    if ('plugin' in target) {
+      const problem = pluginNameProblem(target.plugin);
+      if (problem !== undefined) throw new SupervisorError(SupervisorErrorCode.InvalidArgument, problem);
+      if (target.source !== undefined && !isAbsolute(target.source)) throw new SupervisorError(SupervisorErrorCode.InvalidArgument, `the module to load must be an absolute path (the daemon's working directory is not the caller's), not ${JSON.stringify(target.source.slice(0, 200))}`);
     }
-    if (this.#reloading !== null) throw new SupervisorError(SupervisorErrorCode.InProgress, `a reload of ${this.#reloading} is in progress; reload again once it ends`);
-    if (this.#driver.run) throw new SupervisorError(SupervisorErrorCode.InProgress, `a handoff (${this.#driver.run.handoffId}) is in progress; reload once it ends`);
-    const daemon = this.#driver.servingSession;
-    if (!daemon) throw new SupervisorError(SupervisorErrorCode.NoIncumbent, `no daemon serves with an open control session (the supervisor is ${this.lifecycle}); reload once one serves`);
-    this.#reloading = 'plugin' in target ? `plugin ${target.plugin}` : 'the daemon\'s configuration';
-    try {
-      return await reloadThrough(daemon, target, onStep);
-    } finally {
-      this.#reloading = null;
-    }
+    return this.#driver.reload(target, onStep);
   }
 
   /**

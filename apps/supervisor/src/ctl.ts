@@ -14,7 +14,8 @@
  * reloaded); 2 rolled back (the old version serves on), or with --wait reverted on probation
  * (the last known good version serves again) or failed it, or a reload in place that failed
  * or was rolled back (the daemon serves on with what it had); 1 error (nothing changed:
- * unreachable, in progress, pre-handoff check failed, invalid configuration, bad request).
+ * unreachable, in progress, pre-handoff check failed, invalid configuration, bad request;
+ * or a reload in place whose outcome is unknown, which the message says).
  */
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';

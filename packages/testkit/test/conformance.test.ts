@@ -117,7 +117,9 @@ function runCli(args: readonly string[], tmp: string, timeoutMs = 120_000, onStd
 }
 
 describe('the conformance kit against the reference daemons', () => {
-  it('the Node kv daemon passes every check (cancel is skipped: the binary has no cancel request)', async () => {
+  it('the Node kv daemon passes every check (cancel is skipped: the binary has no cancel request)', async (context) => {
+    // .ci/run's second pass (Node 24) leaves this to the first; its pack test runs the installed kit.
+    if (process.env.HANDOFF_CONFORMANCE_TESTS === '0') context.skip('HANDOFF_CONFORMANCE_TESTS=0');
     const tmp = privateTmp();
     useTmp(tmp);
     let report: ConformanceReport | null = null;

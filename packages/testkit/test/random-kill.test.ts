@@ -6,7 +6,7 @@
  * acknowledged write is lost, no connection was refused, nothing is orphaned, and the next
  * upgrade commits.
  *
- * HANDOFF_KILL_RUNS=N runs N rounds (default 20; a soak: 500). HANDOFF_KILL_SEED replays one.
+ * HANDOFF_KILL_RUNS=N runs N rounds (default 12; a soak: 500). HANDOFF_KILL_SEED replays one.
  */
 import { describe, expect, it, onTestFailed } from 'vitest';
 import { DataDirLock } from '@handoff/core';
@@ -15,7 +15,7 @@ import type { Answer } from '@handoff/supervisor-cli/client';
 import { LoadDriver, verifyLedger, waitForValue } from '../src/index.js';
 import { Workspace } from './bin.js';
 
-const RUNS = Number(process.env.HANDOFF_KILL_RUNS ?? 20);
+const RUNS = Number(process.env.HANDOFF_KILL_RUNS ?? 12);
 const SEED = Number(process.env.HANDOFF_KILL_SEED ?? Date.now() % 1_000_000);
 /** Bound on convergence after a kill (a killed incumbent is restarted after the crash backoff). */
 const CONVERGE_MS = 30_000;

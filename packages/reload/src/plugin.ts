@@ -324,6 +324,9 @@ export class HotPlugin<M extends PluginContract<M>> {
       const decide = (v: Verdict): void => {
         if (this.#probation?.version !== candidate) return;
         this.#probation = null;
+        // A failed probation sends the very next call to the previous version, not after the
+        // verdict is awaited: calls made meanwhile must not go to a candidate that crashed.
+        if (!v.ok && v.cause !== 'closed') this.#active = previous;
         clearTimeout(timer);
         this.#closing.signal.removeEventListener('abort', onClose);
         resolve(v);

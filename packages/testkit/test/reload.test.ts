@@ -11,7 +11,11 @@ import { ask } from '@handoff/supervisor-cli/client';
 import { LoadDriver, verifyLedger, waitForValue } from '../src/index.js';
 import { Workspace, showOnFailure } from './bin.js';
 
-/** A validate plugin: version `label`, refusing values that contain `refuse` (none: accepts all). */
+/**
+ * A validate plugin: version `label`, refusing values that contain `refuse` (none: accepts
+ * all). The words refused here are upper case: the load driver's values (lower-case base 36)
+ * can never contain them.
+ */
 function validator(label: string, refuse?: string, extra = ''): string {
   return `export const version = ${JSON.stringify(label)};
 ${extra}
@@ -51,13 +55,13 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     await load.waitForProgress(50);
 
     // A new version, swapped in place: its steps stream, the same pid serves, and it is in force at once.
-    writeFileSync(plugin, validator('2', 'forbidden'));
+    writeFileSync(plugin, validator('2', 'FORBIDDEN'));
     const reloaded = await ws.ctl(['reload', 'validate']);
     expect(reloaded.code, reloaded.stderr).toBe(0);
     expect(reloaded.stdout).toMatch(/^preparing: /m);
     expect(reloaded.stdout).toMatch(/^swapped: /m);
     expect(reloaded.stdout).toMatch(new RegExp(`reloaded plugin validate: 2 in force in pid ${pid} \\(\\d+ ms, no handoff\\)`));
-    expect(await call(port, 'PUT', '/kv/r1', 'something forbidden')).toEqual({ status: 422, body: 'refused by validate 2\n' });
+    expect(await call(port, 'PUT', '/kv/r1', 'something FORBIDDEN')).toEqual({ status: 422, body: 'refused by validate 2\n' });
     expect((await call(port, 'PUT', '/kv/r2', 'fine')).status).toBe(200);
 
     // A version that throws at load: one clear line, exit 2, and version 2 serves on.
@@ -66,15 +70,15 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     expect(broken.code).toBe(2);
     expect(broken.stderr).toMatch(/plugin validate was not reloaded: .*no database URL configured.*; 2 serves on/);
     expect(broken.stderr).not.toMatch(/\n\s+at /);
-    expect((await call(port, 'PUT', '/kv/r3', 'forbidden again')).status).toBe(422);
+    expect((await call(port, 'PUT', '/kv/r3', 'FORBIDDEN again')).status).toBe(422);
 
     // Another file, by path; an unknown plugin; a malformed name: each says what is wrong.
     const other = join(ws.dir, 'other.js');
-    writeFileSync(other, validator('from-other', 'nope'));
+    writeFileSync(other, validator('from-other', 'NOPE'));
     const from = await ws.ctl(['reload', 'validate', '--from', other]);
     expect(from.code, from.stderr).toBe(0);
     expect(from.stdout).toMatch(/reloaded plugin validate: from-other in force/);
-    expect((await call(port, 'PUT', '/kv/r4', 'forbidden is fine now')).status).toBe(200);
+    expect((await call(port, 'PUT', '/kv/r4', 'FORBIDDEN is fine now')).status).toBe(200);
     const unknown = await ws.ctl(['reload', 'transform']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/this daemon has no plugin named "transform"; it has "validate"/);
@@ -119,7 +123,7 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     showOnFailure(sup);
     await sup.ready();
     const port = await sup.port();
-    writeFileSync(plugin, validator('2', 'forbidden'));
+    writeFileSync(plugin, validator('2', 'FORBIDDEN'));
     let sealing!: () => void;
     const inSeal = new Promise<void>((resolve) => (sealing = resolve));
     const upgrade = ask(ws.trigger, { cmd: 'upgrade' }, (a) => {
@@ -131,13 +135,13 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     expect(refused.stderr).toMatch(/handoff \S+ is in progress; nothing was changed — reload again after it/);
     expect((await upgrade).find((a) => a.type === 'result')).toMatchObject({ committed: true });
     // The new daemon loaded validate.js as it is now (version 2); the daemon configuration has no hook.
-    await waitForValue('the new daemon to refuse with version 2', async () => ((await call(port, 'PUT', '/kv/x', 'forbidden')).status === 422 ? true : undefined), 5_000);
+    await waitForValue('the new daemon to refuse with version 2', async () => ((await call(port, 'PUT', '/kv/x', 'FORBIDDEN')).status === 422 ? true : undefined), 5_000);
     const config = await ws.ctl(['reload', '--daemon-config']);
     expect(config.code).toBe(2);
     expect(config.stderr).toMatch(/this daemon has no configuration reload hook/);
 
     // The other way round: while a version takes a second to load, status shows the reload and no handoff starts.
-    writeFileSync(plugin, validator('3', 'forbidden', 'await new Promise((resolve) => setTimeout(resolve, 1000));'));
+    writeFileSync(plugin, validator('3', 'FORBIDDEN', 'await new Promise((resolve) => setTimeout(resolve, 1000));'));
     let preparing!: () => void;
     const inPrepare = new Promise<void>((resolve) => (preparing = resolve));
     const slow = ask(ws.trigger, { cmd: 'reload', plugin: 'validate' }, (a) => {
@@ -162,7 +166,7 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     const daemon = (status.incumbent as { pid: number }).pid;
     const port = await sup.port();
     // Version 2 takes a second to load: the supervisor (not the keeper) dies while the daemon prepares it.
-    writeFileSync(plugin, validator('2', 'forbidden', 'await new Promise((resolve) => setTimeout(resolve, 1000));'));
+    writeFileSync(plugin, validator('2', 'FORBIDDEN', 'await new Promise((resolve) => setTimeout(resolve, 1000));'));
     let preparing!: () => void;
     const inPrepare = new Promise<void>((resolve) => (preparing = resolve));
     const lost = ask(ws.trigger, { cmd: 'reload', plugin: 'validate' }, (a) => {
@@ -173,7 +177,7 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     await lost; // the answer is cut off with its supervisor
     // The daemon, alone, finishes the reload and serves on.
     const refusing = await waitForValue('the daemon to swap in version 2 on its own', async () => {
-      const r = await call(port, 'PUT', '/kv/x', 'forbidden');
+      const r = await call(port, 'PUT', '/kv/x', 'FORBIDDEN');
       return r.status === 422 ? r.body : undefined;
     }, 10_000);
     expect(refusing).toBe('refused by validate 2\n');
@@ -188,6 +192,6 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     const again = await ws.ctl(['reload', 'validate']);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(new RegExp(`reloaded plugin validate: 3 in force in pid ${daemon} `));
-    expect((await call(port, 'PUT', '/kv/x', 'forbidden')).status).toBe(200);
+    expect((await call(port, 'PUT', '/kv/x', 'FORBIDDEN')).status).toBe(200);
   });
 });

@@ -15,7 +15,9 @@ const KV_MAIN = join(dirname(createRequire(import.meta.url).resolve('@handoff/ex
 const SCRIPT = fileURLToPath(new URL('fixtures/chain-handoffs.js', import.meta.url));
 
 describe('a long-lived supervisor', () => {
-  it('chains 100 handoffs without leaking file descriptors or memory', async () => {
+  it('chains 100 handoffs without leaking file descriptors or memory', async (context) => {
+    // .ci/run's second pass (Node 24) leaves this soak to the first.
+    if (process.env.HANDOFF_LEAK_TESTS === '0') context.skip('HANDOFF_LEAK_TESTS=0');
     const dir = mkdtempSync(join(tmpdir(), 'handoff-leak-'));
     try {
       const child = spawn(process.execPath, ['--expose-gc', SCRIPT, dir, KV_MAIN, '100'], { cwd: dirname(SCRIPT), stdio: ['ignore', 'pipe', 'pipe'] });

@@ -3,8 +3,10 @@
  * real handoff-supervisor binary, handoffctl, and the kv example's `validate` plugin and
  * KV_CONFIG file. No handoff: the daemon's pid never changes, and a write load runs through.
  */
-import { request } from 'node:http';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
@@ -23,6 +25,21 @@ export function validate(key, value) {
   return ${refuse === undefined ? 'null' : `value.includes(${JSON.stringify(refuse)}) ? ${JSON.stringify(`refused by validate ${label}`)} : null`};
 }
 `;
+}
+
+/**
+ * A gate a plugin's load waits at: module code that reads a FIFO (the read blocks until the
+ * test writes to it), so that the reload stays in `preparing` exactly until the test has
+ * looked, and no longer — an event, not a guessed duration.
+ */
+function gate(dir: string, name: string): { readonly code: string; readonly open: () => Promise<void> } {
+  const path = join(dir, name);
+  const made = spawnSync('mkfifo', [path], { encoding: 'utf8' });
+  if (made.status !== 0) throw new Error(`mkfifo ${path}: ${made.stderr || String(made.error)}`);
+  return {
+    code: `await (await import('node:fs/promises')).readFile(${JSON.stringify(path)});`,
+    open: () => writeFile(path, 'go'),
+  };
 }
 
 /** One HTTP request on a fresh connection: status and body. */
@@ -140,8 +157,9 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     expect(config.code).toBe(2);
     expect(config.stderr).toMatch(/this daemon has no configuration reload hook/);
 
-    // The other way round: while a version takes a second to load, status shows the reload and no handoff starts.
-    writeFileSync(plugin, validator('3', 'FORBIDDEN', 'await new Promise((resolve) => setTimeout(resolve, 1000));'));
+    // The other way round: while a version is still loading, status shows the reload and no handoff starts.
+    const loading = gate(ws.dir, 'v3-loads');
+    writeFileSync(plugin, validator('3', 'FORBIDDEN', loading.code));
     let preparing!: () => void;
     const inPrepare = new Promise<void>((resolve) => (preparing = resolve));
     const slow = ask(ws.trigger, { cmd: 'reload', plugin: 'validate' }, (a) => {
@@ -152,6 +170,7 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     const blocked = await ws.ctl(['upgrade']);
     expect(blocked.code).toBe(1);
     expect(blocked.stderr).toMatch(/a reload of plugin validate is in progress/);
+    await loading.open();
     expect((await slow).find((a) => a.type === 'reloadDone')).toMatchObject({ outcome: 'reloaded', version: '3' });
   });
 
@@ -164,8 +183,9 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     const status = await sup.ready();
     const daemon = (status.incumbent as { pid: number }).pid;
     const port = await sup.port();
-    // Version 2 takes a second to load: the supervisor (not the keeper) dies while the daemon prepares it.
-    writeFileSync(plugin, validator('2', 'FORBIDDEN', 'await new Promise((resolve) => setTimeout(resolve, 1000));'));
+    // Version 2 finishes loading only when the test says: the supervisor (not the keeper) dies while the daemon prepares it.
+    const loading = gate(ws.dir, 'v2-loads');
+    writeFileSync(plugin, validator('2', 'FORBIDDEN', loading.code));
     let preparing!: () => void;
     const inPrepare = new Promise<void>((resolve) => (preparing = resolve));
     const lost = ask(ws.trigger, { cmd: 'reload', plugin: 'validate' }, (a) => {
@@ -174,7 +194,8 @@ describe('handoffctl reload, in place, through the supervisor to the kv daemon',
     await inPrepare;
     process.kill(status.supervisorPid as number, 'SIGKILL');
     await lost; // the answer is cut off with its supervisor
-    // The daemon, alone, finishes the reload and serves on.
+    // Only now may version 2 finish loading: the daemon, alone, finishes the reload and serves on.
+    await loading.open();
     const refusing = await waitForValue('the daemon to swap in version 2 on its own', async () => {
       const r = await call(port, 'PUT', '/kv/x', 'FORBIDDEN');
       return r.status === 422 ? r.body : undefined;

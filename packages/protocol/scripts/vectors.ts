@@ -11,19 +11,25 @@ import { MESSAGE_SCHEMAS, encodeFrame } from '../src/index.js';
 import type { Direction, Message } from '../src/index.js';
 
 const SEAL = { revisions: [1042, 77], fingerprint: 'sha256:9f86d081884c7d65' };
+/** Application state: the msgpack encoding of {"offset": 4242}, carried as opaque bytes. */
+const STATE = Uint8Array.from([0x81, 0xa6, ...Buffer.from('offset'), 0xcd, 0x10, 0x92]);
 const SAMPLES: readonly { name: string; message: Message; note?: string }[] = [
   { name: 'Hello', message: { type: 'Hello', role: 'successor', pid: 4242, buildId: 'kv-2.0.0+3f9c2a1', protoMin: 1, protoMax: 1, capabilities: 15 } },
   { name: 'Hello (incumbent)', message: { type: 'Hello', role: 'incumbent', pid: 4100, buildId: 'kv-1.9.3', protoMin: 1, protoMax: 1, capabilities: 7 } },
   { name: 'HelloAck', message: { type: 'HelloAck', version: 1, handoffId: 'h-0001', capabilities: 15 } },
   { name: 'HelloAck (control session)', message: { type: 'HelloAck', version: 1, handoffId: null, capabilities: 7 }, note: 'handoffId is nil on an incumbent control session' },
-  { name: 'PrepareHandoff', message: { type: 'PrepareHandoff', handoffId: 'h-0001', successorPid: 4242, deadlineMs: 30000, drainGraceMs: 5000 } },
+  { name: 'PrepareHandoff', message: { type: 'PrepareHandoff', handoffId: 'h-0001', successorPid: 4242, deadlineMs: 30000, drainGraceMs: 5000, cutWork: false }, note: 'cutWork is optional and false here, its default: the canonical encoding leaves it out' },
+  { name: 'PrepareHandoff (cut tracked work at once)', message: { type: 'PrepareHandoff', handoffId: 'h-0001', successorPid: 4242, deadlineMs: 5000, drainGraceMs: 1000, cutWork: true } },
+  { name: 'DrainProgress', message: { type: 'DrainProgress', handoffId: 'h-0001', pending: 3, kinds: ['run', 'connection'], counts: [2, 1], oldest: 'run 17: nightly export for alice', oldestMs: 95000, leftMs: 45000 } },
   { name: 'Drained', message: { type: 'Drained', handoffId: 'h-0001', openConnsRemaining: 0, acceptClosed: true } },
   { name: 'SealRequest', message: { type: 'SealRequest', handoffId: 'h-0001' } },
   { name: 'SealProgress', message: { type: 'SealProgress', handoffId: 'h-0001', completed: 3, total: 8 } },
-  { name: 'SealComplete', message: { type: 'SealComplete', handoffId: 'h-0001', ...SEAL } },
+  { name: 'SealComplete', message: { type: 'SealComplete', handoffId: 'h-0001', ...SEAL, state: null }, note: 'state is optional and nil here, its default: the canonical encoding leaves it out' },
+  { name: 'SealComplete (with state)', message: { type: 'SealComplete', handoffId: 'h-0001', ...SEAL, state: STATE }, note: 'state is bin: opaque bytes (here the msgpack map {"offset": 4242}); in this file a bin value is written {"$bin": "<hex>"}' },
   { name: 'SealFailed', message: { type: 'SealFailed', handoffId: 'h-0001', error: 'fsync failed: EIO' } },
-  { name: 'Begin', message: { type: 'Begin', handoffId: 'h-0001', seal: SEAL } },
-  { name: 'Begin (recover from disk)', message: { type: 'Begin', handoffId: 'h-0001', seal: null }, note: 'the incumbent died before sealing' },
+  { name: 'Begin', message: { type: 'Begin', handoffId: 'h-0001', seal: SEAL, state: null } },
+  { name: 'Begin (with state)', message: { type: 'Begin', handoffId: 'h-0001', seal: SEAL, state: STATE }, note: "the incumbent's SealComplete state, byte for byte" },
+  { name: 'Begin (recover from disk)', message: { type: 'Begin', handoffId: 'h-0001', seal: null, state: null }, note: 'the incumbent died before sealing' },
   { name: 'Ready', message: { type: 'Ready', handoffId: 'h-0001', listeningOn: ['http=tcp:127.0.0.1:8080'], healthy: true, revisions: [1042, 77] } },
   { name: 'Commit', message: { type: 'Commit', handoffId: 'h-0001' } },
   { name: 'Abort', message: { type: 'Abort', handoffId: 'h-0001', code: 'HANDOFF_REVISIONS_DIVERGED', reason: 'shard 0 behind' } },
@@ -93,6 +99,13 @@ const ACCEPT: readonly AcceptVector[] = [
   { name: 'small uint as int 16 (0xd1)', direction: 'toDaemon', message: { type: 'Heartbeat', ts: 9 }, hex: frame(heartbeat([0xd1, 0, 9])) },
   { name: 'short str as str 8 (0xd9), map as map 16 (0xde)', direction: 'toDaemon', message: { type: 'Commit', handoffId: 'h-1' }, hex: frame([0xde, 0, 2, 0xd9, 4, ...Buffer.from('type'), 0xd9, 6, ...Buffer.from('Commit'), ...str('handoffId'), 0xd9, 3, ...Buffer.from('h-1')]) },
   { name: 'fields in another order, an unknown key', direction: 'toDaemon', message: { type: 'Commit', handoffId: 'h-1' }, hex: frame([0x83, ...str('handoffId'), ...str('h-1'), ...str('future'), 0xc3, ...str('type'), ...str('Commit')]) },
+  {
+    name: 'an optional field written with its default value (cutWork false)',
+    direction: 'toDaemon',
+    message: { type: 'PrepareHandoff', handoffId: 'h-1', successorPid: 7, deadlineMs: 1000, drainGraceMs: 100, cutWork: false },
+    hex: frame([0x86, ...str('type'), ...str('PrepareHandoff'), ...str('handoffId'), ...str('h-1'), ...str('successorPid'), 7, ...str('deadlineMs'), 0xcd, 0x03, 0xe8, ...str('drainGraceMs'), 0x64, ...str('cutWork'), 0xc2]),
+  },
+  { name: 'bin as bin 16 (0xc5)', direction: 'toDaemon', message: { type: 'Begin', handoffId: 'h-1', seal: null, state: Uint8Array.from([0xc0]) }, hex: frame([0x84, ...str('type'), ...str('Begin'), ...str('handoffId'), ...str('h-1'), ...str('seal'), 0xc0, ...str('state'), 0xc5, 0, 1, 0xc0]) },
 ];
 
 const REJECT: readonly RejectVector[] = [
@@ -112,6 +125,8 @@ const REJECT: readonly RejectVector[] = [
   { name: 'a handoffId with a character outside [A-Za-z0-9._:-]', direction: 'toDaemon', hex: frame([0x82, ...str('type'), ...str('Commit'), ...str('handoffId'), ...str('h 1')]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
   { name: 'a code in lower case', direction: 'toDaemon', hex: frame([0x84, ...str('type'), ...str('Abort'), ...str('handoffId'), 0xc0, ...str('code'), ...str('cancelled'), ...str('reason'), 0xa0]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
   { name: 'a text of 4097 bytes', direction: 'toDaemon', hex: frame([0x84, ...str('type'), ...str('Abort'), ...str('handoffId'), 0xc0, ...str('code'), ...str('X'), ...str('reason'), 0xda, 0x10, 0x01, ...Buffer.alloc(4097, 0x61)]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'bin where a string is expected', direction: 'toDaemon', hex: frame([0x82, ...str('type'), ...str('Commit'), ...str('handoffId'), 0xc4, 3, ...Buffer.from('h-1')]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
+  { name: 'DrainProgress with kinds and counts of different lengths', direction: 'toSupervisor', hex: frame([0x88, ...str('type'), ...str('DrainProgress'), ...str('handoffId'), ...str('h-1'), ...str('pending'), 1, ...str('kinds'), 0x91, ...str('job'), ...str('counts'), 0x90, ...str('oldest'), 0xa0, ...str('oldestMs'), 0, ...str('leftMs'), 0]), code: 'HANDOFF_INVALID_FIELD', fatal: false },
   { name: 'a message sent the wrong way (Drained to a daemon)', direction: 'toDaemon', hex: frame([0x84, ...str('type'), ...str('Drained'), ...str('handoffId'), ...str('h-1'), ...str('openConnsRemaining'), 0, ...str('acceptClosed'), 0xc3]), code: 'HANDOFF_WRONG_DIRECTION', fatal: false },
 ];
 
@@ -123,7 +138,9 @@ export function buildVectors(): Vector[] {
 }
 
 const file = fileURLToPath(new URL('../vectors/v1.json', import.meta.url));
-const text = `${JSON.stringify({ protocol: 1, byteOrder: 'big-endian', vectors: buildVectors(), accept: ACCEPT, reject: REJECT }, null, 2)}\n`;
+/** Bytes (msgpack bin) have no JSON form: this file writes them as {"$bin": "<hex>"}. */
+const binAsHex = (_key: string, value: unknown): unknown => (value instanceof Uint8Array ? { $bin: toHex(value) } : value);
+const text = `${JSON.stringify({ protocol: 1, byteOrder: 'big-endian', vectors: buildVectors(), accept: ACCEPT, reject: REJECT }, binAsHex, 2)}\n`;
 if (process.argv.includes('--write')) {
   writeFileSync(file, text);
   console.log(`wrote ${file}`);

@@ -35,6 +35,10 @@ export function fieldArb(spec: FieldSpec): fc.Arbitrary<unknown> {
         revisions: fieldArb({ kind: 'uintArray', maxItems: 4096 }),
         fingerprint: stringArb(0, 512),
       });
+    case 'bin':
+      return fc.uint8Array({ maxLength: Math.min(spec.max, 300) });
+    case 'optional':
+      return fc.oneof(fc.constant(spec.default), fieldArb(spec.inner));
   }
 }
 

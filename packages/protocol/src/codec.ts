@@ -39,8 +39,8 @@ export interface EncodeOptions {
  * The canonical msgpack encoding of PROTOCOL.md section 4, written here rather than left to a
  * library's choices: nil, bool, integers in the shortest form of their family (a non-negative
  * integer as positive fixint or uint 8/16/32/64, a negative one as negative fixint or int
- * 8/16/32/64), UTF-8 str, array and map (string keys, in insertion order) in their shortest
- * form. Nothing else: no float, bin or ext. Validation has run before, so every number here
+ * 8/16/32/64), UTF-8 str, bin (a Uint8Array: the fields that hold bytes), array and map
+ * (string keys, in insertion order) in their shortest form. Nothing else: no float or ext. Validation has run before, so every number here
  * is a safe integer.
  */
 class CanonicalWriter {
@@ -93,6 +93,12 @@ class CanonicalWriter {
       else this.#head(0xd3, 8, value);
     } else if (typeof value === 'string') {
       this.#utf8(value);
+    } else if (value instanceof Uint8Array) {
+      // bin 8, 16, 32: the shortest (bin has no fix form).
+      this.#sized(value.length, 0, -1, 0xc4, 0xc5);
+      this.#room(value.length);
+      this.#bytes.set(value, this.#at);
+      this.#at += value.length;
     } else if (Array.isArray(value)) {
       this.#sized(value.length, 0x90, 15, -1, 0xdc);
       for (const item of value) this.write(item);

@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { incumbentTransition, initialIncumbentState } from './incumbent-machine.js';
 import type { IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState } from './incumbent-machine.js';
-import type { ToDaemonMessage } from './messages.js';
+import type { PrepareHandoff, ToDaemonMessage } from './messages.js';
 import { Capability } from './negotiation.js';
 import { describeTable, reach } from './transition-table.fixture.js';
 
 const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: Capability.SpawnHolder | Capability.Reload, heartbeatMs: 500, livenessMs: 3000 };
 const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   HelloAck: { type: 'HelloAck', version: 1, handoffId: null, capabilities: Capability.Reload },
-  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100 },
+  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100, cutWork: false },
   SealRequest: { type: 'SealRequest', handoffId: 'h1' },
-  Begin: { type: 'Begin', handoffId: 'h1', seal: null },
+  Begin: { type: 'Begin', handoffId: 'h1', seal: null, state: null },
   Commit: { type: 'Commit', handoffId: 'h1' },
   Abort: { type: 'Abort', handoffId: 'h1', code: 'HANDOFF_CANCELLED', reason: 'x' },
   ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
@@ -24,6 +24,7 @@ const EVENTS: Record<string, IncumbentEvent> = {
   ...Object.fromEntries(Object.entries(MESSAGES).map(([t, message]) => [`M:${t}`, { type: 'message', message }])),
   drainDone: { type: 'drainDone', openConnsRemaining: 0, acceptClosed: true },
   drainFailed: { type: 'drainFailed', error: 'boom' },
+  drainProgress: { type: 'drainProgress', progress: { pending: 1, kinds: ['job'], counts: [1], oldest: 'job 1: export', oldestMs: 900, leftMs: 20_000 } },
   sealProgress: { type: 'sealProgress', completed: 1, total: 3 },
   sealDone: { type: 'sealDone', report: { revisions: [5], fingerprint: 'f' } },
   sealFailed: { type: 'sealFailed', error: 'EIO' },
@@ -96,8 +97,22 @@ describe('incumbent machine: decisions', () => {
     expect(types(a.effects)).toEqual(['releaseLock']);
     expect(a.state.lockHeld).toBe(true);
     const b = incumbentTransition(a.state, EVENTS.lockReleased as IncumbentEvent);
-    expect(b.effects).toEqual([{ type: 'send', message: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f' } }]);
+    expect(b.effects).toEqual([{ type: 'send', message: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f', state: null } }]);
     expect(b.state.lockHeld).toBe(false);
+    // The state the seal returned travels in SealComplete.
+    const state = Uint8Array.of(0xc0);
+    const withState = incumbentTransition(incumbentTransition(STATES.sealing as IncumbentState, { ...(EVENTS.sealDone as IncumbentEvent & { type: 'sealDone' }), state }).state, EVENTS.lockReleased as IncumbentEvent);
+    expect(withState.effects).toEqual([{ type: 'send', message: expect.objectContaining({ type: 'SealComplete', state }) as unknown }]);
+  });
+
+  it('sends DrainProgress only while draining and only where the supervisor agreed to it; passes cutWork to the drain', () => {
+    const progress = EVENTS.drainProgress as IncumbentEvent;
+    expect(incumbentTransition(STATES.draining as IncumbentState, progress).effects).toEqual([]);
+    const agreed = { ...(STATES.draining as IncumbentState), agreed: Capability.DrainProgress };
+    expect(incumbentTransition(agreed, progress).effects).toEqual([{ type: 'send', message: { type: 'DrainProgress', handoffId: 'h1', pending: 1, kinds: ['job'], counts: [1], oldest: 'job 1: export', oldestMs: 900, leftMs: 20_000 } }]);
+    expect(incumbentTransition({ ...(STATES.drained as IncumbentState), agreed: Capability.DrainProgress }, progress).effects).toEqual([]);
+    const prepare = incumbentTransition(STATES['serving/established'] as IncumbentState, { type: 'message', message: { ...(MESSAGES.PrepareHandoff as PrepareHandoff), cutWork: true } });
+    expect(prepare.effects).toContainEqual(expect.objectContaining({ type: 'startDrain', cutWork: true }));
   });
 
   it('re-takes the lock on resume only when it released it', () => {

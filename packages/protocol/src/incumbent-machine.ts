@@ -11,7 +11,7 @@
 import { HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
 import { helloFor } from './machine.js';
 import type { CancelTimer, DaemonConfig, SetTimer, Transition } from './machine.js';
-import type { Reload, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
+import type { DrainProgress, Reload, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
 import { Capability } from './negotiation.js';
 
 /** Phases of the incumbent machine. */
@@ -37,6 +37,8 @@ export interface IncumbentState {
   readonly lockHeld: boolean;
   /** The seal report, between seal and release. */
   readonly seal: SealReport | null;
+  /** The application state the seal returned for the successor (SealComplete's `state`), between seal and release. */
+  readonly handover: Uint8Array | null;
   /** Why the last handoff was abandoned, or why the daemon exits. */
   readonly reason: string | null;
   /** The capabilities in force on the current session (its HelloAck's, within this daemon's own); 0 before HelloAck. */
@@ -53,7 +55,9 @@ export type IncumbentEvent =
   | { readonly type: 'drainDone'; readonly openConnsRemaining: number; readonly acceptClosed: boolean }
   | { readonly type: 'drainFailed'; readonly error: string }
   | { readonly type: 'sealProgress'; readonly completed: number; readonly total: number }
-  | { readonly type: 'sealDone'; readonly report: SealReport }
+  /** What a running drain still waits for; sent as DrainProgress when that capability is in force. */
+  | { readonly type: 'drainProgress'; readonly progress: Omit<DrainProgress, 'type' | 'handoffId'> }
+  | { readonly type: 'sealDone'; readonly report: SealReport; readonly state?: Uint8Array | null }
   | { readonly type: 'sealFailed'; readonly error: string }
   | { readonly type: 'lockReleased' }
   | { readonly type: 'resumed' }
@@ -65,8 +69,11 @@ export type IncumbentEvent =
 export type IncumbentEffect =
   | { readonly type: 'send'; readonly message: ToSupervisorMessage }
   | { readonly type: 'closeSession' }
-  /** Call the user's drain(deadline, signal): stop accepting, finish in-flight work, fsync. */
-  | { readonly type: 'startDrain'; readonly handoffId: string; readonly deadlineMs: number; readonly drainGraceMs: number }
+  /**
+   * Call the user's drain(deadline, signal): stop accepting, finish in-flight work, fsync;
+   * with `cutWork`, cut tracked long-lived work at once instead of waiting for it.
+   */
+  | { readonly type: 'startDrain'; readonly handoffId: string; readonly deadlineMs: number; readonly drainGraceMs: number; readonly cutWork: boolean }
   /** Call the user's seal(). */
   | { readonly type: 'startSeal'; readonly handoffId: string }
   /** Release the data-directory lock; then feed `lockReleased`. */
@@ -95,7 +102,7 @@ type Result = Transition<IncumbentState, IncumbentEffect>;
 
 /** A serving incumbent holding its lock, with no supervisor session yet. */
 export function initialIncumbentState(config: IncumbentConfig): IncumbentState {
-  return { phase: 'serving', session: 'none', config, handoffId: null, lockHeld: true, seal: null, reason: null, agreed: 0 };
+  return { phase: 'serving', session: 'none', config, handoffId: null, lockHeld: true, seal: null, handover: null, reason: null, agreed: 0 };
 }
 
 const HANDOFF_PHASES: readonly IncumbentPhase[] = ['draining', 'drained', 'sealing', 'releasing', 'sealed'];
@@ -154,11 +161,11 @@ function onMessage(state: IncumbentState, message: ToDaemonMessage): Result {
     case 'PrepareHandoff':
       if (state.phase !== 'serving') return endSession(state, violation(state, 'PrepareHandoff while a handoff is in progress'));
       return {
-        state: { ...state, phase: 'draining', handoffId: message.handoffId, reason: null, seal: null },
+        state: { ...state, phase: 'draining', handoffId: message.handoffId, reason: null, seal: null, handover: null },
         effects: [
           { type: 'setTimer', timer: 'supervisorLiveness', ms: c.livenessMs },
           { type: 'setTimer', timer: 'heartbeat', ms: c.heartbeatMs },
-          { type: 'startDrain', handoffId: message.handoffId, deadlineMs: message.deadlineMs, drainGraceMs: message.drainGraceMs },
+          { type: 'startDrain', handoffId: message.handoffId, deadlineMs: message.deadlineMs, drainGraceMs: message.drainGraceMs, cutWork: message.cutWork },
         ],
       };
     case 'SealRequest':
@@ -244,6 +251,10 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
       return resume(state, `drain failed: ${event.error}`, [
         { type: 'send', message: { type: 'SealFailed', handoffId: state.handoffId ?? '', error: `drain failed: ${event.error}` } },
       ]);
+    case 'drainProgress':
+      // Only where the supervisor agreed to hear it; a progress report is never worth a session.
+      if (state.phase !== 'draining' || state.session !== 'established' || (state.agreed & Capability.DrainProgress) === 0) return { state, effects: [] };
+      return { state, effects: [{ type: 'send', message: { type: 'DrainProgress', handoffId: state.handoffId ?? '', ...event.progress } }] };
     case 'sealProgress':
       if (state.phase !== 'sealing') return { state, effects: [] };
       return {
@@ -252,7 +263,7 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
       };
     case 'sealDone':
       if (state.phase !== 'sealing') return { state, effects: [] };
-      return { state: { ...state, phase: 'releasing', seal: event.report }, effects: [{ type: 'releaseLock' }] };
+      return { state: { ...state, phase: 'releasing', seal: event.report, handover: event.state ?? null }, effects: [{ type: 'releaseLock' }] };
     case 'sealFailed':
       if (state.phase !== 'sealing') return { state, effects: [] };
       return resume(state, `seal failed: ${event.error}`, [
@@ -263,12 +274,12 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
       const seal = state.seal ?? { revisions: [], fingerprint: '' };
       return {
         state: { ...state, phase: 'sealed', lockHeld: false },
-        effects: [{ type: 'send', message: { type: 'SealComplete', handoffId: state.handoffId ?? '', revisions: seal.revisions, fingerprint: seal.fingerprint } }],
+        effects: [{ type: 'send', message: { type: 'SealComplete', handoffId: state.handoffId ?? '', revisions: seal.revisions, fingerprint: seal.fingerprint, state: state.handover } }],
       };
     }
     case 'resumed':
       if (state.phase !== 'resuming') return { state, effects: [] };
-      return { state: { ...state, phase: 'serving', lockHeld: true, handoffId: null, seal: null }, effects: [] };
+      return { state: { ...state, phase: 'serving', lockHeld: true, handoffId: null, seal: null, handover: null }, effects: [] };
     case 'resumeFailed':
       if (state.phase !== 'resuming') return { state, effects: [] };
       return {

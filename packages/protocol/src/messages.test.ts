@@ -5,7 +5,9 @@ import { FieldLimits, MESSAGE_SCHEMAS, MESSAGE_TYPES, parseMessage, toWire, utf8
 import type { Direction, Message } from './messages.js';
 
 /** One valid instance of every message: the golden vectors. */
-const SAMPLES = (JSON.parse(readFileSync(new URL('../vectors/v1.json', import.meta.url), 'utf8')) as { vectors: { message: Message }[] }).vectors;
+const binFromHex = (_key: string, value: unknown): unknown =>
+  typeof value === 'object' && value !== null && typeof (value as { $bin?: unknown }).$bin === 'string' ? Uint8Array.from(Buffer.from((value as { $bin: string }).$bin, 'hex')) : value;
+const SAMPLES = (JSON.parse(readFileSync(new URL('../vectors/v1.json', import.meta.url), 'utf8'), binFromHex) as { vectors: { message: Message }[] }).vectors;
 const hello: Message = { type: 'Hello', role: 'successor', pid: 42, buildId: 'b', protoMin: 1, protoMax: 1, capabilities: 3 };
 
 function asMap(message: Message, direction: Direction = MESSAGE_SCHEMAS[message.type].directions[0] as Direction): Map<string, unknown> {
@@ -25,7 +27,7 @@ function codeOf(fn: () => unknown): string {
 describe('parseMessage', () => {
   it('knows every message of PROTOCOL.md section 6, each with one or two directions', () => {
     expect([...MESSAGE_TYPES].sort()).toEqual(
-      ['Abort', 'Begin', 'Commit', 'Drained', 'Heartbeat', 'Hello', 'HelloAck', 'PrepareHandoff', 'Ready', 'ResumeAfterAbort', 'SealComplete', 'SealFailed', 'SealProgress', 'SealRequest', 'SpawnHolder', 'HolderSpawned', 'Reload', 'ReloadProgress', 'ReloadDone'].sort(),
+      ['Abort', 'Begin', 'Commit', 'Drained', 'DrainProgress', 'Heartbeat', 'Hello', 'HelloAck', 'PrepareHandoff', 'Ready', 'ResumeAfterAbort', 'SealComplete', 'SealFailed', 'SealProgress', 'SealRequest', 'SpawnHolder', 'HolderSpawned', 'Reload', 'ReloadProgress', 'ReloadDone'].sort(),
     );
   });
 
@@ -50,9 +52,14 @@ describe('parseMessage', () => {
 
   it('requires every field of every message and names the missing one', () => {
     for (const { message } of SAMPLES) {
-      for (const field of Object.keys(MESSAGE_SCHEMAS[message.type].fields)) {
+      for (const [field, spec] of Object.entries(MESSAGE_SCHEMAS[message.type].fields)) {
         const map = asMap(message);
         map.delete(field);
+        if (spec.kind === 'optional') {
+          // An optional field may be absent: it then takes its default.
+          expect(parseMessage(map, MESSAGE_SCHEMAS[message.type].directions[0] as Direction)).toEqual({ ...message, [field]: spec.default });
+          continue;
+        }
         expect(() => parseMessage(map, MESSAGE_SCHEMAS[message.type].directions[0] as Direction)).toThrow(
           expect.objectContaining({ code: 'HANDOFF_INVALID_FIELD', details: expect.objectContaining({ field }) }),
         );
@@ -80,13 +87,13 @@ describe('parseMessage', () => {
       [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true }, 'handoffId', ''],
       [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true }, 'handoffId', 'has space'],
       [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true }, 'handoffId', 'x'.repeat(65)],
-      [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '' }, 'revisions', [1, -1]],
-      [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '' }, 'revisions', new Array(FieldLimits.revisionsMax + 1).fill(0)],
-      [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '' }, 'revisions', 'nope'],
+      [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '', state: null }, 'revisions', [1, -1]],
+      [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '', state: null }, 'revisions', new Array(FieldLimits.revisionsMax + 1).fill(0)],
+      [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '', state: null }, 'revisions', 'nope'],
       [{ type: 'Ready', handoffId: 'h', listeningOn: [], healthy: true, revisions: [] }, 'listeningOn', [1]],
       [{ type: 'Ready', handoffId: 'h', listeningOn: [], healthy: true, revisions: [] }, 'listeningOn', new Array(65).fill('a')],
-      [{ type: 'Begin', handoffId: 'h', seal: null }, 'seal', new Map([['revisions', [1]]])],
-      [{ type: 'Begin', handoffId: 'h', seal: null }, 'seal', [1]],
+      [{ type: 'Begin', handoffId: 'h', seal: null, state: null }, 'seal', new Map([['revisions', [1]]])],
+      [{ type: 'Begin', handoffId: 'h', seal: null, state: null }, 'seal', [1]],
       [{ type: 'Abort', handoffId: null, code: 'X', reason: '' }, 'code', 'lower'],
       [{ type: 'HelloAck', version: 1, handoffId: null, capabilities: 0 }, 'handoffId', 5],
     ];
@@ -100,7 +107,7 @@ describe('parseMessage', () => {
   it('enforces the cross-field rules', () => {
     const cases: [Message, string][] = [
       [{ ...hello, protoMin: 2, protoMax: 1 }, 'protoMin must not exceed protoMax'],
-      [{ type: 'PrepareHandoff', handoffId: 'h', successorPid: 2, deadlineMs: 10, drainGraceMs: 11 }, 'drainGraceMs must not exceed deadlineMs'],
+      [{ type: 'PrepareHandoff', handoffId: 'h', successorPid: 2, deadlineMs: 10, drainGraceMs: 11, cutWork: false }, 'drainGraceMs must not exceed deadlineMs'],
       [{ type: 'SealProgress', handoffId: 'h', completed: 3, total: 2 }, 'completed must not exceed total'],
     ];
     for (const [message, text] of cases) {

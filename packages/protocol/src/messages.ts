@@ -39,6 +39,11 @@ export const FieldLimits = {
   pluginNameMax: 64,
   /** Longest version label in a ReloadDone. */
   versionLabelMax: 256,
+  /** Largest application state a SealComplete or Begin carries, in bytes (512 KiB). */
+  stateMax: 512 * 1024,
+  /** Most kinds of work a DrainProgress lists, and the longest kind. */
+  workKindsMax: 32,
+  workKindMax: 64,
 } as const;
 
 /** The role a daemon announces in its Hello. */
@@ -83,12 +88,29 @@ export interface SealProgress {
   readonly completed: number;
   readonly total: number;
 }
+/**
+ * What a draining incumbent still waits for (sent with `DrainProgress` in force, at least
+ * every few seconds while it waits): tracked work by kind (`kinds[i]` has `counts[i]` items;
+ * open connections count as the kind "connection"), the oldest item, and the time left.
+ */
+export interface DrainProgress {
+  readonly type: 'DrainProgress';
+  readonly handoffId: string;
+  readonly pending: number;
+  readonly kinds: readonly string[];
+  readonly counts: readonly number[];
+  readonly oldest: string;
+  readonly oldestMs: number;
+  readonly leftMs: number;
+}
 /** The incumbent has sealed its data and released the data-directory lock. */
 export interface SealComplete {
   readonly type: 'SealComplete';
   readonly handoffId: string;
   readonly revisions: readonly number[];
   readonly fingerprint: string;
+  /** Application state for the successor (opaque bytes, at most `stateMax`); nil: none. Optional on the wire. */
+  readonly state: Uint8Array | null;
 }
 /** The incumbent could not drain or seal; it keeps its lock and serves on. */
 export interface SealFailed {
@@ -127,6 +149,8 @@ export interface PrepareHandoff {
   readonly successorPid: number;
   readonly deadlineMs: number;
   readonly drainGraceMs: number;
+  /** Cut tracked long-lived work at once instead of waiting for it (the operator's `--no-drain-wait`). Optional on the wire. */
+  readonly cutWork: boolean;
 }
 /** Asks the drained incumbent to seal and release the lock. */
 export interface SealRequest {
@@ -138,6 +162,8 @@ export interface Begin {
   readonly type: 'Begin';
   readonly handoffId: string;
   readonly seal: SealReport | null;
+  /** The incumbent's application state from its SealComplete, byte for byte; nil: none. Optional on the wire. */
+  readonly state: Uint8Array | null;
 }
 /** The handoff is committed: the incumbent exits, the successor becomes the incumbent. */
 export interface Commit {
@@ -208,7 +234,7 @@ export interface ReloadDone {
 }
 
 /** Messages a daemon (incumbent or successor) sends to the supervisor. */
-export type ToSupervisorMessage = Hello | Drained | SealProgress | SealComplete | SealFailed | Ready | Heartbeat | HolderSpawned | ReloadProgress | ReloadDone;
+export type ToSupervisorMessage = Hello | Drained | DrainProgress | SealProgress | SealComplete | SealFailed | Ready | Heartbeat | HolderSpawned | ReloadProgress | ReloadDone;
 /** Messages the supervisor sends to a daemon. */
 export type ToDaemonMessage =
   | HelloAck
@@ -241,7 +267,14 @@ export type FieldSpec =
   | { readonly kind: 'uintArray'; readonly maxItems: number }
   | { readonly kind: 'stringArray'; readonly maxItems: number; readonly maxLength: number }
   | { readonly kind: 'nullable'; readonly inner: FieldSpec }
-  | { readonly kind: 'sealReport' };
+  | { readonly kind: 'sealReport' }
+  /** msgpack bin: opaque bytes, at most `max`. */
+  | { readonly kind: 'bin'; readonly max: number }
+  /**
+   * A field a receiver may find absent (added to v1 after its first release): absent means
+   * `default`, and a canonical encoder leaves the field out when its value is `default`.
+   */
+  | { readonly kind: 'optional'; readonly inner: FieldSpec; readonly default: null | boolean };
 
 /** The schema of one message type. */
 export interface MessageSchema {
@@ -262,6 +295,7 @@ const revisions = { kind: 'uintArray', maxItems: FieldLimits.revisionsMax } as c
 const fingerprint = { kind: 'string', min: 0, max: FieldLimits.fingerprintMax } as const satisfies FieldSpec;
 const deadline = { kind: 'uint', min: 0, max: FieldLimits.deadlineMsMax } as const satisfies FieldSpec;
 const requestId = { kind: 'uint', min: 1, max: 0xffff_ffff } as const satisfies FieldSpec;
+const state = { kind: 'optional', inner: { kind: 'nullable', inner: { kind: 'bin', max: FieldLimits.stateMax } }, default: null } as const satisfies FieldSpec;
 const toS = ['toSupervisor'] as const satisfies readonly Direction[];
 const toD = ['toDaemon'] as const satisfies readonly Direction[];
 
@@ -283,12 +317,25 @@ const SCHEMAS = {
     directions: toS,
     fields: { handoffId, openConnsRemaining: uint53, acceptClosed: { kind: 'bool' } },
   },
+  DrainProgress: {
+    directions: toS,
+    fields: {
+      handoffId,
+      pending: uint53,
+      kinds: { kind: 'stringArray', maxItems: FieldLimits.workKindsMax, maxLength: FieldLimits.workKindMax },
+      counts: { kind: 'uintArray', maxItems: FieldLimits.workKindsMax },
+      oldest: text,
+      oldestMs: uint53,
+      leftMs: uint53,
+    },
+    check: (m) => ((m.kinds as readonly string[]).length !== (m.counts as readonly number[]).length ? 'kinds and counts must have the same length' : undefined),
+  },
   SealProgress: {
     directions: toS,
     fields: { handoffId, completed: uint53, total: uint53 },
     check: (m) => ((m.completed as number) > (m.total as number) ? 'completed must not exceed total' : undefined),
   },
-  SealComplete: { directions: toS, fields: { handoffId, revisions, fingerprint } },
+  SealComplete: { directions: toS, fields: { handoffId, revisions, fingerprint, state } },
   SealFailed: { directions: toS, fields: { handoffId, error: text } },
   Ready: {
     directions: toS,
@@ -306,12 +353,12 @@ const SCHEMAS = {
   },
   PrepareHandoff: {
     directions: toD,
-    fields: { handoffId, successorPid: pid, deadlineMs: deadline, drainGraceMs: deadline },
+    fields: { handoffId, successorPid: pid, deadlineMs: deadline, drainGraceMs: deadline, cutWork: { kind: 'optional', inner: { kind: 'bool' }, default: false } },
     check: (m) =>
       (m.drainGraceMs as number) > (m.deadlineMs as number) ? 'drainGraceMs must not exceed deadlineMs' : undefined,
   },
   SealRequest: { directions: toD, fields: { handoffId } },
-  Begin: { directions: toD, fields: { handoffId, seal: { kind: 'nullable', inner: { kind: 'sealReport' } } } },
+  Begin: { directions: toD, fields: { handoffId, seal: { kind: 'nullable', inner: { kind: 'sealReport' } }, state } },
   Commit: { directions: toD, fields: { handoffId } },
   Abort: {
     directions: toD,
@@ -401,7 +448,11 @@ type FieldType<S> = S extends { readonly kind: 'uint' }
               ? FieldType<I> | null
               : S extends { readonly kind: 'sealReport' }
                 ? SealReport
-                : never;
+                : S extends { readonly kind: 'bin' }
+                  ? Uint8Array
+                  : S extends { readonly kind: 'optional'; readonly inner: infer I }
+                    ? FieldType<I>
+                    : never;
 
 /** The fields of message T as its schema describes them. */
 type SchemaFields<T extends MessageType> = {
@@ -483,6 +534,12 @@ function validateValue(type: string, field: string, spec: FieldSpec, value: unkn
     }
     case 'nullable':
       return value === null ? null : validateValue(type, field, spec.inner, value);
+    case 'bin':
+      if (!(value instanceof Uint8Array) || value.length > spec.max) throw invalid(type, field, `bytes (msgpack bin) of at most ${spec.max}`, value);
+      // A copy: never a view that keeps a whole received frame alive.
+      return new Uint8Array(value);
+    case 'optional':
+      return validateValue(type, field, spec.inner, value);
     case 'sealReport': {
       const get = fieldSource(value);
       if (!get) throw invalid(type, field, 'a map with revisions and fingerprint', value);
@@ -520,18 +577,30 @@ function fieldSource(value: unknown): FieldSource | undefined {
   return undefined;
 }
 
-function build(type: MessageType, get: FieldSource): Message {
+/**
+ * A message of `type` from its fields. An optional field that is absent takes its default;
+ * `forWire` leaves out every optional field whose value is its default (canonical form).
+ */
+function build(type: MessageType, get: FieldSource, forWire = false): Message {
   const schema = MESSAGE_SCHEMAS[type];
   const out: Record<string, unknown> = { type };
+  const defaulted: string[] = [];
   for (const [field, spec] of Object.entries(schema.fields)) {
     const value = get(field);
+    if (value === undefined && spec.kind === 'optional') {
+      out[field] = spec.default;
+      defaulted.push(field);
+      continue;
+    }
     if (value === undefined) throw invalid(type, field, 'a value (the field is required)', value);
     out[field] = validateValue(type, field, spec, value);
+    if (spec.kind === 'optional' && out[field] === spec.default) defaulted.push(field);
   }
   const problem = schema.check?.(out);
   if (problem !== undefined) {
     throw new HandoffProtocolError(ProtocolErrorCode.InvalidField, `${type}: ${problem}`, { messageType: type });
   }
+  if (forWire && defaulted.length > 0) return Object.fromEntries(Object.entries(out).filter(([field]) => !defaulted.includes(field))) as unknown as Message;
   return out as unknown as Message;
 }
 
@@ -583,7 +652,7 @@ export function toWire(message: Message, direction: Direction): Record<string, u
       throw new HandoffProtocolError(ProtocolErrorCode.UnknownMessage, `not a v1 message: ${describe(tag)}`);
     }
     checkDirection(tag, direction);
-    return build(tag, get) as unknown as Record<string, unknown>;
+    return build(tag, get, true) as unknown as Record<string, unknown>;
   } catch (error) {
     if (!(error instanceof HandoffProtocolError)) throw error;
     throw new HandoffProtocolError(ProtocolErrorCode.InvalidArgument, `refusing to send an invalid message: ${error.message}`, error.details, { cause: error });

@@ -53,6 +53,12 @@ export const Capability = {
    * configuration, in place, and reports the outcome (PROTOCOL.md section 6, "Reload").
    */
   Reload: 1 << 6,
+  /**
+   * The incumbent reports what its drain still waits for (DrainProgress: tracked long-lived
+   * work by kind, the oldest item, the time left) while it drains (PROTOCOL.md section 6,
+   * "Long-lived work").
+   */
+  DrainProgress: 1 << 7,
 } as const;
 
 /** One named capability. */

@@ -502,6 +502,8 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         // SIGTERM: the old incumbent stops accepting, finishes its requests and exits.
         ops.push({ who: INCUMBENT, name: 'the old incumbent drains and exits', run: () => { kill(INCUMBENT, 'exit 0: stopped after the overlap commit'); } });
         return;
+      case 'drainProgress':
+        return;
       case 'finished':
         outcome = effect.outcome;
         log(`handoff finished: ${effect.outcome.kind}${effect.outcome.code ? ` (${effect.outcome.code})` : ''}`);

@@ -7,9 +7,9 @@ import type { SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState } 
 const CONFIG = { pid: 300, buildId: 'v2', versions: { min: 1, max: 1 }, capabilities: 2, heartbeatMs: 500, livenessMs: 3000 };
 const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   HelloAck: { type: 'HelloAck', version: 1, handoffId: 'h1', capabilities: 2 },
-  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100 },
+  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100, cutWork: false },
   SealRequest: { type: 'SealRequest', handoffId: 'h1' },
-  Begin: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' } },
+  Begin: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null },
   Commit: { type: 'Commit', handoffId: 'h1' },
   Abort: { type: 'Abort', handoffId: 'h1', code: 'HANDOFF_CANCELLED', reason: 'x' },
   ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
@@ -56,7 +56,7 @@ describe('successor machine: decisions', () => {
   it('says Hello first and takes over only on Begin, with the seal report', () => {
     expect(types(successorTransition(STATES.init as SuccessorState, EVENTS.start as SuccessorEvent).effects)).toEqual(['send:Hello', 'setTimer', 'setTimer']);
     expect(successorTransition(STATES.awaitingBegin as SuccessorState, EVENTS['M:Begin'] as SuccessorEvent).effects).toContainEqual({
-      type: 'takeOver', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' },
+      type: 'takeOver', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null,
     });
   });
 

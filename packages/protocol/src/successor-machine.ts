@@ -58,7 +58,7 @@ export type SuccessorEffect =
   | { readonly type: 'send'; readonly message: ToSupervisorMessage }
   | { readonly type: 'closeSession' }
   /** Take the lock, open the data (continuing `seal`, or recovering from disk when null), listen. */
-  | { readonly type: 'takeOver'; readonly handoffId: string; readonly seal: SealReport | null }
+  | { readonly type: 'takeOver'; readonly handoffId: string; readonly seal: SealReport | null; readonly state: Uint8Array | null }
   /** The successor is now the incumbent: bind the control socket and serve sessions. */
   | { readonly type: 'becomeIncumbent'; readonly handoffId: string; readonly promoted: boolean }
   | { readonly type: 'exit'; readonly code: number; readonly reason: string }
@@ -143,7 +143,7 @@ function onMessage(state: SuccessorState, message: ToDaemonMessage): Result {
       if (state.phase !== 'awaitingBegin' || message.handoffId !== state.handoffId) return fail(state, violation(state, `Begin for ${message.handoffId}`));
       return {
         state: { ...state, phase: 'takingOver', seal: message.seal },
-        effects: [liveness, { type: 'takeOver', handoffId: message.handoffId, seal: message.seal }],
+        effects: [liveness, { type: 'takeOver', handoffId: message.handoffId, seal: message.seal, state: message.state }],
       };
     case 'Commit':
       if (state.phase !== 'ready' || message.handoffId !== state.handoffId) return fail(state, violation(state, `Commit for ${message.handoffId}`));

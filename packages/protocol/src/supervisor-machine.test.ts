@@ -14,8 +14,9 @@ const PID = 300;
 const MESSAGES: Record<ToSupervisorMessage['type'], ToSupervisorMessage> = {
   Hello: { type: 'Hello', role: 'successor', pid: PID, buildId: 'v2', protoMin: 1, protoMax: 1, capabilities: CAPS | capabilities('Overlap') },
   Drained: { type: 'Drained', handoffId: 'h1', openConnsRemaining: 0, acceptClosed: true },
+  DrainProgress: { type: 'DrainProgress', handoffId: 'h1', pending: 2, kinds: ['job'], counts: [2], oldest: 'job: export', oldestMs: 1200, leftMs: 28000 },
   SealProgress: { type: 'SealProgress', handoffId: 'h1', completed: 1, total: 2 },
-  SealComplete: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f' },
+  SealComplete: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f', state: null },
   SealFailed: { type: 'SealFailed', handoffId: 'h1', error: 'disk full' },
   Ready: { type: 'Ready', handoffId: 'h1', listeningOn: ['http'], healthy: true, revisions: [5] },
   Heartbeat: { type: 'Heartbeat', ts: 1 },
@@ -105,9 +106,21 @@ describe('supervisor machine: decisions', () => {
     ]);
   });
 
-  it('forwards the seal report in Begin', () => {
+  it('forwards the seal report in Begin, and the handover state byte for byte', () => {
     const { effects } = run(STATES.sealing as SupervisorState, EVENTS['I:SealComplete'] as SupervisorEvent);
-    expect(effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' } } });
+    expect(effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null } });
+    const state = Uint8Array.of(0x81, 0xa1, 0x6e, 0x07);
+    const withState = run(STATES.sealing as SupervisorState, { type: 'incumbentMessage', message: { ...MESSAGES.SealComplete, state } as ToSupervisorMessage });
+    expect(withState.effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state } });
+  });
+
+  it('asks for cutWork when the handoff does, and reports DrainProgress only in preparing', () => {
+    const started = run(STATES.idle as SupervisorState, { type: 'start', spec: { ...SPEC, cutWork: true } }, EVENTS.spawned as SupervisorEvent, EVENTS['S:Hello'] as SupervisorEvent);
+    expect(started.effects).toContainEqual(expect.objectContaining({ type: 'sendToIncumbent', message: expect.objectContaining({ type: 'PrepareHandoff', cutWork: true }) as unknown }));
+    const progress = run(STATES.preparing as SupervisorState, EVENTS['I:DrainProgress'] as SupervisorEvent);
+    expect(progress.state.phase).toBe('preparing');
+    expect(progress.effects).toContainEqual({ type: 'drainProgress', progress: { pending: 2, kinds: ['job'], counts: [2], oldest: 'job: export', oldestMs: 1200, leftMs: 28000 } });
+    expect(progress.effects).toContainEqual(expect.objectContaining({ type: 'setTimer', timer: 'incumbentLiveness' }));
   });
 
   it('rejects a Ready whose revisions do not continue the sealed ones, and resumes the incumbent after the successor is gone', () => {
@@ -150,7 +163,7 @@ describe('supervisor machine: decisions', () => {
 
   it('promotes the successor with an empty seal when the incumbent dies mid-drain, and commits as promoted', () => {
     const r = run(STATES.preparing as SupervisorState, EVENTS.incumbentExited as SupervisorEvent);
-    expect(r.effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: null } });
+    expect(r.effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: null, state: null } });
     const done = run(r.state, { type: 'successorMessage', message: { ...MESSAGES.Ready, revisions: [0, 1] } as ToSupervisorMessage });
     expect(done.state.outcome).toMatchObject({ kind: 'promoted', committed: true });
     expect(sent(done.effects, 'sendToIncumbent')).toEqual([]);

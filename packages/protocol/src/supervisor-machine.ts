@@ -10,7 +10,7 @@
  */
 import { AbortCode, HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
 import type { CancelTimer, SetTimer, Timeouts, Transition } from './machine.js';
-import type { Hello, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
+import type { DrainProgress, Hello, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './messages.js';
 import { commonCapabilities, hasCapability, negotiateVersion } from './negotiation.js';
 import type { VersionRange } from './negotiation.js';
@@ -44,6 +44,8 @@ export interface HandoffSpec {
   readonly versions?: VersionRange;
   /** Capabilities the supervisor offers (`Overlap` only when it configures no data directory). */
   readonly capabilities: number;
+  /** Ask the incumbent to cut its tracked long-lived work at once instead of waiting for it (PrepareHandoff's `cutWork`). */
+  readonly cutWork?: boolean;
 }
 
 /** How a handoff ended. */
@@ -89,6 +91,8 @@ export interface SupervisorState {
   /** True once Begin was sent: the successor may hold the lock. */
   readonly beginSent: boolean;
   readonly seal: SealReport | null;
+  /** The incumbent's application state from SealComplete, forwarded byte for byte in Begin. */
+  readonly handover: Uint8Array | null;
   /** The abort in progress or done. */
   readonly abort: { readonly code: AbortCode; readonly reason: string } | null;
   /** In `aborting`: ResumeAfterAbort is owed to the incumbent once the successor is gone. */
@@ -128,6 +132,8 @@ export type SupervisorEffect =
   | { readonly type: 'stopIncumbent'; readonly graceMs: number }
   | { readonly type: 'coldStart'; readonly reason: string }
   | { readonly type: 'sealProgress'; readonly completed: number; readonly total: number }
+  /** What the draining incumbent still waits for (its DrainProgress), for the operator. */
+  | { readonly type: 'drainProgress'; readonly progress: Omit<DrainProgress, 'type' | 'handoffId'> }
   | { readonly type: 'finished'; readonly outcome: HandoffOutcome }
   | SetTimer<SupervisorTimer>
   | CancelTimer<SupervisorTimer>;
@@ -150,6 +156,7 @@ export function initialSupervisorState(): SupervisorState {
     incumbentPrepared: false,
     beginSent: false,
     seal: null,
+    handover: null,
     abort: null,
     resumePending: false,
     outcome: null,
@@ -235,17 +242,20 @@ function abortForViolation(state: SupervisorState, error: HandoffProtocolError):
   return { ...r, violation: error };
 }
 
-/** Sends Begin; with no seal the successor recovers from disk (the incumbent died). */
-function begin(state: SupervisorState, seal: SealReport | null): Result {
+/**
+ * Sends Begin; with no seal the successor recovers from disk (the incumbent died). `handover`
+ * is the incumbent's application state from its SealComplete (none without a seal).
+ */
+function begin(state: SupervisorState, seal: SealReport | null, handover: Uint8Array | null = null): Result {
   const s = spec(state);
   if (seal === null && !state.overlap && !hasCapability(state.capabilities, 'RecoverFromDisk')) {
     return abort(state, AbortCode.NoRecovery, 'the incumbent died and the successor cannot recover from disk (no RecoverFromDisk capability)');
   }
   return {
-    state: { ...state, phase: 'beginning', seal, beginSent: true },
+    state: { ...state, phase: 'beginning', seal, handover, beginSent: true },
     effects: [
       { type: 'journal', phase: 'beginning', seal },
-      { type: 'sendToSuccessor', message: { type: 'Begin', handoffId: s.handoffId, seal } },
+      { type: 'sendToSuccessor', message: { type: 'Begin', handoffId: s.handoffId, seal, state: handover } },
       { type: 'setTimer', timer: 'phase', ms: s.timeouts.readyMs },
       { type: 'cancelTimer', timer: 'incumbentLiveness' },
     ],
@@ -293,6 +303,7 @@ function onHello(state: SupervisorState, hello: Hello): Result {
           successorPid: hello.pid,
           deadlineMs: s.timeouts.drainMs,
           drainGraceMs: Math.min(s.timeouts.drainGraceMs, s.timeouts.drainMs),
+          cutWork: s.cutWork ?? false,
         },
       },
       { type: 'setTimer', timer: 'phase', ms: s.timeouts.drainMs },
@@ -328,6 +339,12 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
         ],
       };
     }
+    case 'DrainProgress': {
+      const bad = expect(state.phase === 'preparing', 'DrainProgress') ?? checkId(state, message);
+      if (bad) return abortForViolation(state, bad);
+      const { pending, kinds, counts, oldest, oldestMs, leftMs } = message;
+      return { state, effects: [...liveness, { type: 'drainProgress', progress: { pending, kinds, counts, oldest, oldestMs, leftMs } }] };
+    }
     case 'SealProgress': {
       const bad = expect(state.phase === 'sealing', 'SealProgress') ?? checkId(state, message);
       if (bad) return abortForViolation(state, bad);
@@ -336,7 +353,7 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
     case 'SealComplete': {
       const bad = expect(state.phase === 'sealing', 'SealComplete') ?? checkId(state, message);
       if (bad) return abortForViolation(state, bad);
-      return begin(state, { revisions: message.revisions, fingerprint: message.fingerprint });
+      return begin(state, { revisions: message.revisions, fingerprint: message.fingerprint }, message.state);
     }
     case 'SealFailed': {
       const bad = expect(state.phase === 'preparing' || state.phase === 'sealing', 'SealFailed') ?? checkId(state, message);
@@ -391,6 +408,7 @@ function onSuccessorMessage(state: SupervisorState, message: ToSupervisorMessage
       return r;
     }
     case 'Drained':
+    case 'DrainProgress':
     case 'SealProgress':
     case 'SealComplete':
     case 'SealFailed':

@@ -55,6 +55,7 @@ function logEvents(log: Logger): void {
     gaveUp: 'error',
     peerBusy: 'warn',
     sealProgress: 'debug',
+    drainProgress: 'info',
     violation: 'warn',
     probation: 'info',
     health: 'debug',

@@ -11,6 +11,12 @@
  * wrote since, so that the time nobody accepts does not grow with the data (`preload`,
  * `catchUp`, `warmUp`; PROTOCOL.md §7, "Preloading and warming up").
  *
+ * Long-lived work (jobs, streams, sessions) is tracked with a {@link WorkTracker} given as
+ * `work`: the drain waits for it up to its deadline, tells each item, cancels interruptible
+ * items first, cuts what still runs, and reports it (`onDrainStart`, `onDrainEnd`, DrainProgress).
+ * What `seal` returns, with the list of cut work, is handed to the successor's `open` or
+ * `catchUp` as `handedOver` (PROTOCOL.md §6, "Long-lived work" and "Handover state").
+ *
  * While a hook runs, the event loop is watched: a hook that blocks it for longer than a
  * third of the liveness timeout gets one line on stderr (see loop-watch.ts).
  *
@@ -21,14 +27,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RequestListener, Server } from 'node:http';
 import type { SealReport } from '@handoff/protocol';
-import { DEFAULT_TIMEOUTS, explainRevisionGap } from '@handoff/protocol';
+import { DEFAULT_TIMEOUTS, FieldLimits, explainRevisionGap } from '@handoff/protocol';
 import { detectRole } from './env.js';
 import type { DetectedRole } from './env.js';
 import { CoreError, CoreErrorCode } from './errors.js';
 import { messageOf } from '@handoff/protocol/internal';
 import { HttpDrainer } from './http-drain.js';
 import { Incumbent, defaultCapabilities } from './incumbent.js';
-import type { Drainable, IncumbentExit } from './incumbent.js';
+import type { DrainReport, Drainable, IncumbentExit } from './incumbent.js';
 import type { InheritedListeners } from './listeners.js';
 import { DataDirLock } from './lock.js';
 import { Successor } from './successor.js';
@@ -37,6 +43,10 @@ import { armFailureFile, disarmFailureFile } from './failure-file.js';
 import { watchLoop } from './loop-watch.js';
 import { reloaderFor } from './reload.js';
 import type { ConfigReloader, DaemonPlugins } from './reload.js';
+import { decodeHandover, encodeHandover } from './handover.js';
+import type { HandedOver } from './handover.js';
+import type { CutWork, WorkSnapshot, WorkTracker } from './work.js';
+import type { DrainContext, DrainProgressReport } from './incumbent.js';
 
 // A daemon started by a supervisor keeps its last output from the moment this library is
 // loaded, so that a failure before it serves can be shown with the handoff's outcome.
@@ -52,6 +62,38 @@ export interface OpenContext {
   readonly seal: SealReport | null;
   /** Why the data is being opened. */
   readonly reason: 'coldStart' | 'takeover' | 'recover' | 'resume';
+  /**
+   * On a takeover: what the incumbent handed over — the value its `seal` returned and the
+   * work its drain cut (to offer to resume it). Null when there is none: a cold start, a
+   * recovery, a resume, an incumbent that returned nothing and cut nothing, or a state that
+   * could not be read (one line on stderr says why). Never rely on it for data: it is lost when
+   * the incumbent dies (PROTOCOL.md §6, "Handover state").
+   */
+  readonly handedOver: HandedOver | null;
+}
+
+/** Why a drain runs: a handoff (PrepareHandoff) or a stop (`stopSignal`, SIGTERM). */
+export type DrainCause = 'handoff' | 'stop';
+
+/** What `onDrainStart` is told. */
+export interface DrainStartInfo {
+  readonly cause: DrainCause;
+  /** When the drain must be over, epoch ms; tracked work still running shortly before is cut. */
+  readonly deadline: number;
+  /** The tracked work pending as the drain starts. */
+  readonly pending: readonly WorkSnapshot[];
+  /** The operator asked not to wait (`--no-drain-wait`): every tracked item is cut at once. */
+  readonly cutWork: boolean;
+}
+
+/** What `onDrainEnd` is told. */
+export interface DrainEndInfo {
+  readonly cause: DrainCause;
+  /** Tracked items that ended by themselves during the drain. */
+  readonly finished: number;
+  /** Tracked items the drain cut (interrupted, at the deadline, or at once when forced). */
+  readonly cut: readonly CutWork[];
+  readonly durationMs: number;
 }
 
 /** What `preload` is told. */
@@ -67,6 +109,8 @@ export interface PreloadContext {
 
 /** How long a successor may preload, from its process's start: 70% of the supervisor's default `helloMs`. */
 export const DEFAULT_PRELOAD_MS = Math.round(DEFAULT_TIMEOUTS.helloMs * 0.7);
+/** How often a draining incumbent reports what it still waits for (PROTOCOL.md §6 asks for at least every 5 s). */
+const DRAIN_PROGRESS_MS = 1_000;
 /** How long a preload may run on after its signal before the successor says Hello without it. */
 const PRELOAD_GRACE_MS = 1_000;
 
@@ -128,12 +172,28 @@ export interface DaemonOptions<S, P = unknown> {
   /** Last revision per shard (required with `open`). */
   revisions?(state: S): readonly number[];
   fingerprint?(state: S): string;
-  /** Flushes, fsyncs and closes the writer; the lock is released right after (required with `open`). */
-  seal?(state: S): Promise<void>;
+  /**
+   * Flushes, fsyncs and closes the writer; the lock is released right after (required with
+   * `open`). What it returns (anything msgpack encodes: a poll offset, session ids, counters),
+   * if not undefined, is handed to the successor's `open`/`catchUp` as `handedOver.state`; at
+   * most 512 KiB encoded, with the cut work — more, or a value that does not encode, fails the
+   * seal with one line saying so, and this incumbent serves on.
+   */
+  seal?(state: S): Promise<unknown>;
   /** The request handler of a listener. */
   handler(state: S, listener: string): RequestListener;
   /** Called each time the daemon (re)starts serving. */
   onServing?(info: { readonly role: 'cold' | 'successor'; readonly promoted: boolean; readonly listeningOn: readonly string[] }): void;
+  /**
+   * The daemon's long-lived work (jobs, streams, sessions, children): the drain waits for what
+   * it tracks, up to the drain's deadline, tells each item, cancels interruptible ones first
+   * and cuts what still runs then (PROTOCOL.md §6, "Long-lived work").
+   */
+  readonly work?: WorkTracker;
+  /** Called when a drain starts (a handoff or a stop), e.g. to tell the daemon's users. A throw is one line on stderr; the drain goes on. */
+  onDrainStart?(info: DrainStartInfo): void | Promise<void>;
+  /** Called when the drain of tracked work is over, with what it cut. A throw is one line on stderr; the drain goes on. */
+  onDrainEnd?(info: DrainEndInfo): void | Promise<void>;
   /** Aborting it stops the daemon gracefully: drain, seal, release, exit 0. */
   readonly stopSignal?: AbortSignal;
   /** The drain grace when stopping on `stopSignal` (default 1 s); in a handoff the supervisor's `drain_grace` applies. */
@@ -236,22 +296,82 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     return state as S; // a daemon without data has none: undefined
   };
 
-  const drainable: Drainable = {
-    async drain(deadline, signal, graceMs) {
-      const grace = graceMs ?? options.drainGraceMs ?? DEFAULT_TIMEOUTS.drainGraceMs;
-      const reports = await watched('the drain (your request handlers)', () => Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal }))));
+  const work = options.work;
+  /** The work the last drain cut: handed over with the seal's state. */
+  let lastCut: readonly CutWork[] = [];
+  /** A user hook around the drain: never fails the drain. */
+  const notify = async (hook: string, call: (() => void | Promise<void>) | undefined): Promise<void> => {
+    if (!call) return;
+    try {
+      await call();
+    } catch (error) {
+      process.stderr.write(`handoff: ${hook} failed: ${messageOf(error)}; the drain goes on\n`);
+    }
+  };
+  /** What the drain waits for now: tracked work by kind, then open connections. */
+  const progressNow = (deadline: number): DrainProgressReport => {
+    const p = work?.progress();
+    const connections = served.reduce((n, s) => n + s.drainer.openConnections, 0);
+    const byKind = [...(p?.byKind ?? []).map((k) => [k.kind, k.count] as const), ...(connections > 0 ? [['connection', connections] as const] : [])].slice(0, FieldLimits.workKindsMax);
+    const oldest = p?.oldest ?? null;
+    return {
+      pending: (p?.pending ?? 0) + connections,
+      kinds: byKind.map(([kind]) => kind.slice(0, FieldLimits.workKindMax)),
+      counts: byKind.map(([, count]) => count),
+      oldest: oldest ? `${oldest.kind} ${oldest.id}${oldest.description ? `: ${oldest.description}` : ''}`.slice(0, 1_000) : '',
+      oldestMs: oldest ? Math.max(0, Math.round(oldest.ageMs)) : 0,
+      leftMs: Math.max(0, deadline - Date.now()),
+    };
+  };
+  const drainAll = async (deadline: number, signal: AbortSignal, graceMs: number | undefined, cause: DrainCause, context?: DrainContext): Promise<DrainReport> => {
+    const grace = graceMs ?? options.drainGraceMs ?? DEFAULT_TIMEOUTS.drainGraceMs;
+    const cutWork = context?.cutWork ?? false;
+    await notify('onDrainStart()', options.onDrainStart ? () => options.onDrainStart?.({ cause, deadline, pending: work?.items() ?? [], cutWork }) : undefined);
+    // Progress for the operator: at once, then every second while anything is pending.
+    const report = (): void => {
+      const now = progressNow(deadline);
+      if (now.pending > 0) context?.progress(now);
+    };
+    const ticker = context ? setInterval(report, DRAIN_PROGRESS_MS) : undefined;
+    ticker?.unref();
+    report();
+    const drainWork = async (): Promise<void> => {
+      if (!work) return;
+      const r = await work.drain({ deadline, force: cutWork, signal });
+      lastCut = r.cut;
+      if (r.cut.length > 0) {
+        const list = r.cut.map((c) => `${c.kind} ${c.id} (${c.why})`).join(', ');
+        process.stderr.write(`handoff: the drain cut ${r.cut.length} tracked item${r.cut.length === 1 ? '' : 's'}: ${list.slice(0, 1_000)}\n`);
+      }
+      if (!r.abandoned) await notify('onDrainEnd()', options.onDrainEnd ? () => options.onDrainEnd?.({ cause, finished: r.finished, cut: r.cut, durationMs: r.durationMs }) : undefined);
+    };
+    try {
+      const [reports] = await watched('the drain (your request handlers)', () => Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal }))), drainWork()]));
       return { openConnsRemaining: reports.reduce((n, r) => n + r.openConnsRemaining, 0), acceptClosed: true };
-    },
+    } finally {
+      if (ticker) clearInterval(ticker);
+    }
+  };
+  /** Seals the data; returns the report and what `seal` returned. */
+  const sealAll = async (): Promise<{ report: SealReport; handed: unknown }> => {
+    const current = requireState();
+    const handed: unknown = sealData ? await watched('seal()', () => sealData(current)) : undefined;
+    sealed = true;
+    lastSeal = { revisions: revisionsNow(current), fingerprint: options.fingerprint?.(current) ?? '' };
+    return { report: lastSeal, handed };
+  };
+  const drainable: Drainable = {
+    drain: (deadline, signal, graceMs, context) => drainAll(deadline, signal, graceMs, 'handoff', context),
     async seal() {
-      const current = requireState();
-      if (sealData) await watched('seal()', () => sealData(current));
-      sealed = true;
-      lastSeal = { revisions: revisionsNow(current), fingerprint: options.fingerprint?.(current) ?? '' };
-      return lastSeal;
+      const { report, handed } = await sealAll();
+      // Encoded after the data is sealed: a state that cannot go fails the seal, and resuming re-opens the data.
+      return { ...report, state: encodeHandover(handed, lastCut) };
     },
     async resumeAfterAbort() {
+      work?.resume();
+      lastCut = [];
       if (sealed) {
-        state = await open({ dataDir, seal: lastSeal, reason: 'resume' });
+        state = await open({ dataDir, seal: lastSeal, reason: 'resume', handedOver: null });
         sealed = false;
       }
       const listeningOn = await listen(requireState());
@@ -277,7 +397,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     let listeningOn: string[];
     try {
       const lock = await lockIfData(() => DataDirLock.acquireOrBreakStale(dataDir, { waitMs: options.lockWaitMs ?? 10_000 }));
-      state = await open({ dataDir, seal: null, reason: 'coldStart' });
+      state = await open({ dataDir, seal: null, reason: 'coldStart', handedOver: null });
       listeningOn = await listen(state);
       incumbent = await Incumbent.bind({ ...incumbentOptions, lock });
     } catch (error) {
@@ -305,13 +425,13 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
         if (preloaded && begun.seal && options.catchUp) {
           const catchUp = options.catchUp.bind(options);
           const { value } = preloaded;
-          const context: OpenContext = { dataDir, seal: begun.seal, reason: 'takeover' };
+          const context: OpenContext = { dataDir, seal: begun.seal, reason: 'takeover', handedOver: decodeHandover(begun.state) };
           state = await watched('catchUp()', () => catchUp(value, context));
           crashPoint('successor:caught-up');
         } else {
           // A recovery (the incumbent died: no seal) reads the data as it is, in full.
           preloaded = null; // not kept in memory beside the data open reads
-          state = await open({ dataDir, seal: begun.seal, reason: begun.seal ? 'takeover' : 'recover' });
+          state = await open({ dataDir, seal: begun.seal, reason: begun.seal ? 'takeover' : 'recover', handedOver: begun.seal ? decodeHandover(begun.state) : null });
         }
       } catch (error) {
         begun.fail(messageOf(error));
@@ -337,7 +457,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       if (!(error instanceof CoreError) || !exitWith) throw error;
       // Aborted. With Overlap this successor accepted beside the incumbent: finish what it
       // accepted (the supervisor's SIGKILL comes after its stop grace) rather than reset it.
-      if (overlap && served.length > 0) await drainable.drain(Date.now() + 1_500, new AbortController().signal, 100).catch(() => undefined);
+      if (overlap && served.length > 0) await drainAll(Date.now() + 1_500, new AbortController().signal, 100, 'stop').catch(() => undefined);
       for (const s of served) s.server.closeAllConnections();
       return exitWith;
     }
@@ -348,8 +468,8 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       stopping = true;
       crashPoint('incumbent:stopping');
       try {
-        await drainable.drain(Date.now() + 10_000, new AbortController().signal);
-        await drainable.seal(new AbortController().signal, () => undefined);
+        await drainAll(Date.now() + 10_000, new AbortController().signal, undefined, 'stop');
+        await sealAll();
         incumbent.lock?.release();
         resolve({ code: 0, reason: 'stopped: drained and sealed' });
       } catch (error) {

@@ -5,8 +5,8 @@
  */
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
-import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, capabilities as capabilityBits, hasCapability, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
-import type { DaemonConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, Reload, ReloadDone, ReloadProgress, SealReport } from '@handoff/protocol';
+import { FieldLimits, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, capabilities as capabilityBits, hasCapability, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
+import type { DaemonConfig, DrainProgress, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, Reload, ReloadDone, ReloadProgress, SealReport } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { bindControlSocket } from './control-socket.js';
 import type { BoundControlSocket } from './control-socket.js';
@@ -24,16 +24,34 @@ export interface DrainReport {
   readonly acceptClosed: boolean;
 }
 
+/** What a drain still waits for (DrainProgress without its type and handoff id). */
+export type DrainProgressReport = Omit<DrainProgress, 'type' | 'handoffId'>;
+
+/** What a drain is told besides its deadline (PROTOCOL.md section 6, "Long-lived work"). */
+export interface DrainContext {
+  /** Cut tracked long-lived work at once instead of waiting for it (the operator's `--no-drain-wait`). */
+  readonly cutWork: boolean;
+  /** Report what the drain still waits for; sent as DrainProgress where the supervisor agreed to it. */
+  readonly progress: (report: DrainProgressReport) => void;
+}
+
+/** A seal report, with the application state to hand to the successor (opaque bytes, at most 512 KiB). */
+export type SealOutcome = SealReport & { readonly state?: Uint8Array | null };
+
 /** The daemon's side of a handoff, implemented by the user (or by the high-level API). */
 export interface Drainable {
   /**
    * Stop accepting, finish in-flight work, fsync — by `deadline` (epoch ms); stop early when
    * `signal` aborts. `graceMs` is the supervisor's drain grace (PrepareHandoff's
-   * `drainGraceMs`): idle keep-alive connections are closed after it.
+   * `drainGraceMs`): idle keep-alive connections are closed after it. `context` says whether
+   * to cut tracked work at once and where to report progress (absent on a stop).
    */
-  drain(deadline: number, signal: AbortSignal, graceMs?: number): Promise<DrainReport>;
-  /** Flush, fsync and close the writer; report the last revision per shard. The lock is released right after. */
-  seal(signal: AbortSignal, progress: (completed: number, total: number) => void): Promise<SealReport>;
+  drain(deadline: number, signal: AbortSignal, graceMs?: number, context?: DrainContext): Promise<DrainReport>;
+  /**
+   * Flush, fsync and close the writer; report the last revision per shard, and the state to
+   * hand over if any (Begin's `state`). The lock is released right after.
+   */
+  seal(signal: AbortSignal, progress: (completed: number, total: number) => void): Promise<SealOutcome>;
   /** The handoff was abandoned: re-open the writer if sealed (the lock is held again) and accept again. */
   resumeAfterAbort(): Promise<void>;
 }
@@ -81,7 +99,7 @@ const reloadChannel = diagnosticsChannel('handoff:incumbent:reload');
 const RELOAD_KEEPALIVE_MS = 10_000;
 
 /** Default capabilities of a Node daemon using this library. */
-export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
+export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'DrainProgress');
 
 /**
  * The capabilities a daemon announces: `Overlap` without a data directory, `SpawnHolder` when
@@ -212,7 +230,13 @@ export class Incumbent {
       case 'startDrain': {
         const { drainable } = this.#options;
         this.#startHook(async (signal) => {
-          const report = drainable.drain(Date.now() + effect.deadlineMs, signal, effect.drainGraceMs);
+          const context: DrainContext = {
+            cutWork: effect.cutWork,
+            progress: (progress) => {
+              if (!signal.aborted) this.#feed({ type: 'drainProgress', progress });
+            },
+          };
+          const report = drainable.drain(Date.now() + effect.deadlineMs, signal, effect.drainGraceMs, context);
           crashPoint('incumbent:inside-drain');
           const r = await report;
           return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed };
@@ -226,7 +250,11 @@ export class Incumbent {
             this.#feed({ type: 'sealProgress', completed, total });
           });
           crashPoint('incumbent:inside-seal');
-          return { type: 'sealDone', report: await report };
+          const { revisions, fingerprint, state } = await report;
+          if (state && state.length > FieldLimits.stateMax) {
+            throw new CoreError(CoreErrorCode.InvalidArgument, `the state to hand over is ${state.length} bytes, above the limit of ${FieldLimits.stateMax} (PROTOCOL.md §6, "Handover state"): hand over less — what is large belongs in the data directory; this incumbent serves on`);
+          }
+          return { type: 'sealDone', report: { revisions, fingerprint }, state: state ?? null };
         }, (error) => ({ type: 'sealFailed', error }));
         return;
       }

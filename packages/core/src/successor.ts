@@ -41,7 +41,7 @@ class SuccessorSession {
   readonly #machine: MachineDriver<SuccessorState, SuccessorEvent, SuccessorEffect, SuccessorTimer>;
   readonly #channel: Channel<'toSupervisor'>;
   #waiters: Waiter[] = [];
-  #takeover: { handoffId: string; seal: SealReport | null } | undefined;
+  #takeover: { handoffId: string; seal: SealReport | null; state: Uint8Array | null } | undefined;
   #promoted: boolean | undefined;
   #resolveExit!: (exit: IncumbentExit) => void;
   readonly exited: Promise<IncumbentExit>;
@@ -77,7 +77,7 @@ class SuccessorSession {
     return this.#machine.state.phase;
   }
 
-  get takeover(): { handoffId: string; seal: SealReport | null } {
+  get takeover(): { handoffId: string; seal: SealReport | null; state: Uint8Array | null } {
     if (!this.#takeover) throw new CoreError(CoreErrorCode.WrongState, `no Begin received (phase ${this.phase})`);
     return this.#takeover;
   }
@@ -125,7 +125,7 @@ class SuccessorSession {
         this.#channel.close('closed by the successor');
         return;
       case 'takeOver':
-        this.#takeover = { handoffId: effect.handoffId, seal: effect.seal };
+        this.#takeover = { handoffId: effect.handoffId, seal: effect.seal, state: effect.state };
         return;
       case 'becomeIncumbent':
         this.#promoted = effect.promoted;
@@ -218,6 +218,11 @@ export class BegunSuccessor {
   /** The incumbent's seal report; null when it died: recover from disk. */
   get seal(): SealReport | null {
     return this.#session.takeover.seal;
+  }
+
+  /** The incumbent's handover state from Begin (opaque bytes, PROTOCOL.md §6 "Handover state"); null when none. */
+  get state(): Uint8Array | null {
+    return this.#session.takeover.state;
   }
 
   get exited(): Promise<IncumbentExit> {

@@ -30,6 +30,7 @@ export type {
   Role,
   SealComplete,
   SealFailed,
+  DrainProgress,
   SealProgress,
   SealReport,
   SealRequest,

@@ -8,7 +8,10 @@
  *     subscribe(SupervisorChannels.restart, (m) => console.warn('restarting the daemon:', m));
  */
 import { channel } from 'node:diagnostics_channel';
-import type { DaemonProgram, OutcomeKind, SupervisorPhase } from '@handoff/protocol';
+import type { DaemonProgram, DrainProgress, OutcomeKind, SupervisorPhase } from '@handoff/protocol';
+
+/** What a draining incumbent still waits for (its DrainProgress), and when the supervisor heard it. */
+export type DrainProgressInfo = Omit<DrainProgress, 'type' | 'handoffId'>;
 
 /** The channel names. */
 export const SupervisorChannels = {
@@ -38,6 +41,8 @@ export const SupervisorChannels = {
   peerBusy: 'handoff:supervisor:peer-busy',
   /** The incumbent reported progress of a long seal. */
   sealProgress: 'handoff:supervisor:seal-progress',
+  /** The draining incumbent reported what it still waits for (PROTOCOL.md §6, "Long-lived work"). */
+  drainProgress: 'handoff:supervisor:drain-progress',
   /** A state machine rejected an event: a peer broke the protocol, or a bug. */
   violation: 'handoff:supervisor:violation',
   /** A new version's probation started or ended (passed, reverted, failed). */
@@ -63,6 +68,7 @@ export interface SupervisorChannelMessages {
   gaveUp: { readonly reason: string };
   peerBusy: { readonly handoffId: string; readonly peer: 'incumbent' | 'successor'; readonly pid: number; readonly silentMs: number; readonly cpuMs: number };
   sealProgress: { readonly handoffId: string; readonly completed: number; readonly total: number };
+  drainProgress: { readonly handoffId: string } & DrainProgressInfo;
   violation: { readonly machine: 'handoff' | 'lifecycle'; readonly error: string };
   probation: { readonly pid: number; readonly outcome: 'started' | 'passed' | 'reverted' | 'failed'; readonly reason: string | null; readonly ms: number | null };
   health: { readonly pid: number; readonly ok: boolean; readonly detail: string; readonly failuresInRow: number };

@@ -12,6 +12,7 @@ import type { AbortCode, DaemonProgram, HandoffOutcome, JournalPhase, OutcomeKin
 import { AbortCode as AbortCodes } from '@handoff/protocol';
 import { MachineDriver, assertNever, messageOf, readBeforeJudging } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
+import type { DrainProgressInfo } from './channels.js';
 import { describeExit, lowerPriority, mayRestorePriority, processCpu, processStartTime, readFailureFile, restorePriority, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
 import type { SpawnOptions, SpawnedDaemon } from './processes.js';
 import type { IncumbentSession } from './session.js';
@@ -64,6 +65,10 @@ export interface RunContext {
   /** The successor exists (so its death is watched from now on). */
   onSpawned(spawned: SpawnedDaemon): void;
   onPhase?: ((change: PhaseChange) => void) | undefined;
+  /** Cut the incumbent's tracked long-lived work at once (PrepareHandoff's `cutWork`). */
+  readonly cutWork?: boolean;
+  /** What the draining incumbent still waits for, each time it says so. */
+  onDrainProgress?: ((progress: DrainProgressInfo) => void) | undefined;
 }
 
 /** One handoff. */
@@ -88,6 +93,7 @@ export class HandoffRun {
   /** Per peer: how long it was found working on the CPU while sending nothing (its event loop blocked). */
   readonly #busyMs = new Map<'incumbent' | 'successor', number>();
   readonly #ownLoop = readBeforeJudging();
+  #drain: (DrainProgressInfo & { readonly at: number }) | null = null;
 
   constructor(ctx: RunContext, incumbent: RunIncumbent, program: DaemonProgram) {
     this.#ctx = ctx;
@@ -120,6 +126,11 @@ export class HandoffRun {
 
   get phase(): SupervisorPhase {
     return this.#machine.state.phase;
+  }
+
+  /** What the incumbent last said it waits for, while it drains (null otherwise, or before it said anything). */
+  get drain(): (DrainProgressInfo & { readonly at: number }) | null {
+    return this.#machine.state.phase === 'preparing' ? this.#drain : null;
   }
 
   #pidOf(peer: 'incumbent' | 'successor'): number | undefined {
@@ -173,7 +184,7 @@ export class HandoffRun {
       this.#resolve = resolve;
     });
     this.#attachIncumbent();
-    this.#machine.feed({ type: 'start', spec: { handoffId: this.handoffId, timeouts: this.#ctx.timeouts, capabilities: this.#ctx.capabilities } });
+    this.#machine.feed({ type: 'start', spec: { handoffId: this.handoffId, timeouts: this.#ctx.timeouts, capabilities: this.#ctx.capabilities, cutWork: this.#ctx.cutWork ?? false } });
     const outcome = await finished;
     for (const detach of this.#detach) detach();
     this.#machine.stopTimers();
@@ -278,6 +289,15 @@ export class HandoffRun {
         return;
       case 'sealProgress':
         publish('sealProgress', { handoffId: this.handoffId, completed: effect.completed, total: effect.total });
+        return;
+      case 'drainProgress':
+        this.#drain = { ...effect.progress, at: Date.now() };
+        publish('drainProgress', { handoffId: this.handoffId, ...effect.progress });
+        try {
+          this.#ctx.onDrainProgress?.(effect.progress);
+        } catch {
+          // An observer's mistake never changes the handoff.
+        }
         return;
       case 'finished':
         this.#resolve(effect.outcome);

@@ -10,7 +10,7 @@ export type { HandoffResult, PhaseChange } from './handoff-run.js';
 export { RELOAD_SILENCE_MS } from './reload.js';
 export type { ReloadResult, ReloadStepReport, ReloadTarget } from './reload.js';
 export { SupervisorChannels } from './channels.js';
-export type { SupervisorChannel, SupervisorChannelMessages } from './channels.js';
+export type { DrainProgressInfo, SupervisorChannel, SupervisorChannelMessages } from './channels.js';
 export { bindListeners, listenerAddress, listenersFromEnv, selfTestHeldListeners, startListening } from './listeners.js';
 export type { HeldListener, ListenerSpec } from './listeners.js';
 export type { DaemonCommand } from './processes.js';

@@ -14,7 +14,8 @@ import { MachineDriver, assertNever, messageOf } from '@handoff/protocol/interna
 import { publish } from './channels.js';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
 import { HandoffRun } from './handoff-run.js';
-import type { HandoffResult, PhaseChange } from './handoff-run.js';
+import type { HandoffResult } from './handoff-run.js';
+import type { HandoffOptions } from './supervisor.js';
 import { JournalFile } from './journal-file.js';
 import type { HeldListener } from './listeners.js';
 import { describeExit, isAlive, processStartTime, readFailureFile, spawnDaemon, stopProcess } from './processes.js';
@@ -26,7 +27,7 @@ import { reloadThrough } from './reload.js';
 import type { ReloadResult, ReloadStepReport, ReloadTarget } from './reload.js';
 
 /** The capabilities this supervisor offers. */
-export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'Reload');
+export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'Reload', 'DrainProgress');
 
 /** The capabilities offered for a daemon with `dataDir`: without one, also `Overlap`. */
 export function supervisorCapabilities(dataDir: string | null): number {
@@ -81,7 +82,7 @@ export type LiveConfig = Pick<LifecycleConfig, 'program' | 'timeouts' | 'restart
 interface Request {
   readonly resolve: (result: HandoffResult) => void;
   readonly reject: (error: SupervisorError) => void;
-  readonly onPhase: ((change: PhaseChange) => void) | undefined;
+  readonly options: HandoffOptions;
   result: HandoffResult | null;
 }
 
@@ -226,11 +227,12 @@ export class LifecycleDriver {
   }
 
   /** Asks for a handoff; the machine answers with a run or a refusal. */
-  requestHandoff(change: ProgramChange, onPhase: ((change: PhaseChange) => void) | undefined, probationMs?: number): Promise<HandoffResult> {
+  requestHandoff(change: ProgramChange, options: HandoffOptions = {}): Promise<HandoffResult> {
     const requestId = this.#nextRequest++;
     const answer = new Promise<HandoffResult>((resolve, reject) => {
-      this.#requests.set(requestId, { resolve, reject, onPhase, result: null });
+      this.#requests.set(requestId, { resolve, reject, options, result: null });
     });
+    const { probationMs } = options;
     this.feed({ type: 'handoffRequested', requestId, change, now: Date.now(), ...(probationMs === undefined ? {} : { probationMs }) });
     return answer;
   }
@@ -465,6 +467,7 @@ export class LifecycleDriver {
     // A reload in place reports on the session the handoff is about to use: let it answer first.
     await this.#reloading?.done.catch(() => undefined);
     const request = this.#requests.get(requestId);
+    const drainTimeoutMs = request?.options.drainTimeoutMs;
     const daemon = this.state.daemon;
     const kept = this.#session;
     if (!daemon || kept?.pid !== daemon.pid || kept.session.channel.closed) {
@@ -475,8 +478,11 @@ export class LifecycleDriver {
     }
     const run = new HandoffRun(
       {
-        timeouts: this.#config.timeouts,
+        // This handoff's own drain timeout, if asked for: the drain's deadline and its phase timer.
+        timeouts: drainTimeoutMs === undefined ? this.#config.timeouts : { ...this.#config.timeouts, drainMs: drainTimeoutMs, drainGraceMs: Math.min(this.#config.timeouts.drainGraceMs, drainTimeoutMs) },
         capabilities: supervisorCapabilities(this.#config.dataDir),
+        cutWork: request?.options.cutWork ?? false,
+        onDrainProgress: request?.options.onDrainProgress,
         successorNice: this.#config.successorNice,
         spawnOptions: this.#spawnOptions(),
         writeJournal: (phase, handoffId, successor, seal) => {
@@ -486,7 +492,7 @@ export class LifecycleDriver {
           this.#track(spawned);
           this.feed({ type: 'successorSpawned', requestId, pid: spawned.pid });
         },
-        onPhase: request?.onPhase,
+        onPhase: request?.options.onPhase,
       },
       { pid: daemon.pid, session: kept.session, exited: this.#children.get(daemon.pid)?.exited ?? null },
       program,

@@ -11,6 +11,7 @@ import { isAbsolute } from 'node:path';
 import { DEFAULT_TIMEOUTS, pluginNameProblem } from '@handoff/protocol';
 import type { DaemonProgram, LifecyclePhase, ProbationOutcome, ProgramChange, RestartPolicy, Revert, SupervisorPhase, Timeouts } from '@handoff/protocol';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
+import type { DrainProgressInfo } from './channels.js';
 import type { HandoffResult, PhaseChange } from './handoff-run.js';
 import { LifecycleDriver } from './lifecycle.js';
 import type { HealthResult, ProbationPolicy } from './lifecycle.js';
@@ -75,6 +76,15 @@ export interface HandoffOptions {
   readonly onPhase?: (change: PhaseChange) => void;
   /** The new version's probation window for this handoff, instead of the configured one. */
   readonly probationMs?: number;
+  /**
+   * How long the incumbent may drain in this handoff, instead of the configured `drainMs`
+   * (PrepareHandoff's `deadlineMs`): its tracked long-lived work still running then is cut.
+   */
+  readonly drainTimeoutMs?: number;
+  /** Cut the incumbent's tracked long-lived work at once instead of waiting for it (PrepareHandoff's `cutWork`). */
+  readonly cutWork?: boolean;
+  /** Called each time the draining incumbent says what it still waits for. */
+  readonly onDrainProgress?: (progress: DrainProgressInfo) => void;
 }
 
 /** What the supervisor knows of the versions it runs. */
@@ -111,7 +121,8 @@ export interface SupervisorStatus {
     /** False while the supervisor (re)opens its control session. */
     readonly session: boolean;
   } | null;
-  readonly handoff: { readonly handoffId: string; readonly phase: SupervisorPhase } | null;
+  /** The handoff in progress; `drain`: what its incumbent last said it waits for while it drains (`at`: when, ms since the epoch). */
+  readonly handoff: { readonly handoffId: string; readonly phase: SupervisorPhase; readonly drain: (DrainProgressInfo & { readonly at: number }) | null } | null;
   /** What is being reloaded in place now (`plugin validate`, `the daemon's configuration`), or null. */
   readonly reloading: string | null;
   readonly lastHandoff: HandoffResult | null;
@@ -191,7 +202,7 @@ export class Supervisor {
       lifecycle: state.phase,
       pid: process.pid,
       incumbent: d ? { pid: d.pid, buildId: d.buildId, generation: d.generation, uptimeMs: Date.now() - d.since, adopted: d.adopted, session: d.session } : null,
-      handoff: run ? { handoffId: run.handoffId, phase: run.phase } : null,
+      handoff: run ? { handoffId: run.handoffId, phase: run.phase, drain: run.drain } : null,
       reloading: this.#driver.reloading,
       lastHandoff: this.#driver.lastHandoff,
       restarts: state.restarts,
@@ -232,7 +243,11 @@ export class Supervisor {
     // The daemon reports on the reload on its control session, which the handoff is about to use.
     const reloading = this.#driver.reloading;
     if (reloading !== null) return Promise.reject(new SupervisorError(SupervisorErrorCode.InProgress, `a reload of ${reloading} is in progress; hand off once it ends`));
-    return this.#driver.requestHandoff(request.daemon ?? {}, options.onPhase, options.probationMs);
+    const { drainTimeoutMs } = options;
+    if (drainTimeoutMs !== undefined && (!Number.isInteger(drainTimeoutMs) || drainTimeoutMs < 1 || drainTimeoutMs > this.#timeouts.totalMs)) {
+      return Promise.reject(new SupervisorError(SupervisorErrorCode.InvalidArgument, `a drain timeout of ${String(drainTimeoutMs)} ms is not a whole number of milliseconds from 1 to the total handoff timeout (${this.#timeouts.totalMs} ms); nothing was changed`));
+    }
+    return this.#driver.requestHandoff(request.daemon ?? {}, options);
   }
 
   /** What is being reloaded in place now, or null. */

@@ -3,7 +3,19 @@
  * handoff-kv: an HTTP key-value store that can be handed off with no refused connection and
  * no lost acknowledged write. `PUT /kv/<key>` (body = value) answers once the write is
  * fsynced; `GET /kv/<key>`; `GET /health` (pid, build, revision); `GET /ready` (200 when ready);
- * `GET /metrics` (Prometheus text: its plugins' reloads, calls and versions, keys, revision).
+ * `GET /metrics` (Prometheus text: its plugins' reloads, calls and versions, keys, revision,
+ * requests and jobs served since the service started, across handoffs).
+ *
+ * Long-lived work (PROTOCOL.md §6, "Long-lived work" and "Handover state"):
+ *   POST /jobs?steps=N&stepMs=M[&id=ID][&interruptible=1]   starts a background job that writes
+ *       its progress to the key `job/<id>` after each of N steps (M ms apart), then "done".
+ *       A handoff's drain waits for running jobs (up to its deadline); interruptible ones are
+ *       cancelled at once. A job cut by the drain is handed to the new version, which resumes
+ *       it from its last step. `GET /jobs` lists the running ones.
+ *   The request and job counters are handed to each new version too (and kept on a rollback).
+ *   KV_DRAIN_HOOK_FAIL=1 (the drain-start hook throws), KV_HANDOVER_PAD=<bytes> (pads the
+ *   handover state), KV_HANDOVER_BAD=1 (a state that does not encode), &ignoreCut=1 on a job
+ *   (it never stops when cut): faults for tests.
  *
  * Reloadable in place, without a handoff (`handoffctl reload …`, PROTOCOL.md §6 "Reload"):
  *   KV_VALIDATE_PLUGIN  the `validate` plugin's module (default: the built-in one, accepting
@@ -30,8 +42,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { runDaemon } from '@handoff/core';
+import { WorkTracker, runDaemon } from '@handoff/core';
+import type { HandedOver } from '@handoff/core';
 import { HotPlugin, ReloadManager } from '@handoff/reload';
 import { KvStore } from './store.js';
 import type { Preloaded } from './store.js';
@@ -118,6 +132,110 @@ if (env.KV_CONFIG) {
   }
 }
 
+/** Counters of the service, not of this process: handed to each new version, kept on a rollback. */
+interface Counters {
+  puts: number;
+  gets: number;
+  jobsFinished: number;
+  jobsResumed: number;
+  takeovers: number;
+}
+let counters: Counters = { puts: 0, gets: 0, jobsFinished: 0, jobsResumed: 0, takeovers: 0 };
+/** Long-lived work: the background jobs. */
+const work = new WorkTracker();
+let jobsStarted = 0;
+/** A job: what its checkpoint holds, so that a new version can resume it. */
+interface Job {
+  readonly id: string;
+  readonly steps: number;
+  readonly stepMs: number;
+  readonly interruptible: boolean;
+  readonly ignoreCut: boolean;
+  /** Steps done. */
+  readonly step: number;
+}
+const JOB_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A job from a checkpoint handed over, or undefined when it is not one. */
+function jobOf(value: unknown): Job | undefined {
+  const j = value as Partial<Job> | null;
+  if (typeof j !== 'object' || j === null || typeof j.id !== 'string' || !JOB_ID.test(j.id)) return undefined;
+  const whole = (n: unknown, max: number): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= max;
+  if (!whole(j.steps, 100_000) || !whole(j.stepMs, 60_000) || !whole(j.step, j.steps)) return undefined;
+  return { id: j.id, steps: j.steps, stepMs: j.stepMs, step: j.step, interruptible: j.interruptible === true, ignoreCut: j.ignoreCut === true };
+}
+
+/**
+ * Runs a job from `job.step` under the work tracker, writing its status to `job/<id>` after
+ * each step: its users read there that a restart is coming, or that it was interrupted and
+ * where the new version resumes it.
+ */
+async function runJob(store: KvStore, job: Job, resumed: boolean): Promise<void> {
+  const status = (step: number, state: string, notice = ''): Promise<number> =>
+    store.put(`job/${job.id}`, JSON.stringify({ step, steps: job.steps, state, pid: process.pid, resumed, ...(notice ? { notice } : {}) }));
+  await work.run({ kind: 'job', description: `${job.id}, ${job.steps} steps`, interruptible: job.interruptible, resume: job }, async (item) => {
+    let notice = '';
+    item.draining.addEventListener('abort', () => {
+      notice = `restarting: this job ${job.interruptible ? 'is interrupted and resumed by the new version' : `finishes here first (within ${Math.max(0, Math.round(((item.drainDeadline ?? Date.now()) - Date.now()) / 1000))} s)`}`;
+    }, { once: true });
+    const cut = job.ignoreCut ? new AbortController().signal : item.signal;
+    for (let step = job.step; step < job.steps; step++) {
+      try {
+        await delay(job.stepMs, undefined, { signal: cut });
+      } catch {
+        // Cut by the drain: the checkpoint says where the new version resumes it.
+        await status(step, 'interrupted', `interrupted by a restart at step ${step} of ${job.steps}; the new version resumes it`);
+        return;
+      }
+      await status(step + 1, 'running', notice);
+      item.checkpoint({ ...job, step: step + 1 });
+    }
+    await status(job.steps, 'done');
+    counters.jobsFinished++;
+  });
+}
+
+/** Starts a job in the background; its failure (say, the store sealed under a job that ignores its cut) is one line on stderr. */
+function startJob(store: KvStore, job: Job, resumed: boolean): void {
+  runJob(store, job, resumed).catch((error: unknown) => {
+    console.error(`handoff-kv: job ${job.id} stopped: ${error instanceof Error ? error.message : String(error)}`);
+  });
+}
+
+/** POST /jobs?steps=N&stepMs=M[&id=ID][&interruptible=1][&ignoreCut=1]. */
+function postJob(store: KvStore, req: IncomingMessage, res: ServerResponse): void {
+  const q = new URL(req.url ?? '/', 'http://kv').searchParams;
+  const job = jobOf({
+    id: q.get('id') ?? `${process.pid}-${++jobsStarted}`,
+    steps: Number(q.get('steps') ?? '10'),
+    stepMs: Number(q.get('stepMs') ?? '100'),
+    step: 0,
+    interruptible: q.get('interruptible') === '1',
+    ignoreCut: q.get('ignoreCut') === '1',
+  });
+  if (!job) {
+    res.statusCode = 400;
+    res.end('a job needs steps 0–100000, stepMs 0–60000 and an id of 1–64 of A–Z a–z 0–9 _ -\n');
+    return;
+  }
+  startJob(store, job, false);
+  res.statusCode = 202;
+  res.end(JSON.stringify({ id: job.id, key: `job/${job.id}` }));
+}
+
+/** What the drain cut and handed over: jobs the new version resumes once it serves. */
+let handedOver: HandedOver | null = null;
+/** Jobs this process's last drain cut: resumed here if the handoff rolls back (this version serves on). */
+let cutHere: HandedOver['cut'] = [];
+let serving: KvStore | undefined;
+/** Takes what the incumbent handed over: its counters now, its cut jobs once this version serves. */
+function takeHandover(given: HandedOver | null): void {
+  handedOver = given;
+  const c = given?.state as { counters?: Partial<Counters> } | null | undefined;
+  if (c?.counters) counters = { ...counters, ...c.counters };
+  counters.takeovers++;
+}
+
 const stop = new AbortController();
 process.once('SIGTERM', () => { stop.abort(); });
 process.once('SIGINT', () => { stop.abort(); });
@@ -147,7 +265,18 @@ function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void
     res.end(JSON.stringify({ pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', revision: store.revision, keys: store.size }));
   } else if (req.url === '/metrics') {
     res.setHeader('content-type', 'text/plain; version=0.0.4');
-    res.end(`${plugins.metrics()}# HELP kv_keys Keys stored.\n# TYPE kv_keys gauge\nkv_keys ${store.size}\n# HELP kv_revision Last revision written.\n# TYPE kv_revision gauge\nkv_revision ${store.revision}\n`);
+    const c = counters;
+    res.end(
+      `${plugins.metrics()}# HELP kv_keys Keys stored.\n# TYPE kv_keys gauge\nkv_keys ${store.size}\n# HELP kv_revision Last revision written.\n# TYPE kv_revision gauge\nkv_revision ${store.revision}\n` +
+        `# HELP kv_requests_total Requests served since the service started, across handoffs.\n# TYPE kv_requests_total counter\nkv_requests_total{method="PUT"} ${c.puts}\nkv_requests_total{method="GET"} ${c.gets}\n` +
+        `# HELP kv_jobs_finished_total Jobs finished since the service started.\n# TYPE kv_jobs_finished_total counter\nkv_jobs_finished_total ${c.jobsFinished}\n` +
+        `# HELP kv_jobs_resumed_total Jobs a new version resumed after a handoff cut them.\n# TYPE kv_jobs_resumed_total counter\nkv_jobs_resumed_total ${c.jobsResumed}\n` +
+        `# HELP kv_takeovers_total Handoffs this service went through.\n# TYPE kv_takeovers_total counter\nkv_takeovers_total ${c.takeovers}\n# HELP kv_jobs_running Jobs running now.\n# TYPE kv_jobs_running gauge\nkv_jobs_running ${work.size}\n`,
+    );
+  } else if (req.method === 'POST' && (req.url === '/jobs' || req.url?.startsWith('/jobs?'))) {
+    postJob(store, req, res);
+  } else if (req.method === 'GET' && req.url === '/jobs') {
+    res.end(JSON.stringify(work.items()));
   } else if (req.method === 'PUT' && req.url?.startsWith('/kv/')) {
     let body = '';
     req.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => {
@@ -165,7 +294,10 @@ function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void
             res.end(`${refusal}\n`);
             return;
           }
-          return store.put(key, body).then((revision) => res.end(JSON.stringify({ revision })), (error: unknown) => {
+          return store.put(key, body).then((revision) => {
+            counters.puts++;
+            res.end(JSON.stringify({ revision }));
+          }, (error: unknown) => {
             res.statusCode = 503;
             res.end(error instanceof Error ? error.message : String(error));
           });
@@ -178,6 +310,7 @@ function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void
     });
   } else if (req.method === 'GET' && req.url?.startsWith('/kv/')) {
     const value = store.get(key);
+    counters.gets++;
     res.statusCode = value === undefined ? 404 : 200;
     res.end(value ?? '');
   } else {
@@ -199,13 +332,15 @@ const exit = await runDaemon<KvStore, Preloaded>({
   buildId: env.KV_BUILD_ID ?? 'dev',
   dataDir,
   listeners: { http: { port: Number(env.KV_PORT ?? 8080), host: '127.0.0.1' } },
-  open: async ({ dataDir: dir, seal, reason }) => {
+  open: async ({ dataDir: dir, seal, reason, handedOver: given }) => {
     // A slow open, with the lock held: for recovery tests.
     if (env.KV_OPEN_DELAY_MS) await sleep(Number(env.KV_OPEN_DELAY_MS));
     if (env.KV_OPEN_BLOCK_MS) blockEventLoop(Number(env.KV_OPEN_BLOCK_MS));
     const started = performance.now();
     const store = await KvStore.open(dir, { dropLast: env.KV_STALE === '1' && seal !== null });
     logLoaded('opened', started, { reason, revision: store.revision, ...store.loaded });
+    if (reason === 'takeover' || reason === 'recover') takeHandover(given);
+    serving = store;
     return store;
   },
   ...(preloading
@@ -224,13 +359,15 @@ const exit = await runDaemon<KvStore, Preloaded>({
           return preloaded;
         },
         // After Begin, with the lock held: the records appended since the preload.
-        catchUp: async (preloaded, { dataDir: dir, seal, reason }) => {
+        catchUp: async (preloaded, { dataDir: dir, seal, reason, handedOver: given }) => {
           if (env.KV_OPEN_DELAY_MS) await sleep(Number(env.KV_OPEN_DELAY_MS));
           if (env.KV_OPEN_BLOCK_MS) blockEventLoop(Number(env.KV_OPEN_BLOCK_MS));
           const started = performance.now();
           // KV_STALE (a fault for tests) opens one record behind the seal, preload or not.
           const store = env.KV_STALE === '1' && seal !== null ? await KvStore.open(dir, { dropLast: true }) : await KvStore.catchUp(dir, preloaded);
           logLoaded('caught-up', started, { reason, revision: store.revision, ...store.loaded });
+          takeHandover(given);
+          serving = store;
           return store;
         },
         warmUp: () => {
@@ -245,6 +382,21 @@ const exit = await runDaemon<KvStore, Preloaded>({
     if (env.KV_SEAL_DELAY_MS) await sleep(Number(env.KV_SEAL_DELAY_MS));
     if (env.KV_SEAL_FAIL === '1') throw new Error('seal failed (KV_SEAL_FAIL=1)');
     await store.close();
+    // Handed to the new version (its open or catchUp), with the jobs the drain cut.
+    return {
+      counters,
+      ...(env.KV_HANDOVER_PAD ? { pad: 'x'.repeat(Number(env.KV_HANDOVER_PAD)) } : {}),
+      ...(env.KV_HANDOVER_BAD === '1' ? { bad: 10n ** 30n } : {}),
+    };
+  },
+  work,
+  onDrainStart: ({ cause, deadline, pending, cutWork }) => {
+    if (env.KV_DRAIN_HOOK_FAIL === '1') throw new Error('KV_DRAIN_HOOK_FAIL=1');
+    console.log(JSON.stringify({ event: 'drain-start', pid: process.pid, cause, inMs: deadline - Date.now(), jobs: pending.length, cutWork }));
+  },
+  onDrainEnd: ({ cause, finished, cut }) => {
+    cutHere = cut;
+    console.log(JSON.stringify({ event: 'drain-end', pid: process.pid, cause, finished, cut: cut.map((c) => ({ id: jobOf(c.resume)?.id ?? null, step: jobOf(c.resume)?.step ?? null, why: c.why, released: c.released })) }));
   },
   handler: (store) => (req, res) => { handle(store, req, res); },
   plugins,
@@ -258,7 +410,21 @@ const exit = await runDaemon<KvStore, Preloaded>({
         },
       }
     : {}),
-  onServing: (info) => { console.log(JSON.stringify({ event: 'serving', pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', ...info })); },
+  onServing: (info) => {
+    console.log(JSON.stringify({ event: 'serving', pid: process.pid, buildId: env.KV_BUILD_ID ?? 'dev', ...info }));
+    // A new version resumes the jobs its incumbent's drain cut, from their last step; after a
+    // rolled-back handoff (serving again after a drain), this version resumes its own.
+    const cut = handedOver?.cut ?? cutHere;
+    handedOver = null;
+    cutHere = [];
+    for (const item of cut) {
+      const job = item.kind === 'job' ? jobOf(item.resume) : undefined;
+      if (!job || !serving) continue;
+      counters.jobsResumed++;
+      console.log(JSON.stringify({ event: 'job-resumed', pid: process.pid, id: job.id, step: job.step, steps: job.steps }));
+      startJob(serving, job, true);
+    }
+  },
   stopSignal: stop.signal,
 });
 // A failure is one line saying why (e.g. a malformed HANDOFF_* variable, an unbound listener).

@@ -129,6 +129,7 @@ describe('the conformance kit against the reference daemons', () => {
     expect(report.checks.filter((c) => c.status === 'failed').map((c) => `${c.id}: ${c.detail}`)).toEqual([]);
     expect(report.checks.filter((c) => c.status === 'skipped').map((c) => c.id)).toEqual(['abort-cancel']);
     expect(report.checks.find((c) => c.id === 'reload-answers')?.status).toBe('passed');
+    expect(report.checks.find((c) => c.id === 'drain-cut-work')?.status).toBe('passed');
     expect(report.passed).toBeGreaterThanOrEqual(30);
     await expectNothingLeft(tmp);
   }, 200_000);

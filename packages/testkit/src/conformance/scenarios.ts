@@ -167,7 +167,7 @@ const BARE: CheckDef[] = [
         if (problem) fail(problem);
         const hello = first?.message as Hello;
         ctx.hello = hello;
-        const caps = (['SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'SpawnHolder', 'Overlap', 'Reload'] as const).filter((c) => hasCapability(hello.capabilities, c));
+        const caps = (['SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'SpawnHolder', 'Overlap', 'Reload', 'DrainProgress'] as const).filter((c) => hasCapability(hello.capabilities, c));
         return `role incumbent, pid ${hello.pid}, build ${JSON.stringify(hello.buildId)}, versions ${hello.protoMin}..${hello.protoMax}, capabilities ${hello.capabilities} (${caps.join(', ') || 'none'})`;
       } finally {
         client.destroy();
@@ -203,6 +203,39 @@ const BARE: CheckDef[] = [
         if (doubled !== 2) fail(`the daemon sent ${doubled} ReloadDone for 2 Reloads`);
         await stillServes(ctx, 'two Reloads');
         return `unknown plugin: failed (${unknown.error.slice(0, 120)}); configuration: ${config.outcome}${config.error ? ` (${config.error.slice(0, 120)})` : ''}`;
+      } finally {
+        client.destroy();
+      }
+    },
+  },
+  {
+    id: 'drain-cut-work',
+    title: 'PrepareHandoff with cutWork true: the daemon drains and answers Drained before the deadline, sends DrainProgress only where it was agreed, resumes on ResumeAfterAbort, and serves on',
+    section: '§6',
+    needs: 'bare',
+    run: async (ctx) => {
+      const bare = ctx.bare ?? fail('no bare daemon');
+      const announced = ctx.hello !== null && hasCapability(ctx.hello.capabilities, 'DrainProgress');
+      const client = await ControlClient.connect(bare.controlSocket).catch((e: unknown) => fail((e as Error).message));
+      try {
+        const problem = helloProblem(await client.first(), 'incumbent', bare.pid);
+        if (problem) fail(problem);
+        // DrainProgress is not agreed on this session: the daemon must not send it, whatever it announced.
+        client.write(encodeFrame({ type: 'HelloAck', version: 1, handoffId: null, capabilities: capabilities('SealProgress', 'RecoverFromDisk') }, 'toDaemon'));
+        const started = Date.now();
+        client.write(encodeFrame({ type: 'PrepareHandoff', handoffId: 'conformance-cut', successorPid: process.pid, deadlineMs: 5_000, drainGraceMs: 100, cutWork: true }, 'toDaemon'));
+        const types = (): string[] => client.frames.map((f) => (f.message as { type?: string } | undefined)?.type ?? `invalid frame (${f.error ?? ''})`);
+        await waitForValue('Drained', () => {
+          if (client.closed) fail(`the daemon closed the control session after PrepareHandoff with cutWork true (frames: ${types().join(', ')})`);
+          return types().includes('Drained') ? true : undefined;
+        }, 6_000).catch((e: unknown) => fail(e instanceof CheckFailed ? e.message : `no Drained within the 5 s deadline (frames: ${types().join(', ')})`));
+        const tookMs = Date.now() - started;
+        const unexpected = types().filter((t) => t !== 'Hello' && t !== 'Heartbeat' && t !== 'Drained');
+        if (unexpected.length > 0) fail(`while draining on a session without DrainProgress in force the daemon sent ${unexpected.join(', ')}`);
+        client.write(encodeFrame({ type: 'ResumeAfterAbort', handoffId: 'conformance-cut', reason: 'conformance check' }, 'toDaemon'));
+        client.destroy();
+        await stillServes(ctx, 'a drain with cutWork and ResumeAfterAbort');
+        return `Drained in ${tookMs} ms; no DrainProgress on a session without it${announced ? ' (the daemon announces DrainProgress)' : ''}; resumed and serves`;
       } finally {
         client.destroy();
       }

@@ -2,8 +2,9 @@
 /**
  * handoffctl: the control client of handoff-supervisor.
  *
- *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--env K=V]... [--probation ms] [--wait] [--json]
- *   handoffctl ... reload [--wait] [--json]
+ *   handoffctl [--socket path | --config file] upgrade [--command cmd] [--arg a]... [--env K=V]... [--probation ms]
+ *              [--drain-timeout duration] [--no-drain-wait] [--wait] [--json]
+ *   handoffctl ... reload [--drain-timeout duration] [--no-drain-wait] [--wait] [--json]
  *   handoffctl ... reload <plugin> [--from file] [--json]       (in place, no handoff)
  *   handoffctl ... reload --daemon-config [--json]              (in place, no handoff)
  *   handoffctl ... status [--json]
@@ -16,17 +17,21 @@
  * or was rolled back (the daemon serves on with what it had); 1 error (nothing changed:
  * unreachable, in progress, pre-handoff check failed, invalid configuration, bad request;
  * or a reload in place whose outcome is unknown, which the message says).
+ *
+ * While the old version drains, what it still waits for is shown as it changes (and at least
+ * every 10 s): `draining: waiting for 2 jobs, 1 connection — oldest job 17: export (95 s) — 45 s left`.
  */
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ask } from './client.js';
 import type { Answer } from './client.js';
 import { triggerSocketOf } from './config.js';
+import { asDrainProgress, describeDrain, drainThrottle, parseDuration } from './drain.js';
 import { ConfigError } from './errors.js';
 import { sameProgram } from '@handoff/protocol';
 import type { DaemonProgram } from '@handoff/protocol';
-import { ENV_NAME } from './trigger.js';
-import type { TriggerRequest } from './trigger.js';
+import { ENV_NAME, MAX_DRAIN_TIMEOUT_MS } from './trigger.js';
+import type { DrainRequest, TriggerRequest } from './trigger.js';
 
 const program = new Command()
   .name('handoffctl')
@@ -120,6 +125,17 @@ function parseMs(value: string): number {
   return n;
 }
 
+function parseDrainTimeout(value: string): number {
+  const ms = parseDuration(value, MAX_DRAIN_TIMEOUT_MS);
+  if (ms === null) throw new InvalidArgumentError(`expected a duration from 1 ms to 24 h such as 45s, 2m, 1500ms or plain milliseconds, got ${JSON.stringify(value)}`);
+  return ms;
+}
+
+/** The drain fields of a request from the options `--drain-timeout` and `--no-drain-wait`. */
+function drainOf(o: { drainTimeout?: number; drainWait?: boolean }): DrainRequest {
+  return { ...(o.drainTimeout === undefined ? {} : { drainTimeout: o.drainTimeout }), ...(o.drainWait === false ? { cutWork: true } : {}) };
+}
+
 function parseEnv(value: string, previous: Record<string, string>): Record<string, string> {
   const eq = value.indexOf('=');
   if (eq <= 0 || !ENV_NAME.test(value.slice(0, eq))) throw new InvalidArgumentError(`expected NAME=value, got ${JSON.stringify(value)}`);
@@ -141,9 +157,11 @@ async function streamHandoff(request: TriggerRequest, o: { json?: boolean; wait?
       }, 80)
     : undefined;
   const say = (line: string): void => {
-    if (tty) process.stderr.write('\r');
+    if (tty) process.stderr.write(`\r${' '.repeat(60)}\r`);
     process.stdout.write(`${line}\n`);
   };
+  // A drain reports every second or so: a line when what it waits for changes, and at least every 10 s.
+  const showDrain = drainThrottle();
   /** Stops the progress display, so that what follows starts on a line of its own. */
   const endProgress = (): void => {
     clearInterval(timer);
@@ -171,6 +189,11 @@ async function streamHandoff(request: TriggerRequest, o: { json?: boolean; wait?
       if (a.committed === true) current = 'on probation';
     } else if (a.type === 'probation') {
       say(describeProbation(a));
+    } else if (a.type === 'drain') {
+      const progress = asDrainProgress(a);
+      if (progress === null) return;
+      current = `draining, ${progress.pending} pending`;
+      if (showDrain(progress)) say(`draining: ${describeDrain(progress)}`);
     }
   }).catch((error: unknown) => {
     endProgress();
@@ -206,9 +229,11 @@ program
   .option('--arg <arg>', 'an argument of the new program (repeatable; replaces the current args; --arg=--flag for one that starts with -)', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--env <NAME=value>', 'an environment variable of the new program (repeatable; set over the current environment)', parseEnv, {} as Record<string, string>)
   .option('--probation <ms>', "the new version's probation window for this handoff, in ms (0: none)", parseMs)
+  .option('--drain-timeout <duration>', 'how long the old version may drain in this handoff (45s, 2m, 1500ms; default: [timeouts] drain); its long-lived work still running then is cut', parseDrainTimeout)
+  .option('--no-drain-wait', "cut the old version's long-lived work (jobs, streams) at once instead of waiting for it; requests in progress still finish")
   .option('--wait', 'wait through the probation too: exit 2 if the new version was reverted')
   .option('--json', 'print the answer lines as JSON')
-  .action(async (o: { command?: string; arg: string[]; env: Record<string, string>; probation?: number; wait?: boolean; json?: boolean }) => {
+  .action(async (o: { command?: string; arg: string[]; env: Record<string, string>; probation?: number; drainTimeout?: number; drainWait?: boolean; wait?: boolean; json?: boolean }) => {
     const request: TriggerRequest = {
       cmd: 'upgrade',
       ...(o.command ? { command: o.command } : {}),
@@ -216,6 +241,7 @@ program
       ...(Object.keys(o.env).length ? { env: o.env } : {}),
       ...(o.probation === undefined ? {} : { probation: o.probation }),
       ...(o.wait ? { wait: true } : {}),
+      ...drainOf(o),
     };
     await streamHandoff(request, o);
   });
@@ -256,18 +282,21 @@ program
   .description("re-read the configuration file and hand off to its daemon settings (an invalid file changes nothing), as SIGHUP does; or, given a plugin or --daemon-config, reload that inside the running daemon without a handoff")
   .option('--from <file>', 'with a plugin: load this module instead of the plugin\'s own file')
   .option('--daemon-config', "re-read the daemon's own configuration in place (its reloadConfig hook), without a handoff")
+  .option('--drain-timeout <duration>', 'how long the old version may drain in this handoff (a handoff only; 45s, 2m, 1500ms)', parseDrainTimeout)
+  .option('--no-drain-wait', "cut the old version's long-lived work at once instead of waiting for it (a handoff only)")
   .option('--wait', "wait through the new version's probation too (a handoff only)")
   .option('--json', 'print the answer lines as JSON')
-  .action(async (plugin: string | undefined, o: { from?: string; daemonConfig?: boolean; wait?: boolean; json?: boolean }) => {
+  .action(async (plugin: string | undefined, o: { from?: string; daemonConfig?: boolean; drainTimeout?: number; drainWait?: boolean; wait?: boolean; json?: boolean }) => {
     if (plugin !== undefined || o.daemonConfig) {
       if (plugin !== undefined && o.daemonConfig) fail('give a plugin or --daemon-config, not both');
       if (o.wait) fail('--wait is for a reload that hands off; a reload in place answers once it is settled');
+      if (o.drainTimeout !== undefined || o.drainWait === false) fail(`${o.drainTimeout !== undefined ? '--drain-timeout' : '--no-drain-wait'} is for a reload that hands off, not a reload in place`);
       if (o.from !== undefined && plugin === undefined) fail('--from needs a plugin name');
       const request: TriggerRequest = plugin !== undefined ? { cmd: 'reload', plugin, ...(o.from !== undefined ? { source: resolve(o.from) } : {}) } : { cmd: 'reload', daemonConfig: true };
       await streamReload(request, o);
     }
     if (o.from !== undefined) fail('--from needs a plugin name');
-    await streamHandoff({ cmd: 'reload', ...(o.wait ? { wait: true } : {}) }, o);
+    await streamHandoff({ cmd: 'reload', ...(o.wait ? { wait: true } : {}), ...drainOf(o) }, o);
   });
 
 program
@@ -282,7 +311,12 @@ program
       return;
     }
     const inc = s.incumbent as { pid: number; buildId: string; generation: number; uptimeMs: number; session: boolean } | null;
-    const handoff = s.handoff as { handoffId: string; phase: string } | null;
+    const handoff = s.handoff as { handoffId: string; phase: string; drain?: unknown } | null;
+    // The last drain report, aged to now: its times were those of when it was sent.
+    const drain = handoff?.phase === 'preparing' ? asDrainProgress(handoff.drain) : null;
+    const drainAt = Number((handoff?.drain as { at?: unknown } | null | undefined)?.at);
+    const since = Number.isFinite(drainAt) ? Math.max(0, Date.now() - drainAt) : 0;
+    const draining = drain ? ` — draining: ${describeDrain({ ...drain, oldestMs: drain.oldest === '' ? drain.oldestMs : drain.oldestMs + since, leftMs: Math.max(0, drain.leftMs - since) })}` : '';
     const last = s.lastHandoff as Answer | null;
     const v = s.versions as
       | { program: unknown; good: boolean; lastGood: unknown; probation: { pid: number; endsInMs: number } | null; lastProbation: { pid: number; outcome: string; reason: string | null; at: number } | null; lastRevert: { reason: string; at: number } | null }
@@ -300,7 +334,7 @@ program
       ...(h && v?.probation && h.pid === v.probation.pid ? [`health       ${h.ok ? 'ok' : `FAILING (${h.failuresInRow} in a row)`} — ${h.detail} (${ago(h.at)})`] : []),
       ...(v?.lastProbation && v.lastProbation.outcome !== 'passed' && v.lastProbation.reason !== v.lastRevert?.reason ? [`probation    ${v.lastProbation.outcome} ${ago(v.lastProbation.at)}: ${v.lastProbation.reason ?? ''}`] : []),
       ...(v?.lastRevert ? [`reverted     ${ago(v.lastRevert.at)} to the last known good version: ${v.lastRevert.reason}`] : []),
-      `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}` : 'none in progress'}`,
+      `handoff      ${handoff ? `${handoff.handoffId} in phase ${handoff.phase}${draining}` : 'none in progress'}`,
       ...(typeof s.reloading === 'string' ? [`reloading    ${s.reloading} in place`] : []),
       `last         ${last ? describeResult(last, true) : 'none'}`,
       `restarts     ${String(s.restarts)}`,

@@ -14,6 +14,7 @@ import { Supervisor, SupervisorChannels, listenersFromEnv } from '@handoff/super
 import type { HandoffResult, HeldListener, ProbationPolicy, ReloadTarget, SupervisorChannel, SupervisorChannelMessages } from '@handoff/supervisor';
 import { configDir, loadConfig, probationMinimum } from './config.js';
 import type { Config } from './config.js';
+import { describeDrain, drainThrottle } from './drain.js';
 import { ConfigError } from './errors.js';
 import { healthCheck } from './health.js';
 import { runShell } from './hooks.js';
@@ -22,6 +23,7 @@ import type { ToKeeper, ToSupervisor } from './keeper.js';
 import { Metrics } from './metrics.js';
 import { SystemdNotifier } from './notify.js';
 import { bindTrigger } from './trigger.js';
+import type { DrainRequest } from './trigger.js';
 
 /** True when this process is a supervisor started by a keeper. */
 export function isKeeperChild(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -55,7 +57,7 @@ function logEvents(log: Logger): void {
     gaveUp: 'error',
     peerBusy: 'warn',
     sealProgress: 'debug',
-    drainProgress: 'info',
+    drainProgress: 'info', // throttled, in words (below)
     violation: 'warn',
     probation: 'info',
     health: 'debug',
@@ -63,7 +65,17 @@ function logEvents(log: Logger): void {
   };
   // A program's environment may hold secrets: the log names its variables only.
   const redacted = (p: DaemonProgram): Record<string, unknown> => ({ command: p.command, args: p.args, cwd: p.cwd, env: Object.keys(p.env) });
+  // A draining incumbent reports every second: its progress is logged when what it waits for
+  // changes, and at least every 10 s otherwise; the other reports are debug lines.
+  let drainShown: { readonly handoffId: string; readonly show: ReturnType<typeof drainThrottle> } | null = null;
+  subscribe(SupervisorChannels.drainProgress, (raw) => {
+    const { handoffId, ...progress } = raw as SupervisorChannelMessages['drainProgress'];
+    if (drainShown?.handoffId !== handoffId) drainShown = { handoffId, show: drainThrottle() };
+    const level = drainShown.show(progress) ? levels.drainProgress : 'debug';
+    log[level]({ handoffId, ...progress }, `handoff ${handoffId}: draining — ${describeDrain(progress)}`);
+  });
   for (const [kind, name] of Object.entries(SupervisorChannels) as [SupervisorChannel, string][]) {
+    if (kind === 'drainProgress') continue;
     subscribe(name, (raw) => {
       const message = kind === 'revert' ? { ...(raw as SupervisorChannelMessages['revert']), from: redacted((raw as SupervisorChannelMessages['revert']).from), to: redacted((raw as SupervisorChannelMessages['revert']).to) } : raw;
       const { pid: daemonPid, ...fields } = message as { pid?: number };
@@ -160,9 +172,10 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
   /**
    * A handoff: the pre-handoff check, the handoff, a health check of the new daemon, and its
    * probation (waited for with `wait`). `change` is the program change (by default, the
-   * request's); the answer lines go to `send`.
+   * request's); `drainTimeout` and `cutWork` say how the incumbent drains; the answer lines go
+   * to `send`.
    */
-  const upgrade = async (request: { readonly probation?: number; readonly wait?: boolean }, change: ProgramChange, send: (line: Record<string, unknown>) => void): Promise<void> => {
+  const upgrade = async (request: { readonly probation?: number; readonly wait?: boolean } & DrainRequest, change: ProgramChange, send: (line: Record<string, unknown>) => void): Promise<void> => {
     if (leaving || stopping) {
       send({ type: 'error', code: ErrorCode.InProgress, message: leaving ? 'this supervisor is being replaced; ask again in a moment' : 'the supervisor is stopping' });
       return;
@@ -177,6 +190,12 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
       send({ type: 'error', code: ErrorCode.BadRequest, message: `a probation of ${request.probation} ms is shorter than [health] interval × failures (${minimum} ms): a failing version could pass it; nothing was changed` });
       return;
     }
+    // (The supervisor checks this too, but only once the pre-handoff check has run.)
+    if (request.drainTimeout !== undefined && request.drainTimeout > config.timeouts.totalMs) {
+      send({ type: 'error', code: ErrorCode.BadRequest, message: `a drain timeout of ${request.drainTimeout} ms is longer than a whole handoff may take ([timeouts] total, ${config.timeouts.totalMs} ms); nothing was changed` });
+      return;
+    }
+    const drainMs = request.drainTimeout ?? config.timeouts.drainMs;
     let reloading = false;
     let resolveRun: () => void = () => undefined;
     running = new Promise<void>((r) => {
@@ -211,17 +230,29 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
       }
       void notifier.reloading('handing off');
       reloading = true;
+      /** This handoff's id, known from its first phase change (a drain follows one). */
+      let handoffId = '';
       const result: HandoffResult = await supervisor.performHandoff(
         { daemon: change },
         {
           ...(request.probation === undefined ? {} : { probationMs: request.probation }),
+          ...(request.drainTimeout === undefined ? {} : { drainTimeoutMs: request.drainTimeout }),
+          ...(request.cutWork === true ? { cutWork: true } : {}),
           onPhase: (p) => {
+            handoffId = p.handoffId;
             if (stopping) return; // systemd was told STOPPING=1: the phases of this last handoff are the log's
             void notifier.status(`handoff ${p.handoffId}: ${p.to}`);
             // A drain or a seal may run long: tell systemd not to time the reload out meanwhile.
-            const longest = p.to === 'preparing' ? config.timeouts.drainMs : p.to === 'sealing' ? config.timeouts.sealMs : null;
+            const longest = p.to === 'preparing' ? drainMs : p.to === 'sealing' ? config.timeouts.sealMs : null;
             if (longest !== null) void notifier.extendTimeout(longest + 5_000);
             send({ type: 'phase', handoffId: p.handoffId, phase: p.to, from: p.from, phaseMs: p.phaseMs, elapsedMs: p.elapsedMs });
+          },
+          // (The log line is logEvents': one place for every handoff, reverts included.)
+          onDrainProgress: (progress) => {
+            const id = handoffId || (supervisor.status().handoff?.handoffId ?? '');
+            if (!stopping) void notifier.status(`handoff ${id}: draining — ${describeDrain(progress)}`);
+            const { pending, kinds, counts, oldest, oldestMs, leftMs } = progress;
+            send({ type: 'drain', handoffId: id, pending, kinds, counts, oldest, oldestMs, leftMs });
           },
         },
       );
@@ -258,7 +289,7 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
    * policy, probation, health, hooks), says what needs a restart of the binary, and hands off
    * to its daemon settings.
    */
-  const reload = async (wait: boolean, send: (line: Record<string, unknown>) => void): Promise<void> => {
+  const reload = async (wait: boolean, drain: DrainRequest, send: (line: Record<string, unknown>) => void): Promise<void> => {
     const refusal = cannotHandOff();
     if (refusal !== null) {
       send({ type: 'error', code: ErrorCode.InProgress, message: `${refusal}; nothing was changed — reload again after it` });
@@ -294,7 +325,7 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
     supervisor.reconfigure({ daemon: config.daemon, timeouts: config.timeouts, restart: config.restart, probation: probationPolicy(config) });
     log.info({ config: config.source, needsRestart: restartFor }, 'configuration reloaded: handing off to its daemon settings');
     send({ type: 'reloaded', config: config.source, program: supervisor.configured, needsRestart: restartFor });
-    await upgrade({ wait }, configuredProgram(config), (line) => {
+    await upgrade({ wait, ...drain }, configuredProgram(config), (line) => {
       // The configuration applies whatever becomes of the handoff: say so with a refusal.
       send(line.type === 'error' ? { ...line, message: `the configuration was applied, but the handoff to its daemon settings did not happen: ${String(line.message)}` } : line);
     });
@@ -371,7 +402,7 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
   };
   const handoffOnHup = (): void => {
     log.info('SIGHUP: reloading the configuration and handing off to it');
-    void reload(false, (line) => {
+    void reload(false, {}, (line) => {
       if (line.type === 'error') log.error(line, 'SIGHUP reload failed');
     });
   };
@@ -433,7 +464,7 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
       case 'reload':
         if ('plugin' in request) await reloadInPlace({ plugin: request.plugin, ...(request.source ? { source: request.source } : {}) }, send);
         else if ('daemonConfig' in request) await reloadInPlace({ config: true }, send);
-        else await reload(request.wait === true, send);
+        else await reload(request.wait === true, { ...(request.drainTimeout === undefined ? {} : { drainTimeout: request.drainTimeout }), ...(request.cutWork === true ? { cutWork: true } : {}) }, send);
         return;
       case 'restart-supervisor':
       case 'release': {

@@ -6,6 +6,7 @@
  *
  *   {"cmd":"upgrade","command":"/usr/bin/node","args":["v2.js"],"env":{"K":"V"},"probation":60000,"wait":true}
  *                                                                  -> phase lines, a result, then probation lines
+ *   {"cmd":"upgrade","drainTimeout":45000,"cutWork":false}         -> as upgrade, with drain lines while the incumbent drains
  *   {"cmd":"reload"}                                               -> a reloaded line, then as upgrade
  *   {"cmd":"reload","plugin":"validate","source":"/abs/v2.js"}     -> reloadStep lines, then a reloadDone line
  *   {"cmd":"reload","daemonConfig":true}                           -> reloadStep lines, then a reloadDone line
@@ -26,9 +27,9 @@ import { ErrorCode, pluginNameProblem } from '@handoff/protocol';
 export type TriggerRequest =
   /** A handoff: `command`, `args` replace the current ones; `env` entries are set over the current environment. */
   /** `probation` sets the new version's probation window (ms) for this handoff; with `wait`, the answer ends with the probation's outcome. */
-  | { readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[]; readonly env?: Readonly<Record<string, string>>; readonly probation?: number; readonly wait?: boolean }
+  | ({ readonly cmd: 'upgrade'; readonly command?: string; readonly args?: readonly string[]; readonly env?: Readonly<Record<string, string>>; readonly probation?: number; readonly wait?: boolean } & DrainRequest)
   /** Re-read the configuration file; if valid, apply it and hand off to its daemon settings. */
-  | { readonly cmd: 'reload'; readonly wait?: boolean }
+  | ({ readonly cmd: 'reload'; readonly wait?: boolean } & DrainRequest)
   /**
    * Reload in place, no handoff (PROTOCOL.md section 6, "Reload"): one plugin of the daemon
    * (`source`: an absolute path to load instead of its own file), or its own configuration.
@@ -41,6 +42,17 @@ export type TriggerRequest =
   | { readonly cmd: 'restart-supervisor' }
   /** Exit, keeper included, leaving the daemon serving (and holding the listeners): `--force` takes over from there. */
   | { readonly cmd: 'release' };
+
+/** How a request that hands off asks the incumbent to drain. */
+export interface DrainRequest {
+  /** How long the incumbent may drain in this handoff (ms), instead of `[timeouts] drain`. */
+  readonly drainTimeout?: number;
+  /** True: the incumbent cuts its tracked long-lived work at once instead of waiting for it. */
+  readonly cutWork?: boolean;
+}
+
+/** Largest `drainTimeout` of a request (a day, in ms). */
+export const MAX_DRAIN_TIMEOUT_MS = 86_400_000;
 
 /** What an environment variable's name may be, in a request's `env`. */
 export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -80,7 +92,12 @@ export function parseRequest(line: string): TriggerRequest | string {
   const r = raw as Record<string, unknown>;
   if (r.cmd === 'status' || r.cmd === 'stop' || r.cmd === 'restart-supervisor' || r.cmd === 'release') return { cmd: r.cmd };
   if (r.wait !== undefined && typeof r.wait !== 'boolean') return '"wait" must be true or false';
-  if (r.cmd === 'reload' && (r.plugin !== undefined || r.daemonConfig !== undefined || r.source !== undefined) && r.wait !== undefined) return '"wait" is for a reload that hands off, not with "plugin", "source" or "daemonConfig"';
+  const drain = parseDrain(r);
+  if (typeof drain === 'string') return drain;
+  if (r.cmd === 'reload' && (r.plugin !== undefined || r.daemonConfig !== undefined || r.source !== undefined)) {
+    const handoffOnly = (['wait', 'drainTimeout', 'cutWork'] as const).find((key) => r[key] !== undefined);
+    if (handoffOnly !== undefined) return `"${handoffOnly}" is for a reload that hands off, not with "plugin", "source" or "daemonConfig"`;
+  }
   if (r.cmd === 'reload' && r.daemonConfig !== undefined) {
     if (r.daemonConfig !== true || r.plugin !== undefined || r.source !== undefined) return '"daemonConfig" must be true, without "plugin" or "source"';
     return { cmd: 'reload', daemonConfig: true };
@@ -91,7 +108,7 @@ export function parseRequest(line: string): TriggerRequest | string {
     return checkPlugin({ cmd: 'reload', plugin: r.plugin, ...(typeof r.source === 'string' ? { source: r.source } : {}) });
   }
   if (r.cmd === 'reload' && r.source !== undefined) return '"source" needs a "plugin" to load it for';
-  if (r.cmd === 'reload') return { cmd: 'reload', ...(r.wait === true ? { wait: true } : {}) };
+  if (r.cmd === 'reload') return { cmd: 'reload', ...(r.wait === true ? { wait: true } : {}), ...drain };
   if (r.cmd === 'upgrade') {
     if (r.command !== undefined && (typeof r.command !== 'string' || r.command === '')) return '"command" must be a non-empty string';
     if (r.args !== undefined && (!Array.isArray(r.args) || !r.args.every((a) => typeof a === 'string'))) return '"args" must be an array of strings';
@@ -109,9 +126,20 @@ export function parseRequest(line: string): TriggerRequest | string {
       ...(env !== undefined ? { env: env as Record<string, string> } : {}),
       ...(typeof r.probation === 'number' ? { probation: r.probation } : {}),
       ...(r.wait === true ? { wait: true } : {}),
+      ...drain,
     };
   }
   return `unknown cmd ${JSON.stringify(r.cmd)}; expected "status", "upgrade", "reload", "stop", "restart-supervisor" or "release"`;
+}
+
+/** The `drainTimeout` and `cutWork` of a request, or what is wrong with them. */
+function parseDrain(r: Record<string, unknown>): DrainRequest | string {
+  const { drainTimeout, cutWork } = r;
+  if (drainTimeout !== undefined && (typeof drainTimeout !== 'number' || !Number.isInteger(drainTimeout) || drainTimeout < 1 || drainTimeout > MAX_DRAIN_TIMEOUT_MS)) {
+    return `"drainTimeout" must be a number of milliseconds from 1 to ${MAX_DRAIN_TIMEOUT_MS}`;
+  }
+  if (cutWork !== undefined && typeof cutWork !== 'boolean') return '"cutWork" must be true or false';
+  return { ...(typeof drainTimeout === 'number' ? { drainTimeout } : {}), ...(cutWork === true ? { cutWork: true } : {}) };
 }
 
 /** A plugin reload with a well-formed name, or what is wrong with it. */

@@ -41,7 +41,7 @@ import { Successor } from './successor.js';
 import { crashPoint } from './crash-points.js';
 import { armFailureFile, disarmFailureFile } from './failure-file.js';
 import { watchLoop } from './loop-watch.js';
-import { reloaderFor } from './reload.js';
+import { clipText, reloaderFor } from './reload.js';
 import type { ConfigReloader, DaemonPlugins } from './reload.js';
 import { decodeHandover, encodeHandover } from './handover.js';
 import type { HandedOver } from './handover.js';
@@ -316,9 +316,10 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     const oldest = p?.oldest ?? null;
     return {
       pending: (p?.pending ?? 0) + connections,
-      kinds: byKind.map(([kind]) => kind.slice(0, FieldLimits.workKindMax)),
+      // Within the wire's limits whatever the daemon named its work (bytes, not characters).
+      kinds: byKind.map(([kind]) => clipText(kind, FieldLimits.workKindMax)),
       counts: byKind.map(([, count]) => count),
-      oldest: oldest ? `${oldest.kind} ${oldest.id}${oldest.description ? `: ${oldest.description}` : ''}`.slice(0, 1_000) : '',
+      oldest: oldest ? clipText(`${oldest.kind} ${oldest.id}${oldest.description ? `: ${oldest.description}` : ''}`) : '',
       oldestMs: oldest ? Math.max(0, Math.round(oldest.ageMs)) : 0,
       leftMs: Math.max(0, deadline - Date.now()),
     };

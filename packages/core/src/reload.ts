@@ -56,7 +56,7 @@ export type Reloader = (request: Reload, progress: (step: ReloadStep) => void) =
  * (operators see one line), no lone surrogate (it has no UTF-8 form: the message would not
  * encode, and the daemon must never fail to answer).
  */
-function clip(text: string, max: number = FieldLimits.textMax): string {
+export function clipText(text: string, max: number = FieldLimits.textMax): string {
   const line = text.replace(/\s*[\r\n]+\s*/g, ' ').replace(/\p{Surrogate}/gu, '\uFFFD');
   if (utf8Length(line) <= max) return line;
   let out = '';
@@ -92,15 +92,15 @@ function done(report: PluginReloadReport): Omit<ReloadDone, 'type' | 'requestId'
   const known = outcome === 'reloaded' || outcome === 'rolledBack' || outcome === 'failed';
   return {
     outcome: known ? outcome : 'failed',
-    version: clip(typeof report.version === 'string' ? report.version : '', FieldLimits.versionLabelMax),
-    error: clip(known ? (report.error ?? '') : `the plugin host reported an unknown outcome ${JSON.stringify(String(outcome)).slice(0, 80)}`),
+    version: clipText(typeof report.version === 'string' ? report.version : '', FieldLimits.versionLabelMax),
+    error: clipText(known ? (report.error ?? '') : `the plugin host reported an unknown outcome ${JSON.stringify(String(outcome)).slice(0, 80)}`),
     durationMs: count(report.durationMs),
     cutCalls: count(report.cutCalls),
   };
 }
 
 function failed(error: string, started: number, version = ''): Omit<ReloadDone, 'type' | 'requestId'> {
-  return { outcome: 'failed', version, error: clip(error), durationMs: Math.round(performance.now() - started), cutCalls: 0 };
+  return { outcome: 'failed', version, error: clipText(error), durationMs: Math.round(performance.now() - started), cutCalls: 0 };
 }
 
 /**
@@ -127,7 +127,7 @@ export function reloaderFor(plugins: DaemonPlugins | undefined, reloadConfig: Co
               }
             },
           });
-          return { outcome: 'reloaded', version: clip(typeof version === 'string' ? version : '', FieldLimits.versionLabelMax), error: '', durationMs: Math.round(performance.now() - started), cutCalls: 0 };
+          return { outcome: 'reloaded', version: clipText(typeof version === 'string' ? version : '', FieldLimits.versionLabelMax), error: '', durationMs: Math.round(performance.now() - started), cutCalls: 0 };
         } finally {
           configReloading = false;
         }
@@ -148,5 +148,5 @@ export function reloaderFor(plugins: DaemonPlugins | undefined, reloadConfig: Co
 
 /** A ReloadProgress detail within the protocol's limits. */
 export function progressDetail(detail: string): string {
-  return clip(detail);
+  return clipText(detail);
 }

@@ -10,8 +10,9 @@
  *   POST /jobs?steps=N&stepMs=M[&id=ID][&interruptible=1]   starts a background job that writes
  *       its progress to the key `job/<id>` after each of N steps (M ms apart), then "done".
  *       A handoff's drain waits for running jobs (up to its deadline); interruptible ones are
- *       cancelled at once. A job cut by the drain is handed to the new version, which resumes
- *       it from its last step. `GET /jobs` lists the running ones.
+ *       cancelled at once; with &finishOnDrain=1 a job wraps up at its next step when told of
+ *       the drain. A job cut by the drain is handed to the new version, which resumes it from
+ *       its last step. `GET /jobs` lists the running ones.
  *   The request and job counters are handed to each new version too (and kept on a rollback).
  *   KV_DRAIN_HOOK_FAIL=1 (the drain-start hook throws), KV_HANDOVER_PAD=<bytes> (pads the
  *   handover state), KV_HANDOVER_BAD=1 (a state that does not encode), &ignoreCut=1 on a job
@@ -150,6 +151,8 @@ interface Job {
   readonly steps: number;
   readonly stepMs: number;
   readonly interruptible: boolean;
+  /** Told that a drain started, it wraps up at its next step instead of running to the end. */
+  readonly finishOnDrain: boolean;
   readonly ignoreCut: boolean;
   /** Steps done. */
   readonly step: number;
@@ -162,7 +165,7 @@ function jobOf(value: unknown): Job | undefined {
   if (typeof j !== 'object' || j === null || typeof j.id !== 'string' || !JOB_ID.test(j.id)) return undefined;
   const whole = (n: unknown, max: number): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= max;
   if (!whole(j.steps, 100_000) || !whole(j.stepMs, 60_000) || !whole(j.step, j.steps)) return undefined;
-  return { id: j.id, steps: j.steps, stepMs: j.stepMs, step: j.step, interruptible: j.interruptible === true, ignoreCut: j.ignoreCut === true };
+  return { id: j.id, steps: j.steps, stepMs: j.stepMs, step: j.step, interruptible: j.interruptible === true, finishOnDrain: j.finishOnDrain === true, ignoreCut: j.ignoreCut === true };
 }
 
 /**
@@ -180,6 +183,12 @@ async function runJob(store: KvStore, job: Job, resumed: boolean): Promise<void>
     }, { once: true });
     const cut = job.ignoreCut ? new AbortController().signal : item.signal;
     for (let step = job.step; step < job.steps; step++) {
+      if (job.finishOnDrain && item.draining.aborted) {
+        // A job that can stop at any step boundary finishes early rather than keep the drain waiting.
+        await status(step, 'done', `finished early at step ${step} of ${job.steps}: the service is restarting`);
+        counters.jobsFinished++;
+        return;
+      }
       try {
         await delay(job.stepMs, undefined, { signal: cut });
       } catch {
@@ -202,7 +211,7 @@ function startJob(store: KvStore, job: Job, resumed: boolean): void {
   });
 }
 
-/** POST /jobs?steps=N&stepMs=M[&id=ID][&interruptible=1][&ignoreCut=1]. */
+/** POST /jobs?steps=N&stepMs=M[&id=ID][&interruptible=1][&finishOnDrain=1][&ignoreCut=1]. */
 function postJob(store: KvStore, req: IncomingMessage, res: ServerResponse): void {
   const q = new URL(req.url ?? '/', 'http://kv').searchParams;
   const job = jobOf({
@@ -211,6 +220,7 @@ function postJob(store: KvStore, req: IncomingMessage, res: ServerResponse): voi
     stepMs: Number(q.get('stepMs') ?? '100'),
     step: 0,
     interruptible: q.get('interruptible') === '1',
+    finishOnDrain: q.get('finishOnDrain') === '1',
     ignoreCut: q.get('ignoreCut') === '1',
   });
   if (!job) {

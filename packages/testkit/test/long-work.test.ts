@@ -94,7 +94,14 @@ describe('long-lived work through handoffs of the kv daemon', () => {
     const id = await startJob(port, 'steps=30&stepMs=100');
     const puts = await metric(port, 'kv_requests_total{method="PUT"}');
 
-    const up = await ws.ctl(['upgrade']);
+    const upgrading = ws.ctl(['upgrade']);
+    // While the old version drains, `handoffctl status` says what it waits for.
+    const seen = await waitForValue('handoffctl status to show the drain', async () => {
+      const s = await ws.ctl(['status']);
+      return /^handoff +h-\S+ in phase preparing — draining: waiting for 1 job\b.*— \d+ s left$/m.exec(s.stdout)?.[0];
+    }, 10_000);
+    expect(seen).toMatch(/oldest job \d+: \S+, 30 steps \(\d+ (ms|s)\)/);
+    const up = await upgrading;
     expect(up.code, up.stderr).toBe(0);
     expect(up.stdout).toMatch(/^draining: waiting for 1 job\b.*— oldest job \d+: \S+, 30 steps/m);
     // The drain waited for it: done on the old version, never cut.
@@ -112,21 +119,22 @@ describe('long-lived work through handoffs of the kv daemon', () => {
     expect(await verifyLedger(port, load.ledger)).toEqual([]);
   });
 
-  it('--drain-timeout: interruptible jobs are cancelled first, a job still running at the deadline is cut and reported, and the new version resumes both from their last step', async () => {
+  it('--drain-timeout: interruptible jobs are cancelled first, a job told of the drain wraps up, one still running at the deadline is cut and reported, and the new version resumes the cut ones from their last step', async () => {
     await using ws = new Workspace();
     const sup = ws.start(['--config', ws.config()]);
     showOnFailure(sup);
     const old = pidOf(await sup.ready());
     const port = await sup.port();
     const long = await startJob(port, 'id=long&steps=40&stepMs=100');
-    const quick = await startJob(port, 'id=quick&steps=4&stepMs=100');
+    // 100 s of work, unless told of a drain: then it finishes at its next step.
+    const wrapup = await startJob(port, 'id=wrapup&steps=1000&stepMs=100&finishOnDrain=1');
     const interruptible = await startJob(port, 'id=redo&steps=40&stepMs=100&interruptible=1');
 
     const up = await ws.ctl(['upgrade', '--drain-timeout', '1500ms']);
     expect(up.code, up.stderr).toBe(0);
     expect(up.stdout).toMatch(/^draining: waiting for [23] jobs\b/m);
-    // The quick job finished on the old version; the interruptible one went at once, the long one at the deadline.
-    expect(await job(port, quick)).toMatchObject({ state: 'done', pid: old, resumed: false });
+    // The job told of the drain finished early on the old version; the interruptible one went at once, the long one at the deadline.
+    expect(await job(port, wrapup)).toMatchObject({ state: 'done', pid: old, resumed: false, notice: expect.stringMatching(/^finished early at step \d+ of 1000/) as unknown });
     const [end] = drainEnds(sup);
     expect(end).toMatchObject({ pid: old, finished: 1 });
     expect(end?.cut.map((c) => [c.id, c.why, c.released])).toEqual([[interruptible, 'interrupted', true], [long, 'deadline', true]]);

@@ -11,7 +11,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
-import { get } from 'node:http';
+import { get, request } from 'node:http';
 import { beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
 import type { Answer } from '@handoff/supervisor-cli/client';
@@ -157,9 +157,9 @@ function kindOf(m: Record<string, string>): string {
   return `unexpected(${names})`;
 }
 
-/** The notifications a handoff through `phases` sends: RELOADING, a STATUS per phase (EXTEND after preparing and sealing), READY. */
-function handoffKinds(phases: readonly string[]): string[] {
-  return ['RELOADING', ...phases.flatMap((p) => (p === 'preparing' || p === 'sealing' ? ['STATUS', 'EXTEND'] : ['STATUS'])), 'READY'];
+/** The notifications a handoff through `phases` sends: RELOADING, a STATUS per phase (EXTEND after preparing and sealing; `drainStatuses` STATUS lines of drain progress after preparing's), READY. */
+function handoffKinds(phases: readonly string[], drainStatuses = 0): string[] {
+  return ['RELOADING', ...phases.flatMap((p) => (p === 'preparing' ? ['STATUS', 'EXTEND', ...Array<string>(drainStatuses).fill('STATUS')] : p === 'sealing' ? ['STATUS', 'EXTEND'] : ['STATUS'])), 'READY'];
 }
 
 /**
@@ -232,7 +232,7 @@ describe('under systemd-socket-activate', () => {
     await using ws = new Workspace();
     await using notify = await NotifySocket.open(ws.dir);
     await using act = await activate(ws, { NOTIFY_SOCKET: notify.path });
-    const { run, status } = act;
+    const { run, status, port } = act;
     onTestFailed(() => {
       console.error(notify.describe());
     });
@@ -246,7 +246,14 @@ describe('under systemd-socket-activate', () => {
     expect(notify.messages[0]).toEqual({ READY: '1', STATUS: `serving: daemon pid ${String(daemonOf(status))}, generation 1`, MAINPID: String(keeperPid) });
     expect(status.pid).toBe(keeperPid);
 
-    // A committed handoff.
+    // A committed handoff, with a job running that wraps up when told of the drain: the
+    // status line says what the drain waits for while it does.
+    const job = await new Promise<number>((resolve, reject) => {
+      request({ host: '127.0.0.1', port, method: 'POST', path: '/jobs?id=nightly&steps=1000&stepMs=100&finishOnDrain=1', agent: false }, (res) => {
+        res.resume().on('end', () => { resolve(res.statusCode ?? 0); });
+      }).on('error', reject).end();
+    });
+    expect(job).toBe(202);
     const commit = await ws.ctl(['upgrade']);
     expect(commit.code, commit.stdout + commit.stderr).toBe(0);
     await waitUntil('READY=1 after the handoff', () => readies().length === 2, 10_000, { context: () => notify.describe() });
@@ -290,7 +297,7 @@ describe('under systemd-socket-activate', () => {
     const kinds = m.map(kindOf);
     expect(kinds).toEqual([
       'READY',
-      ...handoffKinds(commitPhases),
+      ...handoffKinds(commitPhases, 1),
       ...handoffKinds(rollbackPhases),
       'READY',
       'STOPPING',
@@ -305,8 +312,8 @@ describe('under systemd-socket-activate', () => {
       // The generation counts from the supervisor's start: the new one adopted the daemon as its first.
       `serving: daemon pid ${String(daemonOf(committed))}, generation ${String((replaced.incumbent as { generation: number }).generation)}`,
     ]);
-    const statusPhases = m.filter((x) => kindOf(x) === 'STATUS').map((x) => /^handoff h-\S+: (\S+)$/.exec(x.STATUS ?? '')?.[1]);
-    expect(statusPhases).toEqual([...commitPhases, ...rollbackPhases]);
+    const statusPhases = m.filter((x) => kindOf(x) === 'STATUS').map((x) => /^handoff h-\S+: (\S+)$/.exec(x.STATUS ?? '')?.[1] ?? x.STATUS);
+    expect(statusPhases).toEqual([...commitPhases.flatMap((p) => (p === 'preparing' ? [p, expect.stringMatching(/^handoff h-\S+: draining — waiting for 1 job — oldest job 1: nightly, 1000 steps \(.+\) — \d+ s left$/) as unknown] : [p])), ...rollbackPhases]);
     const handoffIds = new Set(m.filter((x) => kindOf(x) === 'STATUS').map((x) => /^handoff (h-\S+):/.exec(x.STATUS ?? '')?.[1]));
     expect(handoffIds.size).toBe(2);
     // EXTEND_TIMEOUT_USEC: [timeouts] drain and seal (30 s by default) plus 5 s, and shutdown (10 s here) plus 5 s.

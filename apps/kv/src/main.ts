@@ -192,8 +192,8 @@ async function runJob(store: KvStore, job: Job, resumed: boolean): Promise<void>
       try {
         await delay(job.stepMs, undefined, { signal: cut });
       } catch {
-        // Cut by the drain: the checkpoint says where the new version resumes it.
-        await status(step, 'interrupted', `interrupted by a restart at step ${step} of ${job.steps}; the new version resumes it`);
+        // Cut by the drain: the checkpoint says where the new version resumes it (a stop hands nothing over).
+        await status(step, 'interrupted', stop.signal.aborted ? `interrupted by a stop at step ${step} of ${job.steps}; start it again to finish it` : `interrupted by a restart at step ${step} of ${job.steps}; the new version resumes it`);
         return;
       }
       await status(step + 1, 'running', notice);
@@ -223,6 +223,13 @@ function postJob(store: KvStore, req: IncomingMessage, res: ServerResponse): voi
     finishOnDrain: q.get('finishOnDrain') === '1',
     ignoreCut: q.get('ignoreCut') === '1',
   });
+  if (work.draining) {
+    // A drain has begun: a job started now would be cut at once. The next version takes it.
+    res.statusCode = 503;
+    res.setHeader('retry-after', '1');
+    res.end('restarting: start the job again in a moment\n');
+    return;
+  }
   if (!job) {
     res.statusCode = 400;
     res.end('a job needs steps 0–100000, stepMs 0–60000 and an id of 1–64 of A–Z a–z 0–9 _ -\n');
@@ -404,9 +411,10 @@ const exit = await runDaemon<KvStore, Preloaded>({
     if (env.KV_DRAIN_HOOK_FAIL === '1') throw new Error('KV_DRAIN_HOOK_FAIL=1');
     console.log(JSON.stringify({ event: 'drain-start', pid: process.pid, cause, inMs: deadline - Date.now(), jobs: pending.length, cutWork }));
   },
-  onDrainEnd: ({ cause, finished, cut }) => {
-    cutHere = cut;
-    console.log(JSON.stringify({ event: 'drain-end', pid: process.pid, cause, finished, cut: cut.map((c) => ({ id: jobOf(c.resume)?.id ?? null, step: jobOf(c.resume)?.step ?? null, why: c.why, released: c.released })) }));
+  onDrainEnd: ({ cause, finished, cut, abandoned }) => {
+    // Resumed here if the handoff rolls back: those that stopped when cut (one that did not still runs).
+    cutHere = cut.filter((c) => c.released);
+    console.log(JSON.stringify({ event: 'drain-end', pid: process.pid, cause, abandoned, finished, cut: cut.map((c) => ({ id: jobOf(c.resume)?.id ?? null, step: jobOf(c.resume)?.step ?? null, why: c.why, released: c.released })) }));
   },
   handler: (store) => (req, res) => { handle(store, req, res); },
   plugins,

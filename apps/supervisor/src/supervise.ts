@@ -232,6 +232,8 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
       reloading = true;
       /** This handoff's id, known from its first phase change (a drain follows one). */
       let handoffId = '';
+      // systemd's status line changes when what the drain waits for does (at least every 10 s), not on every report.
+      const statusDrain = drainThrottle();
       const result: HandoffResult = await supervisor.performHandoff(
         { daemon: change },
         {
@@ -250,7 +252,7 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
           // (The log line is logEvents': one place for every handoff, reverts included.)
           onDrainProgress: (progress) => {
             const id = handoffId || (supervisor.status().handoff?.handoffId ?? '');
-            if (!stopping) void notifier.status(`handoff ${id}: draining — ${describeDrain(progress)}`);
+            if (!stopping && statusDrain(progress)) void notifier.status(`handoff ${id}: draining — ${describeDrain(progress)}`);
             const { pending, kinds, counts, oldest, oldestMs, leftMs } = progress;
             send({ type: 'drain', handoffId: id, pending, kinds, counts, oldest, oldestMs, leftMs });
           },
@@ -325,7 +327,7 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
     supervisor.reconfigure({ daemon: config.daemon, timeouts: config.timeouts, restart: config.restart, probation: probationPolicy(config) });
     log.info({ config: config.source, needsRestart: restartFor }, 'configuration reloaded: handing off to its daemon settings');
     send({ type: 'reloaded', config: config.source, program: supervisor.configured, needsRestart: restartFor });
-    await upgrade({ wait, ...drain }, configuredProgram(config), (line) => {
+    await upgrade({ ...drain, wait }, configuredProgram(config), (line) => {
       // The configuration applies whatever becomes of the handoff: say so with a refusal.
       send(line.type === 'error' ? { ...line, message: `the configuration was applied, but the handoff to its daemon settings did not happen: ${String(line.message)}` } : line);
     });
@@ -464,7 +466,7 @@ export async function runSupervisor(initial: Config, log: Logger): Promise<void>
       case 'reload':
         if ('plugin' in request) await reloadInPlace({ plugin: request.plugin, ...(request.source ? { source: request.source } : {}) }, send);
         else if ('daemonConfig' in request) await reloadInPlace({ config: true }, send);
-        else await reload(request.wait === true, { ...(request.drainTimeout === undefined ? {} : { drainTimeout: request.drainTimeout }), ...(request.cutWork === true ? { cutWork: true } : {}) }, send);
+        else await reload(request.wait === true, request, send);
         return;
       case 'restart-supervisor':
       case 'release': {

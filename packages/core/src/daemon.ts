@@ -45,7 +45,7 @@ import { clipText, reloaderFor } from './reload.js';
 import type { ConfigReloader, DaemonPlugins } from './reload.js';
 import { decodeHandover, encodeHandover } from './handover.js';
 import type { HandedOver } from './handover.js';
-import type { CutWork, WorkSnapshot, WorkTracker } from './work.js';
+import type { CutWork, WorkDrainReport, WorkSnapshot, WorkTracker } from './work.js';
 import type { DrainContext, DrainProgressReport } from './incumbent.js';
 
 // A daemon started by a supervisor keeps its last output from the moment this library is
@@ -94,6 +94,11 @@ export interface DrainEndInfo {
   /** Tracked items the drain cut (interrupted, at the deadline, or at once when forced). */
   readonly cut: readonly CutWork[];
   readonly durationMs: number;
+  /**
+   * The handoff was abandoned mid-drain (it rolls back): this version serves on, and `cut`
+   * is what it should resume itself.
+   */
+  readonly abandoned: boolean;
 }
 
 /** What `preload` is told. */
@@ -190,9 +195,15 @@ export interface DaemonOptions<S, P = unknown> {
    * and cuts what still runs then (PROTOCOL.md §6, "Long-lived work").
    */
   readonly work?: WorkTracker;
-  /** Called when a drain starts (a handoff or a stop), e.g. to tell the daemon's users. A throw is one line on stderr; the drain goes on. */
+  /**
+   * Called when a drain starts (a handoff or a stop), e.g. to tell the daemon's users. Not
+   * awaited: the drain never waits for it; a throw or a rejection is one line on stderr.
+   */
   onDrainStart?(info: DrainStartInfo): void | Promise<void>;
-  /** Called when the drain of tracked work is over, with what it cut. A throw is one line on stderr; the drain goes on. */
+  /**
+   * Called when the drain of tracked work is over — also when a rollback abandoned it — with
+   * what it cut. Not awaited; a throw or a rejection is one line on stderr.
+   */
   onDrainEnd?(info: DrainEndInfo): void | Promise<void>;
   /** Aborting it stops the daemon gracefully: drain, seal, release, exit 0. */
   readonly stopSignal?: AbortSignal;
@@ -299,20 +310,30 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   const work = options.work;
   /** The work the last drain cut: handed over with the seal's state. */
   let lastCut: readonly CutWork[] = [];
-  /** A user hook around the drain: never fails the drain. */
-  const notify = async (hook: string, call: (() => void | Promise<void>) | undefined): Promise<void> => {
+  /** The work drain running (a stop during a handoff's drain joins it rather than start another). */
+  let workDrain: Promise<WorkDrainReport> | null = null;
+  /**
+   * Calls a user hook around the drain. Not awaited: the drain never waits for it, so a hook
+   * that hangs cannot hold up a handoff or a rollback; what it throws or rejects is one line.
+   */
+  const notify = (hook: string, call: (() => void | Promise<void>) | undefined): void => {
     if (!call) return;
-    try {
-      await call();
-    } catch (error) {
+    const failed = (error: unknown): void => {
       process.stderr.write(`handoff: ${hook} failed: ${messageOf(error)}; the drain goes on\n`);
+    };
+    try {
+      Promise.resolve(call()).catch(failed);
+    } catch (error) {
+      failed(error);
     }
   };
-  /** What the drain waits for now: tracked work by kind, then open connections. */
+  /** What the drain waits for now: tracked work and open connections, by kind, most first. */
   const progressNow = (deadline: number): DrainProgressReport => {
     const p = work?.progress();
     const connections = served.reduce((n, s) => n + s.drainer.openConnections, 0);
-    const byKind = [...(p?.byKind ?? []).map((k) => [k.kind, k.count] as const), ...(connections > 0 ? [['connection', connections] as const] : [])].slice(0, FieldLimits.workKindsMax);
+    const byKind = [...(p?.byKind ?? []).map((k) => [k.kind, k.count] as const), ...(connections > 0 ? [['connection', connections] as const] : [])]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, FieldLimits.workKindsMax);
     const oldest = p?.oldest ?? null;
     return {
       pending: (p?.pending ?? 0) + connections,
@@ -327,7 +348,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   const drainAll = async (deadline: number, signal: AbortSignal, graceMs: number | undefined, cause: DrainCause, context?: DrainContext): Promise<DrainReport> => {
     const grace = graceMs ?? options.drainGraceMs ?? DEFAULT_TIMEOUTS.drainGraceMs;
     const cutWork = context?.cutWork ?? false;
-    await notify('onDrainStart()', options.onDrainStart ? () => options.onDrainStart?.({ cause, deadline, pending: work?.items() ?? [], cutWork }) : undefined);
+    notify('onDrainStart()', options.onDrainStart ? () => options.onDrainStart?.({ cause, deadline, pending: work?.items() ?? [], cutWork }) : undefined);
     // Progress for the operator: at once, then every second while anything is pending.
     const report = (): void => {
       const now = progressNow(deadline);
@@ -338,13 +359,22 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     report();
     const drainWork = async (): Promise<void> => {
       if (!work) return;
-      const r = await work.drain({ deadline, force: cutWork, signal });
+      if (workDrain) {
+        // A stop during a handoff's drain: that drain goes on to its own end; wait for it.
+        await workDrain;
+        return;
+      }
+      workDrain = work.drain({ deadline, force: cutWork, signal });
+      const r = await workDrain.finally(() => {
+        workDrain = null;
+      });
       lastCut = r.cut;
       if (r.cut.length > 0) {
         const list = r.cut.map((c) => `${c.kind} ${c.id} (${c.why})`).join(', ');
         process.stderr.write(`handoff: the drain cut ${r.cut.length} tracked item${r.cut.length === 1 ? '' : 's'}: ${list.slice(0, 1_000)}\n`);
       }
-      if (!r.abandoned) await notify('onDrainEnd()', options.onDrainEnd ? () => options.onDrainEnd?.({ cause, finished: r.finished, cut: r.cut, durationMs: r.durationMs }) : undefined);
+      // Also for an abandoned drain (a rollback): the daemon learns what was cut, to resume it itself.
+      notify('onDrainEnd()', options.onDrainEnd ? () => options.onDrainEnd?.({ cause, finished: r.finished, cut: r.cut, durationMs: r.durationMs, abandoned: r.abandoned }) : undefined);
     };
     try {
       const [reports] = await watched('the drain (your request handlers)', () => Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal }))), drainWork()]));
@@ -365,8 +395,11 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     drain: (deadline, signal, graceMs, context) => drainAll(deadline, signal, graceMs, 'handoff', context),
     async seal() {
       const { report, handed } = await sealAll();
+      // Work started after the drain returned was cut at once: handed over with the rest.
+      const late = work?.takeLateCuts() ?? [];
+      if (late.length > 0) process.stderr.write(`handoff: ${late.length} tracked item${late.length === 1 ? '' : 's'} started after the drain and cut at once: ${late.map((c) => `${c.kind} ${c.id}`).join(', ').slice(0, 1_000)}\n`);
       // Encoded after the data is sealed: a state that cannot go fails the seal, and resuming re-opens the data.
-      return { ...report, state: encodeHandover(handed, lastCut) };
+      return { ...report, state: encodeHandover(handed, [...lastCut, ...late]) };
     },
     async resumeAfterAbort() {
       work?.resume();

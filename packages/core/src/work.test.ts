@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CoreError, CoreErrorCode } from './errors.js';
 import { WorkCutError, WorkTracker } from './work.js';
-import type { WorkItem, WorkProgress } from './work.js';
+import type { WorkItem } from './work.js';
 
 /** Resolves with what `promise` resolves with, or rejects when `ms` passed first (a test that hangs fails clearly). */
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -147,12 +147,10 @@ describe('WorkTracker', () => {
   });
 
   describe('drain()', () => {
-    it('resolves at once with nothing pending, calling nothing', async () => {
+    it('resolves at once with nothing pending', async () => {
       const tracker = new WorkTracker();
-      const progress: WorkProgress[] = [];
-      const report = await within(tracker.drain({ deadline: Date.now() + 10_000, onProgress: (p) => progress.push(p) }), 1_000, 'empty drain');
+      const report = await within(tracker.drain({ deadline: Date.now() + 10_000 }), 1_000, 'empty drain');
       expect(report).toMatchObject({ finished: 0, cut: [], abandoned: false });
-      expect(progress).toEqual([]);
     });
 
     it('tells each item that a drain started, with the deadline, and waits for an item that ends by itself', async () => {
@@ -344,29 +342,13 @@ describe('WorkTracker', () => {
       expect(job.draining.aborted).toBe(true);
     });
 
-    it('calls onProgress at the start and on its interval with the counts by kind and the oldest item, ignoring its errors', async () => {
+    it('reports progress: the count by kind, most first, and the oldest item with its age', () => {
       const tracker = new WorkTracker();
       const oldest = tracker.start({ kind: 'job', description: 'first' });
-      const second = tracker.start({ kind: 'job' });
-      const stream = tracker.start({ kind: 'stream' });
-      const calls: WorkProgress[] = [];
-      let onSecondCall: () => void = () => undefined;
-      const secondCall = new Promise<void>((resolve) => {
-        onSecondCall = resolve;
-      });
-      const deadline = Date.now() + 20_000;
-      const drained = tracker.drain({
-        deadline,
-        cutAt: deadline - 1_000,
-        progressMs: 20,
-        onProgress: (p) => {
-          calls.push(p);
-          if (calls.length === 2) onSecondCall();
-          throw new Error('a broken progress hook');
-        },
-      });
-      expect(calls).toHaveLength(1);
-      expect(calls[0]).toEqual({
+      tracker.start({ kind: 'job' });
+      tracker.start({ kind: 'stream' });
+      const p = tracker.progress();
+      expect(p).toEqual({
         pending: 3,
         byKind: [
           { kind: 'job', count: 2 },
@@ -374,13 +356,21 @@ describe('WorkTracker', () => {
         ],
         oldest: expect.objectContaining({ id: oldest.id, kind: 'job', description: 'first' }),
       });
-      expect(calls[0]?.oldest?.ageMs).toBeGreaterThanOrEqual(0);
-      await within(secondCall, 5_000, 'the second progress call');
+      expect(p.oldest?.ageMs).toBeGreaterThanOrEqual(0);
       oldest.end();
-      second.end();
-      stream.end();
-      const report = await within(drained, 5_000, 'drain');
-      expect(report).toMatchObject({ finished: 3, cut: [], abandoned: false });
+      expect(tracker.progress()).toMatchObject({ pending: 2, byKind: [{ kind: 'job', count: 1 }, { kind: 'stream', count: 1 }] });
+    });
+
+    it('reports work started after the drain returned (cut at once) with takeLateCuts, once', async () => {
+      const tracker = new WorkTracker();
+      await tracker.drain({ deadline: Date.now() + 1_000 });
+      const late = tracker.start({ kind: 'stream', description: 'too late', resume: { at: 3 } });
+      expect(late.signal.aborted).toBe(true);
+      late.end();
+      expect(tracker.takeLateCuts()).toEqual([expect.objectContaining({ id: late.id, kind: 'stream', why: 'deadline', resume: { at: 3 }, released: true })]);
+      expect(tracker.takeLateCuts()).toEqual([]);
+      tracker.resume();
+      expect(tracker.start({ kind: 'job' }).signal.aborted).toBe(false);
     });
 
     it('refuses a second drain while one runs, and resume() during a drain', async () => {
@@ -401,7 +391,7 @@ describe('WorkTracker', () => {
       tracker.start({ kind: 'job' });
       await expect(tracker.drain({ deadline: Number.NaN })).rejects.toMatchObject({ code: CoreErrorCode.InvalidArgument });
       await expect(tracker.drain({ deadline: Date.now() + 1_000, releaseGraceMs: -1 })).rejects.toMatchObject({ code: CoreErrorCode.InvalidArgument });
-      await expect(tracker.drain({ deadline: Date.now() + 1_000, progressMs: 0 })).rejects.toMatchObject({ code: CoreErrorCode.InvalidArgument });
+      await expect(tracker.drain({ deadline: Date.now() + 1_000, cutAt: Number.POSITIVE_INFINITY })).rejects.toMatchObject({ code: CoreErrorCode.InvalidArgument });
       expect(tracker.draining).toBe(false);
     });
   });

@@ -216,7 +216,7 @@ export interface WorkSnapshot {
   readonly interruptible: boolean;
 }
 
-/** How much work is pending, as {@link WorkTracker.progress} and a drain's `onProgress` report it. */
+/** How much work is pending, as {@link WorkTracker.progress} reports it. */
 export interface WorkProgress {
   /** Items not ended. */
   readonly pending: number;
@@ -239,16 +239,12 @@ export interface WorkDrainOptions {
   readonly force?: boolean;
   /**
    * How long to wait for cut items to call `end()` after they were cut. It defaults to 1000 ms,
-   * and it never extends past the deadline. Items not ended by then are reported with
+   * and it is never more than half the time left to the deadline. Items not ended by then are reported with
    * `released: false` and no longer waited for.
    */
   readonly releaseGraceMs?: number;
   /** Abandons the drain (the handoff was aborted): it stops waiting and returns at once with what it cut so far. */
   readonly signal?: AbortSignal;
-  /** Called at the start and every `progressMs` while the drain waits, only while something is pending. Errors it throws are ignored. */
-  readonly onProgress?: (p: WorkProgress) => void;
-  /** The interval of `onProgress` calls in ms. Default 1000. */
-  readonly progressMs?: number;
 }
 
 /** What a drain did. */
@@ -275,16 +271,6 @@ function checkNumber(name: string, value: number | undefined, min: 'any' | 'non-
   }
 }
 
-/** Calls a user's progress callback, ignoring what it throws. */
-function callProgress(onProgress: ((p: WorkProgress) => void) | undefined, progress: () => WorkProgress): void {
-  if (onProgress === undefined) return;
-  try {
-    onProgress(progress());
-  } catch {
-    // A failing progress callback is the caller's problem: it must not break the drain.
-  }
-}
-
 /**
  * Tracks long-lived work (jobs, streams, sessions, child processes) so that a drain can wait
  * for it, cut what still runs at the cut time, and report what it cut.
@@ -302,6 +288,8 @@ export class WorkTracker {
   #lastDeadline = 0;
   #lastForce = false;
   readonly #idleWaiters = new Set<() => void>();
+  /** Items started after the last drain returned, and so cut at once: reported by {@link takeLateCuts}. */
+  #lateCuts: { readonly item: WorkItem; readonly state: ItemState; readonly why: CutReason }[] = [];
 
   /** Makes a tracker; `now` replaces `Date.now` for timestamps and deadlines (timers stay real). */
   constructor(options: { readonly now?: () => number } = {}) {
@@ -340,6 +328,7 @@ export class WorkTracker {
     } else if (this.#phase === 'drained') {
       const why: CutReason = this.#lastForce ? 'forced' : item.interruptible ? 'interrupted' : 'deadline';
       this.#markCut(state, why, 'cut at once: the drain already returned, so nothing waits for this work any more');
+      this.#lateCuts.push({ item, state, why });
     }
     return item;
   }
@@ -395,7 +384,6 @@ export class WorkTracker {
     checkNumber('deadline', options.deadline, 'any');
     checkNumber('cutAt', options.cutAt, 'any');
     checkNumber('releaseGraceMs', options.releaseGraceMs, 'non-negative');
-    checkNumber('progressMs', options.progressMs, 'positive');
     const startedAt = this.#now();
     // A drain abandoned before it began does nothing at all.
     if (options.signal?.aborted === true) return { finished: 0, cut: [], abandoned: true, durationMs: 0 };
@@ -416,7 +404,6 @@ export class WorkTracker {
       resolveReport = resolve;
     });
     let cutTimer: NodeJS.Timeout | null = null;
-    let progressTimer: NodeJS.Timeout | null = null;
     const onAbort = (): void => {
       run.finish(true);
     };
@@ -435,7 +422,6 @@ export class WorkTracker {
         if (run.done) return;
         run.done = true;
         if (cutTimer !== null) clearTimeout(cutTimer);
-        if (progressTimer !== null) clearInterval(progressTimer);
         for (const batch of run.batches) {
           batch.expired = true;
           if (batch.timer !== null) clearTimeout(batch.timer);
@@ -480,15 +466,6 @@ export class WorkTracker {
       if (delay <= 0) onCutTime();
       else arm(delay);
     }
-    if (!run.done && options.onProgress !== undefined) {
-      const onProgress = options.onProgress;
-      const tick = (): void => {
-        if (!run.done && this.#items.size > 0) callProgress(onProgress, () => this.progress());
-      };
-      // Armed first: a callback that aborts the drain's signal finds the timer to clear.
-      progressTimer = setInterval(tick, options.progressMs ?? 1_000).unref();
-      tick();
-    }
     this.#wake(run);
     return reported;
   }
@@ -501,6 +478,18 @@ export class WorkTracker {
   resume(): void {
     if (this.#run !== null) throw new CoreError(CoreErrorCode.WrongState, 'a drain is running: abort its signal before resuming work');
     this.#phase = 'open';
+    this.#lateCuts = [];
+  }
+
+  /**
+   * The items started after the last drain returned — cut at once, since nothing waited for
+   * them any more — as cut work (`released`: whether each has ended by now), and forgets them:
+   * so that they are reported, and handed over, with the drain's own cuts.
+   */
+  takeLateCuts(): CutWork[] {
+    const late = this.#lateCuts.map(({ item, state, why }) => cutWork({ item, state, why, released: state.ended }));
+    this.#lateCuts = [];
+    return late;
   }
 
   /** Resolves when no item is pending, at once if none is. */
@@ -544,8 +533,9 @@ export class WorkTracker {
       cut.push(state);
     }
     if (cut.length === 0) return;
+    // At most half the time left: the drain returns before its deadline even if a cut item never stops.
     const left = Math.max(0, run.deadline - now);
-    const grace = Math.min(run.releaseGraceMs ?? 1_000, left, MAX_DELAY);
+    const grace = Math.min(run.releaseGraceMs ?? 1_000, left / 2, MAX_DELAY);
     run.batches.add(batch);
     batch.timer = setTimeout(() => {
       batch.timer = null;
@@ -612,7 +602,7 @@ function snapshot(item: WorkItem): WorkSnapshot {
 }
 
 /** A report entry as plain data, with the item's checkpoint as it is now. */
-function cutWork(record: CutRecord): CutWork {
+function cutWork(record: Pick<CutRecord, 'item' | 'state' | 'why' | 'released'>): CutWork {
   const { item } = record;
   const resume = record.state.resume;
   return { id: item.id, kind: item.kind, description: item.description, startedAt: item.startedAt, interruptible: item.interruptible, why: record.why, resume: resume === undefined ? null : resume, released: record.released };

@@ -55,14 +55,15 @@ export class BareDaemon {
     Object.assign(env, program.env, dataDirEnv(dataDir), tag, {
       [SpawnEnv.ListenFds]: '1',
       [SpawnEnv.ListenFdNames]: 'http',
-      [SpawnEnv.ReserveCopies]: '0',
+      // One reserve copy (fd 4): a drain that the check then aborts must be able to accept again (§2).
+      [SpawnEnv.ReserveCopies]: '1',
       [SpawnEnv.ControlSocket]: controlSocket,
       [SpawnEnv.HeartbeatMs]: '100',
       [SpawnEnv.LivenessMs]: '1000',
       [SpawnEnv.Backlogs]: '511',
     });
     try {
-      this.child = spawnWithListenPid({ command: program.command, args: [...program.args], env: {}, cwd: program.cwd ?? null }, { env, stdio: ['ignore', 'pipe', 'pipe', listener.fd], detached: true });
+      this.child = spawnWithListenPid({ command: program.command, args: [...program.args], env: {}, cwd: program.cwd ?? null }, { env, stdio: ['ignore', 'pipe', 'pipe', listener.fd, listener.fd], detached: true });
     } catch (error) {
       held.close();
       throw error;

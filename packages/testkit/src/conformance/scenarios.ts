@@ -230,6 +230,7 @@ const BARE: CheckDef[] = [
           return types().includes('Drained') ? true : undefined;
         }, 6_000).catch((e: unknown) => fail(e instanceof CheckFailed ? e.message : `no Drained within the 5 s deadline (frames: ${types().join(', ')})`));
         const tookMs = Date.now() - started;
+        if (tookMs >= 5_000) fail(`Drained came ${tookMs} ms after PrepareHandoff, not before its deadlineMs of 5000 (PROTOCOL.md §6: cut early enough to send Drained in time)`);
         const unexpected = types().filter((t) => t !== 'Hello' && t !== 'Heartbeat' && t !== 'Drained');
         if (unexpected.length > 0) fail(`while draining on a session without DrainProgress in force the daemon sent ${unexpected.join(', ')}`);
         client.write(encodeFrame({ type: 'ResumeAfterAbort', handoffId: 'conformance-cut', reason: 'conformance check' }, 'toDaemon'));

@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
@@ -234,4 +235,18 @@ export class Running {
     const address = (s.listeners as { address: string }[])[0]?.address ?? '';
     return Number(address.split(':').pop());
   }
+}
+
+/** One HTTP request on a fresh connection: status and body. */
+export function call(port: number, method: string, path: string, body = ''): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method, path, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => {
+        resolve({ status: res.statusCode ?? 0, body: text });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }

@@ -8,25 +8,11 @@
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { request } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { LoadDriver, verifyLedger, waitForValue, waitUntil } from '../src/index.js';
-import { Workspace, showOnFailure } from './bin.js';
+import { Workspace, call, showOnFailure } from './bin.js';
 import type { Running } from './bin.js';
 
-/** One HTTP request on a fresh connection: status and body. */
-function call(port: number, method: string, path: string, body = ''): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => {
-        resolve({ status: res.statusCode ?? 0, body: text });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 interface JobStatus {
   readonly step: number;

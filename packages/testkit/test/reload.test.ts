@@ -6,12 +6,11 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ask } from '@handoff/supervisor-cli/client';
 import { LoadDriver, verifyLedger, waitForValue } from '../src/index.js';
-import { Workspace, showOnFailure } from './bin.js';
+import { Workspace, call, showOnFailure } from './bin.js';
 
 /**
  * A validate plugin: version `label`, refusing values that contain `refuse` (none: accepts
@@ -42,19 +41,6 @@ function gate(dir: string, name: string): { readonly code: string; readonly open
   };
 }
 
-/** One HTTP request on a fresh connection: status and body. */
-function call(port: number, method: string, path: string, body = ''): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => {
-        resolve({ status: res.statusCode ?? 0, body: text });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 describe('handoffctl reload, in place, through the supervisor to the kv daemon', () => {
   it('swaps the validate plugin under a write load without a handoff, reports a broken version while the active one serves on, and reloads the daemon configuration', async () => {

@@ -373,7 +373,7 @@ TO_S, TO_D = 'toSupervisor', 'toDaemon'
 SCHEMAS = {
     'Hello': ((TO_S,), [('role', ('enum', ('incumbent', 'successor'))), ('pid', PID), ('buildId', ('str', 0, 256, None)),
                         ('protoMin', VERSION), ('protoMax', VERSION), ('capabilities', CAPS)]),
-    'Drained': ((TO_S,), [('handoffId', HANDOFF_ID), ('openConnsRemaining', UINT), ('acceptClosed', BOOL)]),
+    'Drained': ((TO_S,), [('handoffId', HANDOFF_ID), ('openConnsRemaining', UINT), ('acceptClosed', BOOL), ('workCut', ('optional', UINT, 0))]),
     # Sent only with the DrainProgress capability in force, which this daemon never announces.
     'DrainProgress': ((TO_S,), [('handoffId', HANDOFF_ID), ('pending', UINT), ('kinds', ('strs', 32, 64)), ('counts', ('uints', 32)), ('oldest', TEXT),
                                 ('oldestMs', UINT), ('leftMs', UINT)]),

@@ -93,13 +93,19 @@ function describeResult(r: Answer, past = false): string {
   const aftermath = typeof r.aftermath === 'string' ? `\nafter the handoff: ${r.aftermath}` : '';
   const h = r.health as { ok: boolean; detail: string } | null | undefined;
   const health = h ? `\nhealth: ${h.ok ? 'ok' : 'FAILING'} — ${h.detail}` : '';
+  const d = r.drained as { openConnsRemaining?: unknown; workCut?: unknown } | null | undefined;
+  const unfinished = [
+    ...(typeof d?.workCut === 'number' && d.workCut > 0 ? [`cut ${d.workCut} tracked item${d.workCut === 1 ? '' : 's'} of long-lived work`] : []),
+    ...(typeof d?.openConnsRemaining === 'number' && d.openConnsRemaining > 0 ? [`closed ${d.openConnsRemaining} connection${d.openConnsRemaining === 1 ? '' : 's'} unfinished`] : []),
+  ];
+  const drain = unfinished.length > 0 ? `\nthe drain ${unfinished.join(' and ')} (the old daemon's log names them)` : '';
   if (r.outcome === 'coldStart' && r.committed === true && typeof r.handoffId === 'string' && r.handoffId.startsWith('start-')) return `started: no daemon served, so the supervisor started one; ${serving}${health}`;
   const how = r.outcome === 'committed' ? '' : ` (${String(r.outcome)})`;
-  if (r.committed === true) return `committed: handoff ${String(r.handoffId)}${how} in ${timings.totalMs} ms — ${phases}; ${serving}${aftermath}${health}`;
+  if (r.committed === true) return `committed: handoff ${String(r.handoffId)}${how} in ${timings.totalMs} ms — ${phases}; ${serving}${drain}${aftermath}${health}`;
   const abort = r.abortReason as { code: string; reason: string } | null;
   const who = typeof r.incumbentPid === 'number' ? (past ? `the previous version (pid ${r.incumbentPid}) served on` : `the previous version serves on (pid ${r.incumbentPid})`) : past ? 'no daemon served right after it' : 'no daemon serves yet';
   const said = typeof r.successorOutput === 'string' ? `\nthe new daemon's last output:\n${r.successorOutput.split('\n').slice(-20).map((l) => `  | ${l}`).join('\n')}` : '';
-  return `rolled back: handoff ${String(r.handoffId)} — ${abort ? `${abort.code}: ${abort.reason}` : 'no reason given'}; ${who}${aftermath}${said}`;
+  return `rolled back: handoff ${String(r.handoffId)} — ${abort ? `${abort.code}: ${abort.reason}` : 'no reason given'}; ${who}${drain}${aftermath}${said}`;
 }
 
 /** A probation line of an upgrade's answer. */

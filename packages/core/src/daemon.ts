@@ -357,12 +357,12 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     const ticker = context ? setInterval(report, DRAIN_PROGRESS_MS) : undefined;
     ticker?.unref();
     report();
-    const drainWork = async (): Promise<void> => {
-      if (!work) return;
+    const drainWork = async (): Promise<number> => {
+      if (!work) return 0;
       if (workDrain) {
         // A stop during a handoff's drain: that drain goes on to its own end; wait for it.
         await workDrain;
-        return;
+        return 0;
       }
       workDrain = work.drain({ deadline, force: cutWork, signal });
       const r = await workDrain.finally(() => {
@@ -375,10 +375,11 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       }
       // Also for an abandoned drain (a rollback): the daemon learns what was cut, to resume it itself.
       notify('onDrainEnd()', options.onDrainEnd ? () => options.onDrainEnd?.({ cause, finished: r.finished, cut: r.cut, durationMs: r.durationMs, abandoned: r.abandoned }) : undefined);
+      return r.cut.length;
     };
     try {
-      const [reports] = await watched('the drain (your request handlers)', () => Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal }))), drainWork()]));
-      return { openConnsRemaining: reports.reduce((n, r) => n + r.openConnsRemaining, 0), acceptClosed: true };
+      const [reports, workCut] = await watched('the drain (your request handlers)', () => Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal }))), drainWork()]));
+      return { openConnsRemaining: reports.reduce((n, r) => n + r.openConnsRemaining, 0), acceptClosed: true, workCut };
     } finally {
       if (ticker) clearInterval(ticker);
     }

@@ -22,6 +22,8 @@ import type { ReloadStep, Reloader } from './reload.js';
 export interface DrainReport {
   readonly openConnsRemaining: number;
   readonly acceptClosed: boolean;
+  /** Tracked long-lived work items the drain cut (Drained's `workCut`; 0 when absent). */
+  readonly workCut?: number;
 }
 
 /** What a drain still waits for (DrainProgress without its type and handoff id). */
@@ -239,7 +241,7 @@ export class Incumbent {
           const report = drainable.drain(Date.now() + effect.deadlineMs, signal, effect.drainGraceMs, context);
           crashPoint('incumbent:inside-drain');
           const r = await report;
-          return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed };
+          return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed, workCut: r.workCut ?? 0 };
         }, (error) => ({ type: 'drainFailed', error }));
         return;
       }

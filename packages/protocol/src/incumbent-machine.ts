@@ -52,7 +52,7 @@ export type IncumbentEvent =
   /** The control session ended (EOF, error, or garbage on it). */
   | { readonly type: 'sessionClosed'; readonly reason: string }
   | { readonly type: 'message'; readonly message: ToDaemonMessage }
-  | { readonly type: 'drainDone'; readonly openConnsRemaining: number; readonly acceptClosed: boolean }
+  | { readonly type: 'drainDone'; readonly openConnsRemaining: number; readonly acceptClosed: boolean; readonly workCut?: number }
   | { readonly type: 'drainFailed'; readonly error: string }
   | { readonly type: 'sealProgress'; readonly completed: number; readonly total: number }
   /** What a running drain still waits for; sent as DrainProgress when that capability is in force. */
@@ -242,7 +242,7 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
         effects: [
           {
             type: 'send',
-            message: { type: 'Drained', handoffId: state.handoffId ?? '', openConnsRemaining: event.openConnsRemaining, acceptClosed: event.acceptClosed },
+            message: { type: 'Drained', handoffId: state.handoffId ?? '', openConnsRemaining: event.openConnsRemaining, acceptClosed: event.acceptClosed, workCut: event.workCut ?? 0 },
           },
         ],
       };

@@ -80,6 +80,8 @@ export interface Drained {
   readonly handoffId: string;
   readonly openConnsRemaining: number;
   readonly acceptClosed: boolean;
+  /** Tracked long-lived work the drain cut (PROTOCOL.md §6, "Long-lived work"). Optional on the wire. */
+  readonly workCut: number;
 }
 /** Optional progress of a long seal. */
 export interface SealProgress {
@@ -274,7 +276,7 @@ export type FieldSpec =
    * A field a receiver may find absent (added to v1 after its first release): absent means
    * `default`, and a canonical encoder leaves the field out when its value is `default`.
    */
-  | { readonly kind: 'optional'; readonly inner: FieldSpec; readonly default: null | boolean };
+  | { readonly kind: 'optional'; readonly inner: FieldSpec; readonly default: null | boolean | number };
 
 /** The schema of one message type. */
 export interface MessageSchema {
@@ -315,7 +317,7 @@ const SCHEMAS = {
   },
   Drained: {
     directions: toS,
-    fields: { handoffId, openConnsRemaining: uint53, acceptClosed: { kind: 'bool' } },
+    fields: { handoffId, openConnsRemaining: uint53, acceptClosed: { kind: 'bool' }, workCut: { kind: 'optional', inner: uint53, default: 0 } },
   },
   DrainProgress: {
     directions: toS,

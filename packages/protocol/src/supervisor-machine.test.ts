@@ -13,7 +13,7 @@ const OVERLAP_SPEC: HandoffSpec = { ...SPEC, capabilities: CAPS | capabilities('
 const PID = 300;
 const MESSAGES: Record<ToSupervisorMessage['type'], ToSupervisorMessage> = {
   Hello: { type: 'Hello', role: 'successor', pid: PID, buildId: 'v2', protoMin: 1, protoMax: 1, capabilities: CAPS | capabilities('Overlap') },
-  Drained: { type: 'Drained', handoffId: 'h1', openConnsRemaining: 0, acceptClosed: true },
+  Drained: { type: 'Drained', handoffId: 'h1', openConnsRemaining: 0, acceptClosed: true, workCut: 0 },
   DrainProgress: { type: 'DrainProgress', handoffId: 'h1', pending: 2, kinds: ['job'], counts: [2], oldest: 'job: export', oldestMs: 1200, leftMs: 28000 },
   SealProgress: { type: 'SealProgress', handoffId: 'h1', completed: 1, total: 2 },
   SealComplete: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f', state: null },
@@ -121,6 +121,9 @@ describe('supervisor machine: decisions', () => {
     expect(progress.state.phase).toBe('preparing');
     expect(progress.effects).toContainEqual({ type: 'drainProgress', progress: { pending: 2, kinds: ['job'], counts: [2], oldest: 'job: export', oldestMs: 1200, leftMs: 28000 } });
     expect(progress.effects).toContainEqual(expect.objectContaining({ type: 'setTimer', timer: 'incumbentLiveness' }));
+    // What Drained reports is kept for the handoff's result.
+    const drained = run(STATES.preparing as SupervisorState, { type: 'incumbentMessage', message: { ...MESSAGES.Drained, openConnsRemaining: 1, workCut: 2 } as ToSupervisorMessage });
+    expect(drained.state).toMatchObject({ phase: 'sealing', drained: { openConnsRemaining: 1, workCut: 2 } });
   });
 
   it('rejects a Ready whose revisions do not continue the sealed ones, and resumes the incumbent after the successor is gone', () => {

@@ -93,6 +93,8 @@ export interface SupervisorState {
   readonly seal: SealReport | null;
   /** The incumbent's application state from SealComplete, forwarded byte for byte in Begin. */
   readonly handover: Uint8Array | null;
+  /** What the incumbent's Drained reported: client connections closed unfinished, tracked work cut. */
+  readonly drained: { readonly openConnsRemaining: number; readonly workCut: number } | null;
   /** The abort in progress or done. */
   readonly abort: { readonly code: AbortCode; readonly reason: string } | null;
   /** In `aborting`: ResumeAfterAbort is owed to the incumbent once the successor is gone. */
@@ -157,6 +159,7 @@ export function initialSupervisorState(): SupervisorState {
     beginSent: false,
     seal: null,
     handover: null,
+    drained: null,
     abort: null,
     resumePending: false,
     outcome: null,
@@ -330,7 +333,7 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
       const bad = expect(state.phase === 'preparing', 'Drained') ?? checkId(state, message);
       if (bad) return abortForViolation(state, bad);
       return {
-        state: { ...state, phase: 'sealing' },
+        state: { ...state, phase: 'sealing', drained: { openConnsRemaining: message.openConnsRemaining, workCut: message.workCut } },
         effects: [
           ...liveness,
           { type: 'journal', phase: 'sealing', seal: null },

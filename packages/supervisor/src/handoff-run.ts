@@ -44,6 +44,11 @@ export interface HandoffResult {
   readonly successorOutput: string | null;
   /** The new daemon's pid, once spawned (its probation, after a commit, is this pid's). */
   readonly successorPid: number | null;
+  /**
+   * What the old daemon's drain left unfinished, when it drained (its Drained): client
+   * connections it closed unfinished and tracked long-lived work it cut; null when it did not drain.
+   */
+  readonly drained: { readonly openConnsRemaining: number; readonly workCut: number } | null;
 }
 
 /** The serving daemon a handoff replaces. */
@@ -199,6 +204,7 @@ export class HandoffRun {
       // A successor that exited on its own before the outcome may have said why.
       successorOutput: !outcome.committed && this.#successorExited ? readFailureFile(this.#failureFile) : null,
       successorPid: this.#successor?.pid ?? null,
+      drained: this.#machine.state.drained,
     };
     // Whatever it writes as it exits later (stopped after a rollback) is not news: remove it.
     void this.#successor?.exited.then(() => readFailureFile(this.#failureFile));

@@ -276,7 +276,7 @@ export class LifecycleDriver {
             request.reject(new SupervisorError(SupervisorErrorCode.Spawn, effect.aftermath ?? 'the daemon did not start'));
             return;
           }
-          const started: HandoffResult = { handoffId: `start-${Date.now().toString(36)}`, committed: true, outcome: 'coldStart', abortReason: null, timings: { totalMs: 0, phases: {} }, incumbentPid: effect.servingPid, aftermath: 'no daemon served: the supervisor started one afresh', successorOutput: null, successorPid: effect.servingPid };
+          const started: HandoffResult = { handoffId: `start-${Date.now().toString(36)}`, committed: true, outcome: 'coldStart', abortReason: null, timings: { totalMs: 0, phases: {} }, incumbentPid: effect.servingPid, aftermath: 'no daemon served: the supervisor started one afresh', successorOutput: null, successorPid: effect.servingPid, drained: null };
           this.#lastHandoff = started;
           request.resolve(started);
           return;

@@ -128,7 +128,8 @@ describe('long-lived work through handoffs of the kv daemon', () => {
     expect(end?.cut.map((c) => [c.id, c.why, c.released])).toEqual([[interruptible, 'interrupted', true], [long, 'deadline', true]]);
     const [redo, cutLong] = end?.cut ?? [];
     expect(redo?.step ?? 99).toBeLessThan(cutLong?.step ?? 0);
-    // Reported to the operator: the old daemon's line in the supervisor's log.
+    // Reported to the operator: in handoffctl's outcome, and the old daemon's line in the supervisor's log names them.
+    expect(up.stdout).toMatch(/^the drain cut 2 tracked items of long-lived work \(the old daemon's log names them\)$/m);
     expect(sup.output).toMatch(/the drain cut 2 tracked items: job \d+ \(interrupted\), job \d+ \(deadline\)/);
 
     // Handed over: the new version resumes each from where it was cut, and finishes it.

@@ -285,7 +285,7 @@ function handle(store: KvStore, req: IncomingMessage, res: ServerResponse): void
     const c = counters;
     res.end(
       `${plugins.metrics()}# HELP kv_keys Keys stored.\n# TYPE kv_keys gauge\nkv_keys ${store.size}\n# HELP kv_revision Last revision written.\n# TYPE kv_revision gauge\nkv_revision ${store.revision}\n` +
-        `# HELP kv_requests_total Requests served since the service started, across handoffs.\n# TYPE kv_requests_total counter\nkv_requests_total{method="PUT"} ${c.puts}\nkv_requests_total{method="GET"} ${c.gets}\n` +
+        `# HELP kv_requests_total Key-value requests (GET and PUT of /kv/<key>) served since the service started, across handoffs.\n# TYPE kv_requests_total counter\nkv_requests_total{method="PUT"} ${c.puts}\nkv_requests_total{method="GET"} ${c.gets}\n` +
         `# HELP kv_jobs_finished_total Jobs finished since the service started.\n# TYPE kv_jobs_finished_total counter\nkv_jobs_finished_total ${c.jobsFinished}\n` +
         `# HELP kv_jobs_resumed_total Jobs a new version resumed after a handoff cut them.\n# TYPE kv_jobs_resumed_total counter\nkv_jobs_resumed_total ${c.jobsResumed}\n` +
         `# HELP kv_takeovers_total Handoffs this service went through.\n# TYPE kv_takeovers_total counter\nkv_takeovers_total ${c.takeovers}\n# HELP kv_jobs_running Jobs running now.\n# TYPE kv_jobs_running gauge\nkv_jobs_running ${work.size}\n`,

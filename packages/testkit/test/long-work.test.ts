@@ -125,7 +125,8 @@ describe('long-lived work through handoffs of the kv daemon', () => {
     expect(await job(port, wrapup)).toMatchObject({ state: 'done', pid: old, resumed: false, notice: expect.stringMatching(/^finished early at step \d+ of 1000/) as unknown });
     const [end] = drainEnds(sup);
     expect(end).toMatchObject({ pid: old, finished: 1 });
-    expect(end?.cut.map((c) => [c.id, c.why, c.released])).toEqual([[interruptible, 'interrupted', true], [long, 'deadline', true]]);
+    // (Whether each stopped within its release grace depends on timing: 100 ms for the one cut 200 ms before the deadline.)
+    expect(end?.cut.map((c) => [c.id, c.why])).toEqual([[interruptible, 'interrupted'], [long, 'deadline']]);
     const [redo, cutLong] = end?.cut ?? [];
     expect(redo?.step ?? 99).toBeLessThan(cutLong?.step ?? 0);
     // Reported to the operator: in handoffctl's outcome, and the old daemon's line in the supervisor's log names them.
@@ -148,7 +149,8 @@ describe('long-lived work through handoffs of the kv daemon', () => {
     const old = pidOf(await sup.ready());
     const port = await sup.port();
     const long = await startJob(port, 'id=long&steps=40&stepMs=100');
-    const stubborn = await startJob(port, 'id=stubborn&steps=20&stepMs=100&ignoreCut=1');
+    // 10 s of work that ignores its cut: still running when the release grace (1 s) ends, whatever the timing.
+    const stubborn = await startJob(port, 'id=stubborn&steps=100&stepMs=100&ignoreCut=1');
     const up = await ws.ctl(['upgrade', '--no-drain-wait']);
     expect(up.code, up.stderr).toBe(0);
     const [end] = drainEnds(sup);

@@ -373,7 +373,11 @@ TO_S, TO_D = 'toSupervisor', 'toDaemon'
 SCHEMAS = {
     'Hello': ((TO_S,), [('role', ('enum', ('incumbent', 'successor'))), ('pid', PID), ('buildId', ('str', 0, 256, None)),
                         ('protoMin', VERSION), ('protoMax', VERSION), ('capabilities', CAPS)]),
-    'Drained': ((TO_S,), [('handoffId', HANDOFF_ID), ('openConnsRemaining', UINT), ('acceptClosed', BOOL), ('workCut', ('optional', UINT, 0))]),
+    'Drained': ((TO_S,), [('handoffId', HANDOFF_ID), ('openConnsRemaining', UINT), ('acceptClosed', BOOL), ('workCut', ('optional', UINT, 0)),
+                          ('connsOffered', ('optional', UINT, 0))]),
+    # Moving connections (PROTOCOL.md section 6): decoded, never sent or accepted, since this daemon does not announce MoveConnections.
+    'ConnOffer': ((TO_S, TO_D), [('handoffId', HANDOFF_ID), ('connId', ('uint', 1, 0xFFFFFFFF)), ('listener', ('str', 0, 64, None)), ('kind', ('str', 1, 64, None)),
+                                 ('leftover', ('bin', 64 * 1024)), ('state', ('nullable', ('bin', 64 * 1024)))]),
     # Sent only with the DrainProgress capability in force, which this daemon never announces.
     'DrainProgress': ((TO_S,), [('handoffId', HANDOFF_ID), ('pending', UINT), ('kinds', ('strs', 32, 64)), ('counts', ('uints', 32)), ('oldest', TEXT),
                                 ('oldestMs', UINT), ('leftMs', UINT)]),
@@ -384,9 +388,9 @@ SCHEMAS = {
     'Heartbeat': ((TO_S, TO_D), [('ts', UINT)]),
     'HelloAck': ((TO_D,), [('version', VERSION), ('handoffId', ('nullable', HANDOFF_ID)), ('capabilities', CAPS)]),
     'PrepareHandoff': ((TO_D,), [('handoffId', HANDOFF_ID), ('successorPid', PID), ('deadlineMs', DEADLINE), ('drainGraceMs', DEADLINE),
-                                  ('cutWork', ('optional', BOOL, False))]),
+                                  ('cutWork', ('optional', BOOL, False)), ('moveConns', ('optional', BOOL, False))]),
     'SealRequest': ((TO_D,), [('handoffId', HANDOFF_ID)]),
-    'Begin': ((TO_D,), [('handoffId', HANDOFF_ID), ('seal', ('nullable', ('seal',))), ('state', STATE)]),
+    'Begin': ((TO_D,), [('handoffId', HANDOFF_ID), ('seal', ('nullable', ('seal',))), ('state', STATE), ('conns', ('optional', UINT, 0))]),
     'Commit': ((TO_D,), [('handoffId', HANDOFF_ID)]),
     'Abort': ((TO_D,), [('handoffId', ('nullable', HANDOFF_ID)), ('code', ('str', 1, 64, re.compile(r'[A-Z0-9_]+'))), ('reason', TEXT)]),
     'ResumeAfterAbort': ((TO_D,), [('handoffId', HANDOFF_ID), ('reason', TEXT)]),

@@ -8,9 +8,10 @@ import { describeTable, reach } from './transition-table.fixture.js';
 const CONFIG = { pid: 200, buildId: 'v1', versions: { min: 1, max: 1 }, capabilities: Capability.SpawnHolder | Capability.Reload, heartbeatMs: 500, livenessMs: 3000 };
 const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
   HelloAck: { type: 'HelloAck', version: 1, handoffId: null, capabilities: Capability.Reload },
-  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100, cutWork: false },
+  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100, cutWork: false, moveConns: false },
   SealRequest: { type: 'SealRequest', handoffId: 'h1' },
-  Begin: { type: 'Begin', handoffId: 'h1', seal: null, state: null },
+  Begin: { type: 'Begin', handoffId: 'h1', seal: null, state: null, conns: 0 },
+  ConnOffer: { type: 'ConnOffer', handoffId: 'h1', connId: 1, listener: 'http', kind: 'http', leftover: new Uint8Array(0), state: null },
   Commit: { type: 'Commit', handoffId: 'h1' },
   Abort: { type: 'Abort', handoffId: 'h1', code: 'HANDOFF_CANCELLED', reason: 'x' },
   ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
@@ -25,6 +26,7 @@ const EVENTS: Record<string, IncumbentEvent> = {
   drainDone: { type: 'drainDone', openConnsRemaining: 0, acceptClosed: true },
   drainFailed: { type: 'drainFailed', error: 'boom' },
   drainProgress: { type: 'drainProgress', progress: { pending: 1, kinds: ['job'], counts: [1], oldest: 'job 1: export', oldestMs: 900, leftMs: 20_000 } },
+  connOffer: { type: 'connOffer', offer: { connId: 1, listener: 'http', kind: 'http', leftover: new Uint8Array(0), state: null } },
   sealProgress: { type: 'sealProgress', completed: 1, total: 3 },
   sealDone: { type: 'sealDone', report: { revisions: [5], fingerprint: 'f' } },
   sealFailed: { type: 'sealFailed', error: 'EIO' },

@@ -11,7 +11,7 @@
 import { HandoffProtocolError, ProtocolErrorCode, assertNever } from './errors.js';
 import { helloFor } from './machine.js';
 import type { CancelTimer, DaemonConfig, SetTimer, Transition } from './machine.js';
-import type { DrainProgress, Reload, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
+import type { ConnOffer, DrainProgress, Reload, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
 import { Capability } from './negotiation.js';
 
 /** Phases of the incumbent machine. */
@@ -43,6 +43,8 @@ export interface IncumbentState {
   readonly reason: string | null;
   /** The capabilities in force on the current session (its HelloAck's, within this daemon's own); 0 before HelloAck. */
   readonly agreed: number;
+  /** The drain in progress offers idle connections to the successor (PrepareHandoff's `moveConns`, `MoveConnections` in force). */
+  readonly moving: boolean;
 }
 
 /** Events fed to the incumbent machine. */
@@ -52,7 +54,9 @@ export type IncumbentEvent =
   /** The control session ended (EOF, error, or garbage on it). */
   | { readonly type: 'sessionClosed'; readonly reason: string }
   | { readonly type: 'message'; readonly message: ToDaemonMessage }
-  | { readonly type: 'drainDone'; readonly openConnsRemaining: number; readonly acceptClosed: boolean; readonly workCut?: number }
+  | { readonly type: 'drainDone'; readonly openConnsRemaining: number; readonly acceptClosed: boolean; readonly workCut?: number; readonly connsOffered?: number }
+  /** The drain offers an idle connection to the successor; its descriptor was passed beside already (see {@link canOfferConnections}). */
+  | { readonly type: 'connOffer'; readonly offer: Omit<ConnOffer, 'type' | 'handoffId'> }
   | { readonly type: 'drainFailed'; readonly error: string }
   | { readonly type: 'sealProgress'; readonly completed: number; readonly total: number }
   /** What a running drain still waits for; sent as DrainProgress when that capability is in force. */
@@ -71,9 +75,10 @@ export type IncumbentEffect =
   | { readonly type: 'closeSession' }
   /**
    * Call the user's drain(deadline, signal): stop accepting, finish in-flight work, fsync;
-   * with `cutWork`, cut tracked long-lived work at once instead of waiting for it.
+   * with `cutWork`, cut tracked long-lived work at once instead of waiting for it; with
+   * `moveConns`, offer idle connections to the successor instead of closing them.
    */
-  | { readonly type: 'startDrain'; readonly handoffId: string; readonly deadlineMs: number; readonly drainGraceMs: number; readonly cutWork: boolean }
+  | { readonly type: 'startDrain'; readonly handoffId: string; readonly deadlineMs: number; readonly drainGraceMs: number; readonly cutWork: boolean; readonly moveConns: boolean }
   /** Call the user's seal(). */
   | { readonly type: 'startSeal'; readonly handoffId: string }
   /** Release the data-directory lock; then feed `lockReleased`. */
@@ -102,7 +107,16 @@ type Result = Transition<IncumbentState, IncumbentEffect>;
 
 /** A serving incumbent holding its lock, with no supervisor session yet. */
 export function initialIncumbentState(config: IncumbentConfig): IncumbentState {
-  return { phase: 'serving', session: 'none', config, handoffId: null, lockHeld: true, seal: null, handover: null, reason: null, agreed: 0 };
+  return { phase: 'serving', session: 'none', config, handoffId: null, lockHeld: true, seal: null, handover: null, reason: null, agreed: 0, moving: false };
+}
+
+/**
+ * Whether a `connOffer` fed now would be sent: the drain of a handoff that moves connections
+ * runs on the session that asked for it. A connection that cannot be offered stays with the
+ * incumbent (it drains as usual).
+ */
+export function canOfferConnections(state: IncumbentState): boolean {
+  return state.phase === 'draining' && state.moving && state.session === 'established' && (state.agreed & Capability.MoveConnections) !== 0;
 }
 
 const HANDOFF_PHASES: readonly IncumbentPhase[] = ['draining', 'drained', 'sealing', 'releasing', 'sealed'];
@@ -160,14 +174,17 @@ function onMessage(state: IncumbentState, message: ToDaemonMessage): Result {
       return { state, effects: liveness };
     case 'PrepareHandoff':
       if (state.phase !== 'serving') return endSession(state, violation(state, 'PrepareHandoff while a handoff is in progress'));
+      {
+      const moving = message.moveConns && (state.agreed & Capability.MoveConnections) !== 0;
       return {
-        state: { ...state, phase: 'draining', handoffId: message.handoffId, reason: null, seal: null, handover: null },
+        state: { ...state, phase: 'draining', handoffId: message.handoffId, reason: null, seal: null, handover: null, moving },
         effects: [
           { type: 'setTimer', timer: 'supervisorLiveness', ms: c.livenessMs },
           { type: 'setTimer', timer: 'heartbeat', ms: c.heartbeatMs },
-          { type: 'startDrain', handoffId: message.handoffId, deadlineMs: message.deadlineMs, drainGraceMs: message.drainGraceMs, cutWork: message.cutWork },
+          { type: 'startDrain', handoffId: message.handoffId, deadlineMs: message.deadlineMs, drainGraceMs: message.drainGraceMs, cutWork: message.cutWork, moveConns: moving },
         ],
       };
+      }
     case 'SealRequest':
       if (state.phase !== 'drained' || !sameHandoff) return endSession(state, violation(state, `SealRequest for ${message.handoffId}`));
       return { state: { ...state, phase: 'sealing' }, effects: [...liveness, { type: 'startSeal', handoffId: message.handoffId }] };
@@ -191,6 +208,8 @@ function onMessage(state: IncumbentState, message: ToDaemonMessage): Result {
       return resume(state, `${message.type}: ${message.reason}`);
     case 'Begin':
       return endSession(state, violation(state, 'Begin is for successors'));
+    case 'ConnOffer':
+      return endSession(state, violation(state, 'ConnOffer is for successors'));
     case 'SpawnHolder':
       if ((c.capabilities & Capability.SpawnHolder) === 0) return endSession(state, violation(state, 'SpawnHolder, and this daemon did not announce the SpawnHolder capability'));
       // Only between handoffs: a holder started mid-handoff could inherit listeners this process is closing.
@@ -242,7 +261,7 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
         effects: [
           {
             type: 'send',
-            message: { type: 'Drained', handoffId: state.handoffId ?? '', openConnsRemaining: event.openConnsRemaining, acceptClosed: event.acceptClosed, workCut: event.workCut ?? 0 },
+            message: { type: 'Drained', handoffId: state.handoffId ?? '', openConnsRemaining: event.openConnsRemaining, acceptClosed: event.acceptClosed, workCut: event.workCut ?? 0, connsOffered: event.connsOffered ?? 0 },
           },
         ],
       };
@@ -251,6 +270,10 @@ export function incumbentTransition(state: IncumbentState, event: IncumbentEvent
       return resume(state, `drain failed: ${event.error}`, [
         { type: 'send', message: { type: 'SealFailed', handoffId: state.handoffId ?? '', error: `drain failed: ${event.error}` } },
       ]);
+    case 'connOffer':
+      // The driver asks canOfferConnections first; an offer that cannot go is never sent.
+      if (!canOfferConnections(state)) return { state, effects: [] };
+      return { state, effects: [{ type: 'send', message: { type: 'ConnOffer', handoffId: state.handoffId ?? '', ...event.offer } }] };
     case 'drainProgress':
       // Only where the supervisor agreed to hear it; a progress report is never worth a session.
       if (state.phase !== 'draining' || state.session !== 'established' || (state.agreed & Capability.DrainProgress) === 0) return { state, effects: [] };

@@ -46,7 +46,7 @@ export { DEFAULT_TIMEOUTS } from './machine.js';
 export type { CancelTimer, DaemonConfig, SetTimer, Timeouts, Transition } from './machine.js';
 export { SUPERVISOR_FINAL_PHASES, initialSupervisorState, supervisorTransition } from './supervisor-machine.js';
 export type { HandoffOutcome, HandoffSpec, OutcomeKind, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState, SupervisorTimer } from './supervisor-machine.js';
-export { initialIncumbentState, incumbentTransition } from './incumbent-machine.js';
+export { canOfferConnections, initialIncumbentState, incumbentTransition } from './incumbent-machine.js';
 export type { IncumbentConfig, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, SessionState } from './incumbent-machine.js';
 export { initialSuccessorState, successorTransition } from './successor-machine.js';
 export type { SuccessorConfig, SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState, SuccessorTimer } from './successor-machine.js';

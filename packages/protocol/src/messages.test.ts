@@ -27,7 +27,7 @@ function codeOf(fn: () => unknown): string {
 describe('parseMessage', () => {
   it('knows every message of PROTOCOL.md section 6, each with one or two directions', () => {
     expect([...MESSAGE_TYPES].sort()).toEqual(
-      ['Abort', 'Begin', 'Commit', 'Drained', 'DrainProgress', 'Heartbeat', 'Hello', 'HelloAck', 'PrepareHandoff', 'Ready', 'ResumeAfterAbort', 'SealComplete', 'SealFailed', 'SealProgress', 'SealRequest', 'SpawnHolder', 'HolderSpawned', 'Reload', 'ReloadProgress', 'ReloadDone'].sort(),
+      ['Abort', 'Begin', 'Commit', 'ConnOffer', 'Drained', 'DrainProgress', 'Heartbeat', 'Hello', 'HelloAck', 'PrepareHandoff', 'Ready', 'ResumeAfterAbort', 'SealComplete', 'SealFailed', 'SealProgress', 'SealRequest', 'SpawnHolder', 'HolderSpawned', 'Reload', 'ReloadProgress', 'ReloadDone'].sort(),
     );
   });
 
@@ -83,17 +83,17 @@ describe('parseMessage', () => {
       [hello, 'capabilities', 2 ** 32],
       [hello, 'buildId', 'x'.repeat(FieldLimits.buildIdMax + 1)],
       [hello, 'buildId', 'a\uD800'],
-      [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true, workCut: 0 }, 'acceptClosed', 1],
-      [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true, workCut: 0 }, 'handoffId', ''],
-      [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true, workCut: 0 }, 'handoffId', 'has space'],
-      [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true, workCut: 0 }, 'handoffId', 'x'.repeat(65)],
+      [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true, workCut: 0, connsOffered: 0 }, 'acceptClosed', 1],
+      [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true, workCut: 0, connsOffered: 0 }, 'handoffId', ''],
+      [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true, workCut: 0, connsOffered: 0 }, 'handoffId', 'has space'],
+      [{ type: 'Drained', handoffId: 'h', openConnsRemaining: 0, acceptClosed: true, workCut: 0, connsOffered: 0 }, 'handoffId', 'x'.repeat(65)],
       [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '', state: null }, 'revisions', [1, -1]],
       [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '', state: null }, 'revisions', new Array(FieldLimits.revisionsMax + 1).fill(0)],
       [{ type: 'SealComplete', handoffId: 'h', revisions: [1], fingerprint: '', state: null }, 'revisions', 'nope'],
       [{ type: 'Ready', handoffId: 'h', listeningOn: [], healthy: true, revisions: [] }, 'listeningOn', [1]],
       [{ type: 'Ready', handoffId: 'h', listeningOn: [], healthy: true, revisions: [] }, 'listeningOn', new Array(65).fill('a')],
-      [{ type: 'Begin', handoffId: 'h', seal: null, state: null }, 'seal', new Map([['revisions', [1]]])],
-      [{ type: 'Begin', handoffId: 'h', seal: null, state: null }, 'seal', [1]],
+      [{ type: 'Begin', handoffId: 'h', seal: null, state: null, conns: 0 }, 'seal', new Map([['revisions', [1]]])],
+      [{ type: 'Begin', handoffId: 'h', seal: null, state: null, conns: 0 }, 'seal', [1]],
       [{ type: 'Abort', handoffId: null, code: 'X', reason: '' }, 'code', 'lower'],
       [{ type: 'HelloAck', version: 1, handoffId: null, capabilities: 0 }, 'handoffId', 5],
     ];
@@ -107,7 +107,7 @@ describe('parseMessage', () => {
   it('enforces the cross-field rules', () => {
     const cases: [Message, string][] = [
       [{ ...hello, protoMin: 2, protoMax: 1 }, 'protoMin must not exceed protoMax'],
-      [{ type: 'PrepareHandoff', handoffId: 'h', successorPid: 2, deadlineMs: 10, drainGraceMs: 11, cutWork: false }, 'drainGraceMs must not exceed deadlineMs'],
+      [{ type: 'PrepareHandoff', handoffId: 'h', successorPid: 2, deadlineMs: 10, drainGraceMs: 11, cutWork: false, moveConns: false }, 'drainGraceMs must not exceed deadlineMs'],
       [{ type: 'SealProgress', handoffId: 'h', completed: 3, total: 2 }, 'completed must not exceed total'],
     ];
     for (const [message, text] of cases) {

@@ -44,6 +44,10 @@ export const FieldLimits = {
   /** Most kinds of work a DrainProgress lists, and the longest kind. */
   workKindsMax: 32,
   workKindMax: 64,
+  /** Largest leftover (bytes read and not consumed) and largest state of one moved connection (64 KiB each). */
+  connBytesMax: 64 * 1024,
+  /** Longest kind and listener name of a moved connection. */
+  connKindMax: 64,
 } as const;
 
 /** The role a daemon announces in its Hello. */
@@ -82,6 +86,27 @@ export interface Drained {
   readonly acceptClosed: boolean;
   /** Tracked long-lived work the drain cut (PROTOCOL.md §6, "Long-lived work"). Optional on the wire. */
   readonly workCut: number;
+  /** Client connections offered to the successor with ConnOffer before this Drained (PROTOCOL.md §6, "Moving connections"). Optional on the wire. */
+  readonly connsOffered: number;
+}
+/**
+ * An idle client connection offered to the successor (PROTOCOL.md §6, "Moving connections"):
+ * sent by the draining incumbent (to supervisor) and forwarded as is to the successor (to
+ * daemon). Its descriptor travels beside it, on the daemon's descriptor channel.
+ */
+export interface ConnOffer {
+  readonly type: 'ConnOffer';
+  readonly handoffId: string;
+  /** Unique within the handoff; names the descriptor that travels with it. */
+  readonly connId: number;
+  /** The listener the connection was accepted on (its name in `LISTEN_FDNAMES`). */
+  readonly listener: string;
+  /** What speaks on it: `http` (a keep-alive connection between requests), `ws`, or the daemon's own kind. */
+  readonly kind: string;
+  /** Bytes already read from the connection and not consumed: the successor reads them first. */
+  readonly leftover: Uint8Array;
+  /** The protocol state the successor needs to serve it (opaque, the daemon's own encoding); nil: none. */
+  readonly state: Uint8Array | null;
 }
 /** Optional progress of a long seal. */
 export interface SealProgress {
@@ -153,6 +178,8 @@ export interface PrepareHandoff {
   readonly drainGraceMs: number;
   /** Cut tracked long-lived work at once instead of waiting for it (the operator's `--no-drain-wait`). Optional on the wire. */
   readonly cutWork: boolean;
+  /** Offer idle client connections to the successor instead of closing them (`MoveConnections` in force with both daemons). Optional on the wire. */
+  readonly moveConns: boolean;
 }
 /** Asks the drained incumbent to seal and release the lock. */
 export interface SealRequest {
@@ -166,6 +193,8 @@ export interface Begin {
   readonly seal: SealReport | null;
   /** The incumbent's application state from its SealComplete, byte for byte; nil: none. Optional on the wire. */
   readonly state: Uint8Array | null;
+  /** How many ConnOffers the supervisor forwarded to this successor: it adopts them at Commit. Optional on the wire. */
+  readonly conns: number;
 }
 /** The handoff is committed: the incumbent exits, the successor becomes the incumbent. */
 export interface Commit {
@@ -236,7 +265,7 @@ export interface ReloadDone {
 }
 
 /** Messages a daemon (incumbent or successor) sends to the supervisor. */
-export type ToSupervisorMessage = Hello | Drained | DrainProgress | SealProgress | SealComplete | SealFailed | Ready | Heartbeat | HolderSpawned | ReloadProgress | ReloadDone;
+export type ToSupervisorMessage = Hello | Drained | DrainProgress | ConnOffer | SealProgress | SealComplete | SealFailed | Ready | Heartbeat | HolderSpawned | ReloadProgress | ReloadDone;
 /** Messages the supervisor sends to a daemon. */
 export type ToDaemonMessage =
   | HelloAck
@@ -248,6 +277,7 @@ export type ToDaemonMessage =
   | ResumeAfterAbort
   | SpawnHolder
   | Reload
+  | ConnOffer
   | Heartbeat;
 /** Every v1 message. */
 export type Message = ToSupervisorMessage | ToDaemonMessage;
@@ -317,7 +347,18 @@ const SCHEMAS = {
   },
   Drained: {
     directions: toS,
-    fields: { handoffId, openConnsRemaining: uint53, acceptClosed: { kind: 'bool' }, workCut: { kind: 'optional', inner: uint53, default: 0 } },
+    fields: { handoffId, openConnsRemaining: uint53, acceptClosed: { kind: 'bool' }, workCut: { kind: 'optional', inner: uint53, default: 0 }, connsOffered: { kind: 'optional', inner: uint53, default: 0 } },
+  },
+  ConnOffer: {
+    directions: ['toSupervisor', 'toDaemon'],
+    fields: {
+      handoffId,
+      connId: { kind: 'uint', min: 1, max: 0xffff_ffff },
+      listener: { kind: 'string', min: 0, max: FieldLimits.connKindMax },
+      kind: { kind: 'string', min: 1, max: FieldLimits.connKindMax },
+      leftover: { kind: 'bin', max: FieldLimits.connBytesMax },
+      state: { kind: 'nullable', inner: { kind: 'bin', max: FieldLimits.connBytesMax } },
+    },
   },
   DrainProgress: {
     directions: toS,
@@ -355,12 +396,12 @@ const SCHEMAS = {
   },
   PrepareHandoff: {
     directions: toD,
-    fields: { handoffId, successorPid: pid, deadlineMs: deadline, drainGraceMs: deadline, cutWork: { kind: 'optional', inner: { kind: 'bool' }, default: false } },
+    fields: { handoffId, successorPid: pid, deadlineMs: deadline, drainGraceMs: deadline, cutWork: { kind: 'optional', inner: { kind: 'bool' }, default: false }, moveConns: { kind: 'optional', inner: { kind: 'bool' }, default: false } },
     check: (m) =>
       (m.drainGraceMs as number) > (m.deadlineMs as number) ? 'drainGraceMs must not exceed deadlineMs' : undefined,
   },
   SealRequest: { directions: toD, fields: { handoffId } },
-  Begin: { directions: toD, fields: { handoffId, seal: { kind: 'nullable', inner: { kind: 'sealReport' } }, state } },
+  Begin: { directions: toD, fields: { handoffId, seal: { kind: 'nullable', inner: { kind: 'sealReport' } }, state, conns: { kind: 'optional', inner: uint53, default: 0 } } },
   Commit: { directions: toD, fields: { handoffId } },
   Abort: {
     directions: toD,

@@ -59,6 +59,12 @@ export const Capability = {
    * "Long-lived work").
    */
   DrainProgress: 1 << 7,
+  /**
+   * Idle client connections move from the incumbent to the successor instead of being closed:
+   * offered with ConnOffer, their descriptors passed beside (PROTOCOL.md section 6, "Moving
+   * connections"). In force only where the supervisor can pass descriptors to the daemon.
+   */
+  MoveConnections: 1 << 8,
 } as const;
 
 /** One named capability. */

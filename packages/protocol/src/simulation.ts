@@ -23,7 +23,7 @@
  */
 import { FrameDecoder, encodeFrame } from './codec.js';
 import { assertNever } from './errors.js';
-import { incumbentTransition, initialIncumbentState } from './incumbent-machine.js';
+import { canOfferConnections, incumbentTransition, initialIncumbentState } from './incumbent-machine.js';
 import type { IncumbentEffect, IncumbentEvent, IncumbentState, IncumbentTimer } from './incumbent-machine.js';
 import { initialLifecycleState, lifecycleTransition } from './lifecycle-machine.js';
 import type { LifecycleEffect, LifecycleEvent, LifecycleState, LifecycleTimer } from './lifecycle-machine.js';
@@ -140,7 +140,9 @@ const SIM_TIMEOUTS: Timeouts = { ...DEFAULT_TIMEOUTS };
 const LOCK_ATTEMPTS = 25;
 /** How often the supervisor looks for a daemon's session before it gives up on it. */
 const SESSION_ATTEMPTS = 40;
-const ALL_CAPS = capabilities('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor');
+const ALL_CAPS = capabilities('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'MoveConnections');
+/** Idle client connections the incumbent holds when the handoff starts (moved with `MoveConnections`, PROTOCOL.md §6). */
+const CONNECTIONS = 2;
 const OVERLAP_CAPS = (ALL_CAPS | capabilities('Overlap')) >>> 0;
 const REQUEST_ID = 1;
 
@@ -230,6 +232,22 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   let greeted = false;
   /** The revision the successor preloaded when it started. */
   let preloaded = disk;
+  /**
+   * Client connections (ids 1..CONNECTIONS): the processes holding a descriptor of each, and
+   * those reading from it. Never two readers; at the end each is read by a serving daemon or
+   * held by nobody (closed): never held and unread (hung).
+   */
+  const connHolders = new Map<number, Set<Proc>>();
+  const connReaders = new Map<number, Set<Proc>>();
+  if (!stateless) {
+    for (let c = 1; c <= CONNECTIONS; c++) {
+      connHolders.set(c, new Set([INCUMBENT]));
+      connReaders.set(c, new Set([INCUMBENT]));
+    }
+  }
+  /** Connections the incumbent offered and stopped reading, and those the successor holds dormant. */
+  const offeredByIncumbent = new Set<number>();
+  const dormantInSuccessor = new Set<number>();
   const ops: Op[] = [];
 
   const daemonConfig = (pid: number, buildId: string, daemonCaps = caps, versions: VersionRange = { min: PROTOCOL_VERSION_MIN, max: PROTOCOL_VERSION_MAX }) => ({
@@ -266,6 +284,8 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     alive.delete(proc);
     log(`${name(proc)} dies: ${why}`);
     if (lock === proc) lock = null;
+    for (const holders of connHolders.values()) holders.delete(proc);
+    for (const readers of connReaders.values()) readers.delete(proc);
     clock.dropOwnedBy(proc);
     for (let i = ops.length - 1; i >= 0; i--) if (ops[i]?.who === proc) ops.splice(i, 1);
     if (proc === SUPERVISOR) {
@@ -344,7 +364,24 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         ops.push({
           who: INCUMBENT,
           name: 'drain completes',
-          run: () => { feedIncumbent(faults.drainFails ? { type: 'drainFailed', error: 'injected' } : { type: 'drainDone', openConnsRemaining: 0, acceptClosed: true }); },
+          run: () => {
+            if (faults.drainFails) {
+              feedIncumbent({ type: 'drainFailed', error: 'injected' });
+              return;
+            }
+            // Offer each idle connection: stop reading it, pass its descriptor, send ConnOffer.
+            let offered = 0;
+            for (const c of connHolders.keys()) {
+              if (!effect.moveConns || !canOfferConnections(incumbent.state) || !connHolders.get(c)?.has(INCUMBENT)) continue;
+              connReaders.get(c)?.delete(INCUMBENT);
+              // The descriptor reaches a supervisor whose handoff still runs; otherwise it is closed there.
+              if (alive.has(SUPERVISOR) && outcome === null) connHolders.get(c)?.add(SUPERVISOR);
+              offeredByIncumbent.add(c);
+              offered++;
+              feedIncumbent({ type: 'connOffer', offer: { connId: c, listener: 'http', kind: 'http', leftover: new Uint8Array(0), state: null } });
+            }
+            feedIncumbent({ type: 'drainDone', openConnsRemaining: 0, acceptClosed: true, connsOffered: offered });
+          },
         });
         return;
       case 'startSeal':
@@ -359,15 +396,22 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         feedIncumbent({ type: 'lockReleased' });
         return;
       case 'resume': {
+        // The offered connections are read again once the incumbent serves again (lock re-taken).
+        const resumeConnections = (): void => {
+          for (const c of offeredByIncumbent) if (connHolders.get(c)?.has(INCUMBENT)) connReaders.get(c)?.add(INCUMBENT);
+          offeredByIncumbent.clear();
+        };
         // The driver retries a held lock for a bounded time (a successor that took it may
         // still give it up), then reports resumeFailed.
         let attempts = 0;
         const attempt = (): void => {
           if (stateless) {
+            resumeConnections();
             feedIncumbent({ type: 'resumed' });
           } else if (lock === INCUMBENT || (effect.reacquireLock && lock === null)) {
             lock = INCUMBENT;
             views.set(INCUMBENT, disk); // re-opens its writer
+            resumeConnections();
             feedIncumbent({ type: 'resumed' });
           } else if (lock !== null && ++attempts < LOCK_ATTEMPTS) {
             ops.push({ who: INCUMBENT, name: 'resume retries the lock', run: attempt });
@@ -426,6 +470,16 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         return;
       case 'becomeIncumbent':
         log(`successor becomes the incumbent${effect.promoted ? ' (promoted without a supervisor commit)' : ''}`);
+        // Adopted at Commit; serving alone (no Commit), it closes them: its predecessor may resume them.
+        for (const c of dormantInSuccessor) {
+          if (effect.adoptConnections) connReaders.get(c)?.add(SUCCESSOR);
+          else connHolders.get(c)?.delete(SUCCESSOR);
+        }
+        dormantInSuccessor.clear();
+        return;
+      case 'connOffered':
+        if (connHolders.get(effect.offer.connId)?.has(SUCCESSOR)) dormantInSuccessor.add(effect.offer.connId);
+        else problems.push(`the successor got ConnOffer ${effect.offer.connId} without its descriptor`);
         return;
       case 'exit':
         kill(SUCCESSOR, `exit ${effect.code}: ${effect.reason}`);
@@ -490,6 +544,12 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         return;
       }
       case 'sendToSuccessor':
+        // A forwarded ConnOffer: the descriptor goes beside it, and the supervisor's copy is closed.
+        if (effect.message.type === 'ConnOffer' && successorChannel?.open) {
+          const holders = connHolders.get(effect.message.connId);
+          if (holders?.has(SUPERVISOR)) holders.add(SUCCESSOR);
+          holders?.delete(SUPERVISOR);
+        }
         send(successorChannel, 'toDaemon', effect.message);
         return;
       case 'sendToIncumbent':
@@ -505,6 +565,8 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
       case 'drainProgress':
         return;
       case 'finished':
+        // Descriptors still held for a handoff that is over are closed (never forwarded later).
+        for (const holders of connHolders.values()) holders.delete(SUPERVISOR);
         outcome = effect.outcome;
         log(`handoff finished: ${effect.outcome.kind}${effect.outcome.code ? ` (${effect.outcome.code})` : ''}`);
         lifecycle.feed({ type: 'handoffFinished', requestId: REQUEST_ID, outcome: effect.outcome.kind, now: clock.now() });
@@ -584,7 +646,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
           runHandoffEffect(e);
         });
         handoff = run;
-        run.feed({ type: 'start', spec: { handoffId: 'h-1', timeouts: SIM_TIMEOUTS, capabilities: caps } });
+        run.feed({ type: 'start', spec: { handoffId: 'h-1', timeouts: SIM_TIMEOUTS, capabilities: caps, moveConnections: !stateless } });
         return;
       }
       case 'rejectHandoff':
@@ -792,6 +854,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     if (w.length > 1) problems.push(`step ${step}: two writers at once: ${w.map(name).join(', ')}`);
     const holders = believedHolders();
     if (holders.length > 1) problems.push(`step ${step}: two processes believe they hold the lock: ${holders.map(name).join(', ')}`);
+    for (const [c, readers] of connReaders) if (readers.size > 1) problems.push(`step ${step}: connection ${c} read by two processes: ${[...readers].map(name).join(', ')}`);
     for (const holder of holders) {
       if (lock !== holder) problems.push(`step ${step}: ${name(holder)} believes it holds the lock, but ${name(lock)} does`);
     }
@@ -809,6 +872,11 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
   } else if (serving.length !== 1) problems.push(`expected exactly one serving daemon, found ${serving.length}: ${servingProcs.map(name).join(', ') || 'none'}`);
   if (!stateless) for (const p of servingProcs) if (lock !== p) problems.push(`${name(p)} serves without holding the lock`);
   if (disk < acked) problems.push(`acknowledged writes lost: acked ${acked}, durable ${disk}`);
+  // Every client connection is served by a daemon that serves, or closed (nobody holds it); never hung.
+  for (const [c, holders] of connHolders) {
+    const readers = [...(connReaders.get(c) ?? [])];
+    if (holders.size > 0 && !readers.some((r) => servingProcs.includes(r))) problems.push(`connection ${c} is held by ${[...holders].map(name).join(', ')} but no serving daemon reads it (hung)`);
+  }
   if (!stateless) for (const p of servingProcs) if (views.get(p) !== disk) problems.push(`${name(p)} serves revision ${String(views.get(p))}, the data is at ${disk}`);
   if (supervisorAlive) {
     const life = lifecycle.state;

@@ -6,10 +6,11 @@ import type { SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState } 
 
 const CONFIG = { pid: 300, buildId: 'v2', versions: { min: 1, max: 1 }, capabilities: 2, heartbeatMs: 500, livenessMs: 3000 };
 const MESSAGES: Record<ToDaemonMessage['type'], ToDaemonMessage> = {
-  HelloAck: { type: 'HelloAck', version: 1, handoffId: 'h1', capabilities: 2 },
-  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100, cutWork: false },
+  HelloAck: { type: 'HelloAck', version: 1, handoffId: 'h1', capabilities: 2 | 256 },
+  PrepareHandoff: { type: 'PrepareHandoff', handoffId: 'h1', successorPid: 300, deadlineMs: 1000, drainGraceMs: 100, cutWork: false, moveConns: false },
   SealRequest: { type: 'SealRequest', handoffId: 'h1' },
-  Begin: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null },
+  Begin: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null, conns: 0 },
+  ConnOffer: { type: 'ConnOffer', handoffId: 'h1', connId: 1, listener: 'http', kind: 'http', leftover: new Uint8Array(0), state: null },
   Commit: { type: 'Commit', handoffId: 'h1' },
   Abort: { type: 'Abort', handoffId: 'h1', code: 'HANDOFF_CANCELLED', reason: 'x' },
   ResumeAfterAbort: { type: 'ResumeAfterAbort', handoffId: 'h1', reason: 'x' },
@@ -56,7 +57,7 @@ describe('successor machine: decisions', () => {
   it('says Hello first and takes over only on Begin, with the seal report', () => {
     expect(types(successorTransition(STATES.init as SuccessorState, EVENTS.start as SuccessorEvent).effects)).toEqual(['send:Hello', 'setTimer', 'setTimer']);
     expect(successorTransition(STATES.awaitingBegin as SuccessorState, EVENTS['M:Begin'] as SuccessorEvent).effects).toContainEqual({
-      type: 'takeOver', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null,
+      type: 'takeOver', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null, conns: 0,
     });
   });
 
@@ -64,16 +65,16 @@ describe('successor machine: decisions', () => {
     const r = successorTransition(STATES.takingOver as SuccessorState, { type: 'takeoverDone', listeningOn: ['a', 'b'], healthy: false, revisions: [9] });
     expect(r.effects).toEqual([{ type: 'send', message: { type: 'Ready', handoffId: 'h1', listeningOn: ['a', 'b'], healthy: false, revisions: [9] } }]);
     expect(types(r.effects)).not.toContain('becomeIncumbent');
-    expect(successorTransition(STATES.ready as SuccessorState, EVENTS['M:Commit'] as SuccessorEvent).effects).toContainEqual({ type: 'becomeIncumbent', handoffId: 'h1', promoted: false });
+    expect(successorTransition(STATES.ready as SuccessorState, EVENTS['M:Commit'] as SuccessorEvent).effects).toContainEqual({ type: 'becomeIncumbent', handoffId: 'h1', promoted: false, adoptConnections: true });
   });
 
   it('exits when the supervisor goes before Begin; serves on when it goes after the lock is taken', () => {
     expect(types(successorTransition(STATES.awaitingBegin as SuccessorState, EVENTS.sessionClosed as SuccessorEvent).effects)).toContain('exit');
     expect(successorTransition(STATES.ready as SuccessorState, EVENTS['T:supervisorLiveness'] as SuccessorEvent).effects).toContainEqual({
-      type: 'becomeIncumbent', handoffId: 'h1', promoted: true,
+      type: 'becomeIncumbent', handoffId: 'h1', promoted: true, adoptConnections: false,
     });
     expect(successorTransition(STATES['takingOver/orphaned'] as SuccessorState, EVENTS.takeoverDone as SuccessorEvent).effects).toContainEqual({
-      type: 'becomeIncumbent', handoffId: 'h1', promoted: true,
+      type: 'becomeIncumbent', handoffId: 'h1', promoted: true, adoptConnections: false,
     });
     const sick = successorTransition(STATES['takingOver/orphaned'] as SuccessorState, { ...(EVENTS.takeoverDone as SuccessorEvent), healthy: false } as SuccessorEvent);
     expect(sick.effects.find((e) => e.type === 'exit')).toMatchObject({ code: 1 });

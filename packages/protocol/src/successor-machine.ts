@@ -11,7 +11,8 @@ import { ErrorCode, HandoffProtocolError, ProtocolErrorCode, assertNever } from 
 import type { CoreErrorCode } from './errors.js';
 import { helloFor } from './machine.js';
 import type { CancelTimer, DaemonConfig, SetTimer, Transition } from './machine.js';
-import type { SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
+import type { ConnOffer, SealReport, ToDaemonMessage, ToSupervisorMessage } from './messages.js';
+import { Capability } from './negotiation.js';
 import { explainRevisionGap } from './revisions.js';
 
 /** Phases of the successor machine. */
@@ -57,10 +58,19 @@ export type SuccessorEvent =
 export type SuccessorEffect =
   | { readonly type: 'send'; readonly message: ToSupervisorMessage }
   | { readonly type: 'closeSession' }
-  /** Take the lock, open the data (continuing `seal`, or recovering from disk when null), listen. */
-  | { readonly type: 'takeOver'; readonly handoffId: string; readonly seal: SealReport | null; readonly state: Uint8Array | null }
-  /** The successor is now the incumbent: bind the control socket and serve sessions. */
-  | { readonly type: 'becomeIncumbent'; readonly handoffId: string; readonly promoted: boolean }
+  /**
+   * Take the lock, open the data (continuing `seal`, or recovering from disk when null), listen;
+   * before Ready, hold (dormant) all `conns` connections offered (PROTOCOL.md section 6, "Moving connections").
+   */
+  | { readonly type: 'takeOver'; readonly handoffId: string; readonly seal: SealReport | null; readonly state: Uint8Array | null; readonly conns: number }
+  /** Keep an offered connection dormant: its descriptor arrives beside; it is served only after Commit. */
+  | { readonly type: 'connOffered'; readonly offer: ConnOffer }
+  /**
+   * The successor is now the incumbent: bind the control socket and serve sessions. With
+   * `adoptConnections` (a Commit) it serves the offered connections; otherwise (it serves
+   * alone, its supervisor gone) it closes them, since its predecessor may resume them.
+   */
+  | { readonly type: 'becomeIncumbent'; readonly handoffId: string; readonly promoted: boolean; readonly adoptConnections: boolean }
   | { readonly type: 'exit'; readonly code: number; readonly reason: string }
   | SetTimer<SuccessorTimer>
   | CancelTimer<SuccessorTimer>;
@@ -92,7 +102,7 @@ function fail(state: SuccessorState, error: HandoffProtocolError): Result {
 function become(state: SuccessorState, promoted: boolean): Result {
   return {
     state: { ...state, phase: 'committed', orphaned: promoted || state.orphaned },
-    effects: [...STOP_TIMERS, { type: 'becomeIncumbent', handoffId: state.handoffId ?? '', promoted }],
+    effects: [...STOP_TIMERS, { type: 'becomeIncumbent', handoffId: state.handoffId ?? '', promoted, adoptConnections: !promoted }],
   };
 }
 
@@ -143,8 +153,13 @@ function onMessage(state: SuccessorState, message: ToDaemonMessage): Result {
       if (state.phase !== 'awaitingBegin' || message.handoffId !== state.handoffId) return fail(state, violation(state, `Begin for ${message.handoffId}`));
       return {
         state: { ...state, phase: 'takingOver', seal: message.seal },
-        effects: [liveness, { type: 'takeOver', handoffId: message.handoffId, seal: message.seal, state: message.state }],
+        effects: [liveness, { type: 'takeOver', handoffId: message.handoffId, seal: message.seal, state: message.state, conns: message.conns }],
       };
+    case 'ConnOffer':
+      if (state.phase !== 'awaitingBegin' || message.handoffId !== state.handoffId || (state.capabilities & Capability.MoveConnections) === 0) {
+        return fail(state, violation(state, `ConnOffer for ${message.handoffId}`));
+      }
+      return { state, effects: [liveness, { type: 'connOffered', offer: message }] };
     case 'Commit':
       if (state.phase !== 'ready' || message.handoffId !== state.handoffId) return fail(state, violation(state, `Commit for ${message.handoffId}`));
       return become(state, false);

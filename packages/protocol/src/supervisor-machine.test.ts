@@ -6,15 +6,17 @@ import { initialSupervisorState, supervisorTransition } from './supervisor-machi
 import { describeTable, reach } from './transition-table.fixture.js';
 import type { HandoffSpec, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState } from './supervisor-machine.js';
 
-const CAPS = capabilities('SealProgress', 'RecoverFromDisk');
-const SPEC: HandoffSpec = { handoffId: 'h1', timeouts: DEFAULT_TIMEOUTS, capabilities: CAPS };
+const CAPS = capabilities('SealProgress', 'RecoverFromDisk', 'MoveConnections');
+/** The incumbent's session has MoveConnections in force, and the successor's Hello announces it: connections move. */
+const SPEC: HandoffSpec = { handoffId: 'h1', timeouts: DEFAULT_TIMEOUTS, capabilities: CAPS, moveConnections: true };
 /** A supervisor without a data directory offers Overlap (the successor's Hello below always announces it). */
 const OVERLAP_SPEC: HandoffSpec = { ...SPEC, capabilities: CAPS | capabilities('Overlap') };
 const PID = 300;
 const MESSAGES: Record<ToSupervisorMessage['type'], ToSupervisorMessage> = {
   Hello: { type: 'Hello', role: 'successor', pid: PID, buildId: 'v2', protoMin: 1, protoMax: 1, capabilities: CAPS | capabilities('Overlap') },
-  Drained: { type: 'Drained', handoffId: 'h1', openConnsRemaining: 0, acceptClosed: true, workCut: 0 },
+  Drained: { type: 'Drained', handoffId: 'h1', openConnsRemaining: 0, acceptClosed: true, workCut: 0, connsOffered: 0 },
   DrainProgress: { type: 'DrainProgress', handoffId: 'h1', pending: 2, kinds: ['job'], counts: [2], oldest: 'job: export', oldestMs: 1200, leftMs: 28000 },
+  ConnOffer: { type: 'ConnOffer', handoffId: 'h1', connId: 1, listener: 'http', kind: 'http', leftover: new Uint8Array(0), state: null },
   SealProgress: { type: 'SealProgress', handoffId: 'h1', completed: 1, total: 2 },
   SealComplete: { type: 'SealComplete', handoffId: 'h1', revisions: [5], fingerprint: 'f', state: null },
   SealFailed: { type: 'SealFailed', handoffId: 'h1', error: 'disk full' },
@@ -72,7 +74,7 @@ describeTable({
     if (r.state.phase !== before.phase) expect(r.effects.some((e) => e.type === 'stopSuccessor' || e.type === 'finished')).toBe(true);
   },
   onIgnored: (r, column) => {
-    if (column !== 'T:heartbeat' && !column.endsWith('Heartbeat')) {
+    if (column !== 'T:heartbeat' && !column.endsWith('Heartbeat') && column !== 'I:ConnOffer') {
       expect(r.effects.filter((e) => e.type.startsWith('send') || e.type === 'stopSuccessor' || e.type === 'finished')).toEqual([]);
     }
   },
@@ -108,10 +110,10 @@ describe('supervisor machine: decisions', () => {
 
   it('forwards the seal report in Begin, and the handover state byte for byte', () => {
     const { effects } = run(STATES.sealing as SupervisorState, EVENTS['I:SealComplete'] as SupervisorEvent);
-    expect(effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null } });
+    expect(effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state: null, conns: 0 } });
     const state = Uint8Array.of(0x81, 0xa1, 0x6e, 0x07);
     const withState = run(STATES.sealing as SupervisorState, { type: 'incumbentMessage', message: { ...MESSAGES.SealComplete, state } as ToSupervisorMessage });
-    expect(withState.effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state } });
+    expect(withState.effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: { revisions: [5], fingerprint: 'f' }, state, conns: 0 } });
   });
 
   it('asks for cutWork when the handoff does, and reports DrainProgress only in preparing', () => {
@@ -166,7 +168,7 @@ describe('supervisor machine: decisions', () => {
 
   it('promotes the successor with an empty seal when the incumbent dies mid-drain, and commits as promoted', () => {
     const r = run(STATES.preparing as SupervisorState, EVENTS.incumbentExited as SupervisorEvent);
-    expect(r.effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: null, state: null } });
+    expect(r.effects).toContainEqual({ type: 'sendToSuccessor', message: { type: 'Begin', handoffId: 'h1', seal: null, state: null, conns: 0 } });
     const done = run(r.state, { type: 'successorMessage', message: { ...MESSAGES.Ready, revisions: [0, 1] } as ToSupervisorMessage });
     expect(done.state.outcome).toMatchObject({ kind: 'promoted', committed: true });
     expect(sent(done.effects, 'sendToIncumbent')).toEqual([]);

@@ -46,6 +46,11 @@ export interface HandoffSpec {
   readonly capabilities: number;
   /** Ask the incumbent to cut its tracked long-lived work at once instead of waiting for it (PrepareHandoff's `cutWork`). */
   readonly cutWork?: boolean;
+  /**
+   * The incumbent's session has `MoveConnections` in force and the supervisor can take
+   * descriptors from it: idle connections move when the successor agrees too (PrepareHandoff's `moveConns`).
+   */
+  readonly moveConnections?: boolean;
 }
 
 /** How a handoff ended. */
@@ -94,7 +99,11 @@ export interface SupervisorState {
   /** The incumbent's application state from SealComplete, forwarded byte for byte in Begin. */
   readonly handover: Uint8Array | null;
   /** What the incumbent's Drained reported: client connections closed unfinished, tracked work cut. */
-  readonly drained: { readonly openConnsRemaining: number; readonly workCut: number } | null;
+  readonly drained: { readonly openConnsRemaining: number; readonly workCut: number; readonly connsOffered: number } | null;
+  /** PrepareHandoff asked the incumbent to offer its idle connections (`moveConns`). */
+  readonly moving: boolean;
+  /** ConnOffers forwarded to the successor; Begin's `conns`. */
+  readonly connsForwarded: number;
   /** The abort in progress or done. */
   readonly abort: { readonly code: AbortCode; readonly reason: string } | null;
   /** In `aborting`: ResumeAfterAbort is owed to the incumbent once the successor is gone. */
@@ -160,6 +169,8 @@ export function initialSupervisorState(): SupervisorState {
     seal: null,
     handover: null,
     drained: null,
+    moving: false,
+    connsForwarded: 0,
     abort: null,
     resumePending: false,
     outcome: null,
@@ -258,7 +269,7 @@ function begin(state: SupervisorState, seal: SealReport | null, handover: Uint8A
     state: { ...state, phase: 'beginning', seal, handover, beginSent: true },
     effects: [
       { type: 'journal', phase: 'beginning', seal },
-      { type: 'sendToSuccessor', message: { type: 'Begin', handoffId: s.handoffId, seal, state: handover } },
+      { type: 'sendToSuccessor', message: { type: 'Begin', handoffId: s.handoffId, seal, state: handover, conns: state.connsForwarded } },
       { type: 'setTimer', timer: 'phase', ms: s.timeouts.readyMs },
       { type: 'cancelTimer', timer: 'incumbentLiveness' },
     ],
@@ -293,8 +304,9 @@ function onHello(state: SupervisorState, hello: Hello): Result {
   if (!state.incumbentConnected) {
     return abort(greeted, AbortCode.IncumbentDisconnected, 'the incumbent closed its control session before the handoff began');
   }
+  const moving = (s.moveConnections ?? false) && hasCapability(capabilities, 'MoveConnections');
   return {
-    state: { ...greeted, phase: 'preparing', incumbentPrepared: true },
+    state: { ...greeted, phase: 'preparing', incumbentPrepared: true, moving },
     effects: [
       ...effects,
       { type: 'journal', phase: 'preparing', seal: null },
@@ -307,6 +319,7 @@ function onHello(state: SupervisorState, hello: Hello): Result {
           deadlineMs: s.timeouts.drainMs,
           drainGraceMs: Math.min(s.timeouts.drainGraceMs, s.timeouts.drainMs),
           cutWork: s.cutWork ?? false,
+          moveConns: moving,
         },
       },
       { type: 'setTimer', timer: 'phase', ms: s.timeouts.drainMs },
@@ -333,7 +346,7 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
       const bad = expect(state.phase === 'preparing', 'Drained') ?? checkId(state, message);
       if (bad) return abortForViolation(state, bad);
       return {
-        state: { ...state, phase: 'sealing', drained: { openConnsRemaining: message.openConnsRemaining, workCut: message.workCut } },
+        state: { ...state, phase: 'sealing', drained: { openConnsRemaining: message.openConnsRemaining, workCut: message.workCut, connsOffered: message.connsOffered } },
         effects: [
           ...liveness,
           { type: 'journal', phase: 'sealing', seal: null },
@@ -341,6 +354,12 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
           { type: 'setTimer', timer: 'phase', ms: s.timeouts.sealMs },
         ],
       };
+    }
+    case 'ConnOffer': {
+      // Forwarded as is, its descriptor beside it; the successor adopts it only after Commit.
+      const bad = expect(state.phase === 'preparing' && state.moving, 'ConnOffer') ?? checkId(state, message);
+      if (bad) return abortForViolation(state, bad);
+      return { state: { ...state, connsForwarded: state.connsForwarded + 1 }, effects: [...liveness, { type: 'sendToSuccessor', message }] };
     }
     case 'DrainProgress': {
       const bad = expect(state.phase === 'preparing', 'DrainProgress') ?? checkId(state, message);
@@ -412,6 +431,7 @@ function onSuccessorMessage(state: SupervisorState, message: ToSupervisorMessage
     }
     case 'Drained':
     case 'DrainProgress':
+    case 'ConnOffer':
     case 'SealProgress':
     case 'SealComplete':
     case 'SealFailed':

@@ -21,7 +21,7 @@ export type ListenerConfig =
 /** The validated configuration. */
 export interface Config {
   readonly source: string;
-  readonly daemon: { readonly command: string; readonly args: readonly string[]; readonly env: Readonly<Record<string, string>>; readonly cwd: string; readonly dataDir: string | null; readonly successorNice: number };
+  readonly daemon: { readonly command: string; readonly args: readonly string[]; readonly env: Readonly<Record<string, string>>; readonly cwd: string; readonly dataDir: string | null; readonly successorNice: number; readonly moveConnections: boolean };
   readonly listeners: readonly ListenerConfig[];
   readonly controlSocket: string;
   readonly triggerSocket: string;
@@ -164,6 +164,13 @@ class Reader {
     return n;
   }
 
+  bool(key: string, fallback: boolean): boolean {
+    const v = this.#get(key);
+    if (v === undefined) return fallback;
+    if (typeof v !== 'boolean') this.fail(key, `expected true or false, got ${JSON.stringify(v)}`);
+    return v;
+  }
+
   oneOf<T extends string>(key: string, values: readonly T[], fallback: T): T {
     const v = this.#get(key);
     if (v === undefined) return fallback;
@@ -243,6 +250,8 @@ export function parseConfig(text: string, file: string): Config {
     dataDir: d.has('data_dir') ? absolute(base, d.string('data_dir')) : null,
     // A successor runs this many nice steps lower until Begin (when the supervisor may restore it).
     successorNice: d.int('successor_nice', 10, 0, 19),
+    // Idle connections move to the successor at a handoff, with daemons that can (PROTOCOL.md section 6).
+    moveConnections: d.bool('move_connections', true),
   };
   d.done();
 

@@ -25,7 +25,8 @@
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RequestListener, Server } from 'node:http';
+import type { IncomingMessage, RequestListener, Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { SealReport } from '@handoff/protocol';
 import { DEFAULT_TIMEOUTS, FieldLimits, explainRevisionGap } from '@handoff/protocol';
 import { detectRole } from './env.js';
@@ -38,6 +39,8 @@ import type { DrainReport, Drainable, IncumbentExit } from './incumbent.js';
 import type { InheritedListeners } from './listeners.js';
 import { DataDirLock } from './lock.js';
 import { Successor } from './successor.js';
+import { canMoveConnections } from './moving.js';
+import type { AdoptedConnection, ConnectionOffers, MovableConnections } from './moving.js';
 import { crashPoint } from './crash-points.js';
 import { armFailureFile, disarmFailureFile } from './failure-file.js';
 import { watchLoop } from './loop-watch.js';
@@ -84,6 +87,12 @@ export interface DrainStartInfo {
   readonly pending: readonly WorkSnapshot[];
   /** The operator asked not to wait (`--no-drain-wait`): every tracked item is cut at once. */
   readonly cutWork: boolean;
+  /**
+   * Idle connections move to the successor in this drain (a handoff with `MoveConnections`):
+   * declared movable connections are kept open; otherwise they are cut at the drain's end,
+   * and a daemon may close them itself first (a WebSocket with 1012, "service restart").
+   */
+  readonly movingConnections: boolean;
 }
 
 /** What `onDrainEnd` is told. */
@@ -187,6 +196,11 @@ export interface DaemonOptions<S, P = unknown> {
   seal?(state: S): Promise<unknown>;
   /** The request handler of a listener. */
   handler(state: S, listener: string): RequestListener;
+  /**
+   * Handles an HTTP upgrade on a listener (a WebSocket handshake: e.g. `ws`'s
+   * `handleUpgrade`). Without it, upgrade requests are refused (the connection is closed).
+   */
+  upgrade?(state: S, listener: string): (request: IncomingMessage, socket: Socket, head: Buffer) => void;
   /** Called each time the daemon (re)starts serving. */
   onServing?(info: { readonly role: 'cold' | 'successor'; readonly promoted: boolean; readonly listeningOn: readonly string[] }): void;
   /**
@@ -205,6 +219,19 @@ export interface DaemonOptions<S, P = unknown> {
    * what it cut. Not awaited; a throw or a rejection is one line on stderr.
    */
   onDrainEnd?(info: DrainEndInfo): void | Promise<void>;
+  /**
+   * Long-lived connections the daemon declares movable (WebSocket sessions, raw protocols):
+   * at a handoff each moves to the successor when idle, and the successor's `adopt` serves it
+   * (PROTOCOL.md section 6, "Moving connections"). A daemon without data that gives it hands
+   * off in the drain-first order (its connections move) instead of by overlap.
+   */
+  readonly connections?: MovableConnections;
+  /**
+   * Move idle connections to the successor at a handoff: keep-alive HTTP connections between
+   * requests and `connections`, where the supervisor can pass descriptors (it spawned this
+   * process; `[daemon] move_connections`). Default true; false: they drain, as before.
+   */
+  readonly moveConnections?: boolean;
   /** Aborting it stops the daemon gracefully: drain, seal, release, exit 0. */
   readonly stopSignal?: AbortSignal;
   /** The drain grace when stopping on `stopSignal` (default 1 s); in a handoff the supervisor's `drain_grace` applies. */
@@ -281,11 +308,37 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   const revisionsNow = (current: S): number[] => (revisionsOf ? [...revisionsOf(current)] : []);
   const lockIfData = async (take: () => Promise<DataDirLock>): Promise<DataDirLock | null> => (stateless ? null : take());
 
+  /**
+   * The request handler of each listener for the data open now. A server lives as long as the
+   * process (a rollback listens again on it): the connections it kept, or got back from a
+   * handoff that moved them, reach the handler of the data open now.
+   */
+  const handlers = new Map<string, RequestListener>();
+  const upgraders = new Map<string, (request: IncomingMessage, socket: Socket, head: Buffer) => void>();
   const listen = async (current: S): Promise<string[]> => {
+    const previous = served;
     served = [];
     for (const [name, address] of Object.entries(options.listeners)) {
-      const server = createServer({ keepAlive: true }, options.handler(current, name));
-      const drainer = new HttpDrainer(server);
+      handlers.set(name, options.handler(current, name));
+      const upgrade = options.upgrade?.(current, name);
+      if (upgrade) upgraders.set(name, upgrade);
+      const kept = previous.find((p) => p.name === name);
+      // A rollback: what the drain moved away is this drainer's again.
+      kept?.drainer.resume();
+      let server = kept?.server;
+      if (!server) {
+        server = createServer({ keepAlive: true }, (req, res) => {
+          handlers.get(name)?.(req, res);
+        });
+        if (options.upgrade) {
+          server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+            const handle = upgraders.get(name);
+            if (handle) handle(req, socket, head);
+            else socket.destroy();
+          });
+        }
+      }
+      const drainer = kept?.drainer ?? new HttpDrainer(server);
       const listener = inherited.get(name);
       if (listener) await listener.listen(server);
       else {
@@ -348,7 +401,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   const drainAll = async (deadline: number, signal: AbortSignal, graceMs: number | undefined, cause: DrainCause, context?: DrainContext): Promise<DrainReport> => {
     const grace = graceMs ?? options.drainGraceMs ?? DEFAULT_TIMEOUTS.drainGraceMs;
     const cutWork = context?.cutWork ?? false;
-    notify('onDrainStart()', options.onDrainStart ? () => options.onDrainStart?.({ cause, deadline, pending: work?.items() ?? [], cutWork }) : undefined);
+    notify('onDrainStart()', options.onDrainStart ? () => options.onDrainStart?.({ cause, deadline, pending: work?.items() ?? [], cutWork, movingConnections: context?.offers !== undefined }) : undefined);
     // Progress for the operator: at once, then every second while anything is pending.
     const report = (): void => {
       const now = progressNow(deadline);
@@ -377,12 +430,65 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       notify('onDrainEnd()', options.onDrainEnd ? () => options.onDrainEnd?.({ cause, finished: r.finished, cut: r.cut, durationMs: r.durationMs, abandoned: r.abandoned }) : undefined);
       return r.cut.length;
     };
+    const offers = context?.offers;
+    // Keep-alive connections move between requests, declared ones when they say they are idle.
+    const move = (name: string) => (offers ? { move: (socket: Socket) => offers.offer(socket, { kind: 'http', listener: name }) } : {});
     try {
-      const [reports, workCut] = await watched('the drain (your request handlers)', () => Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal }))), drainWork()]));
+      const [reports, workCut] = await watched('the drain (your request handlers)', () =>
+        Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal, ...move(s.name) }))), drainWork(), offers ? moveDeclared(offers, deadline, signal) : undefined]),
+      );
       return { openConnsRemaining: reports.reduce((n, r) => n + r.openConnsRemaining, 0), acceptClosed: true, workCut };
     } finally {
       if (ticker) clearInterval(ticker);
     }
+  };
+  /**
+   * Offers each declared movable connection when it says it is idle, until none is left, the
+   * deadline, or an abort; what is left drains with its server (cut at the deadline).
+   */
+  const moveDeclared = async (offers: ConnectionOffers, deadline: number, signal: AbortSignal): Promise<void> => {
+    const declared = options.connections;
+    if (!declared) return;
+    for (;;) {
+      for (const [socket, spec] of declared.pending()) {
+        let idle = false;
+        try {
+          idle = spec.idle();
+        } catch {
+          idle = false;
+        }
+        const owner = served.find((s) => (socket as { server?: unknown }).server === s.server) ?? served[0];
+        if (!idle || !offers.offer(socket, { kind: spec.kind, listener: owner?.name ?? '', state: spec.state?.bind(spec) })) continue;
+        declared.markMoved(socket);
+        for (const s of served) s.drainer.release(socket);
+      }
+      if (declared.pending().length === 0 || signal.aborted || Date.now() >= deadline) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  };
+  /** Serves the connections the predecessor handed over (after Commit). */
+  const adoptConnections = (adopted: readonly AdoptedConnection[]): void => {
+    let dropped = 0;
+    for (const connection of adopted) {
+      if (connection.kind === 'http') {
+        const owner = served.find((s) => s.name === connection.listener) ?? served[0];
+        if (owner) {
+          owner.server.emit('connection', connection.socket);
+          if (connection.leftover.length > 0) connection.socket.unshift(connection.leftover);
+          connection.socket.resume();
+          continue;
+        }
+      } else {
+        try {
+          if (options.connections?.adopt(connection) === true) continue;
+        } catch (error) {
+          process.stderr.write(`handoff: adopting a moved ${connection.kind} connection failed: ${messageOf(error)}; it is closed\n`);
+        }
+      }
+      dropped++;
+      connection.socket.destroy();
+    }
+    if (dropped > 0) process.stderr.write(`handoff: ${dropped} moved connection${dropped === 1 ? '' : 's'} closed: this version serves no such kind (give runDaemon connections with an adopt function)\n`);
   };
   /** Seals the data; returns the report and what `seal` returned. */
   const sealAll = async (): Promise<{ report: SealReport; handed: unknown }> => {
@@ -404,6 +510,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     },
     async resumeAfterAbort() {
       work?.resume();
+      options.connections?.resume();
       lastCut = [];
       if (sealed) {
         state = await open({ dataDir, seal: lastSeal, reason: 'resume', handedOver: null });
@@ -418,13 +525,16 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
   let stopping = false;
   // A stopping daemon closes its servers: it has nothing to pass on to a listener holder.
   const listenerFds = (): { name: string; fd: number }[] => (stopping ? [] : inherited.openFds());
+  // Connections move where the supervisor can pass descriptors to this process (it spawned it).
+  const moving = options.moveConnections !== false && canMoveConnections(detected.fdChannel);
   // Overlap needs a graceful stop: after the commit point the old incumbent is stopped by SIGTERM.
-  const overlap = stateless && options.stopSignal !== undefined;
+  // A daemon whose declared connections should move hands off in the drain-first order instead.
+  const overlap = stateless && options.stopSignal !== undefined && !(moving && options.connections !== undefined);
   if (stateless && !overlap && detected.role === 'successor') {
     process.stderr.write('handoff: runDaemon has no stopSignal, so this daemon without data hands off in the drain-first order: give it a stopSignal aborted on SIGTERM to hand off by overlap (PROTOCOL.md §7)\n');
   }
   const reloader = options.plugins || options.reloadConfig ? reloaderFor(options.plugins, options.reloadConfig) : undefined;
-  const capabilities = defaultCapabilities({ stateless: overlap, spawnHolder: inherited.names.length > 0, reload: reloader !== undefined });
+  const capabilities = defaultCapabilities({ stateless: overlap, spawnHolder: inherited.names.length > 0, reload: reloader !== undefined, moveConnections: moving });
   const incumbentOptions = { controlSocket, drainable, buildId: options.buildId, capabilities, ...(inherited.names.length > 0 ? { listenerFds } : {}), ...(reloader ? { reloader } : {}), ...timing };
 
   let incumbent: Incumbent;
@@ -444,7 +554,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     disarmFailureFile();
     options.onServing?.({ role: 'cold', promoted: false, listeningOn });
   } else {
-    const successor = Successor.connect({ channelFd: detected.channelFd, capabilities: defaultCapabilities({ stateless: overlap, spawnHolder: false }), ...timing });
+    const successor = Successor.connect({ channelFd: detected.channelFd, capabilities: defaultCapabilities({ stateless: overlap, spawnHolder: false, moveConnections: moving }), ...timing });
     // Before Hello: the supervisor asks the incumbent to drain only once Hello arrives.
     const preloadMs = options.preloadMs ?? (detected.timing.helloMs ? Math.round(detected.timing.helloMs * 0.7) : DEFAULT_PRELOAD_MS);
     let preloaded = await preloadBeforeHello(options, dataDir, preloadMs, watched);
@@ -486,6 +596,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       }
       crashPoint('successor:listening');
       incumbent = await begun.announceReady({ listeningOn, healthy: true, revisions }, { ...incumbentOptions, lock });
+      adoptConnections(begun.takeAdoptedConnections());
       disarmFailureFile();
       options.onServing?.({ role: 'successor', promoted: begun.promoted, listeningOn });
     } catch (error) {

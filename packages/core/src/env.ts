@@ -39,6 +39,8 @@ export type DetectedRole =
       /** `HANDOFF_DATA_DIR`: the data directory the supervisor configured, if it passed one. */
       readonly dataDir: string | null;
       readonly timing: SpawnTiming;
+      /** `HANDOFF_FD_CHANNEL`: how descriptors of moved connections reach this process (`node-ipc`), or null. */
+      readonly fdChannel: string | null;
     }
   | {
       readonly role: 'successor';
@@ -49,6 +51,8 @@ export type DetectedRole =
       readonly timing: SpawnTiming;
       /** The fd of this process's end of the socket pair to the supervisor. */
       readonly channelFd: number;
+      /** `HANDOFF_FD_CHANNEL`: how descriptors of moved connections reach this process (`node-ipc`), or null. */
+      readonly fdChannel: string | null;
     };
 
 /** What every message about a malformed variable of the contract ends with. */
@@ -117,6 +121,7 @@ export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
   // (Empty: unset, as for the other variables.)
   const controlSocket = env[SpawnEnv.ControlSocket] || null;
   const dataDir = env[SpawnEnv.DataDir] || null;
+  const fdChannel = env[SpawnEnv.FdChannel] || null;
   let channelFd: number | null = null;
   if (role === 'successor') {
     const raw = env[SpawnEnv.SockFd] ?? '';
@@ -143,6 +148,6 @@ export function detectRole(env: NodeJS.ProcessEnv = process.env): DetectedRole {
   const timing: SpawnTiming = { heartbeatMs: ms(SpawnEnv.HeartbeatMs), livenessMs: ms(SpawnEnv.LivenessMs), helloMs: ms(SpawnEnv.HelloMs) };
   for (const name of Object.values(SpawnEnv)) Reflect.deleteProperty(env, name);
   const listeners = new InheritedListeners(entries);
-  if (channelFd !== null) return { role: 'successor', listeners, controlSocket, dataDir, timing, channelFd };
-  return { role: 'cold', listeners, controlSocket, dataDir, timing };
+  if (channelFd !== null) return { role: 'successor', listeners, controlSocket, dataDir, timing, channelFd, fdChannel };
+  return { role: 'cold', listeners, controlSocket, dataDir, timing, fdChannel };
 }

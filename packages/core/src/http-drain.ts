@@ -18,6 +18,13 @@ export interface HttpDrainOptions {
   readonly graceMs?: number;
   /** Stops waiting (the handoff was abandoned); connections are left as they are. */
   readonly signal?: AbortSignal;
+  /**
+   * Moves idle keep-alive connections instead of closing them (PROTOCOL.md section 6, "Moving
+   * connections"): called for each connection between requests; true when it moved (it is then
+   * no longer this drainer's). Responses are then not marked `Connection: close`, except on
+   * connections that cannot move (TLS).
+   */
+  readonly move?: (socket: Socket) => boolean;
 }
 
 /** What a drain achieved. */
@@ -34,7 +41,10 @@ export interface HttpDrainReport {
 export class HttpDrainer {
   readonly server: HttpServer;
   readonly #sockets = new Set<Socket>();
+  /** Connections the last drain moved away, until a rollback gives them back. */
+  readonly #moved = new Set<Socket>();
   #draining = false;
+  #moving = false;
 
   constructor(server: HttpServer) {
     this.server = server;
@@ -44,9 +54,40 @@ export class HttpDrainer {
       socket.on('error', () => undefined);
       socket.once('close', () => this.#sockets.delete(socket));
     });
-    server.prependListener('request', (_req, res) => {
-      if (this.#draining) res.setHeader('Connection', 'close');
+    server.prependListener('request', (req, res) => {
+      if (this.#draining && (!this.#moving || (req.socket as { encrypted?: boolean }).encrypted === true)) res.setHeader('Connection', 'close');
     });
+  }
+
+  /**
+   * The connections with no request in progress: the response to the last one written, and no
+   * byte of a next one read (the parser's own view, which Node's `closeIdleConnections` uses);
+   * null when this Node does not expose it (then nothing moves).
+   */
+  #idleConnections(): Set<Socket> | null {
+    const key = Object.getOwnPropertySymbols(this.server).find((s) => s.description === 'http.server.connections');
+    const list = key === undefined ? undefined : (this.server as unknown as Record<symbol, { idle?: () => { socket?: Socket }[] } | undefined>)[key];
+    if (typeof list?.idle !== 'function') return null;
+    const idle = new Set<Socket>();
+    for (const parser of list.idle()) {
+      const socket = parser.socket;
+      const message = (socket as { _httpMessage?: { finished?: boolean } | null } | undefined)?._httpMessage;
+      if (socket && (!message || message.finished === true)) idle.add(socket);
+    }
+    return idle;
+  }
+
+  /** A connection that moved elsewhere (not a keep-alive one this drainer moved): no longer waited for. */
+  release(socket: Socket): void {
+    if (this.#sockets.delete(socket)) this.#moved.add(socket);
+  }
+
+  /** A rollback: the drain is over, and the connections it moved away are this drainer's again. */
+  resume(): void {
+    this.#draining = false;
+    this.#moving = false;
+    for (const socket of this.#moved) if (!socket.destroyed) this.#sockets.add(socket);
+    this.#moved.clear();
   }
 
   /** Open connections now. */
@@ -69,6 +110,8 @@ export class HttpDrainer {
    */
   async drain(options: HttpDrainOptions): Promise<HttpDrainReport> {
     this.#draining = true;
+    this.#moving = options.move !== undefined;
+    let idleKnown = true;
     const graceEnds = Date.now() + (options.graceMs ?? 1_000);
     const preexisting = new Set(this.#sockets);
     let accepting = this.server.listening;
@@ -81,6 +124,11 @@ export class HttpDrainer {
       if (options.signal?.aborted) {
         stopAccepting();
         return { openConnsRemaining: this.#sockets.size, acceptClosed: true };
+      }
+      if (options.move && idleKnown) {
+        const idle = this.#idleConnections();
+        idleKnown = idle !== null;
+        for (const socket of idle ?? []) if (this.#sockets.has(socket) && options.move(socket)) this.release(socket);
       }
       const now = Date.now();
       for (const socket of preexisting) if (!this.#sockets.has(socket)) preexisting.delete(socket);

@@ -5,7 +5,7 @@
  */
 import { channel as diagnosticsChannel } from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
-import { FieldLimits, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, capabilities as capabilityBits, hasCapability, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
+import { FieldLimits, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, canOfferConnections, capabilities as capabilityBits, hasCapability, incumbentTransition, initialIncumbentState } from '@handoff/protocol';
 import type { DaemonConfig, DrainProgress, IncumbentEffect, IncumbentEvent, IncumbentPhase, IncumbentState, IncumbentTimer, Reload, ReloadDone, ReloadProgress, SealReport } from '@handoff/protocol';
 import { Channel } from './channel.js';
 import { bindControlSocket } from './control-socket.js';
@@ -15,6 +15,7 @@ import { CoreError, CoreErrorCode } from './errors.js';
 import { MachineDriver, assertNever, messageOf, readBeforeJudging } from '@handoff/protocol/internal';
 import { spawnHolder } from './holder.js';
 import { DataDirLock } from './lock.js';
+import { ConnectionOffers } from './moving.js';
 import { progressDetail, progressPhase } from './reload.js';
 import type { ReloadStep, Reloader } from './reload.js';
 
@@ -35,6 +36,12 @@ export interface DrainContext {
   readonly cutWork: boolean;
   /** Report what the drain still waits for; sent as DrainProgress where the supervisor agreed to it. */
   readonly progress: (report: DrainProgressReport) => void;
+  /**
+   * Present when the supervisor asked for idle connections to move (PrepareHandoff's
+   * `moveConns`): offer each idle one here instead of closing it (PROTOCOL.md section 6,
+   * "Moving connections"); an offered connection is no longer the drain's to wait for.
+   */
+  readonly offers?: ConnectionOffers;
 }
 
 /** A seal report, with the application state to hand to the successor (opaque bytes, at most 512 KiB). */
@@ -107,8 +114,13 @@ export const DAEMON_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDi
  * The capabilities a daemon announces: `Overlap` without a data directory, `SpawnHolder` when
  * it can name its listeners' fds, `Reload` when it has plugins or a configuration hook.
  */
-export function defaultCapabilities(options: { readonly stateless: boolean; readonly spawnHolder: boolean; readonly reload?: boolean }): number {
-  const extra = capabilityBits(...(options.stateless ? (['Overlap'] as const) : []), ...(options.spawnHolder ? (['SpawnHolder'] as const) : []), ...(options.reload === true ? (['Reload'] as const) : []));
+export function defaultCapabilities(options: { readonly stateless: boolean; readonly spawnHolder: boolean; readonly reload?: boolean; readonly moveConnections?: boolean }): number {
+  const extra = capabilityBits(
+    ...(options.stateless ? (['Overlap'] as const) : []),
+    ...(options.spawnHolder ? (['SpawnHolder'] as const) : []),
+    ...(options.reload === true ? (['Reload'] as const) : []),
+    ...(options.moveConnections === true ? (['MoveConnections'] as const) : []),
+  );
   return (DAEMON_CAPABILITIES | extra) >>> 0;
 }
 
@@ -132,6 +144,8 @@ export class Incumbent {
   #control: BoundControlSocket | undefined;
   #channel: Channel<'toSupervisor'> | undefined;
   #hook: { controller: AbortController; done: Promise<void> } | undefined;
+  /** The connections the current handoff's drain offered to the successor, until it commits or rolls back. */
+  #offers: ConnectionOffers | undefined;
   #resolveExit!: (exit: IncumbentExit) => void;
   /** Resolves when this incumbent is done (committed, or could not resume). */
   readonly exited: Promise<IncumbentExit>;
@@ -231,17 +245,30 @@ export class Incumbent {
       }
       case 'startDrain': {
         const { drainable } = this.#options;
+        const offers = effect.moveConns
+          ? new ConnectionOffers(effect.handoffId, (offer) => {
+              // Sent only while the drain that asked for it runs on its session; otherwise the connection stays here.
+              if (!canOfferConnections(this.#machine.state) || this.#machine.state.handoffId !== effect.handoffId) return false;
+              this.#feed({ type: 'connOffer', offer });
+              return true;
+            })
+          : undefined;
+        this.#offers = offers;
         this.#startHook(async (signal) => {
+          const deadline = Date.now() + effect.deadlineMs;
           const context: DrainContext = {
             cutWork: effect.cutWork,
             progress: (progress) => {
               if (!signal.aborted) this.#feed({ type: 'drainProgress', progress });
             },
+            ...(offers ? { offers } : {}),
           };
-          const report = drainable.drain(Date.now() + effect.deadlineMs, signal, effect.drainGraceMs, context);
+          const report = drainable.drain(deadline, signal, effect.drainGraceMs, context);
           crashPoint('incumbent:inside-drain');
           const r = await report;
-          return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed, workCut: r.workCut ?? 0 };
+          // Every ConnOffer goes before Drained: wait for the supervisor to hold each descriptor.
+          const connsOffered = offers ? await offers.settle(deadline, signal) : 0;
+          return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed, workCut: r.workCut ?? 0, connsOffered };
         }, (error) => ({ type: 'drainFailed', error }));
         return;
       }
@@ -363,6 +390,9 @@ export class Incumbent {
         }
       }
       await this.#options.drainable.resumeAfterAbort();
+      // Serving again: the connections offered to the successor are read here again, their unread bytes first.
+      this.#offers?.resume();
+      this.#offers = undefined;
       this.#feed({ type: 'resumed' });
     } catch (error) {
       this.#feed({ type: 'resumeFailed', error: messageOf(error), lockTaken: false });

@@ -14,6 +14,8 @@ export type { DrainContext, DrainProgressReport, DrainReport, Drainable, Incumbe
 export { BegunSuccessor, HandshookSuccessor, Successor } from './successor.js';
 export type { Readiness, SuccessorOptions } from './successor.js';
 export { HttpDrainer } from './http-drain.js';
+export { MovableConnections, canMoveConnections } from './moving.js';
+export type { AdoptedConnection, MovableSpec } from './moving.js';
 export type { HttpDrainOptions, HttpDrainReport } from './http-drain.js';
 export { DEFAULT_PRELOAD_MS, runDaemon } from './daemon.js';
 export { CrashEnv } from './crash-points.js';

@@ -9,7 +9,7 @@
  * with which code the process should exit.
  */
 import { Socket } from 'node:net';
-import { initialSuccessorState, successorTransition } from '@handoff/protocol';
+import { hasCapability, initialSuccessorState, successorTransition } from '@handoff/protocol';
 import { MachineDriver, assertNever, readBeforeJudging } from '@handoff/protocol/internal';
 import type { SealReport, SuccessorEffect, SuccessorEvent, SuccessorPhase, SuccessorState, SuccessorTimer } from '@handoff/protocol';
 import { Channel } from './channel.js';
@@ -17,6 +17,8 @@ import { crashPoint } from './crash-points.js';
 import { CoreError, CoreErrorCode } from './errors.js';
 import { Incumbent, daemonConfig } from './incumbent.js';
 import type { IncumbentExit, IncumbentOptions } from './incumbent.js';
+import { HeldConnections } from './moving.js';
+import type { AdoptedConnection } from './moving.js';
 
 /** Options of {@link Successor.connect}. */
 export interface SuccessorOptions {
@@ -25,6 +27,11 @@ export interface SuccessorOptions {
   readonly capabilities?: number;
   readonly heartbeatMs?: number;
   readonly livenessMs?: number;
+}
+
+/** Whether `capabilities` announce MoveConnections (then offered connections are received). */
+function receivesConnections(capabilities: number | undefined): boolean {
+  return capabilities !== undefined && hasCapability(capabilities, 'MoveConnections');
 }
 
 /** What the successor reports in Ready. */
@@ -41,12 +48,16 @@ class SuccessorSession {
   readonly #machine: MachineDriver<SuccessorState, SuccessorEvent, SuccessorEffect, SuccessorTimer>;
   readonly #channel: Channel<'toSupervisor'>;
   #waiters: Waiter[] = [];
-  #takeover: { handoffId: string; seal: SealReport | null; state: Uint8Array | null } | undefined;
+  #takeover: { handoffId: string; seal: SealReport | null; state: Uint8Array | null; conns: number } | undefined;
+  /** Connections offered to this successor (PROTOCOL.md section 6, "Moving connections"): dormant until Commit. */
+  readonly held: HeldConnections;
+  #adopted: AdoptedConnection[] = [];
   #promoted: boolean | undefined;
   #resolveExit!: (exit: IncumbentExit) => void;
   readonly exited: Promise<IncumbentExit>;
 
   constructor(options: SuccessorOptions, buildId: string) {
+    this.held = new HeldConnections(receivesConnections(options.capabilities));
     this.#machine = new MachineDriver({
       initial: initialSuccessorState(daemonConfig(buildId, options)),
       transition: successorTransition,
@@ -77,13 +88,20 @@ class SuccessorSession {
     return this.#machine.state.phase;
   }
 
-  get takeover(): { handoffId: string; seal: SealReport | null; state: Uint8Array | null } {
+  get takeover(): { handoffId: string; seal: SealReport | null; state: Uint8Array | null; conns: number } {
     if (!this.#takeover) throw new CoreError(CoreErrorCode.WrongState, `no Begin received (phase ${this.phase})`);
     return this.#takeover;
   }
 
   get promoted(): boolean {
     return this.#promoted ?? false;
+  }
+
+  /** The connections adopted at Commit, once: the caller serves them. */
+  takeAdopted(): AdoptedConnection[] {
+    const adopted = this.#adopted;
+    this.#adopted = [];
+    return adopted;
   }
 
   feed(event: SuccessorEvent): void {
@@ -125,14 +143,21 @@ class SuccessorSession {
         this.#channel.close('closed by the successor');
         return;
       case 'takeOver':
-        this.#takeover = { handoffId: effect.handoffId, seal: effect.seal, state: effect.state };
+        this.#takeover = { handoffId: effect.handoffId, seal: effect.seal, state: effect.state, conns: effect.conns };
+        return;
+      case 'connOffered':
+        this.held.offered(effect.offer);
         return;
       case 'becomeIncumbent':
         this.#promoted = effect.promoted;
+        // Adopted only on Commit; serving alone, the predecessor may resume them: close these copies.
+        if (effect.adoptConnections) this.#adopted = this.held.adopt();
+        else this.held.close();
         this.#machine.stopTimers();
         this.#channel.close('committed');
         return;
       case 'exit':
+        this.held.close();
         this.#machine.stopTimers();
         this.#resolveExit({ code: effect.code, reason: effect.reason });
         return;
@@ -241,6 +266,8 @@ export class BegunSuccessor {
    * @throws CoreError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit.
    */
   async announceReady(readiness: Readiness, incumbent: Omit<IncumbentOptions, 'replaceControlSocket'>): Promise<Incumbent> {
+    // Ready says every offered connection is here (held, not read): the supervisor's phase deadline bounds the wait.
+    await this.#session.held.await(this.#session.takeover.conns);
     this.#session.feed({ type: 'takeoverDone', listeningOn: readiness.listeningOn, healthy: readiness.healthy, revisions: readiness.revisions });
     await this.#session.waitFor((p) => p === 'committed');
     crashPoint('successor:committed');
@@ -252,5 +279,13 @@ export class BegunSuccessor {
   /** True when this successor became the incumbent without the supervisor's Commit. */
   get promoted(): boolean {
     return this.#session.promoted;
+  }
+
+  /**
+   * The idle connections the incumbent handed over, adopted at Commit (empty before, and when
+   * this successor serves alone): each paused, its unread bytes beside it. Returned once.
+   */
+  takeAdoptedConnections(): AdoptedConnection[] {
+    return this.#session.takeAdopted();
   }
 }

@@ -31,6 +31,7 @@ export type {
   SealComplete,
   SealFailed,
   DrainProgress,
+  ConnOffer,
   SealProgress,
   SealReport,
   SealRequest,

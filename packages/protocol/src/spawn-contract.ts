@@ -32,6 +32,12 @@ export const SpawnEnv = {
   Backlogs: 'HANDOFF_LISTEN_BACKLOGS',
   /** A file where a daemon that exits before it serves may write its last lines of output (at most {@link FAILURE_FILE_MAX} bytes). */
   FailureFile: 'HANDOFF_FAILURE_FILE',
+  /**
+   * How descriptors of moved connections reach this daemon (PROTOCOL.md section 2, "Descriptor
+   * channel"): `node-ipc` over the Node IPC channel (`NODE_CHANNEL_FD`); absent, SCM_RIGHTS on
+   * the control connection.
+   */
+  FdChannel: 'HANDOFF_FD_CHANNEL',
 } as const;
 
 /** The most a supervisor reads of a daemon's {@link SpawnEnv.FailureFile}. */

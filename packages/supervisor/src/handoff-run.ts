@@ -9,12 +9,13 @@ import { dirname, join } from 'node:path';
 import { Channel, crashPoint } from '@handoff/core/internal';
 import { initialSupervisorState, supervisorTransition } from '@handoff/protocol';
 import type { AbortCode, DaemonProgram, HandoffOutcome, JournalPhase, OutcomeKind, SealReport, SupervisorEffect, SupervisorEvent, SupervisorPhase, SupervisorState, SupervisorTimer, Timeouts } from '@handoff/protocol';
-import { AbortCode as AbortCodes } from '@handoff/protocol';
+import { AbortCode as AbortCodes, hasCapability } from '@handoff/protocol';
 import { MachineDriver, assertNever, messageOf, readBeforeJudging } from '@handoff/protocol/internal';
 import { publish } from './channels.js';
 import type { DrainProgressInfo } from './channels.js';
 import { describeExit, lowerPriority, mayRestorePriority, processCpu, processStartTime, readFailureFile, restorePriority, spawnDaemon, stopProcess, waitForDeath } from './processes.js';
 import type { SpawnOptions, SpawnedDaemon } from './processes.js';
+import type { DescriptorChannel } from './descriptors.js';
 import type { IncumbentSession } from './session.js';
 
 /** A phase change of a handoff, as {@link HandoffOptions.onPhase} reports it. */
@@ -46,9 +47,10 @@ export interface HandoffResult {
   readonly successorPid: number | null;
   /**
    * What the old daemon's drain left unfinished, when it drained (its Drained): client
-   * connections it closed unfinished and tracked long-lived work it cut; null when it did not drain.
+   * connections it closed unfinished, tracked long-lived work it cut, and the idle connections
+   * it offered to the successor (moved if the handoff committed); null when it did not drain.
    */
-  readonly drained: { readonly openConnsRemaining: number; readonly workCut: number } | null;
+  readonly drained: { readonly openConnsRemaining: number; readonly workCut: number; readonly connsOffered: number } | null;
 }
 
 /** The serving daemon a handoff replaces. */
@@ -57,6 +59,8 @@ export interface RunIncumbent {
   readonly session: IncumbentSession;
   /** Resolves when it exits, if it is a child of this supervisor; null for an adopted daemon. */
   readonly exited: Promise<unknown> | null;
+  /** Its descriptor channel, if it is a child spawned with one: its idle connections can move. */
+  readonly descriptors?: DescriptorChannel | null;
 }
 
 /** What a handoff run needs from the lifecycle. */
@@ -189,8 +193,13 @@ export class HandoffRun {
       this.#resolve = resolve;
     });
     this.#attachIncumbent();
-    this.#machine.feed({ type: 'start', spec: { handoffId: this.handoffId, timeouts: this.#ctx.timeouts, capabilities: this.#ctx.capabilities, cutWork: this.#ctx.cutWork ?? false } });
+    const inc = this.#incumbent;
+    // Connections move only where both daemons agreed and descriptors can reach the successor from the incumbent.
+    const moveConnections = hasCapability(inc.session.agreed, 'MoveConnections') && inc.descriptors?.open === true;
+    this.#machine.feed({ type: 'start', spec: { handoffId: this.handoffId, timeouts: this.#ctx.timeouts, capabilities: this.#ctx.capabilities, cutWork: this.#ctx.cutWork ?? false, moveConnections } });
     const outcome = await finished;
+    // Descriptors never forwarded are closed: their connections stay with the incumbent (which resumes them).
+    inc.descriptors?.end();
     for (const detach of this.#detach) detach();
     this.#machine.stopTimers();
     const result: HandoffResult = {
@@ -218,6 +227,12 @@ export class HandoffRun {
     const onMessage = (message: Parameters<Parameters<typeof channel.on<'message'>>[1]>[0]): void => {
       crashPoint(`supervisor:received-${message.type}-from-incumbent`);
       this.#heard('incumbent');
+      if (message.type === 'ConnOffer' && this.#machine.state.moving && inc.descriptors?.holds(message.connId) !== true) {
+        // The incumbent sends a ConnOffer only once its descriptor was acknowledged: a violation; the incumbent resumes.
+        publish('violation', { machine: 'handoff', error: `ConnOffer ${message.connId} from the incumbent without its descriptor` });
+        channel.close('ConnOffer without its descriptor');
+        return;
+      }
       this.#machine.feed({ type: 'incumbentMessage', message });
     };
     const onClose = (reason: string): void => {
@@ -269,12 +284,20 @@ export class HandoffRun {
           restorePriority(this.#successor.pid);
           this.#successorLowered = false;
         }
+        if (effect.message.type === 'ConnOffer') {
+          // The descriptor first, then the frame; the successor matches them by connId.
+          const handle = this.#incumbent.descriptors?.take(effect.message.connId);
+          if (handle) this.#successor?.descriptors?.pass(this.handoffId, effect.message.connId, handle);
+        }
         this.#successorChannel?.send(effect.message);
         crashPoint(`supervisor:sent-${effect.message.type}-to-successor`);
         return;
       case 'sendToIncumbent':
         // From PrepareHandoff on the incumbent's silence is judged: its CPU time counts from now.
-        if (effect.message.type === 'PrepareHandoff') this.#heard('incumbent');
+        if (effect.message.type === 'PrepareHandoff') {
+          this.#heard('incumbent');
+          if (effect.message.moveConns) this.#incumbent.descriptors?.expect(this.handoffId);
+        }
         this.#incumbent.session.channel.send(effect.message);
         crashPoint(`supervisor:sent-${effect.message.type}-to-incumbent`);
         return;

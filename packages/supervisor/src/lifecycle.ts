@@ -27,11 +27,15 @@ import { reloadThrough } from './reload.js';
 import type { ReloadResult, ReloadStepReport, ReloadTarget } from './reload.js';
 
 /** The capabilities this supervisor offers. */
-export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'Reload', 'DrainProgress');
+export const SUPERVISOR_CAPABILITIES = capabilityBits('SealProgress', 'RecoverFromDisk', 'ReserveListeners', 'CommitToSuccessor', 'Reload', 'DrainProgress', 'MoveConnections');
 
-/** The capabilities offered for a daemon with `dataDir`: without one, also `Overlap`. */
-export function supervisorCapabilities(dataDir: string | null): number {
-  return dataDir === null ? (SUPERVISOR_CAPABILITIES | capabilityBits('Overlap')) >>> 0 : SUPERVISOR_CAPABILITIES;
+/**
+ * The capabilities offered for a daemon with `dataDir`: without one, also `Overlap`; without
+ * `moveConnections`, not `MoveConnections` (connections then drain at every handoff).
+ */
+export function supervisorCapabilities(dataDir: string | null, moveConnections = true): number {
+  const base = moveConnections ? SUPERVISOR_CAPABILITIES : SUPERVISOR_CAPABILITIES & ~capabilityBits('MoveConnections');
+  return (dataDir === null ? base | capabilityBits('Overlap') : base) >>> 0;
 }
 
 /** One health check of the daemon `pid`: whether it is healthy, and what was seen. */
@@ -73,6 +77,8 @@ export interface LifecycleConfig {
   readonly restart: Partial<RestartPolicy>;
   readonly startTimeoutMs: number;
   readonly probation: ProbationPolicy;
+  /** Move idle connections to the successor at a handoff (PROTOCOL.md section 6, "Moving connections"). */
+  readonly moveConnections: boolean;
 }
 
 /** What a reload may change while the supervisor runs. */
@@ -117,7 +123,14 @@ export class LifecycleDriver {
     this.#config = config;
     this.#derivedFrom = config.program;
     this.#journal = new JournalFile(config.journal);
-    this.#connector = new SessionConnector({ controlSocket: config.controlSocket, dataDir: config.dataDir, capabilities: supervisorCapabilities(config.dataDir), startTimeoutMs: config.startTimeoutMs });
+    this.#connector = new SessionConnector({
+      controlSocket: config.controlSocket,
+      dataDir: config.dataDir,
+      capabilities: supervisorCapabilities(config.dataDir, config.moveConnections),
+      startTimeoutMs: config.startTimeoutMs,
+      // Descriptors pass only to a child spawned with a descriptor channel (never to an adopted daemon).
+      canPassDescriptors: (pid) => this.#children.get(pid)?.descriptors?.open === true,
+    });
     this.#machine = new MachineDriver({
       initial: initialLifecycleState(config.program, config.restart, config.probation.windowMs),
       transition: lifecycleTransition,
@@ -480,7 +493,7 @@ export class LifecycleDriver {
       {
         // This handoff's own drain timeout, if asked for: the drain's deadline and its phase timer.
         timeouts: drainTimeoutMs === undefined ? this.#config.timeouts : { ...this.#config.timeouts, drainMs: drainTimeoutMs, drainGraceMs: Math.min(this.#config.timeouts.drainGraceMs, drainTimeoutMs) },
-        capabilities: supervisorCapabilities(this.#config.dataDir),
+        capabilities: supervisorCapabilities(this.#config.dataDir, this.#config.moveConnections),
         cutWork: request?.options.cutWork ?? false,
         onDrainProgress: request?.options.onDrainProgress,
         successorNice: this.#config.successorNice,
@@ -494,7 +507,7 @@ export class LifecycleDriver {
         },
         onPhase: request?.options.onPhase,
       },
-      { pid: daemon.pid, session: kept.session, exited: this.#children.get(daemon.pid)?.exited ?? null },
+      { pid: daemon.pid, session: kept.session, exited: this.#children.get(daemon.pid)?.exited ?? null, descriptors: this.#children.get(daemon.pid)?.descriptors ?? null },
       program,
     );
     this.#run = run;

@@ -14,6 +14,7 @@ import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { SHELL, spawnWithListenPid as spawnShell } from '@handoff/core/internal';
 import { FAILURE_FILE_MAX, LIST_SEPARATOR, SpawnEnv } from '@handoff/protocol';
 import type { DaemonProgram } from '@handoff/protocol';
+import { DescriptorChannel, FD_CHANNEL_NODE_IPC } from './descriptors.js';
 import { SupervisorError, SupervisorErrorCode } from './errors.js';
 import type { HeldListener } from './listeners.js';
 
@@ -37,6 +38,8 @@ export interface SpawnedDaemon {
   readonly pid: number;
   /** The supervisor's end of the successor's channel (successors only). */
   readonly channel: Socket | null;
+  /** Its descriptor channel (moved connections' descriptors pass there), unless spawned without. */
+  readonly descriptors: DescriptorChannel | null;
   /** Resolves with how the process ended. */
   readonly exited: Promise<{ readonly code: number | null; readonly signal: NodeJS.Signals | null }>;
 }
@@ -109,6 +112,8 @@ export interface SpawnOptions {
   readonly output?: 'inherit' | 'pipe';
   /** Where the daemon may write its last lines of output if it exits before it serves (see {@link readFailureFile}). */
   readonly failureFile?: string;
+  /** Give it a descriptor channel, so its connections can move at a handoff (default true). */
+  readonly fdChannel?: boolean;
 }
 
 /**
@@ -162,6 +167,12 @@ export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): Spaw
     env[SpawnEnv.Role] = 'successor';
     env[SpawnEnv.SockFd] = String(channelIndex);
   }
+  // Last, after every numbered fd of the contract: Node sets NODE_CHANNEL_FD to its index.
+  const fdChannel = options.fdChannel ?? true;
+  if (fdChannel) {
+    stdio.push('ipc');
+    env[SpawnEnv.FdChannel] = FD_CHANNEL_NODE_IPC;
+  }
   const child = spawnWithListenPid(program, { env, stdio });
   if (child.pid === undefined) {
     // The process could not be created at all (e.g. E2BIG); 'error' follows asynchronously.
@@ -174,7 +185,7 @@ export function spawnDaemon(program: DaemonProgram, options: SpawnOptions): Spaw
     });
   });
   const channel = channelIndex >= 0 ? (child.stdio[channelIndex] as Socket | null) : null;
-  return { child, pid: child.pid, channel, exited };
+  return { child, pid: child.pid, channel, exited, descriptors: fdChannel ? new DescriptorChannel(child) : null };
 }
 
 /** How a process ended, in words. */

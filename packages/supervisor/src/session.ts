@@ -7,7 +7,7 @@ import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { DataDirLock, LOCK_FILE, lockKindsHeldBy } from '@handoff/core';
 import { Channel, crashPoint } from '@handoff/core/internal';
-import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, commonCapabilities, negotiateVersion } from '@handoff/protocol';
+import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, capabilities as capabilityBits, commonCapabilities, negotiateVersion } from '@handoff/protocol';
 import type { Hello } from '@handoff/protocol';
 import { publish } from './channels.js';
 
@@ -15,13 +15,24 @@ import { publish } from './channels.js';
 export interface IncumbentSession {
   readonly hello: Hello;
   readonly channel: Channel<'toDaemon'>;
+  /** The capabilities in force on this session (its HelloAck's). */
+  readonly agreed: number;
 }
 
 /**
  * Opens a session; resolves null when nothing answers, the peer is not an incumbent, or the
  * versions do not overlap (the reason is passed to `onRefused`).
  */
-export function openIncumbentSession(path: string, options: { readonly timeoutMs: number; readonly capabilities: number; readonly onRefused?: (reason: string) => void }): Promise<IncumbentSession | null> {
+export function openIncumbentSession(
+  path: string,
+  options: {
+    readonly timeoutMs: number;
+    readonly capabilities: number;
+    readonly onRefused?: (reason: string) => void;
+    /** Whether descriptors can be passed with the daemon `pid`; without, `MoveConnections` is not offered to it. */
+    readonly canPassDescriptors?: (pid: number) => boolean;
+  },
+): Promise<IncumbentSession | null> {
   return new Promise((resolve) => {
     const socket = createConnection(path);
     const channel = new Channel(socket, 'toDaemon');
@@ -55,9 +66,11 @@ export function openIncumbentSession(path: string, options: { readonly timeoutMs
         finish(null, (error as Error).message);
         return;
       }
-      channel.send({ type: 'HelloAck', version, handoffId: null, capabilities: commonCapabilities(options.capabilities, message.capabilities) });
+      const offered = options.canPassDescriptors?.(message.pid) === true ? options.capabilities : (options.capabilities & ~capabilityBits('MoveConnections')) >>> 0;
+      const agreed = commonCapabilities(offered, message.capabilities);
+      channel.send({ type: 'HelloAck', version, handoffId: null, capabilities: agreed });
       channel.removeAllListeners('close');
-      finish({ hello: message, channel });
+      finish({ hello: message, channel, agreed });
     });
   });
 }
@@ -77,6 +90,8 @@ export interface ConnectorOptions {
   readonly dataDir: string | null;
   readonly capabilities: number;
   readonly startTimeoutMs: number;
+  /** See {@link openIncumbentSession}. */
+  readonly canPassDescriptors?: (pid: number) => boolean;
 }
 
 /** Opens sessions with the daemon that holds the lock of a data directory (or, without one, that answers on the control socket). */
@@ -106,6 +121,7 @@ export class SessionConnector {
     const session = await openIncumbentSession(this.#options.controlSocket, {
       timeoutMs,
       capabilities: this.#options.capabilities,
+      ...(this.#options.canPassDescriptors ? { canPassDescriptors: this.#options.canPassDescriptors } : {}),
       onRefused: (reason) => {
         publish('sessionRefused', { reason });
       },

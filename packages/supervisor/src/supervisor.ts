@@ -40,6 +40,12 @@ export interface SupervisorOptions {
    * Default 10; 0 turns it off.
    */
   readonly successorNice?: number;
+  /**
+   * Move idle client connections (keep-alive HTTP between requests, WebSocket between frames,
+   * any a daemon declares movable) to the successor instead of closing them, with daemons
+   * that announce `MoveConnections` (PROTOCOL.md section 6, "Moving connections"). Default true.
+   */
+  readonly moveConnections?: boolean;
   /** What to do when the daemon dies (see `RestartPolicy` of `@handoff/protocol`). */
   readonly restart?: Partial<RestartPolicy>;
   /** How long a started daemon has to answer on its control socket. Default 15 s. */
@@ -155,6 +161,7 @@ export class Supervisor {
       timeouts: this.#timeouts,
       reserveCopies: options.reserveCopies ?? 2,
       successorNice: options.successorNice ?? 10,
+      moveConnections: options.moveConnections ?? true,
       restart: options.restart ?? {},
       startTimeoutMs: options.startTimeoutMs ?? 15_000,
       probation: { ...DEFAULT_PROBATION, ...options.probation },

@@ -223,7 +223,7 @@ const BARE: CheckDef[] = [
         // DrainProgress is not agreed on this session: the daemon must not send it, whatever it announced.
         client.write(encodeFrame({ type: 'HelloAck', version: 1, handoffId: null, capabilities: capabilities('SealProgress', 'RecoverFromDisk') }, 'toDaemon'));
         const started = Date.now();
-        client.write(encodeFrame({ type: 'PrepareHandoff', handoffId: 'conformance-cut', successorPid: process.pid, deadlineMs: 5_000, drainGraceMs: 100, cutWork: true }, 'toDaemon'));
+        client.write(encodeFrame({ type: 'PrepareHandoff', handoffId: 'conformance-cut', successorPid: process.pid, deadlineMs: 5_000, drainGraceMs: 100, cutWork: true, moveConns: false }, 'toDaemon'));
         const types = (): string[] => client.frames.map((f) => (f.message as { type?: string } | undefined)?.type ?? `invalid frame (${f.error ?? ''})`);
         await waitForValue('Drained', () => {
           if (client.closed) fail(`the daemon closed the control session after PrepareHandoff with cutWork true (frames: ${types().join(', ')})`);

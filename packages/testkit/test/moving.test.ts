@@ -1,0 +1,203 @@
+/**
+ * Moving idle connections to the successor (PROTOCOL.md section 6, "Moving connections"),
+ * through the real supervisor binary: WebSocket clients of the example ws daemon (on the `ws`
+ * package, clients too) and keep-alive HTTP clients of the kv daemon stay connected through
+ * handoffs, and are served by the newest daemon after each one.
+ */
+import { Agent, request } from 'node:http';
+import type { Socket } from 'node:net';
+import { describe, expect, it, onTestFailed } from 'vitest';
+import { WebSocket } from 'ws';
+import { startCluster } from '../src/index.js';
+import type { Cluster } from '../src/index.js';
+import { kv } from './kv.js';
+import { wsChat } from './ws-chat.js';
+
+function printOnFailure(cluster: Cluster): void {
+  onTestFailed(() => {
+    console.error(`--- supervisor and daemon output (${cluster.dir}) ---\n${cluster.output().slice(-20_000)}`);
+  });
+}
+
+/** A WebSocket client of the example daemon that checks every answer: in order, none lost, its session continued. */
+class ChatClient {
+  readonly ws: WebSocket;
+  sent = 0;
+  received = 0;
+  /** Answers to messages without a seq (a pause). */
+  other = 0;
+  lastPid = 0;
+  closed: string | null = null;
+  readonly problems: string[] = [];
+  readonly opened: Promise<void>;
+
+  constructor(port: number, readonly name: string) {
+    this.ws = new WebSocket(`ws://127.0.0.1:${port}/?name=${name}`, ['chat.v1']);
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', () => resolve());
+      this.ws.once('error', reject);
+    });
+    this.ws.on('message', (data) => {
+      const answer = JSON.parse(String(data)) as { seq: number | null; pid: number; name: string; count: number; protocol: string };
+      if (answer.seq === null) {
+        this.other++;
+        return;
+      }
+      this.received++;
+      if (answer.seq !== this.received) this.problems.push(`answer ${answer.seq} where ${this.received} was due (lost or reordered)`);
+      // The session moved with the connection: its count goes on across versions.
+      if (answer.count !== answer.seq + this.other || answer.name !== this.name || answer.protocol !== 'chat.v1') this.problems.push(`session not continued: ${String(data)}`);
+      this.lastPid = answer.pid;
+    });
+    this.ws.on('close', (code, reason) => {
+      this.closed = `${code} ${String(reason)}`;
+    });
+    this.ws.on('error', (error) => {
+      this.problems.push(`error: ${error.message}`);
+    });
+  }
+
+  send(): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(JSON.stringify({ seq: ++this.sent }));
+  }
+}
+
+describe('moving WebSocket connections', () => {
+  it('keeps 1,000 WebSocket clients connected through 10 handoffs under message load: none closed, nothing lost or reordered, each served by the newest daemon', async () => {
+    await using cluster = await startCluster({ daemon: wsChat(), stateless: true });
+    printOnFailure(cluster);
+    const clients = Array.from({ length: 1_000 }, (_, i) => new ChatClient(cluster.port, `c${i}`));
+    await Promise.all(clients.map((c) => c.opened));
+    // Message load: every 10 ms, 10 clients each send one (about one message a second per client, 1,000 a second).
+    let next = 0;
+    const load = setInterval(() => {
+      for (let k = 0; k < 10; k++) clients[next++ % clients.length]?.send();
+    }, 10);
+    try {
+      for (let i = 0; i < 10; i++) {
+        const result = await cluster.handoff({ daemon: { env: { WS_BUILD_ID: `v${i + 2}` } } });
+        expect(result, `handoff ${i + 1}`).toMatchObject({ committed: true, outcome: 'committed', abortReason: null });
+        expect(result.drained?.connsOffered, `handoff ${i + 1}: connections offered`).toBeGreaterThanOrEqual(1_000);
+        expect(result.drained?.openConnsRemaining).toBe(0);
+        const pid = result.incumbentPid;
+        // Each client is answered by the new daemon (the load reaches every one within about a second).
+        await cluster.waitFor(`every client answered by the new daemon ${String(pid)} after handoff ${i + 1}`, () => clients.every((c) => c.lastPid === pid), 30_000);
+      }
+    } finally {
+      clearInterval(load);
+    }
+    await cluster.waitFor('every message answered', () => clients.every((c) => c.received === c.sent), 30_000);
+    const closed = clients.filter((c) => c.closed !== null);
+    const problems = clients.flatMap((c) => c.problems.map((p) => `${c.name}: ${p}`));
+    const sent = clients.reduce((n, c) => n + c.sent, 0);
+    console.log(`1,000 WebSocket clients through 10 handoffs: ${sent} messages, all answered in order; ${closed.length} closed; ${problems.length} problems`);
+    expect(closed.map((c) => `${c.name}: ${String(c.closed)}`)).toEqual([]);
+    expect(problems.slice(0, 20)).toEqual([]);
+    expect(sent).toBeGreaterThan(10_000);
+    for (const c of clients) c.ws.terminate();
+  });
+
+  it('moves a connection with the bytes the incumbent read and did not consume: the new daemon answers them first, in order', async () => {
+    await using cluster = await startCluster({ daemon: wsChat(), stateless: true });
+    printOnFailure(cluster);
+    const client = new ChatClient(cluster.port, 'slow');
+    await client.opened;
+    const before = await cluster.health();
+    // The daemon stops reading this client for a minute; what it sends now is read into the daemon and left unconsumed.
+    client.ws.send(JSON.stringify({ pause: 60_000 }));
+    await cluster.waitFor('the pause to be answered', () => client.other === 1);
+    for (let k = 0; k < 5; k++) client.send();
+    await cluster.waitFor('the five messages to be buffered, unconsumed, in the incumbent', async () => ((await cluster.health()) as { buffered?: number } | null)?.buffered ?? 0);
+    expect(client.received).toBe(0);
+    const result = await cluster.handoff({ daemon: { env: { WS_BUILD_ID: 'v2' } } });
+    expect(result).toMatchObject({ committed: true });
+    expect(result.drained?.connsOffered).toBe(1);
+    await cluster.waitFor('the five answers', () => client.received === 5);
+    expect(client.problems).toEqual([]);
+    expect(client.lastPid).toBe(result.incumbentPid);
+    expect(client.lastPid).not.toBe(before?.pid);
+    expect(client.closed).toBeNull();
+    client.ws.terminate();
+  });
+});
+
+/** A keep-alive HTTP client on one connection, looping GETs: it counts its answers, its errors and the connections it needed. */
+class KeepAliveClient {
+  readonly agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  readonly sockets = new Set<Socket>();
+  serverClosed = 0;
+  ok = 0;
+  readonly errors: string[] = [];
+  lastPid = 0;
+  #running = true;
+  readonly done: Promise<void>;
+
+  constructor(readonly port: number) {
+    this.done = this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    while (this.#running) {
+      await new Promise<void>((resolve) => {
+        const req = request({ host: '127.0.0.1', port: this.port, path: '/health', agent: this.agent, timeout: 20_000 }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
+            if (res.statusCode === 200) {
+              this.ok++;
+              this.lastPid = (JSON.parse(body) as { pid: number }).pid;
+            } else this.errors.push(`status ${String(res.statusCode)}`);
+            resolve();
+          });
+        });
+        req.on('socket', (socket: Socket) => {
+          if (this.sockets.has(socket)) return;
+          this.sockets.add(socket);
+          socket.on('end', () => {
+            if (this.#running) this.serverClosed++;
+          });
+        });
+        req.on('timeout', () => req.destroy(new Error('no answer within 20 s (hung)')));
+        req.on('error', (error: NodeJS.ErrnoException) => {
+          this.errors.push(error.code ?? error.message);
+          resolve();
+        });
+        req.end();
+      });
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.done;
+    this.agent.destroy();
+  }
+}
+
+describe('moving keep-alive HTTP connections', () => {
+  it('keeps keep-alive clients on their connections through 20 handoffs of the kv daemon: none closed by the server, no error, and no handoff waits out the drain grace', async () => {
+    // A drain grace long enough to see: a handoff that waited for idle connections to close would take it.
+    await using cluster = await startCluster({ daemon: kv(), timeouts: { drainGraceMs: 8_000, drainMs: 20_000, totalMs: 60_000 } });
+    printOnFailure(cluster);
+    const clients = Array.from({ length: 20 }, () => new KeepAliveClient(cluster.port));
+    await cluster.waitFor('every client answered', () => clients.every((c) => c.ok > 0));
+    for (let i = 0; i < 20; i++) {
+      const result = await cluster.handoff({ daemon: { env: { KV_BUILD_ID: `v${i + 2}` } } });
+      expect(result, `handoff ${i + 1}`).toMatchObject({ committed: true, outcome: 'committed' });
+      expect(result.drained, `handoff ${i + 1}`).toMatchObject({ openConnsRemaining: 0 });
+      expect(result.drained?.connsOffered, `handoff ${i + 1}`).toBeGreaterThanOrEqual(20);
+      // Not the grace: every connection moved as soon as it was idle.
+      expect(result.timings.phases.preparing ?? 0, `handoff ${i + 1}: the drain`).toBeLessThan(8_000);
+      const pid = result.incumbentPid;
+      await cluster.waitFor(`every client answered by ${String(pid)}`, () => clients.every((c) => c.lastPid === pid), 20_000);
+    }
+    await Promise.all(clients.map((c) => c.stop()));
+    const total = clients.reduce((n, c) => n + c.ok, 0);
+    console.log(`20 keep-alive clients through 20 handoffs: ${total} answers on ${clients.reduce((n, c) => n + c.sockets.size, 0)} connections`);
+    expect(clients.flatMap((c) => c.errors)).toEqual([]);
+    expect(clients.map((c) => c.serverClosed)).toEqual(clients.map(() => 0));
+    // One connection each, from start to end.
+    expect(clients.map((c) => c.sockets.size)).toEqual(clients.map(() => 1));
+  });
+});

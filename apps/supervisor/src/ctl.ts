@@ -93,19 +93,23 @@ function describeResult(r: Answer, past = false): string {
   const aftermath = typeof r.aftermath === 'string' ? `\nafter the handoff: ${r.aftermath}` : '';
   const h = r.health as { ok: boolean; detail: string } | null | undefined;
   const health = h ? `\nhealth: ${h.ok ? 'ok' : 'FAILING'} — ${h.detail}` : '';
-  const d = r.drained as { openConnsRemaining?: unknown; workCut?: unknown } | null | undefined;
+  const d = r.drained as { openConnsRemaining?: unknown; workCut?: unknown; connsOffered?: unknown } | null | undefined;
   const unfinished = [
     ...(typeof d?.workCut === 'number' && d.workCut > 0 ? [`cut ${d.workCut} tracked item${d.workCut === 1 ? '' : 's'} of long-lived work`] : []),
     ...(typeof d?.openConnsRemaining === 'number' && d.openConnsRemaining > 0 ? [`closed ${d.openConnsRemaining} connection${d.openConnsRemaining === 1 ? '' : 's'} unfinished`] : []),
   ];
   const drain = unfinished.length > 0 ? `\nthe drain ${unfinished.join(' and ')} (the old daemon's log names them)` : '';
+  const offered = typeof d?.connsOffered === 'number' && d.connsOffered > 0 ? d.connsOffered : 0;
+  const plural = offered === 1 ? '' : 's';
+  // Offered connections moved if the handoff committed; after a rollback the old daemon kept them.
+  const moved = offered === 0 ? '' : r.committed === true ? `\nmoved ${offered} idle connection${plural} to the new daemon (its clients stay connected)` : `\nthe old daemon kept the ${offered} connection${plural} it had offered`;
   if (r.outcome === 'coldStart' && r.committed === true && typeof r.handoffId === 'string' && r.handoffId.startsWith('start-')) return `started: no daemon served, so the supervisor started one; ${serving}${health}`;
   const how = r.outcome === 'committed' ? '' : ` (${String(r.outcome)})`;
-  if (r.committed === true) return `committed: handoff ${String(r.handoffId)}${how} in ${timings.totalMs} ms — ${phases}; ${serving}${drain}${aftermath}${health}`;
+  if (r.committed === true) return `committed: handoff ${String(r.handoffId)}${how} in ${timings.totalMs} ms — ${phases}; ${serving}${moved}${drain}${aftermath}${health}`;
   const abort = r.abortReason as { code: string; reason: string } | null;
   const who = typeof r.incumbentPid === 'number' ? (past ? `the previous version (pid ${r.incumbentPid}) served on` : `the previous version serves on (pid ${r.incumbentPid})`) : past ? 'no daemon served right after it' : 'no daemon serves yet';
   const said = typeof r.successorOutput === 'string' ? `\nthe new daemon's last output:\n${r.successorOutput.split('\n').slice(-20).map((l) => `  | ${l}`).join('\n')}` : '';
-  return `rolled back: handoff ${String(r.handoffId)} — ${abort ? `${abort.code}: ${abort.reason}` : 'no reason given'}; ${who}${drain}${aftermath}${said}`;
+  return `rolled back: handoff ${String(r.handoffId)} — ${abort ? `${abort.code}: ${abort.reason}` : 'no reason given'}; ${who}${moved}${drain}${aftermath}${said}`;
 }
 
 /** A probation line of an upgrade's answer. */

@@ -62,7 +62,7 @@ const wss = new WebSocketServer({
   noServer: true,
   handleProtocols: (protocols) => (protocols.has('chat.v1') ? 'chat.v1' : false),
 });
-const movable = new MovableConnections({ adopt: (connection) => adopt(connection) });
+const movable = new MovableConnections({ adopt: (connection) => { adopt(connection); } });
 
 /** Serves `ws` for `session`, and declares its connection movable. */
 function serve(ws: WebSocket, session: Session): void {
@@ -70,13 +70,14 @@ function serve(ws: WebSocket, session: Session): void {
     if (isBinary) return;
     let message: { seq?: unknown; pause?: unknown } = {};
     try {
-      message = JSON.parse(data.toString()) as typeof message;
+      // A text message: one Buffer, or the fragments of one.
+      message = JSON.parse((Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data)).toString()) as typeof message;
     } catch {
       // not JSON: answered without a seq
     }
     if (typeof message.pause === 'number') {
       ws.pause();
-      setTimeout(() => ws.resume(), Math.min(message.pause, 60_000)).unref();
+      setTimeout(() => { ws.resume(); }, Math.min(message.pause, 60_000)).unref();
     }
     const seq = message.seq ?? null;
     session.count++;

@@ -451,11 +451,11 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     if (!declared) return;
     for (;;) {
       for (const [socket, spec] of declared.pending()) {
-        let idle = false;
+        let idle: boolean;
         try {
           idle = spec.idle();
         } catch {
-          idle = false;
+          idle = false; // a check that throws: not idle
         }
         const owner = served.find((s) => (socket as { server?: unknown }).server === s.server) ?? served[0];
         if (!idle || !offers.offer(socket, { kind: spec.kind, listener: owner?.name ?? '', state: spec.state?.bind(spec) })) continue;

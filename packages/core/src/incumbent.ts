@@ -268,6 +268,7 @@ export class Incumbent {
           const r = await report;
           // Every ConnOffer goes before Drained: wait for the supervisor to hold each descriptor.
           const connsOffered = offers ? await offers.settle(deadline, signal) : 0;
+          if (connsOffered > 0) crashPoint('incumbent:offered-connections');
           return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed, workCut: r.workCut ?? 0, connsOffered };
         }, (error) => ({ type: 'drainFailed', error }));
         return;

@@ -142,11 +142,13 @@ export class ConnectionOffers {
   offer(socket: Socket, details: OfferDetails): boolean {
     if (!movable(socket) || !process.connected) return false;
     const leftover = stopReading(socket);
-    let state: Uint8Array | null = null;
+    let state: Uint8Array | null;
     try {
       state = details.state?.() ?? null;
     } catch {
-      state = null;
+      // Its state cannot be taken: it stays, and drains as before.
+      resumeReading(socket, leftover);
+      return false;
     }
     if (state !== null && state.byteLength > FieldLimits.connBytesMax) {
       resumeReading(socket, leftover);

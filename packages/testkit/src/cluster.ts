@@ -78,6 +78,8 @@ export interface ClusterOptions {
    * when a kill lands within a window.
    */
   readonly probationMs?: number;
+  /** `[daemon] move_connections`: idle connections move to the successor (default true, as the binary's). */
+  readonly moveConnections?: boolean;
 }
 
 /** A reply of the supervisor to a handoff: its result, or its error. */
@@ -172,6 +174,7 @@ export class Cluster implements AsyncDisposable {
       `env = ${toml(d.env ?? {})}`,
       ...(d.cwd ? [`cwd = ${toml(d.cwd)}`] : []),
       ...(this.stateless ? [] : [`data_dir = ${toml(this.dataDir)}`]),
+      ...(this.#options.moveConnections === false ? ['move_connections = false'] : []),
       '',
       '[[listeners]]',
       'name = "http"',

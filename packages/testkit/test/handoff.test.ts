@@ -55,9 +55,9 @@ describe('handoff of a stateful daemon', () => {
     expect((await cluster.health())?.buildId).toBe('v21');
   });
 
-  it("honours the supervisor's drain grace: an idle keep-alive connection is closed only after it, and the handoff commits", async () => {
+  it("honours the supervisor's drain grace where connections do not move: an idle keep-alive connection is closed only after it, and the handoff commits", async () => {
     const drainGraceMs = 2_500; // more than the daemon's own default (1 s), which it used to apply instead
-    await using cluster = await startCluster({ daemon: kv(), timeouts: { drainGraceMs } });
+    await using cluster = await startCluster({ daemon: kv(), timeouts: { drainGraceMs }, moveConnections: false });
     printOnFailure(cluster);
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     try {

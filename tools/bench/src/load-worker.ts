@@ -5,17 +5,21 @@
  * - `cannon`: autocannon's keep-alive clients, every response and error timestamped;
  * - `probe`: @handoff/testkit's LoadDriver as a fresh-connection prober (and, for a stateful
  *   daemon, writers keeping a ledger of acknowledged writes), plus optional idle keep-alive
- *   connections held open for the scale curve.
+ *   connections held open for the scale curve (once the prober stopped, one more request on
+ *   each tells which are still open and usable);
+ * - `ws`: WebSocket clients of the ws-chat example daemon, idle or with a light message load,
+ *   reconnecting when the server closes them (ws-clients.ts).
  *
  * It sends `{ type: 'ready' }` once running, runs until the parent sends `{ type: 'stop' }`
  * (or its own time bound passes), then sends `{ type: 'result', ... }` and exits.
  */
-import { request, Agent } from 'node:http';
+import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import autocannon from 'autocannon';
 import { LoadDriver } from '@handoff/testkit';
 import type { RequestResult } from '@handoff/testkit';
 import type { CannonResult, ErrorKind, LoadConfig, ProbeResult, WorkerMessage } from './types.js';
+import { wsClients } from './ws-clients.js';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as LoadConfig;
 const send = (message: WorkerMessage): Promise<void> =>
@@ -105,27 +109,113 @@ async function cannon(): Promise<CannonResult> {
   return { kind: 'cannon', startedAt: started, endedAt: ended, at, latency, status, errors };
 }
 
-/** Opens `n` keep-alive connections, each answered once, then left idle. */
-async function holdIdle(n: number): Promise<{ agent: Agent; open: () => number }> {
-  const agent = new Agent({ keepAlive: true, maxSockets: n, maxFreeSockets: n, timeout: 0 });
-  const one = (): Promise<void> =>
-    new Promise((resolve, reject) => {
-      request({ host: '127.0.0.1', port: config.port, path: '/health', agent }, (res) => {
-        res.resume().on('end', resolve);
-      })
-        .on('error', reject)
-        .end();
+/**
+ * One idle keep-alive connection, a plain socket (not an http.Agent's: an agent would open a
+ * new connection for a request when the server had closed this one). `closed`: it saw 'end'
+ * or 'close' (the server closed it, or it broke) before the worker closed it.
+ */
+interface IdleConnection {
+  readonly socket: Socket;
+  closed: boolean;
+  /** Resolves with the status of the response being read (0: the connection closed first). */
+  answer: ((status: number) => void) | null;
+  buffer: Buffer;
+}
+
+const REQUEST = (port: number): string => `GET /health HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`;
+
+/** Reads one response off `c.buffer`: its status once complete (Content-Length body), else null. */
+function takeResponse(c: IdleConnection): number | null {
+  const end = c.buffer.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const head = c.buffer.subarray(0, end).toString('latin1');
+  const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
+  if (c.buffer.length < end + 4 + length) return null;
+  c.buffer = c.buffer.subarray(end + 4 + length);
+  return Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
+}
+
+/** Sends one GET on `c` and waits for its response: its status, 0 when closed first or after `timeoutMs`. */
+function ask(c: IdleConnection, timeoutMs: number): Promise<number> {
+  if (c.closed || c.socket.destroyed) return Promise.resolve(0);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      c.answer = null;
+      resolve(0);
+    }, timeoutMs);
+    c.answer = (status) => {
+      clearTimeout(timer);
+      c.answer = null;
+      resolve(status);
+    };
+    c.socket.write(REQUEST(config.port));
+  });
+}
+
+/** Opens one connection and has it answered once: null when that fails. */
+function openIdle(): Promise<IdleConnection | null> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port: config.port });
+    const c: IdleConnection = { socket, closed: false, answer: null, buffer: Buffer.alloc(0) };
+    const closed = (): void => {
+      c.closed = true;
+      c.answer?.(0);
+    };
+    socket.on('data', (chunk: Buffer) => {
+      c.buffer = c.buffer.length === 0 ? chunk : Buffer.concat([c.buffer, chunk]);
+      const status = takeResponse(c);
+      if (status !== null) c.answer?.(status);
     });
-  // All at once, so the agent cannot reuse a socket another request has freed.
-  await Promise.all(Array.from({ length: n }, one));
-  const open = (): number => Object.values(agent.freeSockets).reduce((sum, list) => sum + (list?.length ?? 0), 0);
-  return { agent, open };
+    socket.on('end', closed);
+    socket.on('close', closed);
+    socket.on('error', closed);
+    socket.once('connect', () => {
+      void ask(c, config.requestTimeoutMs).then((status) => {
+        resolve(status >= 200 && status < 300 ? c : null);
+      });
+    });
+    // A connect that fails closes the socket: nothing to wait for.
+    socket.once('close', () => {
+      resolve(null);
+    });
+  });
+}
+
+/** Runs `f` over `items`, at most `limit` at once. */
+async function pool<T, R>(items: readonly T[], limit: number, f: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await f(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return out;
+}
+
+/** Opens `n` keep-alive connections, each answered once, then left idle. */
+async function holdIdle(n: number): Promise<IdleConnection[]> {
+  // At most 1,000 connecting at once (the listen backlog is 4,096).
+  const opened = await pool(Array.from({ length: n }, (_, i) => i), 1_000, () => openIdle());
+  return opened.filter((c): c is IdleConnection => c !== null && !c.closed);
+}
+
+/**
+ * After the handoffs: how many idle connections the server had closed, and how many are kept:
+ * still open, and answering one more request on the same connection.
+ */
+async function checkIdle(idle: readonly IdleConnection[]): Promise<{ kept: number; closed: number }> {
+  const closed = idle.filter((c) => c.closed || c.socket.destroyed).length;
+  const statuses = await pool(idle, 1_000, (c) => ask(c, config.requestTimeoutMs));
+  return { kept: statuses.filter((s) => s >= 200 && s < 300).length, closed };
 }
 
 async function probe(): Promise<ProbeResult> {
   const results: RequestResult[] = [];
-  const idle = config.idleConnections > 0 ? await holdIdle(config.idleConnections) : null;
-  const idleOpen = idle?.open() ?? 0;
+  const idle = config.idleConnections > 0 ? await holdIdle(config.idleConnections) : [];
+  const idleOpen = idle.length;
   const driver = new LoadDriver({
     port: config.port,
     readers: 0,
@@ -138,11 +228,13 @@ async function probe(): Promise<ProbeResult> {
   void send({ type: 'ready' });
   await stopped;
   await driver.stop();
-  idle?.agent.destroy();
-  return { kind: 'probe', results, ledger: [...driver.ledger], idleOpen };
+  // Once the prober stopped (it measures nothing any more): one request on each idle connection.
+  const { kept, closed } = idle.length > 0 ? await checkIdle(idle) : { kept: 0, closed: 0 };
+  for (const c of idle) c.socket.destroy();
+  return { kind: 'probe', results, ledger: [...driver.ledger], idleOpen, idleKept: kept, idleClosed: closed };
 }
 
-const result = config.kind === 'cannon' ? await cannon() : await probe();
+const result = config.kind === 'cannon' ? await cannon() : config.kind === 'ws' ? await wsClients(config, stopped, () => send({ type: 'ready' })) : await probe();
 reported = true;
 await send({ type: 'result', result });
 process.disconnect();

@@ -3,11 +3,15 @@
  * handoff's side-by-side benchmark. On loopback, bounded in time, one system after another:
  * this project (a stateless app, the same without a data directory handed off by overlap,
  * and the key-value daemon), a kill-and-restart, PM2 cluster reload with and without
- * draining, PM2 fork restart, nginx's binary upgrade (when nginx is installed); then two
- * scale curves, the data-path overhead and the in-process hot reload of `@handoff/reload`
+ * draining, PM2 fork restart, nginx's binary upgrade (when nginx is installed); then three
+ * scale curves (idle keep-alive connections, the key-value daemon's data size, WebSocket
+ * clients), the data-path overhead and the in-process hot reload of `@handoff/reload`
  * (call costs, reload time, failed calls, memory per reload).
  *
  *   pnpm bench [--quick] [--out DIR] [--only id,id] [--docs]
+ *
+ * --only takes system ids and part names (see --help): e.g. `--only connections,ws` runs the
+ * connection curve and the WebSocket curve alone.
  *
  * Writes DIR/bench.json, DIR/bench.md and DIR/latency.svg (DIR: tools/bench/results); with
  * --docs also docs/benchmarks.md and docs/benchmarks-latency.svg. Figures are reported,
@@ -25,8 +29,8 @@ import { cpus, release, totalmem, type } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connectionCurve, dataCurve, emptyResult, FULL, overhead, QUICK, runSystem } from './run.js';
-import type { CurvePoint, OverheadRow, SystemResult } from './run.js';
+import { connectionCurve, dataCurve, emptyResult, FULL, overhead, QUICK, runSystem, wsCurve } from './run.js';
+import type { CurvePoint, OverheadRow, SystemResult, WsPoint } from './run.js';
 import { reloadBench } from './reload.js';
 import type { ReloadResult } from './reload.js';
 import { failedHandoffs, markdown, svg } from './report.js';
@@ -38,6 +42,15 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const require = createRequire(import.meta.url);
 
 const USAGE = 'usage: pnpm bench [--quick] [--out DIR] [--only id,id,...] [--docs]';
+/** The parts besides the systems' runs, by their --only name. */
+const PART_HELP: Readonly<Record<string, string>> = {
+  connections: 'scale curve: handoff duration, stall and idle keep-alive connections kept, against open connections (handoff moving / draining them, PM2 cluster reload)',
+  data: "scale curve: handoff duration and stall against the key-value daemon's data size",
+  ws: 'scale curve: WebSocket clients of apps/ws-chat through handoffs (connections moving / draining): kept, reconnects, stall',
+  overhead: 'data-path overhead, no handoff (bare Node, handoff, PM2 cluster)',
+  reload: 'in-process hot reload (@handoff/reload): call costs, reload time, memory',
+};
+const PARTS = Object.keys(PART_HELP);
 let args;
 try {
   args = parseArgs({
@@ -47,10 +60,6 @@ try {
 } catch (error) {
   console.error(`bench: ${(error as Error).message}\n${USAGE}`);
   process.exit(2);
-}
-if (args.help) {
-  console.log(USAGE);
-  process.exit(0);
 }
 const preset = args.quick ? QUICK : FULL;
 const out = resolve(args.out ?? join(ROOT, 'tools', 'bench', 'results'));
@@ -68,7 +77,21 @@ const systems: System[] = [
   new Pm2System('cluster', true, 'kv'),
   new Pm2System('fork', false, 'kv'),
 ];
-const PARTS = ['connections', 'data', 'overhead', 'reload'];
+const systemIds = (): string[] => systems.map((s) => s.id);
+if (args.help) {
+  console.log(`${USAGE}
+
+  --quick        a smoke run (about 2 minutes): fewer handoffs, one small point per curve
+  --out DIR      where bench.json, bench.md and latency.svg go (default tools/bench/results)
+  --only LIST    run only these, comma-separated: system ids and part names
+  --docs         also rewrite docs/benchmarks.md (keeps its "Findings of this run")
+
+parts (for --only):
+${PARTS.map((p) => `  ${p.padEnd(13)}${PART_HELP[p] ?? ''}`).join('\n')}
+
+systems (for --only): ${systemIds().join(', ')}`);
+  process.exit(0);
+}
 const only = args.only?.split(',').map((s) => s.trim()).filter(Boolean) ?? null;
 if (only) {
   const known = [...systems.map((s) => s.id), ...PARTS];
@@ -116,6 +139,7 @@ process.once('SIGINT', () => {
 const results: SystemResult[] = [];
 let connectionPoints: CurvePoint[] = [];
 let dataPoints: CurvePoint[] = [];
+let wsPoints: WsPoint[] = [];
 let overheadRows: OverheadRow[] = [];
 let reloadResult: ReloadResult | null = null;
 let harnessFailed = false;
@@ -156,6 +180,10 @@ try {
     log('scale curve: data size');
     dataPoints = await guard('the data-size curve', () => dataCurve(preset, log), []);
   }
+  if (wanted('ws')) {
+    log('scale curve: WebSocket clients');
+    wsPoints = await guard('the WebSocket curve', () => wsCurve(preset, log), []);
+  }
   if (wanted('overhead')) {
     log('data-path overhead');
     overheadRows = await guard('the overhead run', () => overhead(preset, log), []);
@@ -167,7 +195,7 @@ try {
 } finally {
   await Pm2Home.opened?.close();
 }
-if ([...connectionPoints, ...dataPoints].some((p) => p.failure !== null)) harnessFailed = true;
+if ([...connectionPoints, ...dataPoints, ...wsPoints].some((p) => p.failure !== null)) harnessFailed = true;
 // A memory probe that did not run to its result: the harness failed, like a curve point.
 if (reloadResult?.memory.some((m) => m.failure !== null)) harnessFailed = true;
 
@@ -181,6 +209,7 @@ const result: BenchResult = {
   systems: results,
   connectionCurve: connectionPoints,
   dataCurve: dataPoints,
+  wsCurve: wsPoints,
   overhead: overheadRows,
   reload: reloadResult,
 };
@@ -211,7 +240,8 @@ autocannon ${m.peers.autocannon ?? '?'}, PM2 ${m.peers.pm2 ?? '?'}, nginx ${m.pe
 The run took ${result.durationS} s.
 
 **Reproduce:** \`pnpm install && pnpm build && pnpm bench\` (add \`--quick\` for a run of about 2 minutes,
-\`--only handoff-hello,pm2-cluster-drain-hello\` for some systems, \`--docs\` to rewrite this page).
+\`--only handoff-hello,pm2-cluster-drain-hello\` for some systems or \`--only connections,ws\` for some parts (\`pnpm bench --help\`
+lists them), \`--docs\` to rewrite this page).
 Results go to \`tools/bench/results/\` (bench.json, bench.md, latency.svg). nginx's row needs nginx
 (Debian: \`apt-get install nginx-light\`); without it the row says skipped. \`pnpm bench\` exits 3 when a
 handoff of this project's did not commit (stderr names the rows), 1 when the harness failed.
@@ -230,6 +260,10 @@ ${report.replace('](latency.svg)', '](benchmarks-latency.svg)')}
   to tell the handoff's own stall from the queueing behind a saturating load.
 - **lost writes**: acknowledged writes (the daemon fsyncs before answering) missing or wrong when
   read back after the last handoff.
+- **moved per handoff**: the connections the old daemon handed to the new one at a handoff (the
+  handoff result's \`drained.connsOffered\`). **Kept open** / **kept connected**: connections open
+  before the handoffs that still answered on the same connection after them; one the server
+  closed does not count, even if its client reconnected.
 - **FAILED**: a handoff of this project's did not commit (the supervisor rolled it back and the
   old version served on); the note gives the abort code and reason (\`BENCH_*\` codes are the
   harness's own: no answer in time, or not triggered after one that got none). Such a row or point

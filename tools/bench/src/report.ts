@@ -1,7 +1,7 @@
 /** The benchmark's outputs besides JSON: a Markdown report and an SVG chart of latency over time. */
 import type { CallCostRow, MemoryRow, ReloadResult, ReloadRow } from './reload.js';
 import { DATA_TOTAL_MS } from './run.js';
-import type { CurvePoint, OverheadRow, SystemResult } from './run.js';
+import type { CurvePoint, OverheadRow, SystemResult, WsPoint } from './run.js';
 import type { NotCommitted } from './types.js';
 
 export interface Machine {
@@ -23,6 +23,8 @@ export interface BenchResult {
   readonly systems: readonly SystemResult[];
   readonly connectionCurve: readonly CurvePoint[];
   readonly dataCurve: readonly CurvePoint[];
+  /** WebSocket clients of the ws-chat daemon through handoffs, connections moving and draining. */
+  readonly wsCurve: readonly WsPoint[];
   readonly overhead: readonly OverheadRow[];
   /** In-process hot reload (`@handoff/reload`); null when not run (or when the part failed). */
   readonly reload: ReloadResult | null;
@@ -114,18 +116,59 @@ export function systemsTable(systems: readonly SystemResult[]): string {
 }
 
 /** A curve point's note: why it failed, or nothing. */
-function pointNote(p: CurvePoint): string {
+function pointNote(p: Pick<CurvePoint, 'failure' | 'notCommitted' | 'handoffsPlanned'>): string {
   if (p.failure !== null) return harnessNote(p.failure);
   return p.notCommitted.length > 0 ? failedNote(p.notCommitted, p.handoffsPlanned) : '';
+}
+
+/** Connections moved per handoff (the median over the handoffs; their spread when they differ). */
+function moved(p: Pick<CurvePoint, 'connsOffered' | 'movedPerHandoff'>): string {
+  if (p.movedPerHandoff === null || p.connsOffered === null) return DASH;
+  const lo = Math.min(...p.connsOffered);
+  const hi = Math.max(...p.connsOffered);
+  return lo === hi ? int(p.movedPerHandoff) : `${int(p.movedPerHandoff)} (${int(lo)}–${int(hi)})`;
+}
+
+/** Idle connections kept open and usable across the handoffs, of those open before. */
+function kept(p: CurvePoint): string {
+  if (p.failure !== null || p.idleOpened === null || p.idleKept === null) return DASH;
+  const closed = p.idleClosed ?? 0;
+  return `${int(p.idleKept)} of ${int(p.idleOpened)}${closed > 0 ? ` (${int(closed)} closed by the server)` : ''}`;
 }
 
 /** The connection curve: one row per point. */
 export function curveTable(points: readonly CurvePoint[], x: string): string {
   return table(
-    [x, 'system', 'handoff ms', 'longest no-accept ms', 'of which drain ms', 'probe errors', 'note'],
+    [x, 'system', 'handoff ms', 'longest no-accept ms', 'of which drain ms', 'connections moved per handoff', 'idle connections kept open', 'probe errors', 'note'],
     points.map((p) => {
       const shown = (text: string): string => (p.ok ? text : DASH);
-      return [int(p.x), p.label, shown(ms(p.handoffMs)), shown(ms(p.longestUnservedMs)), p.drainMs === null ? DASH : shown(ms(p.drainMs)), p.failure === null ? int(p.errors) : DASH, pointNote(p)];
+      return [int(p.x), p.label, shown(ms(p.handoffMs)), shown(ms(p.longestUnservedMs)), p.drainMs === null ? DASH : shown(ms(p.drainMs)), shown(moved(p)), kept(p), p.failure === null ? int(p.errors) : DASH, pointNote(p)];
+    }),
+  );
+}
+
+/** The WebSocket curve: one row per point. */
+export function wsTable(points: readonly WsPoint[]): string {
+  return table(
+    ['clients', 'system', 'handoff ms', 'longest no-accept ms (per handoff, median; before)', 'connections moved per handoff', 'clients kept connected', 'closed by the server (close codes)', 'reconnects', 'connected at the end', 'messages answered / sent', 'probe errors', 'note'],
+    points.map((p) => {
+      const shown = (text: string): string => (p.ok ? text : DASH);
+      const c = p.clients;
+      const codes = c === null ? '' : Object.entries(c.closeCodes).map(([code, n]) => `${code} ×${int(n)}`).join(', ');
+      return [
+        int(p.x),
+        p.label,
+        shown(ms(p.handoffMs)),
+        shown(`${ms(p.longestUnservedMs)} (${ms(p.unservedPerHandoffP50Ms)}; ${ms(p.baselineUnservedMs)})`),
+        shown(moved(p)),
+        c === null ? DASH : `${int(c.kept)} of ${int(c.opened)}`,
+        c === null ? DASH : `${int(c.closedByServer)}${codes === '' ? '' : ` (${codes})`}`,
+        c === null ? DASH : `${int(c.reconnects)}${c.reconnectFailures > 0 ? ` (${int(c.reconnectFailures)} attempts failed)` : ''}`,
+        c === null ? DASH : `${int(c.connectedAtEnd)} of ${int(c.clients)}`,
+        c === null ? DASH : `${int(c.messagesAnswered)} / ${int(c.messagesSent)}`,
+        p.failure === null ? int(p.errors) : DASH,
+        pointNote(p),
+      ];
     }),
   );
 }
@@ -161,11 +204,12 @@ export function failedHandoffs(r: BenchResult): string[] {
     const q = s.noLoad;
     if (q !== null && q.notCommitted.length > 0) out.push(`${s.label} without load ${q.notCommitted.length}/${s.handoffsPlanned} (${codes(q.notCommitted)})`);
   }
-  const curve = (name: string, unit: string, points: readonly CurvePoint[]): void => {
+  const curve = (name: string, unit: string, points: readonly (CurvePoint | WsPoint)[]): void => {
     for (const p of points.filter((x) => x.ours && x.notCommitted.length > 0)) out.push(`${name} ${int(p.x)} ${unit}, ${p.label} ${p.notCommitted.length}/${p.handoffsPlanned} (${codes(p.notCommitted)})`);
   };
   curve('connection curve', 'connections', r.connectionCurve);
   curve('data-size curve', 'keys', r.dataCurve);
+  curve('WebSocket curve', 'clients', r.wsCurve);
   // A plugin reload that did not end with the new version serving: like a handoff that did not commit.
   for (const row of r.reload?.reloads ?? []) {
     const failed = notReloaded(row);
@@ -299,9 +343,29 @@ ${systemsTable(r.systems)}
 ## Handoff duration and stall against open connections
 
 Idle keep-alive connections held open during the handoffs (${String(s.curveHandoffs)} per point), a fresh-connection prober running.
-A point where a handoff did not commit is FAILED, with no figures.
+At each point, side by side: this project's handoff with connections moving to the new daemon (the default), the same
+with \`[daemon] move_connections = false\` (the drain closes idle keep-alive connections after the drain grace, 1 s by
+default), and PM2's cluster reload with the app draining on SIGINT. "Moved per handoff" is the handoff result's
+\`drained.connsOffered\` (median over the handoffs). "Kept open": after the handoffs (and the prober stopped), one more
+request on each idle connection, on the same connection: those answered were kept open and usable; a connection the
+server closed does not count. A point where a handoff did not commit is FAILED, with no figures.
 
 ${curveTable(r.connectionCurve, 'open connections')}
+
+## WebSocket clients across handoffs
+
+Clients of the example WebSocket daemon (apps/ws-chat, the \`ws\` package, no data directory) held open through
+${plural(Number(s.curveHandoffs), 'handoff')} per point, from a load worker of their own, with a light message load (${String(s.wsMessagesPerSecond)} messages/s over all
+clients, one in flight per client at most) and a fresh-connection prober running. Side by side: connections moving (the
+default) and \`move_connections = false\` (the daemon closes its clients with 1012 at the drain). A client the server
+closed reconnects after 0.5–1.5 s (socket.io's default first step); at the end, the reconnects under way finish before
+the last message. "Kept connected": clients whose original connection
+was still open at the end and answered one last message on it (a client the server closed does not count, even once
+reconnected); "connected at the end": those that answered the last message, reconnected ones included. "Longest
+no-accept" runs from the first trigger to the end; in brackets the median over handoffs of each one's longest wait, and the
+longest in the warm-up with every client open and no handoff yet.
+
+${wsTable(r.wsCurve)}
 
 ## Handoff duration and stall against the key-value daemon's data size
 

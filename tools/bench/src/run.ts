@@ -1,6 +1,7 @@
 /**
  * The runs: each system under the same load with the same number of handoffs at the same
- * spacing; the two scale curves; the data-path overhead.
+ * spacing; the scale curves (open connections, data size, WebSocket clients); the data-path
+ * overhead.
  */
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -15,7 +16,7 @@ import { commitDurations, countErrors, emptyErrors, longestUnserved, max, median
 import type { Timeline } from './stats.js';
 import { HandoffSystem, NaiveRestart, Pm2System } from './systems.js';
 import type { System } from './systems.js';
-import type { CannonResult, ErrorKind, HandoffTiming, LoadConfig, NotCommitted, ProbeResult, WorkerMessage } from './types.js';
+import type { CannonResult, ErrorKind, HandoffTiming, LoadConfig, NotCommitted, ProbeResult, WorkerMessage, WsResult } from './types.js';
 
 const WORKER = fileURLToPath(new URL('./load-worker.js', import.meta.url));
 
@@ -34,6 +35,10 @@ export interface Preset {
   readonly curveConnections: readonly number[];
   readonly curveKeys: readonly number[];
   readonly curveHandoffs: number;
+  /** The WebSocket curve: clients of the ws-chat daemon per point (with `curveHandoffs` handoffs each). */
+  readonly curveWsClients: readonly number[];
+  /** Its light message load: messages per second over all clients (one in flight per client at most). */
+  readonly wsMessagesPerSecond: number;
   readonly overheadRounds: number;
   readonly overheadMs: number;
   /** In-process hot reload: the time budget of each per-call measurement, ms. */
@@ -57,6 +62,8 @@ export const FULL: Preset = {
   curveConnections: [100, 500, 1_000, 2_000, 5_000],
   curveKeys: [10_000, 100_000, 1_000_000],
   curveHandoffs: 3,
+  curveWsClients: [100, 1_000, 5_000],
+  wsMessagesPerSecond: 100,
   overheadRounds: 3,
   overheadMs: 5_000,
   reloadCallMs: 2_000,
@@ -78,6 +85,8 @@ export const QUICK: Preset = {
   curveConnections: [100],
   curveKeys: [10_000],
   curveHandoffs: 1,
+  curveWsClients: [100],
+  wsMessagesPerSecond: 100,
   overheadRounds: 1,
   overheadMs: 1_000,
   reloadCallMs: 300,
@@ -137,9 +146,10 @@ export interface SystemResult {
 }
 
 type LoadSpec = Omit<LoadConfig, 'maxDurationMs' | 'requestTimeoutMs'>;
+type LoadResult = CannonResult | ProbeResult | WsResult;
 
 /** Forks the load workers, waits until all run, runs `body`, stops them and collects their results. */
-async function underLoad<T>(p: Preset, specs: readonly LoadSpec[], body: () => Promise<T>, boundMs = 600_000): Promise<{ results: (CannonResult | ProbeResult)[]; value: T }> {
+async function underLoad<T>(p: Preset, specs: readonly LoadSpec[], body: () => Promise<T>, boundMs = 600_000): Promise<{ results: LoadResult[]; value: T }> {
   const children: ChildProcess[] = [];
   try {
     const results = specs.map((spec) => {
@@ -147,7 +157,7 @@ async function underLoad<T>(p: Preset, specs: readonly LoadSpec[], body: () => P
       children.push(child);
       let ready: () => void = () => undefined;
       const isReady = new Promise<void>((resolve) => (ready = resolve));
-      const result = new Promise<CannonResult | ProbeResult>((resolve, reject) => {
+      const result = new Promise<LoadResult>((resolve, reject) => {
         child.on('message', (m: WorkerMessage) => {
           if (m.type === 'ready') ready();
           else resolve(m.result);
@@ -170,16 +180,32 @@ async function underLoad<T>(p: Preset, specs: readonly LoadSpec[], body: () => P
   }
 }
 
-function cannonOf(results: readonly (CannonResult | ProbeResult)[]): CannonResult {
+function cannonOf(results: readonly LoadResult[]): CannonResult {
   const c = results.find((r): r is CannonResult => r.kind === 'cannon');
   if (!c) throw new Error('no keep-alive load result');
   return c;
 }
 
-function probeOf(results: readonly (CannonResult | ProbeResult)[]): ProbeResult {
+function probeOf(results: readonly LoadResult[]): ProbeResult {
   const p = results.find((r): r is ProbeResult => r.kind === 'probe');
   if (!p) throw new Error('no prober result');
   return p;
+}
+
+function wsOf(results: readonly LoadResult[]): WsResult {
+  const w = results.find((r): r is WsResult => r.kind === 'ws');
+  if (!w) throw new Error('no WebSocket clients result');
+  return w;
+}
+
+/**
+ * Connections the old daemon offered (moved) per handoff, from each committed handoff's result
+ * (`drained.connsOffered`); null for a peer, or when no result said.
+ */
+function connsOffered(system: System, handoffs: readonly HandoffTiming[]): number[] | null {
+  if (!system.ours) return null;
+  const offered = handoffs.filter((h) => h.ok).map((h) => h.drained?.connsOffered);
+  return offered.length > 0 && offered.every((n): n is number => n !== undefined) ? offered : null;
 }
 
 /** 2xx answers per second, after the first `skipMs` (connections opening, code warming up). */
@@ -345,6 +371,17 @@ export interface CurvePoint {
   /** Failed probes (of which refused). */
   readonly errors: number;
   readonly refused: number;
+  /**
+   * The connection curve (null elsewhere): the idle keep-alive connections open before the
+   * handoffs; of those, the ones still open after them that answered one more request on the
+   * same connection (kept), and the ones the server had closed.
+   */
+  readonly idleOpened: number | null;
+  readonly idleKept: number | null;
+  readonly idleClosed: number | null;
+  /** This project's: connections moved (offered to the new daemon) per committed handoff, and their median; null for peers. */
+  readonly connsOffered: readonly number[] | null;
+  readonly movedPerHandoff: number | null;
   /** Every planned handoff committed and the harness did not fail. */
   readonly ok: boolean;
   /** The harness failed (the system would not start, a restart never answered): nothing measured is valid. */
@@ -353,7 +390,7 @@ export interface CurvePoint {
 
 /** A run of `p.curveHandoffs` handoffs with the prober (and `idle` idle keep-alive connections); never throws: a failure is the point's. */
 async function curvePoint(system: System, x: number, p: Preset, idle: number, log: (line: string) => void): Promise<CurvePoint> {
-  const empty: CurvePoint = { system: system.id, label: system.label, ours: system.ours, x, handoffs: [], handoffsPlanned: p.curveHandoffs, notCommitted: [], handoffMs: 0, longestUnservedMs: 0, baselineUnservedMs: 0, unservedPerHandoffP50Ms: 0, addedUnservedMs: 0, drainMs: null, errors: 0, refused: 0, ok: false, failure: null };
+  const empty: CurvePoint = { system: system.id, label: system.label, ours: system.ours, x, handoffs: [], handoffsPlanned: p.curveHandoffs, notCommitted: [], handoffMs: 0, longestUnservedMs: 0, baselineUnservedMs: 0, unservedPerHandoffP50Ms: 0, addedUnservedMs: 0, drainMs: null, errors: 0, refused: 0, idleOpened: null, idleKept: null, idleClosed: null, connsOffered: null, movedPerHandoff: null, ok: false, failure: null };
   const port = await freePort();
   try {
     await system.start(port);
@@ -364,6 +401,7 @@ async function curvePoint(system: System, x: number, p: Preset, idle: number, lo
     const failed = notCommitted(handoffs, p.curveHandoffs);
     const baseline = unservedBefore(probe.results, handoffs[0]?.triggeredAt ?? Infinity);
     const perHandoff = median(unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt)));
+    const offered = connsOffered(system, handoffs);
     return {
       ...empty,
       handoffs,
@@ -374,6 +412,111 @@ async function curvePoint(system: System, x: number, p: Preset, idle: number, lo
       unservedPerHandoffP50Ms: perHandoff,
       addedUnservedMs: Math.max(0, perHandoff - baseline),
       drainMs: drains.length ? median(drains) : null,
+      errors: probe.results.filter((r) => r.error !== null).length,
+      refused: probe.results.filter((r) => r.error === 'refused').length,
+      idleOpened: idle > 0 ? probe.idleOpen : null,
+      idleKept: idle > 0 ? probe.idleKept : null,
+      idleClosed: idle > 0 ? probe.idleClosed : null,
+      connsOffered: offered,
+      movedPerHandoff: offered === null ? null : median(offered),
+      ok: failed.length === 0,
+    };
+  } catch (error) {
+    const message = (error as Error).message;
+    log(`  ${system.label}: the harness failed: ${message}`);
+    return { ...empty, failure: message };
+  } finally {
+    await system.stop();
+  }
+}
+
+/** This project's two ways of handing off a daemon's open connections, for `app`: moved (the default), or drained. */
+function moveAndDrain(app: 'hello' | 'ws'): HandoffSystem[] {
+  return [
+    new HandoffSystem(app, { id: `handoff-${app}`, label: 'handoff, connections move' }),
+    new HandoffSystem(app, { id: `handoff-${app}-nomove`, label: 'handoff, drain (move_connections = false)', moveConnections: false }),
+  ];
+}
+
+/**
+ * Handoff duration and stall against the number of open (idle keep-alive) connections: this
+ * project's handoff with connections moving (the default) and draining (`move_connections =
+ * false`), and PM2's cluster reload, side by side at each point.
+ */
+export async function connectionCurve(p: Preset, log: (line: string) => void): Promise<CurvePoint[]> {
+  const points: CurvePoint[] = [];
+  for (const n of p.curveConnections) {
+    for (const system of [...moveAndDrain('hello'), new Pm2System('cluster', true, 'hello')]) {
+      const why = system.unavailable();
+      if (why !== null) continue;
+      log(`  ${system.label}: ${n} open connections`);
+      points.push(await curvePoint(system, n, p, n, log));
+    }
+  }
+  return points;
+}
+
+/** A point of the WebSocket curve: `x` clients of the ws-chat daemon through `handoffsPlanned` handoffs. */
+export interface WsPoint {
+  readonly system: string;
+  readonly label: string;
+  readonly ours: boolean;
+  readonly x: number;
+  readonly handoffs: readonly HandoffTiming[];
+  readonly handoffsPlanned: number;
+  readonly notCommitted: readonly NotCommitted[];
+  /** Trigger to commit, median over the handoffs that committed. */
+  readonly handoffMs: number;
+  /** The longest a fresh connection waited, from the first trigger to the end. */
+  readonly longestUnservedMs: number;
+  /** Per handoff, the longest wait from its trigger to the next (the last: to the end); the median over handoffs. */
+  readonly unservedPerHandoffP50Ms: number;
+  /** The longest wait with every client open and no handoff yet (the warm-up before the first trigger). */
+  readonly baselineUnservedMs: number;
+  readonly connsOffered: readonly number[] | null;
+  readonly movedPerHandoff: number | null;
+  /** What the clients saw (null when the harness failed). */
+  readonly clients: Omit<WsResult, 'kind' | 'startedAt' | 'endedAt'> | null;
+  /** Failed probes (of which refused). */
+  readonly errors: number;
+  readonly refused: number;
+  readonly ok: boolean;
+  readonly failure: string | null;
+}
+
+/** The WebSocket clients' reconnect delay (socket.io's first step: 1 s ± 50%) and bounds. */
+const WS_RECONNECT = { reconnectMinMs: 500, reconnectMaxMs: 1_500, reconnectsMax: 20, openConcurrency: 200 } as const;
+
+/** `n` WebSocket clients and the prober through `p.curveHandoffs` handoffs; never throws: a failure is the point's. */
+async function wsPoint(system: System, n: number, p: Preset, log: (line: string) => void): Promise<WsPoint> {
+  const empty: WsPoint = { system: system.id, label: system.label, ours: system.ours, x: n, handoffs: [], handoffsPlanned: p.curveHandoffs, notCommitted: [], handoffMs: 0, longestUnservedMs: 0, unservedPerHandoffP50Ms: 0, baselineUnservedMs: 0, connsOffered: null, movedPerHandoff: null, clients: null, errors: 0, refused: 0, ok: false, failure: null };
+  const port = await freePort();
+  try {
+    await system.start(port);
+    const load: LoadSpec[] = [
+      { kind: 'probe', port, connections: 0, probeEveryMs: p.probeEveryMs, writers: 0, idleConnections: 0 },
+      { kind: 'ws', port, connections: 0, probeEveryMs: 0, writers: 0, idleConnections: 0, ws: { clients: n, messagesPerSecond: p.wsMessagesPerSecond, ...WS_RECONNECT } },
+    ];
+    const { results, value: handoffs } = await underLoad(p, load, () => handoffsOnSchedule(system, p, p.curveHandoffs));
+    const probe = probeOf(results);
+    const ws = wsOf(results);
+    if (ws.opened < n) throw new Error(`only ${ws.opened} of ${n} WebSocket clients were open`);
+    const first = handoffs[0]?.triggeredAt ?? Infinity;
+    const failed = notCommitted(handoffs, p.curveHandoffs);
+    const offered = connsOffered(system, handoffs);
+    const clients = { clients: ws.clients, opened: ws.opened, kept: ws.kept, closedByServer: ws.closedByServer, closeCodes: ws.closeCodes, reconnects: ws.reconnects, reconnectFailures: ws.reconnectFailures, connectedAtEnd: ws.connectedAtEnd, pidsAtEnd: ws.pidsAtEnd, messagesSent: ws.messagesSent, messagesAnswered: ws.messagesAnswered, messagesUnanswered: ws.messagesUnanswered };
+    return {
+      ...empty,
+      handoffs,
+      notCommitted: failed,
+      handoffMs: median(commitDurations(handoffs)),
+      longestUnservedMs: longestUnserved(probe.results.filter((r) => r.startedAt >= first)),
+      unservedPerHandoffP50Ms: median(unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt))),
+      // The prober starts before the clients are all open: the baseline is the warm-up after.
+      baselineUnservedMs: unservedBefore(probe.results.filter((r) => r.startedAt >= ws.startedAt), first),
+      connsOffered: offered,
+      movedPerHandoff: offered === null ? null : median(offered),
+      clients,
       errors: probe.results.filter((r) => r.error !== null).length,
       refused: probe.results.filter((r) => r.error === 'refused').length,
       ok: failed.length === 0,
@@ -387,15 +530,17 @@ async function curvePoint(system: System, x: number, p: Preset, idle: number, lo
   }
 }
 
-/** Handoff duration and stall against the number of open (idle keep-alive) connections. */
-export async function connectionCurve(p: Preset, log: (line: string) => void): Promise<CurvePoint[]> {
-  const points: CurvePoint[] = [];
-  for (const n of p.curveConnections) {
-    for (const system of [new HandoffSystem('hello', { label: 'handoff' }), new Pm2System('cluster', true, 'hello')]) {
-      const why = system.unavailable();
-      if (why !== null) continue;
-      log(`  ${system.label}: ${n} open connections`);
-      points.push(await curvePoint(system, n, p, n, log));
+/**
+ * WebSocket clients of the ws-chat example daemon through handoffs, with connections moving
+ * (the default) and draining (`move_connections = false`: the daemon closes its clients with
+ * 1012 and they reconnect), side by side at each number of clients.
+ */
+export async function wsCurve(p: Preset, log: (line: string) => void): Promise<WsPoint[]> {
+  const points: WsPoint[] = [];
+  for (const n of p.curveWsClients) {
+    for (const system of moveAndDrain('ws')) {
+      log(`  ${system.label}: ${n} WebSocket clients`);
+      points.push(await wsPoint(system, n, p, log));
     }
   }
   return points;

@@ -16,12 +16,13 @@ import { isAlive, stopProcess, waitForDeath } from '@handoff/supervisor/internal
 import { waitUntil } from '@handoff/testkit';
 import { answers, exited, readPid, sleep } from './proc.js';
 import { BenchAbort } from './types.js';
-import type { Abort, HandoffTiming } from './types.js';
+import type { Abort, Drained, HandoffTiming } from './types.js';
 
 const require = createRequire(import.meta.url);
 const APPS = join(dirname(fileURLToPath(import.meta.url)), '..', 'apps');
 const SUPERVISOR_MAIN = join(dirname(require.resolve('@handoff/supervisor-cli/package.json')), 'dist', 'main.js');
 const KV_MAIN = join(dirname(require.resolve('@handoff/example-kv/package.json')), 'dist', 'main.js');
+const WS_MAIN = join(dirname(require.resolve('@handoff/example-ws/package.json')), 'dist', 'main.js');
 const START_TIMEOUT_MS = 30_000;
 /** For waits whose end is a measured moment (a restart's commit): poll every 2 ms. */
 const FINE = { everyMs: 2 } as const;
@@ -33,8 +34,11 @@ const ANSWER_MARGIN_MS = 15_000;
 /** How long a killed process may take to exit before it is SIGKILLed (kill and restart). */
 const EXIT_WAIT_MS = 30_000;
 
-/** What runs under a system: the stateless hello app, or the example key-value daemon. */
-export type AppKind = 'hello' | 'kv';
+/**
+ * What runs under a system: the stateless hello app, the example key-value daemon, or the
+ * example WebSocket daemon (apps/ws-chat; no data directory).
+ */
+export type AppKind = 'hello' | 'kv' | 'ws';
 
 export interface System {
   /** Stable id, used in JSON and for --only. */
@@ -91,6 +95,12 @@ export interface HandoffOptions {
   readonly label?: string;
   /** The supervisor's `[timeouts] total`, which bounds a handoff; default the supervisor's (120 s). */
   readonly totalTimeoutMs?: number;
+  /**
+   * `[daemon] move_connections`: false gives the behaviour from before connections moved (the
+   * drain closes idle keep-alive connections after the drain grace; the ws daemon closes its
+   * WebSocket clients with 1012). Default: not written, the supervisor's default (true).
+   */
+  readonly moveConnections?: boolean;
 }
 
 /** This project: handoff-supervisor running the app through @handoff/core. */
@@ -111,7 +121,7 @@ export class HandoffSystem implements System {
     this.app = app;
     this.#options = options;
     this.id = options.id ?? (options.stateless === true ? 'handoff-stateless-hello' : `handoff-${app}`);
-    this.label = options.label ?? (options.stateless === true ? 'handoff (stateless, overlap)' : app === 'kv' ? 'handoff (key-value daemon)' : 'handoff');
+    this.label = options.label ?? (options.stateless === true ? 'handoff (stateless, overlap)' : app === 'kv' ? 'handoff (key-value daemon)' : app === 'ws' ? 'handoff (WebSocket daemon)' : 'handoff');
   }
 
   unavailable(): null {
@@ -128,6 +138,9 @@ export class HandoffSystem implements System {
     if (o.stateless === true) {
       // No data directory anywhere: neither the app nor the configuration has one.
       [script, env] = [join(APPS, 'hello-stateless.js'), {}];
+    } else if (this.app === 'ws') {
+      // The WebSocket daemon keeps no data: configured without a data directory.
+      [script, env] = [WS_MAIN, { WS_BUILD_ID: 'bench' }];
     } else {
       data = o.dataDir ?? join(this.#dir, 'data');
       mkdirSync(data, { recursive: true });
@@ -140,7 +153,7 @@ export class HandoffSystem implements System {
 command = ${JSON.stringify(process.execPath)}
 args = [${JSON.stringify(script)}]
 env = ${tomlTable({ ...env, ...o.env })}
-${data === null ? '' : `data_dir = ${JSON.stringify(data)}\n`}${process.env.BENCH_SUCCESSOR_NICE === undefined ? '' : `successor_nice = ${Number(process.env.BENCH_SUCCESSOR_NICE)}\n`}
+${data === null ? '' : `data_dir = ${JSON.stringify(data)}\n`}${o.moveConnections === undefined ? '' : `move_connections = ${String(o.moveConnections)}\n`}${process.env.BENCH_SUCCESSOR_NICE === undefined ? '' : `successor_nice = ${Number(process.env.BENCH_SUCCESSOR_NICE)}\n`}
 [[listeners]]
 name = "http"
 address = "127.0.0.1:${port}"
@@ -194,10 +207,11 @@ ${o.totalTimeoutMs === undefined ? '' : `\n[timeouts]\ntotal = ${String(o.totalT
       return fail(refused ? { code: String(refused.code), reason: String(refused.message) } : { code: BenchAbort.NoResult, reason: `the supervisor answered no result (last line: ${JSON.stringify(lines.at(-1) ?? null)})` });
     }
     const phases = (result.timings as { phases?: Record<string, number> } | undefined)?.phases ?? {};
-    if (result.committed === true) return { triggeredAt, committedAt, ok: true, abort: null, phases, detail: `committed, pid ${String(result.incumbentPid)}` };
+    const drained = drainedOf(result.drained);
+    if (result.committed === true) return { triggeredAt, committedAt, ok: true, abort: null, phases, drained, detail: `committed, pid ${String(result.incumbentPid)}` };
     const why = result.abortReason as Abort | null | undefined;
     const abort = why ?? { code: `outcome ${String(result.outcome)}`, reason: typeof result.aftermath === 'string' ? result.aftermath : 'no reason given' };
-    return { triggeredAt, committedAt, ok: false, abort, phases, detail: `${String(result.outcome)}: ${abort.code}: ${abort.reason}` };
+    return { triggeredAt, committedAt, ok: false, abort, phases, drained, detail: `${String(result.outcome)}: ${abort.code}: ${abort.reason}` };
   }
 
   supervisorPids(): readonly number[] {
@@ -224,6 +238,14 @@ ${o.totalTimeoutMs === undefined ? '' : `\n[timeouts]\ntotal = ${String(o.totalT
   }
 }
 
+/** A handoff result's `drained` (null when the old daemon did not drain, or a supervisor without it). */
+function drainedOf(value: unknown): Drained | null {
+  const d = value as { openConnsRemaining?: unknown; workCut?: unknown; connsOffered?: unknown } | null | undefined;
+  if (typeof d !== 'object' || d === null) return null;
+  const n = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  return { openConnsRemaining: n(d.openConnsRemaining), workCut: n(d.workCut), connsOffered: n(d.connsOffered) };
+}
+
 function tomlTable(env: Readonly<Record<string, string>>): string {
   const entries = Object.entries(env);
   return entries.length === 0 ? '{}' : `{ ${entries.map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(', ')} }`;
@@ -236,6 +258,8 @@ function standalone(app: AppKind, port: number, dir: string, drain: boolean, dat
     // runDaemon drains and seals on SIGTERM/SIGINT: the key-value daemon always drains.
     return { script: KV_MAIN, env: { KV_DATA_DIR: dataDir, KV_PORT: String(port), KV_BUILD_ID: 'kv' } };
   }
+  // runDaemon drains on SIGTERM; with no supervisor to move them to, its WebSocket clients are closed (1012).
+  if (app === 'ws') return { script: WS_MAIN, env: { WS_LISTEN: `127.0.0.1:${port}`, WS_BUILD_ID: 'bench' } };
   return { script: join(APPS, 'hello.cjs'), env: { PORT: String(port), BENCH_DRAIN: drain ? '1' : '0' } };
 }
 

@@ -4,9 +4,24 @@ import type { RequestResult } from '@handoff/testkit';
 export type ErrorKind = 'refused' | 'reset' | 'timeout' | 'non2xx' | 'other';
 export const ERROR_KINDS: readonly ErrorKind[] = ['refused', 'reset', 'timeout', 'non2xx', 'other'];
 
+/** The WebSocket clients of a `ws` load worker (the ws-chat example daemon's protocol). */
+export interface WsLoadConfig {
+  /** Clients opened (each answered once) before the worker says it is ready. */
+  readonly clients: number;
+  /** The light message load: messages per second over all clients, round-robin, one in flight per client at most; 0: idle. */
+  readonly messagesPerSecond: number;
+  /** A client the server closed reconnects after a delay drawn uniformly from this range, ms. */
+  readonly reconnectMinMs: number;
+  readonly reconnectMaxMs: number;
+  /** Reconnect attempts per client at most, over the run. */
+  readonly reconnectsMax: number;
+  /** Connections being opened at once, at most. */
+  readonly openConcurrency: number;
+}
+
 /** What a load worker is told (argv[2], JSON). */
 export interface LoadConfig {
-  readonly kind: 'cannon' | 'probe';
+  readonly kind: 'cannon' | 'probe' | 'ws';
   readonly port: number;
   /** cannon: keep-alive connections. */
   readonly connections: number;
@@ -16,6 +31,8 @@ export interface LoadConfig {
   readonly writers: number;
   /** probe: idle keep-alive connections held open for the whole run. */
   readonly idleConnections: number;
+  /** ws: the WebSocket clients. */
+  readonly ws?: WsLoadConfig;
   /** A request unanswered this long is a timeout. */
   readonly requestTimeoutMs: number;
   readonly maxDurationMs: number;
@@ -38,9 +55,44 @@ export interface ProbeResult {
   readonly ledger: readonly (readonly [string, string])[];
   /** How many idle connections were open once all had been answered. */
   readonly idleOpen: number;
+  /**
+   * Of those, how many were still open at the end and answered one more request on the same
+   * connection (sent after the prober stopped): kept open and usable across the handoffs.
+   */
+  readonly idleKept: number;
+  /** Of those, how many the server had closed before that last request (they saw 'end' or 'close'). */
+  readonly idleClosed: number;
 }
 
-export type WorkerMessage = { readonly type: 'ready' } | { readonly type: 'result'; readonly result: CannonResult | ProbeResult };
+/** What a `ws` load worker saw. */
+export interface WsResult {
+  readonly kind: 'ws';
+  readonly clients: number;
+  /** Clients open and answered once before the handoffs. */
+  readonly opened: number;
+  /** Of those original connections, how many were still open at the end and answered a last message on it. */
+  readonly kept: number;
+  /** Connections (original or reconnected) the server closed, or that broke, while the worker did not close them. */
+  readonly closedByServer: number;
+  /** Their close codes, with counts (1006: closed without a close frame). */
+  readonly closeCodes: Readonly<Record<string, number>>;
+  /** Reconnections that succeeded (open and answered once), and attempts that failed. */
+  readonly reconnects: number;
+  readonly reconnectFailures: number;
+  /** Clients with a connection that answered the last message (original or reconnected). */
+  readonly connectedAtEnd: number;
+  /** Distinct daemon pids that answered the last messages. */
+  readonly pidsAtEnd: number;
+  /** The message load: sent, answered, and never answered (the connection closed first, or no answer within the request timeout). */
+  readonly messagesSent: number;
+  readonly messagesAnswered: number;
+  readonly messagesUnanswered: number;
+  /** Epoch ms: all clients open (ready), and the stop. */
+  readonly startedAt: number;
+  readonly endedAt: number;
+}
+
+export type WorkerMessage = { readonly type: 'ready' } | { readonly type: 'result'; readonly result: CannonResult | ProbeResult | WsResult };
 
 /** Why a handoff did not commit: the supervisor's abort code and reason, or the harness's own (`BENCH_*`). */
 export interface Abort {
@@ -71,6 +123,18 @@ export interface HandoffTiming {
   readonly detail: string;
   /** This project only: the supervisor's time per protocol phase. */
   readonly phases?: Readonly<Record<string, number>>;
+  /**
+   * This project only: what the old daemon's drain reported (the handoff result's `drained`):
+   * connections it closed unfinished, work it cut, connections it offered (moved) to the new one.
+   */
+  readonly drained?: Drained | null;
+}
+
+/** A handoff result's `drained`: what the old daemon's drain reported. */
+export interface Drained {
+  readonly openConnsRemaining: number;
+  readonly workCut: number;
+  readonly connsOffered: number;
 }
 
 /** A handoff of a run that did not commit: its index in the run (0-based), code and reason. */

@@ -43,7 +43,7 @@ describe.skipIf(process.env.HANDOFF_BENCH_TESTS === '0')('pnpm bench --quick', (
   });
 
   it('completes, exits 0 with every handoff committed, and writes JSON, Markdown and an SVG chart', () => {
-    const ours = [...result.systems.filter((s) => s.ours), ...result.dataCurve.filter((p) => p.ours), ...result.connectionCurve.filter((p) => p.ours)];
+    const ours = [...result.systems.filter((s) => s.ours), ...result.dataCurve.filter((p) => p.ours), ...result.connectionCurve.filter((p) => p.ours), ...result.wsCurve.filter((p) => p.ours)];
     expect(ours.flatMap((r) => r.notCommitted), output).toEqual([]);
     expect(result.systems.flatMap((s) => s.noLoad?.notCommitted ?? []), output).toEqual([]);
     expect(code, output).toBe(0);
@@ -86,8 +86,14 @@ describe.skipIf(process.env.HANDOFF_BENCH_TESTS === '0')('pnpm bench --quick', (
     expect(kv?.lostWrites).toBe(0);
   });
 
-  it('measures both scale curves and the data-path overhead', () => {
-    expect(result.connectionCurve.map((p) => [p.system, p.x])).toEqual(QUICK.curveConnections.flatMap((n) => [['handoff-hello', n], ['pm2-cluster-drain-hello', n]]));
+  it('measures the scale curves and the data-path overhead', () => {
+    expect(result.connectionCurve.map((p) => [p.system, p.x])).toEqual(QUICK.curveConnections.flatMap((n) => [['handoff-hello', n], ['handoff-hello-nomove', n], ['pm2-cluster-drain-hello', n]]));
+    expect(result.wsCurve.map((p) => [p.system, p.x])).toEqual(QUICK.curveWsClients.flatMap((n) => [['handoff-ws', n], ['handoff-ws-nomove', n]]));
+    for (const p of result.wsCurve) {
+      expect(p.failure, JSON.stringify(p)).toBeNull();
+      expect(p.ok, JSON.stringify(p)).toBe(true);
+      expect(p.clients?.opened, JSON.stringify(p)).toBe(p.x);
+    }
     expect(result.dataCurve.map((p) => [p.system, p.x])).toEqual(QUICK.curveKeys.flatMap((n) => [['handoff-kv-preload', n], ['handoff-kv-nopreload', n], ['naive-kv', n]]));
     for (const p of [...result.connectionCurve, ...result.dataCurve]) {
       expect(p.failure, JSON.stringify(p)).toBeNull();

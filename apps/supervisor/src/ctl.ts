@@ -102,14 +102,21 @@ function describeResult(r: Answer, past = false): string {
   const offered = typeof d?.connsOffered === 'number' && d.connsOffered > 0 ? d.connsOffered : 0;
   const plural = offered === 1 ? '' : 's';
   // Offered connections moved if the handoff committed; after a rollback the old daemon kept them.
-  const moved = offered === 0 ? '' : r.committed === true ? `\nmoved ${offered} idle connection${plural} to the new daemon (its clients stay connected)` : `\nthe old daemon kept the ${offered} connection${plural} it had offered`;
+  const moved =
+    offered === 0
+      ? ''
+      : r.committed !== true
+        ? `\nthe old daemon kept the ${offered} connection${plural} it had offered`
+        : typeof r.incumbentPid === 'number'
+          ? `\nmoved ${offered} idle connection${plural} to the new daemon (its clients stay connected)`
+          : `\nthe ${offered} idle connection${plural} moved to the new daemon closed with it`;
   if (r.outcome === 'coldStart' && r.committed === true && typeof r.handoffId === 'string' && r.handoffId.startsWith('start-')) return `started: no daemon served, so the supervisor started one; ${serving}${health}`;
   const how = r.outcome === 'committed' ? '' : ` (${String(r.outcome)})`;
-  if (r.committed === true) return `committed: handoff ${String(r.handoffId)}${how} in ${timings.totalMs} ms — ${phases}; ${serving}${moved}${drain}${aftermath}${health}`;
+  if (r.committed === true) return `committed: handoff ${String(r.handoffId)}${how} in ${timings.totalMs} ms — ${phases}; ${serving}${drain}${aftermath}${moved}${health}`;
   const abort = r.abortReason as { code: string; reason: string } | null;
   const who = typeof r.incumbentPid === 'number' ? (past ? `the previous version (pid ${r.incumbentPid}) served on` : `the previous version serves on (pid ${r.incumbentPid})`) : past ? 'no daemon served right after it' : 'no daemon serves yet';
   const said = typeof r.successorOutput === 'string' ? `\nthe new daemon's last output:\n${r.successorOutput.split('\n').slice(-20).map((l) => `  | ${l}`).join('\n')}` : '';
-  return `rolled back: handoff ${String(r.handoffId)} — ${abort ? `${abort.code}: ${abort.reason}` : 'no reason given'}; ${who}${moved}${drain}${aftermath}${said}`;
+  return `rolled back: handoff ${String(r.handoffId)} — ${abort ? `${abort.code}: ${abort.reason}` : 'no reason given'}; ${who}${drain}${aftermath}${moved}${said}`;
 }
 
 /** A probation line of an upgrade's answer. */

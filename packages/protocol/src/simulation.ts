@@ -113,6 +113,8 @@ export interface SimResult {
   /** The lifecycle's final phase, and the restarts it scheduled (null when the supervisor died). */
   readonly lifecycle: { readonly phase: string; readonly restarts: number } | null;
   readonly steps: number;
+  /** Who reads each client connection at the end (empty: closed), by connection id. */
+  readonly connections: readonly (readonly SimRole[])[];
   /** Broken invariants; empty when the run was correct. */
   readonly problems: readonly string[];
   readonly trace: readonly string[];
@@ -898,6 +900,7 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
     crashed,
     lifecycle: supervisorAlive ? { phase: lifecycle.state.phase, restarts: lifecycle.state.restarts } : null,
     steps: step,
+    connections: [...connReaders.entries()].sort(([a], [b]) => a - b).map(([c, readers]) => ((connHolders.get(c)?.size ?? 0) > 0 ? [...readers].map((p) => p.role) : [])),
     problems,
     trace,
   };

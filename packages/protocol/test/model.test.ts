@@ -53,6 +53,8 @@ describe('model: four machines, random interleavings and crashes', () => {
     expect(r.outcome).toMatchObject({ kind: 'committed', committed: true });
     expect(r.serving).toEqual([{ role: 'successor', holdsLock: true }]);
     expect(r.lifecycle).toEqual({ phase: 'serving', restarts: 0 });
+    // The incumbent's idle connections moved: the successor reads every one.
+    expect(r.connections).toEqual([['successor'], ['successor']]);
   });
 
   it('keeps one writer, one server, a truthful supervisor and every acknowledged write in any interleaving', () => {
@@ -120,6 +122,8 @@ describe('model: four machines, random interleavings and crashes', () => {
       check(r, { faults });
       expect(r.outcome, JSON.stringify(faults)).toMatchObject({ kind: 'rolledBack', code });
       expect(r.serving).toEqual([{ role: 'incumbent', holdsLock: true }]);
+      // Offered or not, every connection is the incumbent's again.
+      expect(r.connections, JSON.stringify(faults)).toEqual([['incumbent'], ['incumbent']]);
     }
   });
 

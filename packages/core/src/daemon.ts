@@ -432,10 +432,10 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     };
     const offers = context?.offers;
     // Keep-alive connections move between requests, declared ones when they say they are idle.
-    const move = (name: string) => (offers ? { move: (socket: Socket) => offers.offer(socket, { kind: 'http', listener: name }) } : {});
+    const move = (s: Served) => (offers ? { move: (socket: Socket) => offers.offer(socket, { kind: 'http', listener: s.name, onReturn: () => { s.drainer.restore(socket); } }) } : {});
     try {
       const [reports, workCut] = await watched('the drain (your request handlers)', () =>
-        Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal, ...move(s.name) }))), drainWork(), offers ? moveDeclared(offers, deadline, signal) : undefined]),
+        Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal, ...move(s) }))), drainWork(), offers ? moveDeclared(offers, deadline, signal) : undefined]),
       );
       return { openConnsRemaining: reports.reduce((n, r) => n + r.openConnsRemaining, 0), acceptClosed: true, workCut };
     } finally {
@@ -457,8 +457,12 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
         } catch {
           idle = false; // a check that throws: not idle
         }
-        const owner = served.find((s) => (socket as { server?: unknown }).server === s.server) ?? served[0];
-        if (!idle || !offers.offer(socket, { kind: spec.kind, listener: owner?.name ?? '', state: spec.state?.bind(spec) })) continue;
+        const listener = adoptedOn.get(socket) ?? served.find((s) => (socket as { server?: unknown }).server === s.server)?.name ?? served[0]?.name ?? '';
+        const onReturn = (): void => {
+          declared.unmark(socket);
+          for (const s of served) s.drainer.restore(socket);
+        };
+        if (!idle || !offers.offer(socket, { kind: spec.kind, listener, state: spec.state?.bind(spec), onReturn })) continue;
         declared.markMoved(socket);
         for (const s of served) s.drainer.release(socket);
       }
@@ -466,21 +470,30 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   };
+  /** The listener each adopted connection came on (its socket has no `server`). */
+  const adoptedOn = new WeakMap<Socket, string>();
   /** Serves the connections the predecessor handed over (after Commit). */
   const adoptConnections = (adopted: readonly AdoptedConnection[]): void => {
     let dropped = 0;
     for (const connection of adopted) {
+      const owner = served.find((s) => s.name === connection.listener) ?? served[0];
+      if (owner) adoptedOn.set(connection.socket, owner.name);
       if (connection.kind === 'http') {
-        const owner = served.find((s) => s.name === connection.listener) ?? served[0];
         if (owner) {
           owner.server.emit('connection', connection.socket);
           if (connection.leftover.length > 0) connection.socket.unshift(connection.leftover);
+          // Idle now: the server's keep-alive timeout applies, as to a connection it accepted.
+          connection.socket.setTimeout(owner.server.keepAliveTimeout);
           connection.socket.resume();
           continue;
         }
       } else {
         try {
-          if (options.connections?.adopt(connection) === true) continue;
+          if (options.connections?.adopt(connection) === true) {
+            // Counted and cut at a later drain's deadline, as a connection its server accepted.
+            owner?.drainer.track(connection.socket);
+            continue;
+          }
         } catch (error) {
           process.stderr.write(`handoff: adopting a moved ${connection.kind} connection failed: ${messageOf(error)}; it is closed\n`);
         }

@@ -1,6 +1,8 @@
 /**
  * Draining an `http.Server` with zero client errors under keep-alive load (docs/design.md, "Draining HTTP"):
- * answer every request with `Connection: close`, stop accepting without touching open
+ * with moving (a handoff with `MoveConnections`), hand each keep-alive connection to the
+ * successor as soon as it is between requests; otherwise (and, with moving, for a TLS
+ * connection or once the grace is over) answer requests with `Connection: close`; stop accepting without touching open
  * connections (`net.Server.prototype.close`, not `http.Server.close`, which closes idle
  * keep-alive sockets at once and races with requests already on the wire) once the
  * connections open at the start are gone, close the connections still idle after a grace
@@ -45,6 +47,7 @@ export class HttpDrainer {
   readonly #moved = new Set<Socket>();
   #draining = false;
   #moving = false;
+  #graceEnds = 0;
 
   constructor(server: HttpServer) {
     this.server = server;
@@ -55,7 +58,9 @@ export class HttpDrainer {
       socket.once('close', () => this.#sockets.delete(socket));
     });
     server.prependListener('request', (req, res) => {
-      if (this.#draining && (!this.#moving || (req.socket as { encrypted?: boolean }).encrypted === true)) res.setHeader('Connection', 'close');
+      // While connections move, an idle one leaves with its client none the wiser: no close asked, except where it cannot move.
+      const moves = this.#moving && Date.now() < this.#graceEnds && (req.socket as { encrypted?: boolean }).encrypted !== true;
+      if (this.#draining && !moves) res.setHeader('Connection', 'close');
     });
   }
 
@@ -77,9 +82,32 @@ export class HttpDrainer {
     return idle;
   }
 
-  /** A connection that moved elsewhere (not a keep-alive one this drainer moved): no longer waited for. */
+  /** A connection offered to the successor (this drainer's keep-alive one, or a declared one it tracked): no longer waited for. */
   release(socket: Socket): void {
     if (this.#sockets.delete(socket)) this.#moved.add(socket);
+  }
+
+  /** An offer that did not go: the connection is this drainer's again. */
+  restore(socket: Socket): void {
+    if (this.#moved.delete(socket) && !socket.destroyed) this.#sockets.add(socket);
+  }
+
+  /** Counts a connection that did not come through this server's 'connection' event (one adopted from the predecessor). */
+  track(socket: Socket): void {
+    if (this.#sockets.has(socket)) return;
+    this.#sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.once('close', () => this.#sockets.delete(socket));
+  }
+
+  /** Closes this drainer's idle keep-alive connections (never one it offered: that copy is the successor's until Commit). */
+  #closeIdle(): void {
+    const idle = this.#idleConnections();
+    if (idle === null) {
+      if (this.#moved.size === 0) this.server.closeIdleConnections();
+      return;
+    }
+    for (const socket of idle) if (this.#sockets.has(socket)) socket.destroy();
   }
 
   /** A rollback: the drain is over, and the connections it moved away are this drainer's again. */
@@ -101,9 +129,11 @@ export class HttpDrainer {
   }
 
   /**
-   * Answers every request from now on with `Connection: close`, lets in-flight requests
-   * finish, and stops accepting once every connection that was open when the drain began has
-   * closed — or at the grace's end, when the connections still idle are closed. Until then
+   * Answers every request from now on with `Connection: close` (with `move`: offers each
+   * connection as soon as it is idle instead, and asks for the close only on one that cannot
+   * move, or once the grace is over), lets in-flight requests finish, and stops accepting once
+   * every connection that was open when the drain began has closed or moved — or at the
+   * grace's end, when the connections still idle are closed. Until then
    * new connections are still accepted (and each served once): a client that keeps an idle
    * keep-alive connection open must not leave everyone else with nobody accepting for the
    * whole grace (measured: a 1 s stall for fresh connections with one idle connection open).
@@ -113,6 +143,7 @@ export class HttpDrainer {
     this.#moving = options.move !== undefined;
     let idleKnown = true;
     const graceEnds = Date.now() + (options.graceMs ?? 1_000);
+    this.#graceEnds = graceEnds;
     const preexisting = new Set(this.#sockets);
     let accepting = this.server.listening;
     const stopAccepting = (): void => {
@@ -128,6 +159,8 @@ export class HttpDrainer {
       if (options.move && idleKnown) {
         const idle = this.#idleConnections();
         idleKnown = idle !== null;
+        // This Node does not say which connections are idle: nothing moves, they drain as before.
+        if (!idleKnown) this.#moving = false;
         for (const socket of idle ?? []) if (this.#sockets.has(socket) && options.move(socket)) this.release(socket);
       }
       const now = Date.now();
@@ -139,12 +172,11 @@ export class HttpDrainer {
         stopAccepting();
         const remaining = [...this.#sockets];
         const closed = remaining.map((socket) => new Promise((resolve) => socket.once('close', resolve)));
-        this.server.closeAllConnections();
         for (const socket of remaining) socket.destroy();
         await Promise.race([Promise.all(closed), new Promise((resolve) => setTimeout(resolve, 1_000))]);
         return { openConnsRemaining: remaining.length, acceptClosed: true };
       }
-      if (now >= graceEnds) this.server.closeIdleConnections();
+      if (now >= graceEnds) this.#closeIdle();
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }

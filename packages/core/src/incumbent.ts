@@ -267,9 +267,9 @@ export class Incumbent {
           crashPoint('incumbent:inside-drain');
           const r = await report;
           // Every ConnOffer goes before Drained: wait for the supervisor to hold each descriptor.
-          const connsOffered = offers ? await offers.settle(deadline, signal) : 0;
-          if (connsOffered > 0) crashPoint('incumbent:offered-connections');
-          return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining, acceptClosed: r.acceptClosed, workCut: r.workCut ?? 0, connsOffered };
+          const settled = offers ? await offers.settle(deadline, signal) : { sent: 0, cut: 0 };
+          if (settled.sent > 0) crashPoint('incumbent:offered-connections');
+          return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining + settled.cut, acceptClosed: r.acceptClosed, workCut: r.workCut ?? 0, connsOffered: settled.sent };
         }, (error) => ({ type: 'drainFailed', error }));
         return;
       }

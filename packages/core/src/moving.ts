@@ -14,6 +14,7 @@ import { Socket } from 'node:net';
 import type { ConnOffer } from '@handoff/protocol';
 import { FieldLimits } from '@handoff/protocol';
 import { CoreError, CoreErrorCode } from './errors.js';
+import { clipText } from './reload.js';
 
 /** The libuv handle under a `net.Socket` (TCP or pipe wrap): read control and a write queue. */
 interface StreamHandle {
@@ -69,12 +70,17 @@ export function movable(socket: Socket): boolean {
   return socket.writableLength === 0 && (handle.writeQueueSize ?? 0) === 0 && socket.readableLength <= FieldLimits.connBytesMax;
 }
 
-/** Stops reading `socket` in the event loop and returns the bytes read and not consumed. */
+/**
+ * Stops reading `socket` in the event loop and returns the bytes read and not consumed. The
+ * handle's `reading` flag stays true while the connection is offered: Node (a `resume()`, a
+ * `read()` below the high-water mark, http's own resume) starts reading again only where it
+ * is false, and these bytes are no longer this process's to read.
+ */
 function stopReading(socket: Socket): Buffer {
   const handle = handleOf(socket);
   if (handle) {
     handle.readStop();
-    handle.reading = false;
+    handle.reading = true;
   }
   if (socket.readableLength === 0) return Buffer.alloc(0);
   // Readable.read() emits 'data': take the buffered bytes with the consumers out of the way.
@@ -91,7 +97,7 @@ function resumeReading(socket: Socket, leftover: Buffer): void {
   if (socket.destroyed) return;
   if (leftover.length > 0) socket.unshift(leftover);
   const handle = handleOf(socket);
-  if (handle && handle.reading !== true) {
+  if (handle) {
     handle.reading = true;
     handle.readStart();
   }
@@ -103,6 +109,8 @@ export interface OfferDetails {
   readonly listener: string;
   /** The state the successor needs to serve it (at most 64 KiB); taken after reading stopped. */
   readonly state?: (() => Uint8Array | null) | undefined;
+  /** The offer did not go (no acknowledgement by the deadline, the channel failed): the connection is read here again. */
+  readonly onReturn?: (() => void) | undefined;
 }
 
 /**
@@ -114,7 +122,10 @@ export class ConnectionOffers {
   readonly #handoffId: string;
   readonly #send: (offer: Omit<ConnOffer, 'type' | 'handoffId'>) => boolean;
   /** Offered connections, until Commit (this process exits) or a rollback (resumed). */
-  readonly #offered = new Map<number, { readonly socket: Socket; readonly leftover: Buffer; readonly frame: Omit<ConnOffer, 'type' | 'handoffId'>; sent: boolean }>();
+  readonly #offered = new Map<
+    number,
+    { readonly socket: Socket; readonly leftover: Buffer; readonly timeoutMs: number; readonly frame: Omit<ConnOffer, 'type' | 'handoffId'>; readonly onReturn: (() => void) | undefined; sent: boolean }
+  >();
   #nextId = 1;
   #unlisten: (() => void) | null = null;
   #waiters: (() => void)[] = [];
@@ -154,9 +165,12 @@ export class ConnectionOffers {
       resumeReading(socket, leftover);
       return false;
     }
+    // Its idle timer (an http.Server's keep-alive timeout) must not close this copy while it moves; restored if it stays.
+    const timeoutMs = (socket as { timeout?: number }).timeout ?? 0;
+    socket.setTimeout(0);
     const connId = this.#nextId++;
-    const frame = { connId, listener: details.listener.slice(0, FieldLimits.connKindMax), kind: details.kind.slice(0, FieldLimits.connKindMax), leftover: new Uint8Array(leftover), state };
-    const entry = { socket, leftover, frame, sent: false };
+    const frame = { connId, listener: clipText(details.listener, FieldLimits.connKindMax), kind: clipText(details.kind, FieldLimits.connKindMax) || 'conn', leftover: new Uint8Array(leftover), state };
+    const entry = { socket, leftover, timeoutMs, frame, onReturn: details.onReturn, sent: false };
     this.#offered.set(connId, entry);
     this.#unlisten ??= listen((message) => {
       const m = asConnMessage(message);
@@ -169,7 +183,8 @@ export class ConnectionOffers {
     });
     const handle = handleOf(socket);
     try {
-      process.send?.({ handoff: 'conn', handoffId: this.#handoffId, connId } satisfies ConnMessage, handle as never, { keepOpen: true }, (error: Error | null) => {
+      // A raw handle (not the socket): Node sends it as is and this process keeps its own copy.
+      process.send?.({ handoff: 'conn', handoffId: this.#handoffId, connId } satisfies ConnMessage, handle as never, (error: Error | null) => {
         if (error) {
           this.#giveBack(connId);
           this.#wake();
@@ -182,12 +197,14 @@ export class ConnectionOffers {
     return true;
   }
 
-  /** An offer that did not go: the connection is read here again. */
-  #giveBack(connId: number): void {
+  /** An offer that did not go, or a rollback: the connection is read here again (`returned`: its drain counts it again). */
+  #giveBack(connId: number, returned = true): void {
     const entry = this.#offered.get(connId);
     if (!entry) return;
     this.#offered.delete(connId);
+    if (entry.timeoutMs > 0 && !entry.socket.destroyed) entry.socket.setTimeout(entry.timeoutMs);
     resumeReading(entry.socket, entry.leftover);
+    if (returned) entry.onReturn?.();
   }
 
   #wake(): void {
@@ -197,10 +214,11 @@ export class ConnectionOffers {
   }
 
   /**
-   * Waits until every offer was sent (before Drained), at most until `deadline`; offers still
-   * unacknowledged then stay here. Resolves with the number sent.
+   * Waits until every offer was sent (before Drained), at most until `deadline`. An offer still
+   * unacknowledged then is cut, as the drain cuts what remains at its deadline (`cut`); on an
+   * abort it stays here (the rollback resumes it).
    */
-  async settle(deadline: number, signal: AbortSignal): Promise<number> {
+  async settle(deadline: number, signal: AbortSignal): Promise<{ readonly sent: number; readonly cut: number }> {
     const wake = (): void => {
       this.#wake();
     };
@@ -215,10 +233,16 @@ export class ConnectionOffers {
       });
     }
     signal.removeEventListener('abort', wake);
-    for (const [connId, o] of [...this.#offered]) if (!o.sent) this.#giveBack(connId);
+    let cut = 0;
+    for (const [connId, o] of [...this.#offered]) {
+      if (o.sent || signal.aborted) continue;
+      this.#offered.delete(connId);
+      o.socket.destroy();
+      cut++;
+    }
     this.#unlisten?.();
     this.#unlisten = null;
-    return this.sent;
+    return { sent: this.sent, cut };
   }
 
   /** The handoff was abandoned: every offered connection is read here again, its unread bytes first. */
@@ -226,7 +250,8 @@ export class ConnectionOffers {
     this.#unlisten?.();
     this.#unlisten = null;
     const n = this.#offered.size;
-    for (const connId of [...this.#offered.keys()]) this.#giveBack(connId);
+    // The drainers and declared connections take them back themselves on a rollback.
+    for (const connId of [...this.#offered.keys()]) this.#giveBack(connId, false);
     return n;
   }
 }
@@ -353,8 +378,14 @@ export class MovableConnections {
     this.#adopt = options.adopt;
   }
 
-  /** Declares `socket` movable until it closes; returns a function that withdraws it. */
+  /**
+   * Declares `socket` movable until it closes; returns a function that withdraws it.
+   * @throws CoreError HANDOFF_INVALID_ARGUMENT when `kind` is empty or longer than 64 bytes.
+   */
   add(socket: Socket, spec: MovableSpec): () => void {
+    if (spec.kind === '' || Buffer.byteLength(spec.kind) > FieldLimits.connKindMax) {
+      throw new CoreError(CoreErrorCode.InvalidArgument, `a movable connection's kind must be 1 to ${FieldLimits.connKindMax} bytes, got ${JSON.stringify(spec.kind.slice(0, 80))}`);
+    }
     const remove = (): void => {
       this.#entries.delete(socket);
     };
@@ -377,6 +408,12 @@ export class MovableConnections {
   markMoved(socket: Socket): void {
     const entry = this.#entries.get(socket);
     if (entry) entry.moved = true;
+  }
+
+  /** @internal An offer that did not go: it is this process's again. */
+  unmark(socket: Socket): void {
+    const entry = this.#entries.get(socket);
+    if (entry) entry.moved = false;
   }
 
   /** @internal A rollback: every connection is this process's again. */

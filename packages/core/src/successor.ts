@@ -80,6 +80,9 @@ class SuccessorSession {
       this.feed({ type: 'message', message });
     });
     this.#channel.on('close', (reason) => {
+      // No Commit can come any more: what was offered is not this process's to adopt (after a
+      // Commit the connections were adopted already). A takeover waiting for them goes on.
+      this.held.close();
       this.feed({ type: 'sessionClosed', reason });
     });
   }
@@ -266,8 +269,9 @@ export class BegunSuccessor {
    * @throws CoreError HANDOFF_ABORTED or HANDOFF_CHANNEL_CLOSED when the successor must exit.
    */
   async announceReady(readiness: Readiness, incumbent: Omit<IncumbentOptions, 'replaceControlSocket'>): Promise<Incumbent> {
-    // Ready says every offered connection is here (held, not read): the supervisor's phase deadline bounds the wait.
-    await this.#session.held.await(this.#session.takeover.conns);
+    // Ready says every offered connection is here (held, not read): the supervisor's phase
+    // deadline bounds the wait. Without a supervisor any more, the takeover goes on without them.
+    await this.#session.held.await(this.#session.takeover.conns).catch(() => undefined);
     this.#session.feed({ type: 'takeoverDone', listeningOn: readiness.listeningOn, healthy: readiness.healthy, revisions: readiness.revisions });
     await this.#session.waitFor((p) => p === 'committed');
     crashPoint('successor:committed');

@@ -356,6 +356,8 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
       };
     }
     case 'ConnOffer': {
+      // Read after the incumbent's death was noticed (its frames were still buffered): too late to forward; not a violation.
+      if (!state.incumbentAlive) return { state, effects: [] };
       // Forwarded as is, its descriptor beside it; the successor adopts it only after Commit.
       const bad = expect(state.phase === 'preparing' && state.moving, 'ConnOffer') ?? checkId(state, message);
       if (bad) return abortForViolation(state, bad);

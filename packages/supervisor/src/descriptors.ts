@@ -44,6 +44,11 @@ export class DescriptorChannel {
   /** The handoff whose descriptors this daemon may pass now (it drains, moving connections). */
   #expecting: string | null = null;
   readonly #held = new Map<number, RawHandle>();
+  /**
+   * Handles passed to the daemon and not yet written: Node sends one handle at a time and
+   * drops the rest of its queue (never calling back) when the channel ends — closed here then.
+   */
+  readonly #passing = new Set<RawHandle>();
 
   constructor(child: ChildProcess) {
     this.#child = child;
@@ -54,6 +59,11 @@ export class DescriptorChannel {
     });
     // An IPC write to a daemon that just died fails asynchronously: not news (its exit is).
     child.on('error', () => undefined);
+    child.once('disconnect', () => {
+      for (const handle of this.#passing) closeQuietly(handle);
+      this.#passing.clear();
+      this.end();
+    });
   }
 
   /** True while the daemon is alive and its end of the channel open. */
@@ -93,13 +103,16 @@ export class DescriptorChannel {
       return;
     }
     const message: ConnMessage = { handoff: 'conn', handoffId, connId };
-    try {
-      this.#child.send(message, handle as never, () => {
-        // Sent (or failed: the daemon died): the kernel holds the descriptor in flight, or it is gone.
-        closeQuietly(handle);
-      });
-    } catch {
+    this.#passing.add(handle);
+    const done = (): void => {
+      // Sent (the kernel holds the descriptor in flight) or failed (the daemon died): this copy goes.
+      this.#passing.delete(handle);
       closeQuietly(handle);
+    };
+    try {
+      this.#child.send(message, handle as never, done);
+    } catch {
+      done();
     }
   }
 

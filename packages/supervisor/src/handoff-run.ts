@@ -287,7 +287,9 @@ export class HandoffRun {
         if (effect.message.type === 'ConnOffer') {
           // The descriptor first, then the frame; the successor matches them by connId.
           const handle = this.#incumbent.descriptors?.take(effect.message.connId);
-          if (handle) this.#successor?.descriptors?.pass(this.handoffId, effect.message.connId, handle);
+          const target = this.#successor?.descriptors;
+          if (handle && target) target.pass(this.handoffId, effect.message.connId, handle);
+          else handle?.close(); // nowhere to pass it: the incumbent keeps its own copy
         }
         this.#successorChannel?.send(effect.message);
         crashPoint(`supervisor:sent-${effect.message.type}-to-successor`);

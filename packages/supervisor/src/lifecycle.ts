@@ -390,6 +390,8 @@ export class LifecycleDriver {
       controlSocket: this.#config.controlSocket,
       dataDir: this.#config.dataDir,
       timing: { heartbeatMs: timeouts.heartbeatMs, livenessMs: timeouts.livenessMs, helloMs: timeouts.helloMs },
+      // Without moving, no descriptor channel: a daemon then neither announces MoveConnections nor gives up Overlap for it.
+      fdChannel: this.#config.moveConnections,
     };
   }
 

@@ -64,9 +64,10 @@ class ChatClient {
     });
   }
 
-  send(): void {
+  /** Sends the next message; `padding` bytes make it longer. */
+  send(padding = 0): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
-    this.ws.send(JSON.stringify({ seq: ++this.sent }));
+    this.ws.send(JSON.stringify({ seq: ++this.sent, ...(padding > 0 ? { padding: 'x'.repeat(padding) } : {}) }));
   }
 }
 
@@ -105,22 +106,27 @@ describe('moving WebSocket connections', () => {
     for (const c of clients) c.ws.terminate();
   });
 
-  it('moves a connection with the bytes the incumbent read and did not consume: the new daemon answers them first, in order', async () => {
+  it('moves a connection with the bytes the incumbent read and did not consume: the new daemon answers them first, then the rest, in order', async () => {
     await using cluster = await startCluster({ daemon: wsChat(), stateless: true });
     printOnFailure(cluster);
     const client = new ChatClient(cluster.port, 'slow');
     await client.opened;
     const before = await cluster.health();
-    // The daemon stops reading this client for a minute; what it sends now is read into the daemon and left unconsumed.
+    // The daemon stops reading this client for a minute; what it sends now is read into the
+    // daemon and left unconsumed — past the stream's high-water mark (16 KiB), the rest waits
+    // in the kernel.
     client.ws.send(JSON.stringify({ pause: 60_000 }));
     await cluster.waitFor('the pause to be answered', () => client.other === 1);
-    for (let k = 0; k < 5; k++) client.send();
-    await cluster.waitFor('the five messages to be buffered, unconsumed, in the incumbent', async () => ((await cluster.health()) as { buffered?: number } | null)?.buffered ?? 0);
+    for (let k = 0; k < 30; k++) client.send(1_000);
+    await cluster.waitFor('the messages to be buffered, unconsumed, in the incumbent', async () => ((await cluster.health()) as { buffered?: number } | null)?.buffered ?? 0);
     expect(client.received).toBe(0);
-    const result = await cluster.handoff({ daemon: { env: { WS_BUILD_ID: 'v2' } } });
+    const handoff = cluster.handoff({ daemon: { env: { WS_BUILD_ID: 'v2' } } });
+    // And more while it moves: none may be read by the old daemon once it offered the connection.
+    for (let k = 0; k < 5; k++) client.send();
+    const result = await handoff;
     expect(result).toMatchObject({ committed: true });
     expect(result.drained?.connsOffered).toBe(1);
-    await cluster.waitFor('the five answers', () => client.received === 5);
+    await cluster.waitFor('the 35 answers', () => client.received === 35);
     expect(client.problems).toEqual([]);
     expect(client.lastPid).toBe(result.incumbentPid);
     expect(client.lastPid).not.toBe(before?.pid);

@@ -112,6 +112,9 @@ function adopt(connection: AdoptedConnection): void {
   connection.socket.resume();
 }
 
+/** Draining without moving: new clients are closed as they come. */
+let restarting = false;
+
 const stop = new AbortController();
 process.once('SIGTERM', () => {
   stop.abort();
@@ -133,15 +136,21 @@ const exit = await runDaemon({
   upgrade: () => (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const name = new URL(req.url ?? '/', 'http://x').searchParams.get('name') ?? 'anonymous';
     wss.handleUpgrade(req, socket, head, (ws) => {
-      serve(ws, { name: name.slice(0, 64), count: 0 });
+      // Stopping without moving its connections: a client that comes now is told to go elsewhere at once.
+      if (restarting) ws.close(1012, 'service restart');
+      else serve(ws, { name: name.slice(0, 64), count: 0 });
     });
   },
   connections: movable,
   onDrainStart: ({ movingConnections }) => {
     // Connections that cannot move (no supervisor to pass them, or a stop): say so properly.
-    if (!movingConnections) for (const ws of wss.clients) ws.close(1012, 'service restart');
+    if (movingConnections) return;
+    restarting = true;
+    for (const ws of wss.clients) ws.close(1012, 'service restart');
   },
   onServing: (info) => {
+    // Serving (again, after a rollback): new clients are served.
+    restarting = false;
     console.log(JSON.stringify({ event: 'serving', pid: process.pid, build, ...info }));
   },
   stopSignal: stop.signal,

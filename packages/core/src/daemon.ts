@@ -432,7 +432,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     };
     const offers = context?.offers;
     // Keep-alive connections move between requests, declared ones when they say they are idle.
-    const move = (s: Served) => (offers ? { move: (socket: Socket) => offers.offer(socket, { kind: 'http', listener: s.name, onReturn: () => { s.drainer.restore(socket); } }) } : {});
+    const move = (s: Served) => (offers ? { move: (socket: Socket) => offers.offer(socket, { kind: 'http', listener: s.name, onReturn: () => { s.drainer.restore(socket); } }), moved: () => offers.pending === 0 } : {});
     try {
       const [reports, workCut] = await watched('the drain (your request handlers)', () =>
         Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal, ...move(s) }))), drainWork(), offers ? moveDeclared(offers, deadline, signal) : undefined]),
@@ -481,7 +481,10 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       if (connection.kind === 'http') {
         if (owner) {
           owner.server.emit('connection', connection.socket);
-          if (connection.leftover.length > 0) connection.socket.unshift(connection.leftover);
+          if (connection.leftover.length > 0) {
+            connection.socket.unshift(connection.leftover);
+            owner.drainer.notFresh(connection.socket);
+          }
           // Idle now: the server's keep-alive timeout applies, as to a connection it accepted.
           connection.socket.setTimeout(owner.server.keepAliveTimeout);
           connection.socket.resume();

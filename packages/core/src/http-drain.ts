@@ -27,6 +27,12 @@ export interface HttpDrainOptions {
    * connections that cannot move (TLS).
    */
   readonly move?: (socket: Socket) => boolean;
+  /**
+   * With `move`: true once every offer went (the successor holds them all). Until then the
+   * server keeps accepting — past the grace, up to the deadline — so that moving many
+   * connections does not leave fresh ones waiting; what it accepts meanwhile moves too.
+   */
+  readonly moved?: () => boolean;
 }
 
 /** What a drain achieved. */
@@ -45,14 +51,24 @@ export class HttpDrainer {
   readonly #sockets = new Set<Socket>();
   /** Connections the last drain moved away, until a rollback gives them back. */
   readonly #moved = new Set<Socket>();
+  /**
+   * Bytes each connection had read when this drainer got it: one that read none since, and
+   * owes no response, has no request in progress — the connections list counts a connection
+   * as busy from its start until its first request completes (so that a silent client is
+   * timed out), which a connection just accepted, or moved here, is not.
+   */
+  readonly #bytesAtStart = new WeakMap<Socket, number>();
   #draining = false;
   #moving = false;
+  /** The running drain's `move`, while it runs. */
+  #move: ((socket: Socket) => boolean) | undefined;
   #graceEnds = 0;
 
   constructor(server: HttpServer) {
     this.server = server;
     server.on('connection', (socket: Socket) => {
       this.#sockets.add(socket);
+      this.#bytesAtStart.set(socket, socket.bytesRead);
       // Queued connections whose client gave up raise EPIPE/ECONNRESET: never crash on them.
       socket.on('error', () => undefined);
       socket.once('close', () => this.#sockets.delete(socket));
@@ -61,23 +77,42 @@ export class HttpDrainer {
       // While connections move, an idle one leaves with its client none the wiser: no close asked, except where it cannot move.
       const moves = this.#moving && Date.now() < this.#graceEnds && (req.socket as { encrypted?: boolean }).encrypted !== true;
       if (this.#draining && !moves) res.setHeader('Connection', 'close');
+      // A busy keep-alive connection is idle for a moment after each response: offer it then.
+      if (this.#draining && moves) {
+        res.once('finish', () => {
+          setImmediate(() => {
+            this.#moveIfIdle(req.socket);
+          });
+        });
+      }
     });
+  }
+
+  #moveIfIdle(socket: Socket): void {
+    const move = this.#move;
+    if (!move || !this.#sockets.has(socket)) return;
+    if (this.#idleConnections()?.has(socket) === true && move(socket)) this.release(socket);
   }
 
   /**
    * The connections with no request in progress: the response to the last one written, and no
    * byte of a next one read (the parser's own view, which Node's `closeIdleConnections` uses);
-   * null when this Node does not expose it (then nothing moves).
+   * null when this Node does not expose it (then nothing moves). A connection that has read
+   * nothing yet counts as idle if it was open before the drain (`before`).
    */
-  #idleConnections(): Set<Socket> | null {
+  #idleConnections(before: ReadonlySet<Socket> = new Set()): Set<Socket> | null {
     const key = Object.getOwnPropertySymbols(this.server).find((s) => s.description === 'http.server.connections');
     const list = key === undefined ? undefined : (this.server as unknown as Record<symbol, { idle?: () => { socket?: Socket }[] } | undefined>)[key];
     if (typeof list?.idle !== 'function') return null;
     const idle = new Set<Socket>();
-    for (const parser of list.idle()) {
-      const socket = parser.socket;
-      const message = (socket as { _httpMessage?: { finished?: boolean } | null } | undefined)?._httpMessage;
-      if (socket && (!message || message.finished === true)) idle.add(socket);
+    const responded = (socket: Socket): boolean => {
+      const message = (socket as { _httpMessage?: { finished?: boolean } | null })._httpMessage;
+      return !message || message.finished === true;
+    };
+    for (const parser of list.idle()) if (parser.socket && responded(parser.socket)) idle.add(parser.socket);
+    // Only those open before the drain: one accepted during it comes with a request to serve.
+    for (const socket of before) {
+      if (!idle.has(socket) && this.#sockets.has(socket) && socket.bytesRead === this.#bytesAtStart.get(socket) && socket.readableLength === 0 && responded(socket)) idle.add(socket);
     }
     return idle;
   }
@@ -85,6 +120,11 @@ export class HttpDrainer {
   /** A connection offered to the successor (this drainer's keep-alive one, or a declared one it tracked): no longer waited for. */
   release(socket: Socket): void {
     if (this.#sockets.delete(socket)) this.#moved.add(socket);
+  }
+
+  /** A connection handed bytes that its parser may hold part of (an adopted one's unread bytes): idle only once it answered a request. */
+  notFresh(socket: Socket): void {
+    this.#bytesAtStart.set(socket, -1);
   }
 
   /** An offer that did not go: the connection is this drainer's again. */
@@ -96,6 +136,7 @@ export class HttpDrainer {
   track(socket: Socket): void {
     if (this.#sockets.has(socket)) return;
     this.#sockets.add(socket);
+    this.#bytesAtStart.set(socket, socket.bytesRead);
     socket.on('error', () => undefined);
     socket.once('close', () => this.#sockets.delete(socket));
   }
@@ -141,6 +182,15 @@ export class HttpDrainer {
   async drain(options: HttpDrainOptions): Promise<HttpDrainReport> {
     this.#draining = true;
     this.#moving = options.move !== undefined;
+    this.#move = options.move;
+    try {
+      return await this.#drain(options);
+    } finally {
+      this.#move = undefined;
+    }
+  }
+
+  async #drain(options: HttpDrainOptions): Promise<HttpDrainReport> {
     let idleKnown = true;
     const graceEnds = Date.now() + (options.graceMs ?? 1_000);
     this.#graceEnds = graceEnds;
@@ -157,7 +207,7 @@ export class HttpDrainer {
         return { openConnsRemaining: this.#sockets.size, acceptClosed: true };
       }
       if (options.move && idleKnown) {
-        const idle = this.#idleConnections();
+        const idle = this.#idleConnections(preexisting);
         idleKnown = idle !== null;
         // This Node does not say which connections are idle: nothing moves, they drain as before.
         if (!idleKnown) this.#moving = false;
@@ -165,7 +215,9 @@ export class HttpDrainer {
       }
       const now = Date.now();
       for (const socket of preexisting) if (!this.#sockets.has(socket)) preexisting.delete(socket);
-      if (preexisting.size === 0 || now >= graceEnds) stopAccepting();
+      // Moving: accept until every offer went, so fresh connections never wait for the transfer.
+      const offersOut = this.#moving && options.moved?.() === false;
+      if (offersOut ? now >= options.deadline : preexisting.size === 0 || now >= graceEnds) stopAccepting();
       if (!accepting && this.#sockets.size === 0) return { openConnsRemaining: 0, acceptClosed: true };
       if (now >= options.deadline) {
         // Past the deadline nothing may be served: destroy what remains, and return once it is gone.

@@ -139,6 +139,13 @@ export class ConnectionOffers {
     this.#send = send;
   }
 
+  /** Offers whose descriptor the supervisor has not acknowledged yet. */
+  get pending(): number {
+    let n = 0;
+    for (const o of this.#offered.values()) if (!o.sent) n++;
+    return n;
+  }
+
   /** Connections offered and sent. */
   get sent(): number {
     let n = 0;

@@ -340,6 +340,8 @@ function onIncumbentMessage(state: SupervisorState, message: ToSupervisorMessage
   if (message.type === 'Heartbeat') return { state, effects: liveness };
   // A reload the daemon still reports on (its supervisor stopped waiting for it): not this handoff's business.
   if (message.type === 'ReloadProgress' || message.type === 'ReloadDone') return { state, effects: [] };
+  // Progress and offers of a handoff that ended (still in flight when it did): not this one's.
+  if ((message.type === 'DrainProgress' || message.type === 'ConnOffer') && message.handoffId !== s.handoffId) return { state, effects: [] };
   const expect = (ok: boolean, what: string): HandoffProtocolError | undefined => (ok ? undefined : violation(state, `unexpected ${what} from the incumbent`));
   switch (message.type) {
     case 'Drained': {

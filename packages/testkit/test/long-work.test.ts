@@ -78,8 +78,9 @@ describe('long-lived work through handoffs of the kv daemon', () => {
     const port = await sup.port();
     const load = new LoadDriver({ port, readers: 1, writers: 2, probeEveryMs: 20 }).start();
     await load.waitForProgress(50);
-    // 3 s of work: the successor starts and says Hello well within it, so the drain finds it running.
-    const id = await startJob(port, 'steps=30&stepMs=100');
+    // 8 s of work: the successor starts and says Hello well within it (a loaded CI machine took
+    // over 2 s for that, once with a 3 s job: the job had ended), so the drain finds it running.
+    const id = await startJob(port, 'steps=80&stepMs=100');
     const puts = await metric(port, 'kv_requests_total{method="PUT"}');
 
     const upgrading = ws.ctl(['upgrade']);
@@ -88,12 +89,12 @@ describe('long-lived work through handoffs of the kv daemon', () => {
       const s = await ws.ctl(['status']);
       return /^handoff +h-\S+ in phase preparing — draining: waiting for 1 job\b.*— \d+ s left$/m.exec(s.stdout)?.[0];
     }, 10_000);
-    expect(seen).toMatch(/oldest job \d+: \S+, 30 steps \(\d+ (ms|s)\)/);
+    expect(seen).toMatch(/oldest job \d+: \S+, 80 steps \(\d+ (ms|s)\)/);
     const up = await upgrading;
     expect(up.code, up.stderr).toBe(0);
-    expect(up.stdout).toMatch(/^draining: waiting for 1 job\b.*— oldest job \d+: \S+, 30 steps/m);
+    expect(up.stdout).toMatch(/^draining: waiting for 1 job\b.*— oldest job \d+: \S+, 80 steps/m);
     // The drain waited for it: done on the old version, never cut.
-    expect(await job(port, id)).toMatchObject({ state: 'done', step: 30, pid: old, resumed: false });
+    expect(await job(port, id)).toMatchObject({ state: 'done', step: 80, pid: old, resumed: false });
     expect(drainEnds(sup)).toEqual([expect.objectContaining({ pid: old, finished: 1, cut: [] })]);
 
     const now = pidOf(await sup.status());

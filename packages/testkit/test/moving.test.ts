@@ -215,6 +215,43 @@ describe('moving keep-alive HTTP connections', () => {
   });
 });
 
+/** One GET on `agent`: its status, the pid that answered, and whether it went on a connection already open. */
+function getOn(port: number, agent: Agent): Promise<{ status: number; pid: number; reused: boolean }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/health', agent, timeout: 20_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => {
+        resolve({ status: res.statusCode ?? 0, pid: (JSON.parse(body) as { pid: number }).pid, reused: req.reusedSocket });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 20 s (hung)')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('idle keep-alive connections, moved again and again', () => {
+  it('moves connections that stay idle through several handoffs: each is offered every time, and answers on the same connection at the end', async () => {
+    await using cluster = await startCluster({ daemon: kv(), timeouts: { drainGraceMs: 8_000, drainMs: 20_000, totalMs: 60_000 } });
+    printOnFailure(cluster);
+    const agents = Array.from({ length: 30 }, () => new Agent({ keepAlive: true, maxSockets: 1 }));
+    try {
+      for (const agent of agents) expect(await getOn(cluster.port, agent)).toMatchObject({ status: 200, reused: false });
+      for (let i = 0; i < 3; i++) {
+        // Nothing is sent on them: adopted by the last daemon and never used there, they are idle all the same.
+        const result = await cluster.handoff({ daemon: { env: { KV_BUILD_ID: `v${i + 2}` } } });
+        expect(result, `handoff ${i + 1}`).toMatchObject({ committed: true, outcome: 'committed' });
+        expect(result.drained, `handoff ${i + 1}`).toMatchObject({ openConnsRemaining: 0, connsOffered: 30 });
+        expect(result.timings.phases.preparing ?? 0, `handoff ${i + 1}: the drain`).toBeLessThan(8_000);
+      }
+      const pid = (await cluster.health())?.pid;
+      for (const agent of agents) expect(await getOn(cluster.port, agent)).toEqual({ status: 200, pid, reused: true });
+    } finally {
+      for (const agent of agents) agent.destroy();
+    }
+  });
+});
+
 describe('a crash during the transfer', () => {
   // Each: where the process dies, and who it is. Every connection then stays with a daemon that
   // serves (its requests answered) or is closed (counted): never left open and unanswered.

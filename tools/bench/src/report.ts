@@ -121,12 +121,11 @@ function pointNote(p: Pick<CurvePoint, 'failure' | 'notCommitted' | 'handoffsPla
   return p.notCommitted.length > 0 ? failedNote(p.notCommitted, p.handoffsPlanned) : '';
 }
 
-/** Connections moved per handoff (the median over the handoffs; their spread when they differ). */
+/** Connections moved per handoff: one figure when every handoff moved as many, else each handoff's in order. */
 function moved(p: Pick<CurvePoint, 'connsOffered' | 'movedPerHandoff'>): string {
   if (p.movedPerHandoff === null || p.connsOffered === null) return DASH;
-  const lo = Math.min(...p.connsOffered);
-  const hi = Math.max(...p.connsOffered);
-  return lo === hi ? int(p.movedPerHandoff) : `${int(p.movedPerHandoff)} (${int(lo)}–${int(hi)})`;
+  const each = p.connsOffered;
+  return each.every((n) => n === each[0]) ? int(p.movedPerHandoff) : each.map(int).join(' / ');
 }
 
 /** Idle connections kept open and usable across the handoffs, of those open before. */
@@ -148,9 +147,9 @@ export function curveTable(points: readonly CurvePoint[], x: string): string {
 }
 
 /** The WebSocket curve: one row per point. */
-export function wsTable(points: readonly WsPoint[]): string {
+export function wsTable(points: readonly WsPoint[], requestTimeoutMs: number): string {
   return table(
-    ['clients', 'system', 'handoff ms', 'longest no-accept ms (per handoff, median; before)', 'connections moved per handoff', 'clients kept connected', 'closed by the server (close codes)', 'reconnects', 'connected at the end', 'messages answered / sent', 'probe errors', 'note'],
+    ['clients', 'system', 'handoff ms', 'longest no-accept ms (per handoff, median; before)', 'connections moved per handoff', 'clients kept connected', 'closed by the server (close codes)', 'reconnects', 'connected at the end', 'messages answered / sent', 'message round trip p50 / p99 / max ms', 'probe errors', 'note'],
     points.map((p) => {
       const shown = (text: string): string => (p.ok ? text : DASH);
       const c = p.clients;
@@ -165,7 +164,8 @@ export function wsTable(points: readonly WsPoint[]): string {
         c === null ? DASH : `${int(c.closedByServer)}${codes === '' ? '' : ` (${codes})`}`,
         c === null ? DASH : `${int(c.reconnects)}${c.reconnectFailures > 0 ? ` (${int(c.reconnectFailures)} attempts failed)` : ''}`,
         c === null ? DASH : `${int(c.connectedAtEnd)} of ${int(c.clients)}`,
-        c === null ? DASH : `${int(c.messagesAnswered)} / ${int(c.messagesSent)}`,
+        c === null ? DASH : `${int(c.messagesAnswered)} / ${int(c.messagesSent)}${c.messagesLate > 0 ? ` (${int(c.messagesLate)} after > ${String(requestTimeoutMs / 1000)} s)` : ''}`,
+        c === null || c.messagesAnswered === 0 ? DASH : `${ms(c.roundTripMs.p50)} / ${ms(c.roundTripMs.p99)} / ${ms(c.roundTripMs.max)}`,
         p.failure === null ? int(p.errors) : DASH,
         pointNote(p),
       ];
@@ -346,9 +346,9 @@ Idle keep-alive connections held open during the handoffs (${String(s.curveHando
 At each point, side by side: this project's handoff with connections moving to the new daemon (the default), the same
 with \`[daemon] move_connections = false\` (the drain closes idle keep-alive connections after the drain grace, 1 s by
 default), and PM2's cluster reload with the app draining on SIGINT. "Moved per handoff" is the handoff result's
-\`drained.connsOffered\` (median over the handoffs). "Kept open": after the handoffs (and the prober stopped), one more
-request on each idle connection, on the same connection: those answered were kept open and usable; a connection the
-server closed does not count. A point where a handoff did not commit is FAILED, with no figures.
+\`drained.connsOffered\` (each committed handoff's, in order, when they differ). "Kept open": after the handoffs (and the
+prober stopped), one more request on each idle connection, on the same connection: those answered were kept open and
+usable; a connection the server closed does not count. A point where a handoff did not commit is FAILED, with no figures.
 
 ${curveTable(r.connectionCurve, 'open connections')}
 
@@ -357,15 +357,18 @@ ${curveTable(r.connectionCurve, 'open connections')}
 Clients of the example WebSocket daemon (apps/ws-chat, the \`ws\` package, no data directory) held open through
 ${plural(Number(s.curveHandoffs), 'handoff')} per point, from a load worker of their own, with a light message load (${String(s.wsMessagesPerSecond)} messages/s over all
 clients, one in flight per client at most) and a fresh-connection prober running. Side by side: connections moving (the
-default) and \`move_connections = false\` (the daemon closes its clients with 1012 at the drain). A client the server
-closed reconnects after 0.5–1.5 s (socket.io's default first step); at the end, the reconnects under way finish before
-the last message. "Kept connected": clients whose original connection
-was still open at the end and answered one last message on it (a client the server closed does not count, even once
-reconnected); "connected at the end": those that answered the last message, reconnected ones included. "Longest
-no-accept" runs from the first trigger to the end; in brackets the median over handoffs of each one's longest wait, and the
-longest in the warm-up with every client open and no handoff yet.
+default) and \`move_connections = false\` (the daemon closes its clients with 1012 at the drain; a daemon without a data
+directory that moves nothing is handed off by overlap, its drain after the commit, so the result has no \`drained\` and
+"moved" shows —). A client the server closed reconnects after 1–2 s (no sooner than the drain grace: one that came
+back sooner could land on the old daemon while it still accepts during its drain); at the end, the reconnects under
+way finish before the last message. A message is waited for past the request timeout (${String(Number(s.requestTimeoutMs) / 1000)} s): a connection being
+moved is read again only once the new daemon adopts it; "after > ${String(Number(s.requestTimeoutMs) / 1000)} s" counts those answered that late.
+"Kept connected": clients whose original connection was still open at the end and answered one last message on it (a
+client the server closed does not count, even once reconnected); "connected at the end": those that answered the last
+message, reconnected ones included. "Longest no-accept" runs from the first trigger to the end; in brackets the median
+over handoffs of each one's longest wait, and the longest in the warm-up with every client open and no handoff yet.
 
-${wsTable(r.wsCurve)}
+${wsTable(r.wsCurve, Number(s.requestTimeoutMs))}
 
 ## Handoff duration and stall against the key-value daemon's data size
 

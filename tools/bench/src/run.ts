@@ -365,6 +365,8 @@ export interface CurvePoint {
   readonly baselineUnservedMs: number;
   /** Per handoff, the longest wait from its trigger to the next (the last: to the end); the median over handoffs. */
   readonly unservedPerHandoffP50Ms: number;
+  /** The same per handoff, in order. */
+  readonly unservedPerHandoffMs: readonly number[];
   /** What the handoffs added: the per-handoff median minus the baseline (at least 0). */
   readonly addedUnservedMs: number;
   readonly drainMs: number | null;
@@ -390,7 +392,7 @@ export interface CurvePoint {
 
 /** A run of `p.curveHandoffs` handoffs with the prober (and `idle` idle keep-alive connections); never throws: a failure is the point's. */
 async function curvePoint(system: System, x: number, p: Preset, idle: number, log: (line: string) => void): Promise<CurvePoint> {
-  const empty: CurvePoint = { system: system.id, label: system.label, ours: system.ours, x, handoffs: [], handoffsPlanned: p.curveHandoffs, notCommitted: [], handoffMs: 0, longestUnservedMs: 0, baselineUnservedMs: 0, unservedPerHandoffP50Ms: 0, addedUnservedMs: 0, drainMs: null, errors: 0, refused: 0, idleOpened: null, idleKept: null, idleClosed: null, connsOffered: null, movedPerHandoff: null, ok: false, failure: null };
+  const empty: CurvePoint = { system: system.id, label: system.label, ours: system.ours, x, handoffs: [], handoffsPlanned: p.curveHandoffs, notCommitted: [], handoffMs: 0, longestUnservedMs: 0, baselineUnservedMs: 0, unservedPerHandoffP50Ms: 0, unservedPerHandoffMs: [], addedUnservedMs: 0, drainMs: null, errors: 0, refused: 0, idleOpened: null, idleKept: null, idleClosed: null, connsOffered: null, movedPerHandoff: null, ok: false, failure: null };
   const port = await freePort();
   try {
     await system.start(port);
@@ -400,7 +402,8 @@ async function curvePoint(system: System, x: number, p: Preset, idle: number, lo
     const drains = handoffs.map((h) => h.phases?.preparing).filter((d): d is number => d !== undefined);
     const failed = notCommitted(handoffs, p.curveHandoffs);
     const baseline = unservedBefore(probe.results, handoffs[0]?.triggeredAt ?? Infinity);
-    const perHandoff = median(unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt)));
+    const each = unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt));
+    const perHandoff = median(each);
     const offered = connsOffered(system, handoffs);
     return {
       ...empty,
@@ -410,6 +413,7 @@ async function curvePoint(system: System, x: number, p: Preset, idle: number, lo
       longestUnservedMs: longestUnserved(probe.results),
       baselineUnservedMs: baseline,
       unservedPerHandoffP50Ms: perHandoff,
+      unservedPerHandoffMs: each,
       addedUnservedMs: Math.max(0, perHandoff - baseline),
       drainMs: drains.length ? median(drains) : null,
       errors: probe.results.filter((r) => r.error !== null).length,
@@ -471,6 +475,8 @@ export interface WsPoint {
   readonly longestUnservedMs: number;
   /** Per handoff, the longest wait from its trigger to the next (the last: to the end); the median over handoffs. */
   readonly unservedPerHandoffP50Ms: number;
+  /** The same per handoff, in order. */
+  readonly unservedPerHandoffMs: readonly number[];
   /** The longest wait with every client open and no handoff yet (the warm-up before the first trigger). */
   readonly baselineUnservedMs: number;
   readonly connsOffered: readonly number[] | null;
@@ -484,12 +490,16 @@ export interface WsPoint {
   readonly failure: string | null;
 }
 
-/** The WebSocket clients' reconnect delay (socket.io's first step: 1 s ± 50%) and bounds. */
-const WS_RECONNECT = { reconnectMinMs: 500, reconnectMaxMs: 1_500, reconnectsMax: 20, openConcurrency: 200 } as const;
+/**
+ * The WebSocket clients' reconnect delay and bounds: 1–2 s after the close, no sooner than the
+ * drain grace (1 s) — a client that came back sooner could land on the old daemon while it still
+ * accepts during its drain, and the ws example closes its clients only when the drain starts.
+ */
+const WS_RECONNECT = { reconnectMinMs: 1_000, reconnectMaxMs: 2_000, reconnectsMax: 20, openConcurrency: 200 } as const;
 
 /** `n` WebSocket clients and the prober through `p.curveHandoffs` handoffs; never throws: a failure is the point's. */
 async function wsPoint(system: System, n: number, p: Preset, log: (line: string) => void): Promise<WsPoint> {
-  const empty: WsPoint = { system: system.id, label: system.label, ours: system.ours, x: n, handoffs: [], handoffsPlanned: p.curveHandoffs, notCommitted: [], handoffMs: 0, longestUnservedMs: 0, unservedPerHandoffP50Ms: 0, baselineUnservedMs: 0, connsOffered: null, movedPerHandoff: null, clients: null, errors: 0, refused: 0, ok: false, failure: null };
+  const empty: WsPoint = { system: system.id, label: system.label, ours: system.ours, x: n, handoffs: [], handoffsPlanned: p.curveHandoffs, notCommitted: [], handoffMs: 0, longestUnservedMs: 0, unservedPerHandoffP50Ms: 0, unservedPerHandoffMs: [], baselineUnservedMs: 0, connsOffered: null, movedPerHandoff: null, clients: null, errors: 0, refused: 0, ok: false, failure: null };
   const port = await freePort();
   try {
     await system.start(port);
@@ -504,14 +514,16 @@ async function wsPoint(system: System, n: number, p: Preset, log: (line: string)
     const first = handoffs[0]?.triggeredAt ?? Infinity;
     const failed = notCommitted(handoffs, p.curveHandoffs);
     const offered = connsOffered(system, handoffs);
-    const clients = { clients: ws.clients, opened: ws.opened, kept: ws.kept, closedByServer: ws.closedByServer, closeCodes: ws.closeCodes, reconnects: ws.reconnects, reconnectFailures: ws.reconnectFailures, connectedAtEnd: ws.connectedAtEnd, pidsAtEnd: ws.pidsAtEnd, messagesSent: ws.messagesSent, messagesAnswered: ws.messagesAnswered, messagesUnanswered: ws.messagesUnanswered };
+    const each = unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt));
+    const clients = { clients: ws.clients, opened: ws.opened, kept: ws.kept, closedByServer: ws.closedByServer, closeCodes: ws.closeCodes, reconnects: ws.reconnects, reconnectFailures: ws.reconnectFailures, connectedAtEnd: ws.connectedAtEnd, pidsAtEnd: ws.pidsAtEnd, messagesSent: ws.messagesSent, messagesAnswered: ws.messagesAnswered, messagesLate: ws.messagesLate, messagesUnanswered: ws.messagesUnanswered, roundTripMs: ws.roundTripMs };
     return {
       ...empty,
       handoffs,
       notCommitted: failed,
       handoffMs: median(commitDurations(handoffs)),
       longestUnservedMs: longestUnserved(probe.results.filter((r) => r.startedAt >= first)),
-      unservedPerHandoffP50Ms: median(unservedPerHandoff(probe.results, handoffs.map((h) => h.triggeredAt))),
+      unservedPerHandoffP50Ms: median(each),
+      unservedPerHandoffMs: each,
       // The prober starts before the clients are all open: the baseline is the warm-up after.
       baselineUnservedMs: unservedBefore(probe.results.filter((r) => r.startedAt >= ws.startedAt), first),
       connsOffered: offered,

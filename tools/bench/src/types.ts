@@ -83,10 +83,16 @@ export interface WsResult {
   readonly connectedAtEnd: number;
   /** Distinct daemon pids that answered the last messages. */
   readonly pidsAtEnd: number;
-  /** The message load: sent, answered, and never answered (the connection closed first, or no answer within the request timeout). */
+  /**
+   * The message load: sent, answered (of which after more than the request timeout: late), and
+   * never answered (the connection closed first, or still unanswered at the end).
+   */
   readonly messagesSent: number;
   readonly messagesAnswered: number;
+  readonly messagesLate: number;
   readonly messagesUnanswered: number;
+  /** Round trip of the answered messages of the load, ms. */
+  readonly roundTripMs: { readonly p50: number; readonly p99: number; readonly max: number };
   /** Epoch ms: all clients open (ready), and the stop. */
   readonly startedAt: number;
   readonly endedAt: number;

@@ -10,10 +10,13 @@
  * after a delay drawn from [reconnectMinMs, reconnectMaxMs] (at most `reconnectsMax` attempts
  * each). At the stop: no new message; the reconnects under way finish (bounded: the longest
  * delay and a request timeout), then none is made, the messages in flight are waited for
- * (bounded), and one last message on every open connection tells which are still usable.
+ * (bounded), and one last message on every open connection tells which are still usable. A
+ * message of the load is waited for past the request timeout (counted late when answered
+ * then): a connection being moved is not read until the new daemon adopts it.
  * Every loop is bounded in time (the worker's `maxDurationMs`) and in count.
  */
 import { WebSocket } from 'ws';
+import { max, quantile } from './stats.js';
 import type { LoadConfig, WsLoadConfig, WsResult } from './types.js';
 
 interface Answer {
@@ -46,26 +49,36 @@ export async function wsClients(config: LoadConfig, stopped: Promise<void>, read
   /** Reconnects scheduled or under way. */
   let reconnecting = 0;
   const closeCodes: Record<string, number> = {};
-  const counts = { closedByServer: 0, reconnects: 0, reconnectFailures: 0, sent: 0, answered: 0, unanswered: 0 };
+  const counts = { closedByServer: 0, reconnects: 0, reconnectFailures: 0, sent: 0, answered: 0, late: 0, unanswered: 0 };
+  const roundTrips: number[] = [];
   const clients: Client[] = Array.from({ length: o.clients }, (_, index) => ({ index, ws: null, original: true, pending: null, reconnects: 0, timer: null }));
 
   /**
-   * Sends `{seq}` on the client's connection; resolves with the answer, or null (closed first,
-   * timed out). `load`: a message of the load (counted), not an opening or last one.
+   * Sends `{seq}` on the client's connection; resolves with the answer, or null (closed first;
+   * an opening or last message: no answer within the request timeout). `load`: a message of the
+   * load (counted, and waited for past the timeout), not an opening or last one.
    */
   const message = (c: Client, load: boolean): Promise<Answer | null> => {
     const ws = c.ws;
     if (ws === null || ws.readyState !== WebSocket.OPEN || c.pending !== null) return Promise.resolve(null);
     return new Promise((resolve) => {
       const s = ++seq;
+      const sentAt = Date.now();
+      let late = false;
       const timer = setTimeout(() => {
-        if (c.pending?.seq === s) done(null);
+        if (c.pending?.seq !== s) return;
+        if (load) late = true;
+        else done(null);
       }, config.requestTimeoutMs);
       const done = (answer: Answer | null): void => {
         clearTimeout(timer);
         c.pending = null;
         if (load && answer === null) counts.unanswered += 1;
-        else if (load) counts.answered += 1;
+        else if (load) {
+          counts.answered += 1;
+          if (late) counts.late += 1;
+          roundTrips.push(Date.now() - sentAt);
+        }
         resolve(answer);
       };
       c.pending = { seq: s, done };
@@ -223,7 +236,9 @@ export async function wsClients(config: LoadConfig, stopped: Promise<void>, read
     // The load's messages alone (not the opening and last ones).
     messagesSent: counts.sent,
     messagesAnswered: counts.answered,
+    messagesLate: counts.late,
     messagesUnanswered: counts.unanswered,
+    roundTripMs: { p50: quantile(roundTrips, 0.5), p99: quantile(roundTrips, 0.99), max: max(roundTrips) },
     startedAt,
     endedAt,
   };

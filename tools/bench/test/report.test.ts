@@ -41,7 +41,7 @@ function row(id: string, ours: boolean, handoffs: readonly HandoffTiming[]): Sys
 
 function point(id: string, label: string, ours: boolean, handoffs: readonly HandoffTiming[]): CurvePoint {
   const notCommitted = handoffs.flatMap((h, index) => (h.ok ? [] : [{ index, code: h.abort?.code ?? '', reason: h.abort?.reason ?? '' }]));
-  return { system: id, label, ours, x: 1_000_000, handoffs, handoffsPlanned: handoffs.length, notCommitted, handoffMs: 300, longestUnservedMs: 2_600, baselineUnservedMs: 40, unservedPerHandoffP50Ms: 2_500, addedUnservedMs: 2_460, drainMs: 5, errors: 0, refused: 0, idleOpened: null, idleKept: null, idleClosed: null, connsOffered: null, movedPerHandoff: null, ok: notCommitted.length === 0, failure: null };
+  return { system: id, label, ours, x: 1_000_000, handoffs, handoffsPlanned: handoffs.length, notCommitted, handoffMs: 300, longestUnservedMs: 2_600, baselineUnservedMs: 40, unservedPerHandoffP50Ms: 2_500, unservedPerHandoffMs: [2_500], addedUnservedMs: 2_460, drainMs: 5, errors: 0, refused: 0, idleOpened: null, idleKept: null, idleClosed: null, connsOffered: null, movedPerHandoff: null, ok: notCommitted.length === 0, failure: null };
 }
 
 /** The cells of a Markdown table's line (escaped pipes stay inside their cell). */

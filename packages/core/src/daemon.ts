@@ -432,7 +432,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     };
     const offers = context?.offers;
     // Keep-alive connections move between requests, declared ones when they say they are idle.
-    const move = (s: Served) => (offers ? { move: (socket: Socket) => offers.offer(socket, { kind: 'http', listener: s.name, onReturn: () => { s.drainer.restore(socket); } }), moved: () => offers.pending === 0 } : {});
+    const move = (s: Served) => (offers ? { move: (socket: Socket) => offers.offer(socket, { kind: 'http', listener: s.name, onReturn: () => { s.drainer.restore(socket); } }), moved: () => offers.done } : {});
     try {
       const [reports, workCut] = await watched('the drain (your request handlers)', () =>
         Promise.all([Promise.all(served.map((s) => s.drainer.drain({ deadline, graceMs: grace, signal, ...move(s) }))), drainWork(), offers ? moveDeclared(offers, deadline, signal) : undefined]),
@@ -467,6 +467,13 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
         for (const s of served) s.drainer.release(socket);
       }
       if (declared.pending().length === 0 || signal.aborted || Date.now() >= deadline) return;
+      if (Date.now() >= offers.until) {
+        // The time for moving is over (the drain must end well before its deadline): what did not move is closed.
+        const left = declared.pending();
+        for (const [socket] of left) socket.destroy();
+        process.stderr.write(`handoff: ${left.length} declared connection${left.length === 1 ? '' : 's'} did not become idle in time to move and ${left.length === 1 ? 'was' : 'were'} closed\n`);
+        return;
+      }
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   };

@@ -245,13 +245,20 @@ export class Incumbent {
       }
       case 'startDrain': {
         const { drainable } = this.#options;
+        // Offers during the first half of the drain window, acknowledgements until 60% of it: the
+        // drain ends well before its deadline however many connections there are (the rest drain as before).
+        const started = Date.now();
         const offers = effect.moveConns
-          ? new ConnectionOffers(effect.handoffId, (offer) => {
-              // Sent only while the drain that asked for it runs on its session; otherwise the connection stays here.
-              if (!canOfferConnections(this.#machine.state) || this.#machine.state.handoffId !== effect.handoffId) return false;
-              this.#feed({ type: 'connOffer', offer });
-              return true;
-            })
+          ? new ConnectionOffers(
+              effect.handoffId,
+              (offer) => {
+                // Sent only while the drain that asked for it runs on its session; otherwise the connection stays here.
+                if (!canOfferConnections(this.#machine.state) || this.#machine.state.handoffId !== effect.handoffId) return false;
+                this.#feed({ type: 'connOffer', offer });
+                return true;
+              },
+              started + effect.deadlineMs * 0.5,
+            )
           : undefined;
         this.#offers = offers;
         this.#startHook(async (signal) => {
@@ -267,7 +274,7 @@ export class Incumbent {
           crashPoint('incumbent:inside-drain');
           const r = await report;
           // Every ConnOffer goes before Drained: wait for the supervisor to hold each descriptor.
-          const settled = offers ? await offers.settle(deadline, signal) : { sent: 0, cut: 0 };
+          const settled = offers ? await offers.settle(Math.min(deadline, started + effect.deadlineMs * 0.6), signal) : { sent: 0, cut: 0 };
           if (settled.sent > 0) crashPoint('incumbent:offered-connections');
           return { type: 'drainDone', openConnsRemaining: r.openConnsRemaining + settled.cut, acceptClosed: r.acceptClosed, workCut: r.workCut ?? 0, connsOffered: settled.sent };
         }, (error) => ({ type: 'drainFailed', error }));

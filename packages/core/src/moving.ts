@@ -129,14 +129,24 @@ export class ConnectionOffers {
   #nextId = 1;
   #unlisten: (() => void) | null = null;
   #waiters: (() => void)[] = [];
+  /** Epoch ms after which nothing more is offered (what is left drains as before). */
+  readonly until: number;
 
   /**
    * @param send sends the ConnOffer frame once the descriptor was acknowledged; false when it
    * cannot be sent (the handoff ended): the connection then stays here.
+   * @param until epoch ms after which no connection is offered any more: moving connections
+   * takes time (about a millisecond each), and the drain must end well before its deadline.
    */
-  constructor(handoffId: string, send: (offer: Omit<ConnOffer, 'type' | 'handoffId'>) => boolean) {
+  constructor(handoffId: string, send: (offer: Omit<ConnOffer, 'type' | 'handoffId'>) => boolean, until = Number.POSITIVE_INFINITY) {
     this.#handoffId = handoffId;
     this.#send = send;
+    this.until = until;
+  }
+
+  /** True once every offer went, or the time for offering is over. */
+  get done(): boolean {
+    return this.pending === 0 || Date.now() >= this.until;
   }
 
   /** Offers whose descriptor the supervisor has not acknowledged yet. */
@@ -158,7 +168,7 @@ export class ConnectionOffers {
    * ConnOffer once the supervisor has it. False when it cannot move (then nothing changed).
    */
   offer(socket: Socket, details: OfferDetails): boolean {
-    if (!movable(socket) || !process.connected) return false;
+    if (Date.now() >= this.until || !movable(socket) || !process.connected) return false;
     const leftover = stopReading(socket);
     let state: Uint8Array | null;
     try {

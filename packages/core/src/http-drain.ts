@@ -132,11 +132,14 @@ export class HttpDrainer {
     if (this.#moved.delete(socket) && !socket.destroyed) this.#sockets.add(socket);
   }
 
-  /** Counts a connection that did not come through this server's 'connection' event (one adopted from the predecessor). */
+  /**
+   * Counts a connection that did not come through this server's 'connection' event (a declared
+   * one adopted from the predecessor: never an HTTP connection, so never moved as one).
+   */
   track(socket: Socket): void {
     if (this.#sockets.has(socket)) return;
     this.#sockets.add(socket);
-    this.#bytesAtStart.set(socket, socket.bytesRead);
+    this.#bytesAtStart.set(socket, -1);
     socket.on('error', () => undefined);
     socket.once('close', () => this.#sockets.delete(socket));
   }

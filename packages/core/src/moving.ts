@@ -127,6 +127,8 @@ export class ConnectionOffers {
     { readonly socket: Socket; readonly leftover: Buffer; readonly timeoutMs: number; readonly frame: Omit<ConnOffer, 'type' | 'handoffId'>; readonly onReturn: (() => void) | undefined; sent: boolean }
   >();
   #nextId = 1;
+  /** The sockets offered (each at most once). */
+  readonly #sockets = new Set<Socket>();
   #unlisten: (() => void) | null = null;
   #waiters: (() => void)[] = [];
   /** Epoch ms after which nothing more is offered (what is left drains as before). */
@@ -168,7 +170,7 @@ export class ConnectionOffers {
    * ConnOffer once the supervisor has it. False when it cannot move (then nothing changed).
    */
   offer(socket: Socket, details: OfferDetails): boolean {
-    if (Date.now() >= this.until || !movable(socket) || !process.connected) return false;
+    if (Date.now() >= this.until || this.#sockets.has(socket) || !movable(socket) || !process.connected) return false;
     const leftover = stopReading(socket);
     let state: Uint8Array | null;
     try {
@@ -188,6 +190,7 @@ export class ConnectionOffers {
     const connId = this.#nextId++;
     const frame = { connId, listener: clipText(details.listener, FieldLimits.connKindMax), kind: clipText(details.kind, FieldLimits.connKindMax) || 'conn', leftover: new Uint8Array(leftover), state };
     const entry = { socket, leftover, timeoutMs, frame, onReturn: details.onReturn, sent: false };
+    this.#sockets.add(socket);
     this.#offered.set(connId, entry);
     this.#unlisten ??= listen((message) => {
       const m = asConnMessage(message);
@@ -219,6 +222,7 @@ export class ConnectionOffers {
     const entry = this.#offered.get(connId);
     if (!entry) return;
     this.#offered.delete(connId);
+    this.#sockets.delete(entry.socket);
     if (entry.timeoutMs > 0 && !entry.socket.destroyed) entry.socket.setTimeout(entry.timeoutMs);
     resumeReading(entry.socket, entry.leftover);
     if (returned) entry.onReturn?.();

@@ -252,6 +252,28 @@ describe('idle keep-alive connections, moved again and again', () => {
   });
 });
 
+describe('idle WebSocket connections, moved again and again', () => {
+  it('moves WebSocket clients that send nothing through several handoffs, each as a WebSocket, and they answer at the end', async () => {
+    await using cluster = await startCluster({ daemon: wsChat(), stateless: true });
+    printOnFailure(cluster);
+    const clients = Array.from({ length: 20 }, (_, i) => new ChatClient(cluster.port, `idle${i}`));
+    await Promise.all(clients.map((c) => c.opened));
+    for (let i = 0; i < 3; i++) {
+      const result = await cluster.handoff({ daemon: { env: { WS_BUILD_ID: `v${i + 2}` } } });
+      expect(result, `handoff ${i + 1}`).toMatchObject({ committed: true });
+      // Each once: an adopted WebSocket that read nothing since is never taken for an idle HTTP connection.
+      expect(result.drained?.connsOffered, `handoff ${i + 1}`).toBe(20);
+    }
+    for (const c of clients) c.send();
+    await cluster.waitFor('every idle client answered', () => clients.every((c) => c.received === 1));
+    const pid = (await cluster.health())?.pid;
+    expect(clients.map((c) => c.lastPid)).toEqual(clients.map(() => pid));
+    expect(clients.flatMap((c) => c.problems)).toEqual([]);
+    expect(clients.filter((c) => c.closed !== null)).toEqual([]);
+    for (const c of clients) c.ws.terminate();
+  });
+});
+
 describe('a crash during the transfer', () => {
   // Each: where the process dies, and who it is. Every connection then stays with a daemon that
   // serves (its requests answered) or is closed (counted): never left open and unanswered.

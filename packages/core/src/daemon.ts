@@ -577,7 +577,7 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
     disarmFailureFile();
     options.onServing?.({ role: 'cold', promoted: false, listeningOn });
   } else {
-    const successor = Successor.connect({ channelFd: detected.channelFd, capabilities: defaultCapabilities({ stateless: overlap, spawnHolder: false, moveConnections: moving }), ...timing });
+    const successor = Successor.connect({ channelFd: detected.channelFd, capabilities: defaultCapabilities({ stateless: overlap, spawnHolder: false, moveConnections: moving }), ownsData: !stateless, ...timing });
     // Before Hello: the supervisor asks the incumbent to drain only once Hello arrives.
     const preloadMs = options.preloadMs ?? (detected.timing.helloMs ? Math.round(detected.timing.helloMs * 0.7) : DEFAULT_PRELOAD_MS);
     let preloaded = await preloadBeforeHello(options, dataDir, preloadMs, watched);

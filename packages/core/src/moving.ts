@@ -357,19 +357,24 @@ export class HeldConnections {
       adopted.push({ socket, kind: frame.kind, listener: frame.listener, leftover: Buffer.from(frame.leftover), state: frame.state });
     }
     this.#frames.clear();
-    this.close();
+    this.stop();
     return adopted;
   }
 
-  /** Closes what is held (this process exits, or serves alone without Commit) and stops listening. */
-  close(): void {
+  /** No more will come (the supervisor's channel ended): a takeover waiting for them goes on; what is held stays. */
+  stop(): void {
     this.#closed = true;
     this.#wake();
+    this.#unlisten?.();
+    this.#unlisten = null;
+  }
+
+  /** Closes what is held (this process exits, or serves alone and may not keep them) and stops listening. */
+  close(): void {
+    this.stop();
     for (const handle of this.#handles.values()) handle.close();
     this.#handles.clear();
     this.#frames.clear();
-    this.#unlisten?.();
-    this.#unlisten = null;
   }
 }
 

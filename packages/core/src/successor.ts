@@ -27,6 +27,12 @@ export interface SuccessorOptions {
   readonly capabilities?: number;
   readonly heartbeatMs?: number;
   readonly livenessMs?: number;
+  /**
+   * The daemon keeps a data directory (its lock decides who writes): serving alone without
+   * Commit while holding the lock, it keeps the connections moved to it, which its predecessor
+   * can no longer resume (PROTOCOL.md §6, "Moving connections").
+   */
+  readonly ownsData?: boolean;
 }
 
 /** Whether `capabilities` announce MoveConnections (then offered connections are received). */
@@ -51,6 +57,7 @@ class SuccessorSession {
   #takeover: { handoffId: string; seal: SealReport | null; state: Uint8Array | null; conns: number } | undefined;
   /** Connections offered to this successor (PROTOCOL.md section 6, "Moving connections"): dormant until Commit. */
   readonly held: HeldConnections;
+  readonly #ownsData: boolean;
   #adopted: AdoptedConnection[] = [];
   #promoted: boolean | undefined;
   #resolveExit!: (exit: IncumbentExit) => void;
@@ -58,6 +65,7 @@ class SuccessorSession {
 
   constructor(options: SuccessorOptions, buildId: string) {
     this.held = new HeldConnections(receivesConnections(options.capabilities));
+    this.#ownsData = options.ownsData ?? false;
     this.#machine = new MachineDriver({
       initial: initialSuccessorState(daemonConfig(buildId, options)),
       transition: successorTransition,
@@ -80,9 +88,9 @@ class SuccessorSession {
       this.feed({ type: 'message', message });
     });
     this.#channel.on('close', (reason) => {
-      // No Commit can come any more: what was offered is not this process's to adopt (after a
-      // Commit the connections were adopted already). A takeover waiting for them goes on.
-      this.held.close();
+      // No more offers can come: a takeover waiting for them goes on; what is held waits for
+      // the outcome (adopted if this process then serves holding the lock, else closed).
+      this.held.stop();
       this.feed({ type: 'sessionClosed', reason });
     });
   }
@@ -153,8 +161,9 @@ class SuccessorSession {
         return;
       case 'becomeIncumbent':
         this.#promoted = effect.promoted;
-        // Adopted only on Commit; serving alone, the predecessor may resume them: close these copies.
-        if (effect.adoptConnections) this.#adopted = this.held.adopt();
+        // Adopted on Commit, or serving alone with the lock (the predecessor resumes them only
+        // after re-taking it); serving alone without data, the predecessor may resume them: closed.
+        if (effect.adoptConnections || (this.#ownsData && this.#machine.state.lockHeld)) this.#adopted = this.held.adopt();
         else this.held.close();
         this.#machine.stopTimers();
         this.#channel.close('committed');

@@ -472,9 +472,10 @@ export function simulateHandoff(options: SimOptions = {}): SimResult {
         return;
       case 'becomeIncumbent':
         log(`successor becomes the incumbent${effect.promoted ? ' (promoted without a supervisor commit)' : ''}`);
-        // Adopted at Commit; serving alone (no Commit), it closes them: its predecessor may resume them.
+        // Adopted at Commit, or serving alone with the lock (its predecessor resumes them only after
+        // re-taking it); serving alone without data, it closes them: its predecessor may resume them.
         for (const c of dormantInSuccessor) {
-          if (effect.adoptConnections) connReaders.get(c)?.add(SUCCESSOR);
+          if (effect.adoptConnections || (!stateless && lock === SUCCESSOR)) connReaders.get(c)?.add(SUCCESSOR);
           else connHolders.get(c)?.delete(SUCCESSOR);
         }
         dormantInSuccessor.clear();

@@ -67,8 +67,9 @@ export type SuccessorEffect =
   | { readonly type: 'connOffered'; readonly offer: ConnOffer }
   /**
    * The successor is now the incumbent: bind the control socket and serve sessions. With
-   * `adoptConnections` (a Commit) it serves the offered connections; otherwise (it serves
-   * alone, its supervisor gone) it closes them, since its predecessor may resume them.
+   * `adoptConnections` (a Commit) it serves the offered connections; serving alone (its
+   * supervisor gone) it keeps them only if it holds the data directory's lock, which its
+   * predecessor must re-take to resume them; otherwise it closes them.
    */
   | { readonly type: 'becomeIncumbent'; readonly handoffId: string; readonly promoted: boolean; readonly adoptConnections: boolean }
   | { readonly type: 'exit'; readonly code: number; readonly reason: string }

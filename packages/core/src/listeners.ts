@@ -1,8 +1,11 @@
 /**
  * Listening sockets inherited by fd, by name. Each may come with reserve copies (other fds
  * of the same socket), because closing a Node server closes its fd: a drained daemon that
- * must accept again (after an abort) listens on the next copy.
+ * must accept again (after an abort) listens on the next copy. Once the last copy is in use,
+ * a new one is made (Node has no dup(2): a short-lived child inherits the fd and sends it back
+ * over IPC), so a process accepts again after any number of aborted handoffs.
  */
+import { spawn } from 'node:child_process';
 import { Socket } from 'node:net';
 import type { Server } from 'node:net';
 import { CoreError, CoreErrorCode } from './errors.js';
@@ -10,18 +13,63 @@ import { CoreError, CoreErrorCode } from './errors.js';
 /** Default accept backlog; it must cover connects that arrive while nobody accepts. */
 export const DEFAULT_BACKLOG = 511;
 
+/** A raw libuv handle (TCP or pipe wrap) received over IPC: a copy of a listening socket. */
+interface RawHandle {
+  readonly fd: number;
+}
+
+/** What a copy of the socket is: an inherited fd, or a handle received from a child. */
+type Copy = number | RawHandle;
+
+const fdOf = (copy: Copy): number => (typeof copy === 'number' ? copy : copy.fd);
+
+/**
+ * The child that makes a copy: it wraps fd 3 (inherited) without reading it and sends the
+ * raw handle back — the kernel gives the receiver a new fd of the same socket.
+ */
+const COPY_CHILD = "const s = new (require('node:net').Socket)({ fd: 3, readable: false, writable: false }); process.send('copy', s._handle, () => process.disconnect());";
+
+/** A new copy of the socket open at `fd` in this process (see the module comment). */
+function copyOf(fd: number, timeoutMs = 10_000): Promise<RawHandle> {
+  return new Promise((resolve, reject) => {
+    // No environment of ours: the child is plain node and must not take this daemon's variables for its own.
+    const child = spawn(process.execPath, ['-e', COPY_CHILD], { stdio: ['ignore', 'ignore', 'pipe', fd, 'ipc'], env: {} });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('message', (_message, handle: RawHandle | undefined) => {
+      if (handle && typeof handle.fd === 'number' && handle.fd >= 0) resolve(handle);
+    });
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      // After a resolve this is a no-op; otherwise the child failed.
+      reject(new Error(`the copying child ended (${signal ?? `exit code ${String(code)}`}) without sending a copy${stderr ? `: ${stderr.trim().split('\n').at(-1) ?? ''}` : ''}`));
+    });
+  });
+}
+
 /** One inherited listening socket and its unused copies. */
 export class InheritedListener {
   readonly name: string;
   /** The backlog the supervisor asked for, used when `listen` is given none. */
   readonly backlog: number;
-  readonly #fds: number[];
+  readonly #copies: Copy[];
   #inUse: number | null = null;
+  /** A copy being made (the last one is in use), or null. */
+  #making: Promise<void> | null = null;
+  /** Why the last attempt to make a copy failed, or null. */
+  #makeFailed: string | null = null;
+  /** Handles received as copies: kept referenced for the life of the process (one may share its fd with a server's own wrap). */
+  readonly #received: RawHandle[] = [];
 
   constructor(name: string, fd: number, reserves: readonly number[], backlog = DEFAULT_BACKLOG) {
     this.name = name;
     this.backlog = backlog;
-    this.#fds = [fd, ...reserves];
+    this.#copies = [fd, ...reserves];
   }
 
   /**
@@ -29,12 +77,31 @@ export class InheritedListener {
    * when one is left (never closed by this process), else the one a server listens on.
    */
   get openFd(): number | null {
-    return this.#fds.at(-1) ?? this.#inUse;
+    const unused = this.#copies.at(-1);
+    return unused === undefined ? this.#inUse : fdOf(unused);
   }
 
-  /** Copies left to listen on (the first call to {@link listen} uses one). */
+  /** Copies left to listen on (the first call to {@link listen} uses one; a new one is made when none is left). */
   get copiesLeft(): number {
-    return this.#fds.length;
+    return this.#copies.length;
+  }
+
+  /** Makes a copy of the fd in use when none is left: the next abort can listen again. */
+  #replenish(): void {
+    const inUse = this.#inUse;
+    if (this.#copies.length > 0 || this.#making || inUse === null) return;
+    this.#making = copyOf(inUse)
+      .then((handle) => {
+        this.#received.push(handle);
+        this.#copies.push(handle);
+        this.#makeFailed = null;
+      })
+      .catch((error: unknown) => {
+        this.#makeFailed = error instanceof Error ? error.message : String(error);
+      })
+      .finally(() => {
+        this.#making = null;
+      });
   }
 
   /**
@@ -42,15 +109,18 @@ export class InheritedListener {
    * @throws CoreError HANDOFF_NO_RESERVE when every copy was used in this process.
    */
   async listen(server: Server, backlog = this.backlog): Promise<void> {
-    const fd = this.#fds.shift();
-    this.#inUse = fd ?? null;
-    if (fd === undefined) {
+    if (this.#copies.length === 0) await this.#making;
+    const copy = this.#copies.shift();
+    if (copy === undefined) {
       throw new CoreError(
         CoreErrorCode.NoReserve,
-        `listener "${this.name}": every inherited copy has been used; this process cannot accept on it again — restart the daemon (a cold start) or give it more copies (HANDOFF_RESERVE_COPIES)`,
+        `listener "${this.name}": every copy of the socket has been used and no new one could be made (${this.#makeFailed ?? 'none was in use to copy'}); this process cannot accept on it again — restart the daemon (a cold start) or give it more copies (HANDOFF_RESERVE_COPIES)`,
       );
     }
-    const handle = this.#open(fd);
+    const fd = fdOf(copy);
+    this.#inUse = fd;
+    // A received TCP handle is listened on as it is; an fd (or a received pipe's) is wrapped and checked.
+    const handle = typeof copy !== 'number' && copy.constructor.name === 'TCP' ? copy : this.#open(fd);
     await new Promise<void>((resolve, reject) => {
       const onError = (error: NodeJS.ErrnoException): void => {
         reject(new CoreError(CoreErrorCode.EnvInvalid, `listener "${this.name}" (fd ${fd}): cannot listen on the inherited socket (${error.code ?? error.message}); it must be a bound stream socket, as handoff-supervisor and systemd pass them`, { cause: error }));
@@ -62,6 +132,7 @@ export class InheritedListener {
         resolve();
       });
     });
+    this.#replenish();
   }
 
   /**

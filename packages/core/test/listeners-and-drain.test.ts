@@ -51,7 +51,7 @@ const cases: [string, (dir: string) => { address: string; port?: number; path?: 
 
 describe('inherited listeners', () => {
   for (const [name, spec] of cases) {
-    it(`${name}: serves, drains with zero errors under keep-alive load, queues while closed, and accepts again on a reserve copy`, async () => {
+    it(`${name}: serves, drains with zero errors under keep-alive load, queues while closed, and accepts again on a reserve copy — and on a copy it makes once none is left`, async () => {
       const dir = mkdtempSync(join(tmpdir(), 'handoff-listen-'));
       const s = spec(dir);
       const handle = s.family === -1 ? net._createServerHandle(s.address, -1, -1, undefined, 0) : net._createServerHandle(s.address, 0, s.family, undefined, 0);
@@ -105,11 +105,14 @@ describe('inherited listeners', () => {
         running = false;
         await Promise.all(loops);
         expect(errors).toBe(0);
-        // Every copy used: a clear error, not a crash.
-        child.send('drain');
-        await next(child);
-        child.send('relisten');
-        expect(await next(child)).toEqual({ error: 'HANDOFF_NO_RESERVE' });
+        // Every inherited copy used: the process made a new one, and accepts again after any number of aborts.
+        for (let round = 0; round < 3; round++) {
+          child.send('drain');
+          expect(await next(child)).toMatchObject({ drained: { acceptClosed: true } });
+          child.send('relisten');
+          expect(await next(child)).toMatchObject({ relistened: true });
+          expect(await get().then(() => errors)).toBe(0);
+        }
       } finally {
         running = false;
         agent.destroy();

@@ -304,17 +304,28 @@ export class HeldConnections {
 
   /** @param receive listen for descriptors (this successor announced `MoveConnections`). */
   constructor(receive: boolean) {
-    this.#unlisten = receive
-      ? listen((message, handle) => {
-          const m = asConnMessage(message);
-          if (m?.handoff !== 'conn' || !handle || (this.#handoffId !== null && m.handoffId !== this.#handoffId) || this.#handles.has(m.connId)) {
-            (handle as StreamHandle | undefined)?.close();
-            return;
-          }
-          this.#handles.set(m.connId, handle as StreamHandle);
-          this.#wake();
-        })
-      : null;
+    if (!receive) {
+      this.#unlisten = null;
+      return;
+    }
+    const unlisten = listen((message, handle) => {
+      const m = asConnMessage(message);
+      if (m?.handoff !== 'conn' || !handle || (this.#handoffId !== null && m.handoffId !== this.#handoffId) || this.#handles.has(m.connId)) {
+        (handle as StreamHandle | undefined)?.close();
+        return;
+      }
+      this.#handles.set(m.connId, handle as StreamHandle);
+      this.#wake();
+    });
+    // The descriptor channel's end: every descriptor written to it has been read.
+    const ended = (): void => {
+      this.#wake();
+    };
+    process.on('disconnect', ended);
+    this.#unlisten = () => {
+      unlisten();
+      process.off('disconnect', ended);
+    };
   }
 
   /** A ConnOffer from the supervisor. */
@@ -336,12 +347,25 @@ export class HeldConnections {
     for (const w of waiters) w();
   }
 
-  /** Resolves once `count` connections (frame and descriptor) are here; the supervisor's phase deadline bounds the wait. */
-  async await(count: number): Promise<void> {
+  /**
+   * Resolves once `count` connections (frame and descriptor) are here; the supervisor's phase
+   * deadline bounds the wait. Once the supervisor's channel ended (no more frames), the
+   * descriptors it wrote before it went may still be on their way on the descriptor channel:
+   * they are waited for until that channel ends too, at most `afterCloseMs`.
+   */
+  async await(count: number, afterCloseMs = 2_000): Promise<void> {
+    let giveUpAt = Number.POSITIVE_INFINITY;
     while (this.#complete() < count) {
-      if (this.#closed) throw new CoreError(CoreErrorCode.Aborted, 'the successor stopped waiting for the connections offered to it');
+      if (this.#closed) {
+        giveUpAt = Math.min(giveUpAt, Date.now() + afterCloseMs);
+        if (this.#unlisten === null || !process.connected || Date.now() >= giveUpAt) throw new CoreError(CoreErrorCode.Aborted, 'the successor stopped waiting for the connections offered to it');
+      }
       await new Promise<void>((resolve) => {
-        this.#waiters.push(resolve);
+        const timer = this.#closed ? setTimeout(resolve, Math.max(1, giveUpAt - Date.now())) : undefined;
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
       });
     }
   }
@@ -357,21 +381,29 @@ export class HeldConnections {
       adopted.push({ socket, kind: frame.kind, listener: frame.listener, leftover: Buffer.from(frame.leftover), state: frame.state });
     }
     this.#frames.clear();
-    this.stop();
+    this.#end();
     return adopted;
   }
 
-  /** No more will come (the supervisor's channel ended): a takeover waiting for them goes on; what is held stays. */
+  /**
+   * No more frames will come (the supervisor's channel ended): a takeover waiting for them
+   * goes on once the descriptors already on their way arrived (see {@link await}); what is held stays.
+   */
   stop(): void {
     this.#closed = true;
     this.#wake();
+  }
+
+  /** Stops listening for descriptors. */
+  #end(): void {
+    this.stop();
     this.#unlisten?.();
     this.#unlisten = null;
   }
 
   /** Closes what is held (this process exits, or serves alone and may not keep them) and stops listening. */
   close(): void {
-    this.stop();
+    this.#end();
     for (const handle of this.#handles.values()) handle.close();
     this.#handles.clear();
     this.#frames.clear();

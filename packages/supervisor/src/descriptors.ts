@@ -49,6 +49,8 @@ export class DescriptorChannel {
    * drops the rest of its queue (never calling back) when the channel ends — closed here then.
    */
   readonly #passing = new Set<RawHandle>();
+  /** Called once nothing is left to write (see {@link flushed}). */
+  #flushWaiters: (() => void)[] = [];
 
   constructor(child: ChildProcess) {
     this.#child = child;
@@ -62,6 +64,7 @@ export class DescriptorChannel {
     child.once('disconnect', () => {
       for (const handle of this.#passing) closeQuietly(handle);
       this.#passing.clear();
+      this.#wakeFlushed();
       this.end();
     });
   }
@@ -108,12 +111,31 @@ export class DescriptorChannel {
       // Sent (the kernel holds the descriptor in flight) or failed (the daemon died): this copy goes.
       this.#passing.delete(handle);
       closeQuietly(handle);
+      this.#wakeFlushed();
     };
     try {
       this.#child.send(message, handle as never, done);
     } catch {
       done();
     }
+  }
+
+  /**
+   * Resolves once every descriptor passed to the daemon has been written to its channel (from
+   * then on the kernel holds it in flight, whatever becomes of this process), or the channel
+   * ended. Node writes one descriptor at a time, each after the daemon acknowledged the last:
+   * until then the rest wait in this process's memory, and would die with it.
+   */
+  flushed(): Promise<void> {
+    if (this.#passing.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#flushWaiters.push(resolve));
+  }
+
+  #wakeFlushed(): void {
+    if (this.#passing.size > 0) return;
+    const waiters = this.#flushWaiters;
+    this.#flushWaiters = [];
+    for (const w of waiters) w();
   }
 
   #received(message: unknown, handle: unknown): void {

@@ -224,7 +224,31 @@ export class HandoffRun {
   #attachIncumbent(): void {
     const inc = this.#incumbent;
     const { channel } = inc.session;
-    const onMessage = (message: Parameters<Parameters<typeof channel.on<'message'>>[1]>[0]): void => {
+    type Message = Parameters<Parameters<typeof channel.on<'message'>>[1]>[0];
+    /** Messages held back behind a Drained that waits for the descriptors to be written, in order. */
+    let held: Message[] | null = null;
+    let live = true;
+    const feed = (message: Message): void => {
+      if (held) {
+        held.push(message);
+        return;
+      }
+      const forwarding = this.#successor?.descriptors;
+      if (message.type === 'Drained' && this.#machine.state.moving && forwarding) {
+        // Every descriptor forwarded must be in the kernel's hands before the seal and Begin: one
+        // still queued in this process when it dies after Begin would be lost to the successor,
+        // and the incumbent, its lock gone, could not take its connection back.
+        held = [message];
+        void forwarding.flushed().then(() => {
+          const queued = held ?? [];
+          held = null;
+          if (live) for (const m of queued) this.#machine.feed({ type: 'incumbentMessage', message: m });
+        });
+        return;
+      }
+      this.#machine.feed({ type: 'incumbentMessage', message });
+    };
+    const onMessage = (message: Message): void => {
       crashPoint(`supervisor:received-${message.type}-from-incumbent`);
       this.#heard('incumbent');
       if (message.type === 'ConnOffer' && this.#machine.state.moving && inc.descriptors?.holds(message.connId) !== true) {
@@ -233,27 +257,26 @@ export class HandoffRun {
         channel.close('ConnOffer without its descriptor');
         return;
       }
-      this.#machine.feed({ type: 'incumbentMessage', message });
+      feed(message);
     };
     const onClose = (reason: string): void => {
       // A session that ends because its process died is told apart from one that just ended.
       void waitForDeath(inc.pid, 300).then((dead) => {
+        if (held) held = []; // what it said last never reached the machine: its session ended before that
         this.#machine.feed(dead ? { type: 'incumbentExited', reason } : { type: 'incumbentDisconnected', reason });
       });
     };
     channel.on('message', onMessage);
     channel.on('close', onClose);
     this.#detach.push(() => {
+      live = false;
       channel.off('message', onMessage);
       channel.off('close', onClose);
     });
     if (inc.exited) {
-      let live = true;
       void inc.exited.then(() => {
+        if (held) held = []; // what it said last never reached the machine: it died before that
         if (live) this.#machine.feed({ type: 'incumbentExited', reason: 'the incumbent process exited' });
-      });
-      this.#detach.push(() => {
-        live = false;
       });
     }
   }

@@ -548,7 +548,8 @@ function atPhase(who: 'successor' | 'incumbent', phase: KillPhase, expect: (r: H
             }
             // The successor exists once awaitingHello begins: find it before the phase that matters.
             if (who === 'successor' && line.to === 'awaitingHello') successor();
-            if (who === 'successor' && phase === 'beginning' && line.to === 'preparing') freeze(successor());
+            // Frozen once the seal begins (not before: the supervisor seals only once the successor has every connection moved to it), so that it cannot answer Begin before the kill.
+            if (who === 'successor' && phase === 'beginning' && line.to === 'sealing') freeze(successor());
             if (line.to !== phase) return;
             // Before anything else: the incumbent must not finish its drain or seal meanwhile.
             if (who === 'successor' && (phase === 'preparing' || phase === 'sealing')) freeze(incumbent);
@@ -562,8 +563,8 @@ function atPhase(who: 'successor' | 'incumbent', phase: KillPhase, expect: (r: H
         }
         const killed = victim as number | null; // set in the callback
         if (killedAt < 0 && who === 'successor' && phase === 'beginning' && r.result?.abortReason?.code === 'HANDOFF_SUCCESSOR_SILENT') {
-          // Frozen from the drain on, it went silent before beginning: the drain and seal outlasted the liveness timeout.
-          misses.push(`no beginning: the successor, frozen from the drain on, was silent past the liveness timeout first (${describeResult(r)})`);
+          // Frozen from the seal on, it went silent before beginning: the seal outlasted the liveness timeout.
+          misses.push(`no beginning: the successor, frozen from the seal on, was silent past the liveness timeout first (${describeResult(r)})`);
           await settled(cluster);
           continue;
         }

@@ -638,7 +638,8 @@ export async function runDaemon<S, P = unknown>(options: DaemonOptions<S, P>, gi
       crashPoint('incumbent:stopping');
       try {
         await drainAll(Date.now() + 10_000, new AbortController().signal, undefined, 'stop');
-        await sealAll();
+        // Sealed already (a handoff's seal, its supervisor gone before the outcome): nothing more to make durable.
+        if (!sealed) await sealAll();
         incumbent.lock?.release();
         resolve({ code: 0, reason: 'stopped: drained and sealed' });
       } catch (error) {

@@ -74,7 +74,7 @@ export const FULL: Preset = {
 export const QUICK: Preset = {
   connections: 16,
   warmupMs: 250,
-  handoffs: 2,
+  handoffs: 1,
   spacingMs: 500,
   tailMs: 250,
   probeEveryMs: 5,

@@ -24,6 +24,11 @@ export interface CrashScenario {
   readonly request?: HandoffRequest;
   /** Restart the supervisor instead of starting a handoff to reach the point (session points). */
   readonly trigger?: 'handoff' | 'restart';
+  /**
+   * Once the point fired, SIGKILL the incumbent as well (then a process the point froze goes
+   * on): the incumbent dying while the other process is at that point.
+   */
+  readonly killIncumbent?: boolean;
   /** The load run through the scenario (paths for a daemon with another API than the example's); default 4 readers, 1 writer, a probe every 5 ms. */
   readonly load?: Omit<LoadOptions, 'port'>;
 }
@@ -60,6 +65,10 @@ export async function runCrashScenario(cluster: Cluster, scenario: CrashScenario
     reply = cluster.handoffReply(scenario.request ?? {});
   }
   const firedBy = await cluster.waitFor(`crash point ${scenario.point}`, () => cluster.fired(), 20_000);
+  if (scenario.killIncumbent === true && servedBefore !== null) {
+    process.kill(servedBefore, 'SIGKILL');
+    if (scenario.signal === 'SIGSTOP') process.kill(firedBy, 'SIGCONT');
+  }
   if (scenario.role === 'supervisor') {
     if (scenario.signal === 'SIGSTOP') {
       // Frozen: the daemons must resolve the handoff on their own, and one must serve.

@@ -71,6 +71,8 @@ const ROWS: Row[] = [
   { row: 'successor: after receiving Commit', role: 'successor', point: 'successor:received-Commit', request: V2, expect: { serves: 'new', outcome: 'committed', restartsCommitted: true } },
   { row: 'successor: after binding its control socket', role: 'successor', point: 'successor:control-bound', request: V2, expect: { serves: 'new', outcome: 'committed', restartsCommitted: true } },
   // The incumbent killed.
+  // The successor holds itself at its preload (SIGSTOP) while the incumbent is SIGKILLed, then goes on: it recovers from disk, or the supervisor cold-starts.
+  { row: 'incumbent: killed while its successor preloads', role: 'successor', point: 'successor:preloading', signal: 'SIGSTOP', killIncumbent: true, once: true, expect: { serves: 'new', outcome: 'promoted' } },
   { row: 'incumbent: inside drain', role: 'incumbent', point: 'incumbent:inside-drain', expect: { serves: 'new', outcome: 'promoted' } },
   { row: 'incumbent: after sending Drained', role: 'incumbent', point: 'incumbent:sent-Drained', expect: { serves: 'new', outcome: 'promoted' } },
   { row: 'incumbent: inside seal, before releasing the lock', role: 'incumbent', point: 'incumbent:inside-seal', expect: { serves: 'new', outcome: 'promoted' } },

@@ -130,6 +130,8 @@ describe('the conformance kit against the reference daemons', () => {
     expect(report.checks.filter((c) => c.status === 'skipped').map((c) => c.id)).toEqual(['abort-cancel']);
     expect(report.checks.find((c) => c.id === 'reload-answers')?.status).toBe('passed');
     expect(report.checks.find((c) => c.id === 'drain-cut-work')?.status).toBe('passed');
+    // Its seal hands over its counters: a successor of the same program takes them.
+    expect(report.checks.find((c) => c.id === 'handover-state')?.detail).toMatch(/^sealed with \d+ bytes of state; the successor \(pid \d+\) given it in Begin was Ready/);
     expect(report.passed).toBeGreaterThanOrEqual(30);
     await expectNothingLeft(tmp);
   }, 200_000);
@@ -174,6 +176,17 @@ describe('a daemon that breaks the protocol', () => {
     expect(r.stdout.trimEnd().split('\n').at(-1)).toBe('conformance: 2 passed, 3 failed, 0 skipped');
     await expectNothingLeft(tmp);
   }, 120_000);
+
+  it('one whose handover state does not encode fails the handover-state check, saying what the seal answered; the later checks still run', async () => {
+    const tmp = privateTmp();
+    // KV_HANDOVER_BAD=1: the kv daemon's seal returns a state msgpack cannot encode.
+    const r = await runCli(['--only', 'handover-state', '--', 'env', 'KV_HANDOVER_BAD=1', process.execPath, KV_MAIN], tmp);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^handover-state\s+§6 §8\s+FAIL\s+\d+\s+the daemon answered SealRequest with SealFailed: the state to hand over does not encode/m);
+    // The checks after it still ran against a daemon that serves.
+    expect(r.stdout).toMatch(/^cold-start\s+§2 §10\s+pass\s/m);
+    await expectNothingLeft(tmp);
+  }, 60_000);
 });
 
 describe('bad input: one line, exit 2, nothing left behind', () => {

@@ -33,21 +33,34 @@ export class BareDaemon {
   readonly child: ChildProcess;
   readonly port: number;
   readonly controlSocket: string;
+  /** The listener it inherited (the kit's copy). */
+  readonly listener: HeldListener;
+  /** A successor's end of its channel to the kit (PROTOCOL.md §2), or null for a cold start. */
+  readonly channel: ControlClient | null;
   readonly #close: () => void;
   #output = '';
   #exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   /**
-   * Starts `program` as a cold start on `dataDir` with `controlSocket`.
+   * Starts `program` as a cold start on `dataDir` with `controlSocket`; with `successorOf`, as
+   * that daemon's successor, on its listener, with a channel to the kit (the kit then plays
+   * the supervisor on {@link channel}).
    * @throws SupervisorError HANDOFF_SPAWN when the command or its working directory does not exist.
    */
-  constructor(program: Program, dataDir: string, controlSocket: string, tag: Readonly<Record<string, string>>) {
-    const held = bindListeners([{ name: 'http', host: '127.0.0.1', port: 0 }]);
-    this.#close = () => {
-      held.close();
-    };
-    const listener = held.listeners[0] as HeldListener;
+  constructor(program: Program, dataDir: string, controlSocket: string, tag: Readonly<Record<string, string>>, successorOf?: BareDaemon) {
+    let listener: HeldListener;
+    if (successorOf) {
+      listener = successorOf.listener;
+      this.#close = () => undefined;
+    } else {
+      const held = bindListeners([{ name: 'http', host: '127.0.0.1', port: 0 }]);
+      this.#close = () => {
+        held.close();
+      };
+      listener = held.listeners[0] as HeldListener;
+    }
+    this.listener = listener;
     this.port = Number(listener.address.split(':').pop());
     this.controlSocket = controlSocket;
     const env: Record<string, string> = {};
@@ -61,13 +74,24 @@ export class BareDaemon {
       [SpawnEnv.HeartbeatMs]: '100',
       [SpawnEnv.LivenessMs]: '1000',
       [SpawnEnv.Backlogs]: '511',
+      // A successor's work before its Hello (a preload) gets as long as the supervisor's default.
+      [SpawnEnv.HelloMs]: '10000',
     });
+    // fds 3 and 4: the listener and its reserve copy; a successor's channel at fd 5.
+    const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe', listener.fd, listener.fd];
+    if (successorOf) {
+      env[SpawnEnv.Role] = 'successor';
+      env[SpawnEnv.SockFd] = String(stdio.length);
+      stdio.push('pipe');
+    }
     try {
-      this.child = spawnWithListenPid({ command: program.command, args: [...program.args], env: {}, cwd: program.cwd ?? null }, { env, stdio: ['ignore', 'pipe', 'pipe', listener.fd, listener.fd], detached: true });
+      this.child = spawnWithListenPid({ command: program.command, args: [...program.args], env: {}, cwd: program.cwd ?? null }, { env, stdio, detached: true });
     } catch (error) {
-      held.close();
+      this.#close();
       throw error;
     }
+    const channel = successorOf ? ((this.child.stdio as readonly unknown[])[5] as Socket | null) : null;
+    this.channel = channel ? ControlClient.over(channel) : null;
     this.child.stdout?.on('data', (d: Buffer) => (this.#output += d.toString()));
     this.child.stderr?.on('data', (d: Buffer) => (this.#output += d.toString()));
     this.exited = new Promise((resolve) => {
@@ -107,6 +131,7 @@ export class BareDaemon {
         // gone
       }
     }
+    this.channel?.destroy();
     this.#close();
   }
 }
@@ -134,6 +159,11 @@ export class ControlClient {
       });
     });
     socket.on('error', (e) => (this.#error = e.message));
+  }
+
+  /** The kit's end of a successor's channel. */
+  static over(socket: Socket): ControlClient {
+    return new ControlClient(socket);
   }
 
   /** Connects to `path`; rejects when nothing accepts there. */

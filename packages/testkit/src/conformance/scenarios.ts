@@ -9,7 +9,7 @@ import { Agent, request } from 'node:http';
 import { basename, join } from 'node:path';
 import { DataDirLock, lockKindsHeldBy } from '@handoff/core';
 import { capabilities, encodeFrame, hasCapability } from '@handoff/protocol';
-import type { Hello, ReloadDone } from '@handoff/protocol';
+import type { Hello, ReloadDone, ToSupervisorMessage } from '@handoff/protocol';
 import type { HandoffResult } from '@handoff/supervisor';
 import { ask } from '@handoff/supervisor-cli/client';
 import type { Answer } from '@handoff/supervisor-cli/client';
@@ -130,6 +130,37 @@ function fixmap(entries: Readonly<Record<string, string>>): Uint8Array {
   return new Uint8Array(parts);
 }
 
+/** "N bytes of state" or "no state". */
+function describeState(state: Uint8Array | null): string {
+  return state === null ? 'no state (nil)' : `${state.length} bytes of state`;
+}
+
+/** How many frames of each session {@link nextOf} has consumed. */
+const consumed = new WeakMap<ControlClient, number>();
+
+/**
+ * The next message of one of `types` on `client` (skipping Heartbeat and progress), up to
+ * `timeoutMs`; fails on anything else, an invalid frame, a closed session or `daemon`'s exit.
+ */
+async function nextOf(client: ControlClient, types: readonly string[], who: string, timeoutMs: number, daemon?: BareDaemon): Promise<ToSupervisorMessage> {
+  const passing = new Set(['Hello', 'Heartbeat', 'SealProgress', 'DrainProgress']);
+  const seen = (): string => client.frames.map((f) => (f.ok ? (f.message as ToSupervisorMessage).type : `invalid frame (${f.error ?? ''})`)).join(', ');
+  const found = await waitForValue(types.join(' or '), () => {
+    for (let i = consumed.get(client) ?? 0; i < client.frames.length; i++) {
+      const f = client.frames[i] ?? fail('unreachable');
+      if (!f.ok) fail(`${who} sent an invalid frame: ${f.error ?? '?'}`);
+      const m = f.message as ToSupervisorMessage;
+      consumed.set(client, i + 1);
+      if (types.includes(m.type)) return m;
+      if (!passing.has(m.type)) fail(`${who} sent ${m.type} where ${types.join(' or ')} was due (frames: ${seen()})`);
+    }
+    if (daemon?.exit) fail(`${who} exited (${String(daemon.exit.code ?? daemon.exit.signal)}) before ${types.join(' or ')}: ${daemon.lastLine()}`);
+    if (client.closed) fail(`${who} closed the session before ${types.join(' or ')} (frames: ${seen()})${daemon ? `; its output: ${daemon.lastLine()}` : ''}`);
+    return undefined;
+  }, timeoutMs).catch((e: unknown) => fail(e instanceof CheckFailed ? e.message : `no ${types.join(' or ')} from ${who} within ${timeoutMs} ms (frames: ${seen()})${daemon ? `; its output: ${daemon.lastLine()}` : ''}`));
+  return found;
+}
+
 const BARE: CheckDef[] = [
   {
     id: 'spawn-contract',
@@ -238,6 +269,70 @@ const BARE: CheckDef[] = [
         await stillServes(ctx, 'a drain with cutWork and ResumeAfterAbort');
         return `Drained in ${tookMs} ms; no DrainProgress on a session without it${announced ? ' (the daemon announces DrainProgress)' : ''}; resumed and serves`;
       } finally {
+        client.destroy();
+      }
+    },
+  },
+  {
+    id: 'handover-state',
+    title: 'the daemon seals with a handover state of at most 512 KiB (or none) and releases its lock; a successor of the same program given that state in Begin is Ready; after Abort the incumbent resumes with its lock and serves',
+    section: '§6 §8',
+    needs: 'bare',
+    run: async (ctx) => {
+      const bare = ctx.bare ?? fail('no bare daemon');
+      const id = 'conformance-state';
+      const caps = capabilities('SealProgress', 'RecoverFromDisk');
+      const client = await ControlClient.connect(bare.controlSocket).catch((e: unknown) => fail((e as Error).message));
+      let successor: BareDaemon | null = null;
+      // The kit plays a live supervisor on both sessions, once each is acknowledged.
+      const live = new Set<ControlClient>();
+      const beat = setInterval(() => {
+        const frame = encodeFrame({ type: 'Heartbeat', ts: Date.now() }, 'toDaemon');
+        for (const session of live) if (!session.closed) session.write(frame);
+      }, 100);
+      let sealed = false;
+      try {
+        const problem = helloProblem(await client.first(), 'incumbent', bare.pid);
+        if (problem) fail(problem);
+        client.write(encodeFrame({ type: 'HelloAck', version: 1, handoffId: null, capabilities: caps }, 'toDaemon'));
+        live.add(client);
+        client.write(encodeFrame({ type: 'PrepareHandoff', handoffId: id, successorPid: process.pid, deadlineMs: 5_000, drainGraceMs: 100, cutWork: false, moveConns: false }, 'toDaemon'));
+        await nextOf(client, ['Drained'], 'the incumbent', 6_000);
+        client.write(encodeFrame({ type: 'SealRequest', handoffId: id }, 'toDaemon'));
+        const seal = await nextOf(client, ['SealComplete', 'SealFailed'], 'the incumbent', 10_000);
+        if (seal.type === 'SealFailed') fail(`the daemon answered SealRequest with SealFailed: ${seal.error}`);
+        if (seal.type !== 'SealComplete') return fail('unreachable');
+        sealed = true;
+        const state = seal.state;
+        const lock = DataDirLock.probe(ctx.bareDataDir);
+        if (lock.held) fail(`after SealComplete the lock on ${join(ctx.bareDataDir, '.handoff.lock')} is still held${lock.pid === null ? '' : ` (.handoff.pid: ${lock.pid})`}: SealComplete means sealed and released`);
+        successor = new BareDaemon(ctx.program, ctx.bareDataDir, join(ctx.dir, 'successor-control.sock'), ctx.tag, bare);
+        const channel = successor.channel ?? fail('no channel to the successor');
+        const helloFailure = helloProblem(await channel.first(10_000), 'successor', successor.pid);
+        if (helloFailure) fail(`the successor's channel: ${helloFailure} (its output: ${successor.lastLine()})`);
+        channel.write(encodeFrame({ type: 'HelloAck', version: 1, handoffId: id, capabilities: caps }, 'toDaemon'));
+        live.add(channel);
+        channel.write(encodeFrame({ type: 'Begin', handoffId: id, seal: { revisions: seal.revisions, fingerprint: seal.fingerprint }, state, conns: 0 }, 'toDaemon'));
+        const ready = await nextOf(channel, ['Ready'], 'the successor', 15_000, successor);
+        if (ready.type !== 'Ready') return fail('unreachable');
+        if (!ready.healthy) fail(`the successor given the daemon's own handover state (${describeState(state)}) answered Ready with healthy false: ${successor.lastLine()}`);
+        const successorLocked = DataDirLock.probe(ctx.bareDataDir);
+        if (!successorLocked.held || successorLocked.pid !== successor.pid) fail(`the successor sent Ready, but the lock is ${successorLocked.held ? `held by ${String(successorLocked.pid)}` : 'free'}, not by the successor ${successor.pid}`);
+        channel.write(encodeFrame({ type: 'Abort', handoffId: id, code: 'HANDOFF_CANCELLED', reason: 'conformance check: the state round trip is done' }, 'toDaemon'));
+        const exit = await waitForValue('the aborted successor to exit', () => successor?.exit, 10_000).catch(() => fail(`the successor (pid ${successor?.pid ?? 0}) did not exit within 10 s of Abort`));
+        client.write(encodeFrame({ type: 'ResumeAfterAbort', handoffId: id, reason: 'conformance check' }, 'toDaemon'));
+        sealed = false;
+        await waitForValue('the incumbent to re-take its lock', () => {
+          const again = DataDirLock.probe(ctx.bareDataDir);
+          return again.held && again.pid === bare.pid ? true : undefined;
+        }, 10_000).catch(() => fail(`the incumbent (pid ${bare.pid}) did not re-take its lock within 10 s of ResumeAfterAbort (${bare.lastLine()})`));
+        await stillServes(ctx, 'a seal, its successor aborted and ResumeAfterAbort');
+        return `sealed with ${describeState(state)}; the successor (pid ${successor.pid}) given it in Begin was Ready with the lock, exited ${String(exit.code ?? exit.signal)} on Abort; the incumbent resumed with its lock and serves`;
+      } finally {
+        clearInterval(beat);
+        successor?.kill();
+        // Never leave the bare daemon sealed for the next checks.
+        if (sealed && !client.closed) client.write(encodeFrame({ type: 'ResumeAfterAbort', handoffId: id, reason: 'conformance check failed' }, 'toDaemon'));
         client.destroy();
       }
     },

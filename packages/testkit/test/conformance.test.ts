@@ -177,14 +177,25 @@ describe('a daemon that breaks the protocol', () => {
     await expectNothingLeft(tmp);
   }, 120_000);
 
-  it('one whose handover state does not encode fails the handover-state check, saying what the seal answered; the later checks still run', async () => {
+  it('one whose handover state does not encode fails the handover-state check, saying what the seal answered, and serves on with its lock', async () => {
     const tmp = privateTmp();
     // KV_HANDOVER_BAD=1: the kv daemon's seal returns a state msgpack cannot encode.
-    const r = await runCli(['--only', 'handover-state', '--', 'env', 'KV_HANDOVER_BAD=1', process.execPath, KV_MAIN], tmp);
+    const r = await runCli(['--only', 'handover-state,lock-kind', '--', 'env', 'KV_HANDOVER_BAD=1', process.execPath, KV_MAIN], tmp);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/^handover-state\s+§6 §8\s+FAIL\s+\d+\s+the daemon answered SealRequest with SealFailed: the state to hand over does not encode/m);
-    // The checks after it still ran against a daemon that serves.
-    expect(r.stdout).toMatch(/^cold-start\s+§2 §10\s+pass\s/m);
+    expect(r.stdout).toMatch(/^handover-state\s+§6 §7 §8\s+FAIL\s+\d+\s+the daemon answered SealRequest with SealFailed: the state to hand over does not encode/m);
+    // lock-kind runs next, on the same daemon.
+    expect(r.stdout).toMatch(/^lock-kind\s+§14\s+pass\s/m);
+    await expectNothingLeft(tmp);
+  }, 60_000);
+
+  it('one whose successor dies after the seal fails the handover-state check, and the sealed daemon is resumed with its lock', async () => {
+    const tmp = privateTmp();
+    // As a successor, the kv daemon crashes 2.5 s after it starts, inside its open (which sleeps 10 s after Begin).
+    const asSuccessor = 'if [ "$HANDOFF_ROLE" = successor ]; then export KV_DIE_AFTER_MS=2500 KV_OPEN_DELAY_MS=10000; fi; exec "$0" "$@"';
+    const r = await runCli(['--only', 'handover-state,lock-kind', '--', 'sh', '-c', asSuccessor, process.execPath, KV_MAIN], tmp);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^handover-state\s+§6 §7 §8\s+FAIL\s+\d+\s+the successor exited \(4\) before Ready/m);
+    expect(r.stdout).toMatch(/^lock-kind\s+§14\s+pass\s/m);
     await expectNothingLeft(tmp);
   }, 60_000);
 });

@@ -28,6 +28,9 @@ export function dataDirEnv(dataDir: string): Record<string, string> {
   return { HANDOFF_DATA_DIR: dataDir, KV_DATA_DIR: dataDir };
 }
 
+/** The supervisor's heartbeat interval the kit announces (HANDOFF_HEARTBEAT_MS), and keeps when it plays the supervisor. */
+export const BARE_HEARTBEAT_MS = 100;
+
 /** A daemon started by hand with one inherited listener, in its own process group. */
 export class BareDaemon {
   readonly child: ChildProcess;
@@ -71,7 +74,7 @@ export class BareDaemon {
       // One reserve copy (fd 4): a drain that the check then aborts must be able to accept again (§2).
       [SpawnEnv.ReserveCopies]: '1',
       [SpawnEnv.ControlSocket]: controlSocket,
-      [SpawnEnv.HeartbeatMs]: '100',
+      [SpawnEnv.HeartbeatMs]: String(BARE_HEARTBEAT_MS),
       [SpawnEnv.LivenessMs]: '1000',
       [SpawnEnv.Backlogs]: '511',
       // A successor's work before its Hello (a preload) gets as long as the supervisor's default.
@@ -121,7 +124,7 @@ export class BareDaemon {
     return this.#output.split('\n').map((l) => l.trim()).filter((l) => l !== '').at(-1) ?? '(no output)';
   }
 
-  /** Kills its process group and closes our copy of the listener. */
+  /** Kills its process group and closes our copy of the listener (a successor's listener is its predecessor's: left open). */
   kill(): void {
     const pid = this.child.pid;
     if (pid !== undefined && this.#exit === null) {

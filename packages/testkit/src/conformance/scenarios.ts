@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { basename, join } from 'node:path';
 import { DataDirLock, lockKindsHeldBy } from '@handoff/core';
-import { capabilities, encodeFrame, hasCapability } from '@handoff/protocol';
+import { capabilities, encodeFrame, hasCapability, revisionsContinue } from '@handoff/protocol';
 import type { Hello, ReloadDone, ToSupervisorMessage } from '@handoff/protocol';
 import type { HandoffResult } from '@handoff/supervisor';
 import { ask } from '@handoff/supervisor-cli/client';
@@ -16,9 +16,9 @@ import type { Answer } from '@handoff/supervisor-cli/client';
 import { checkPromises } from '../checks.js';
 import type { Cluster } from '../cluster.js';
 import { LoadDriver, verifyLedger } from '../load.js';
-import { waitForValue } from '../wait.js';
+import { waitForValue, waitUntil } from '../wait.js';
 import { getJson } from '../http.js';
-import { BareDaemon, ControlClient, dataDirEnv, helloProblem, procLocks } from './bare.js';
+import { BARE_HEARTBEAT_MS, BareDaemon, ControlClient, dataDirEnv, helloProblem, procLocks } from './bare.js';
 import type { Program } from './bare.js';
 
 /** A check did not hold. */
@@ -135,30 +135,39 @@ function describeState(state: Uint8Array | null): string {
   return state === null ? 'no state (nil)' : `${state.length} bytes of state`;
 }
 
-/** How many frames of each session {@link nextOf} has consumed. */
+/** How many frames of each session {@link nextOf} has read. */
 const consumed = new WeakMap<ControlClient, number>();
 
+/** True when `pid` holds the data-directory lock (a kernel lock, and the pid file names it). */
+function lockHeldBy(dataDir: string, pid: number): boolean {
+  const probe = DataDirLock.probe(dataDir);
+  return probe.held && probe.pid === pid;
+}
+
 /**
- * The next message of one of `types` on `client` (skipping Heartbeat and progress), up to
- * `timeoutMs`; fails on anything else, an invalid frame, a closed session or `daemon`'s exit.
+ * The next message of one of `types` on `client` after those read so far, up to `timeoutMs`,
+ * letting Heartbeats (and `passing`) by; fails on anything else, an invalid frame, a closed
+ * session or `daemon`'s exit, with the daemon's last line of output.
  */
-async function nextOf(client: ControlClient, types: readonly string[], who: string, timeoutMs: number, daemon?: BareDaemon): Promise<ToSupervisorMessage> {
-  const passing = new Set(['Hello', 'Heartbeat', 'SealProgress', 'DrainProgress']);
-  const seen = (): string => client.frames.map((f) => (f.ok ? (f.message as ToSupervisorMessage).type : `invalid frame (${f.error ?? ''})`)).join(', ');
-  const found = await waitForValue(types.join(' or '), () => {
+async function nextOf(client: ControlClient, types: readonly string[], who: string, daemon: BareDaemon, timeoutMs: number, passing: readonly string[] = []): Promise<ToSupervisorMessage> {
+  const want = types.join(' or ');
+  const seen = (): string => {
+    const names = client.frames.map((f) => (f.ok ? (f.message as ToSupervisorMessage).type : `invalid frame (${f.error ?? ''})`)).filter((t) => t !== 'Heartbeat');
+    return `frames: ${names.join(', ') || 'none'} (Heartbeats left out); its output: ${daemon.lastLine()}`;
+  };
+  return waitForValue(want, () => {
     for (let i = consumed.get(client) ?? 0; i < client.frames.length; i++) {
       const f = client.frames[i] ?? fail('unreachable');
+      consumed.set(client, i + 1);
       if (!f.ok) fail(`${who} sent an invalid frame: ${f.error ?? '?'}`);
       const m = f.message as ToSupervisorMessage;
-      consumed.set(client, i + 1);
       if (types.includes(m.type)) return m;
-      if (!passing.has(m.type)) fail(`${who} sent ${m.type} where ${types.join(' or ')} was due (frames: ${seen()})`);
+      if (m.type !== 'Heartbeat' && !passing.includes(m.type)) fail(`${who} sent ${m.type} where ${want} was due (${seen()})`);
     }
-    if (daemon?.exit) fail(`${who} exited (${String(daemon.exit.code ?? daemon.exit.signal)}) before ${types.join(' or ')}: ${daemon.lastLine()}`);
-    if (client.closed) fail(`${who} closed the session before ${types.join(' or ')} (frames: ${seen()})${daemon ? `; its output: ${daemon.lastLine()}` : ''}`);
+    if (daemon.exit) fail(`${who} exited (${String(daemon.exit.code ?? daemon.exit.signal)}) before ${want} (${seen()})`);
+    if (client.closed) fail(`${who} closed the session before ${want} (${seen()})`);
     return undefined;
-  }, timeoutMs).catch((e: unknown) => fail(e instanceof CheckFailed ? e.message : `no ${types.join(' or ')} from ${who} within ${timeoutMs} ms (frames: ${seen()})${daemon ? `; its output: ${daemon.lastLine()}` : ''}`));
-  return found;
+  }, timeoutMs).catch((e: unknown) => fail(e instanceof CheckFailed ? e.message : `no ${want} from ${who} within ${timeoutMs} ms (${seen()})`));
 }
 
 const BARE: CheckDef[] = [
@@ -275,64 +284,77 @@ const BARE: CheckDef[] = [
   },
   {
     id: 'handover-state',
-    title: 'the daemon seals with a handover state of at most 512 KiB (or none) and releases its lock; a successor of the same program given that state in Begin is Ready; after Abort the incumbent resumes with its lock and serves',
-    section: '§6 §8',
+    title: 'the daemon seals with a handover state of at most 512 KiB (or none) and releases its lock; a successor of the same program given that state in Begin answers Ready holding the lock, its data continuing the seal; after Abort it exits 0, and the incumbent resumes with its lock and serves',
+    section: '§6 §7 §8',
     needs: 'bare',
     run: async (ctx) => {
       const bare = ctx.bare ?? fail('no bare daemon');
       const id = 'conformance-state';
-      const caps = capabilities('SealProgress', 'RecoverFromDisk');
       const client = await ControlClient.connect(bare.controlSocket).catch((e: unknown) => fail((e as Error).message));
       let successor: BareDaemon | null = null;
-      // The kit plays a live supervisor on both sessions, once each is acknowledged.
+      // The kit plays a live supervisor (§9) on each session once the handoff involves it.
       const live = new Set<ControlClient>();
       const beat = setInterval(() => {
         const frame = encodeFrame({ type: 'Heartbeat', ts: Date.now() }, 'toDaemon');
         for (const session of live) if (!session.closed) session.write(frame);
-      }, 100);
+      }, BARE_HEARTBEAT_MS);
       let sealed = false;
       try {
-        const problem = helloProblem(await client.first(), 'incumbent', bare.pid);
+        const first = await client.first();
+        const problem = helloProblem(first, 'incumbent', bare.pid);
         if (problem) fail(problem);
+        consumed.set(client, 1);
+        const hello = first?.message as Hello;
+        const caps = capabilities('SealProgress', 'RecoverFromDisk') & hello.capabilities;
         client.write(encodeFrame({ type: 'HelloAck', version: 1, handoffId: null, capabilities: caps }, 'toDaemon'));
+        // §7's order: the successor is started and greeted before the incumbent drains.
+        successor = new BareDaemon(ctx.program, ctx.bareDataDir, join(ctx.dir, 'successor-control.sock'), ctx.tag, bare);
+        const next = successor;
+        const channel = next.channel ?? fail('no channel to the successor');
+        const greeting = await channel.first(10_000);
+        const helloFailure = greeting === null && next.exit ? `it exited (${String(next.exit.code ?? next.exit.signal)}) before its Hello` : helloProblem(greeting, 'successor', next.pid);
+        if (helloFailure) fail(`the successor's channel (HANDOFF_SOCK_FD): ${helloFailure}; its output: ${next.lastLine()}`);
+        consumed.set(channel, 1);
+        channel.write(encodeFrame({ type: 'HelloAck', version: 1, handoffId: id, capabilities: caps & (greeting?.message as Hello).capabilities }, 'toDaemon'));
+        live.add(channel);
+        client.write(encodeFrame({ type: 'PrepareHandoff', handoffId: id, successorPid: next.pid, deadlineMs: 5_000, drainGraceMs: 100, cutWork: false, moveConns: false }, 'toDaemon'));
         live.add(client);
-        client.write(encodeFrame({ type: 'PrepareHandoff', handoffId: id, successorPid: process.pid, deadlineMs: 5_000, drainGraceMs: 100, cutWork: false, moveConns: false }, 'toDaemon'));
-        await nextOf(client, ['Drained'], 'the incumbent', 6_000);
+        await nextOf(client, ['Drained'], 'the incumbent', bare, 6_000);
         client.write(encodeFrame({ type: 'SealRequest', handoffId: id }, 'toDaemon'));
-        const seal = await nextOf(client, ['SealComplete', 'SealFailed'], 'the incumbent', 10_000);
+        const seal = await nextOf(client, ['SealComplete', 'SealFailed'], 'the incumbent', bare, 10_000, ['SealProgress']);
         if (seal.type === 'SealFailed') fail(`the daemon answered SealRequest with SealFailed: ${seal.error}`);
         if (seal.type !== 'SealComplete') return fail('unreachable');
         sealed = true;
         const state = seal.state;
         const lock = DataDirLock.probe(ctx.bareDataDir);
         if (lock.held) fail(`after SealComplete the lock on ${join(ctx.bareDataDir, '.handoff.lock')} is still held${lock.pid === null ? '' : ` (.handoff.pid: ${lock.pid})`}: SealComplete means sealed and released`);
-        successor = new BareDaemon(ctx.program, ctx.bareDataDir, join(ctx.dir, 'successor-control.sock'), ctx.tag, bare);
-        const channel = successor.channel ?? fail('no channel to the successor');
-        const helloFailure = helloProblem(await channel.first(10_000), 'successor', successor.pid);
-        if (helloFailure) fail(`the successor's channel: ${helloFailure} (its output: ${successor.lastLine()})`);
-        channel.write(encodeFrame({ type: 'HelloAck', version: 1, handoffId: id, capabilities: caps }, 'toDaemon'));
-        live.add(channel);
         channel.write(encodeFrame({ type: 'Begin', handoffId: id, seal: { revisions: seal.revisions, fingerprint: seal.fingerprint }, state, conns: 0 }, 'toDaemon'));
-        const ready = await nextOf(channel, ['Ready'], 'the successor', 15_000, successor);
+        const ready = await nextOf(channel, ['Ready'], 'the successor', next, 15_000);
         if (ready.type !== 'Ready') return fail('unreachable');
-        if (!ready.healthy) fail(`the successor given the daemon's own handover state (${describeState(state)}) answered Ready with healthy false: ${successor.lastLine()}`);
-        const successorLocked = DataDirLock.probe(ctx.bareDataDir);
-        if (!successorLocked.held || successorLocked.pid !== successor.pid) fail(`the successor sent Ready, but the lock is ${successorLocked.held ? `held by ${String(successorLocked.pid)}` : 'free'}, not by the successor ${successor.pid}`);
+        const given = `given the daemon's own handover state (${describeState(state)}) in Begin`;
+        if (!ready.healthy) fail(`the successor ${given} answered Ready with healthy false: ${next.lastLine()}`);
+        if (!revisionsContinue(seal.revisions, ready.revisions)) fail(`the successor ${given} reports revisions ${JSON.stringify(ready.revisions)}, which do not continue the sealed ${JSON.stringify(seal.revisions)}`);
+        if (ready.listeningOn.length === 0) fail(`the successor ${given} listens on nothing (Ready's listeningOn is empty: it refuses the data)`);
+        if (!lockHeldBy(ctx.bareDataDir, next.pid)) fail(`the successor sent Ready, but it does not hold the lock (${JSON.stringify(DataDirLock.probe(ctx.bareDataDir))})`);
         channel.write(encodeFrame({ type: 'Abort', handoffId: id, code: 'HANDOFF_CANCELLED', reason: 'conformance check: the state round trip is done' }, 'toDaemon'));
-        const exit = await waitForValue('the aborted successor to exit', () => successor?.exit, 10_000).catch(() => fail(`the successor (pid ${successor?.pid ?? 0}) did not exit within 10 s of Abort`));
+        const exit = await waitForValue('the aborted successor to exit', () => next.exit, 10_000).catch(() => fail(`the successor (pid ${next.pid}) did not exit within 10 s of Abort`));
+        if (exit.code !== 0) fail(`the aborted successor exited ${String(exit.code ?? exit.signal)}, not 0: ${next.lastLine()}`);
         client.write(encodeFrame({ type: 'ResumeAfterAbort', handoffId: id, reason: 'conformance check' }, 'toDaemon'));
         sealed = false;
-        await waitForValue('the incumbent to re-take its lock', () => {
-          const again = DataDirLock.probe(ctx.bareDataDir);
-          return again.held && again.pid === bare.pid ? true : undefined;
-        }, 10_000).catch(() => fail(`the incumbent (pid ${bare.pid}) did not re-take its lock within 10 s of ResumeAfterAbort (${bare.lastLine()})`));
+        await waitUntil('the incumbent to re-take its lock', () => lockHeldBy(ctx.bareDataDir, bare.pid), 10_000).catch(() => fail(`the incumbent (pid ${bare.pid}) did not re-take its lock within 10 s of ResumeAfterAbort (${bare.lastLine()})`));
         await stillServes(ctx, 'a seal, its successor aborted and ResumeAfterAbort');
-        return `sealed with ${describeState(state)}; the successor (pid ${successor.pid}) given it in Begin was Ready with the lock, exited ${String(exit.code ?? exit.signal)} on Abort; the incumbent resumed with its lock and serves`;
+        return `sealed with ${describeState(state)}; the successor (pid ${next.pid}) given it in Begin was Ready with the lock, exited 0 on Abort; the incumbent resumed with its lock and serves`;
       } finally {
         clearInterval(beat);
-        successor?.kill();
-        // Never leave the bare daemon sealed for the next checks.
-        if (sealed && !client.closed) client.write(encodeFrame({ type: 'ResumeAfterAbort', handoffId: id, reason: 'conformance check failed' }, 'toDaemon'));
+        if (successor) {
+          successor.kill();
+          await waitForValue('the successor to exit', () => successor?.exit, 5_000).catch(() => undefined);
+        }
+        if (sealed && !client.closed) {
+          // Never leave the daemon sealed for the next checks: resume it, and give it time to re-take its lock.
+          client.write(encodeFrame({ type: 'ResumeAfterAbort', handoffId: id, reason: 'conformance check failed' }, 'toDaemon'));
+          await waitUntil('the incumbent to re-take its lock', () => lockHeldBy(ctx.bareDataDir, bare.pid), 5_000).catch(() => undefined);
+        }
         client.destroy();
       }
     },

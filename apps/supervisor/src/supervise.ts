@@ -58,6 +58,7 @@ function logEvents(log: Logger): void {
     peerBusy: 'warn',
     sealProgress: 'debug',
     drainProgress: 'info', // throttled, in words (below)
+    descriptorsPending: 'info',
     violation: 'warn',
     probation: 'info',
     health: 'debug',

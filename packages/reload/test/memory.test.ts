@@ -1,7 +1,7 @@
 /**
  * Memory over a long life, each in a process of its own (so that a full GC can be forced):
  * worker mode frees every replaced version — heap, RSS and OS threads back where they were
- * after HANDOFF_RELOAD_SOAK reloads (default 600). In-thread mode is shown working, with
+ * after HANDOFF_RELOAD_SOAK reloads (default 300). In-thread mode is shown working, with
  * its growth printed: Node never evicts an ES module, so each reload stays in memory.
  */
 import { spawn } from 'node:child_process';
@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const SOAK = fileURLToPath(new URL('fixtures/soak.js', import.meta.url));
-const RELOADS = Number(process.env.HANDOFF_RELOAD_SOAK ?? 600);
+const RELOADS = Number(process.env.HANDOFF_RELOAD_SOAK ?? 300);
 const MiB = 1024 * 1024;
 
 interface Soak {

@@ -43,6 +43,8 @@ export const SupervisorChannels = {
   sealProgress: 'handoff:supervisor:seal-progress',
   /** The draining incumbent reported what it still waits for (PROTOCOL.md §6, "Long-lived work"). */
   drainProgress: 'handoff:supervisor:drain-progress',
+  /** The incumbent drained, and the seal waits until the descriptors forwarded to the successor are written (PROTOCOL.md §2, "Descriptor channel"). */
+  descriptorsPending: 'handoff:supervisor:descriptors-pending',
   /** A state machine rejected an event: a peer broke the protocol, or a bug. */
   violation: 'handoff:supervisor:violation',
   /** A new version's probation started or ended (passed, reverted, failed). */
@@ -69,6 +71,7 @@ export interface SupervisorChannelMessages {
   peerBusy: { readonly handoffId: string; readonly peer: 'incumbent' | 'successor'; readonly pid: number; readonly silentMs: number; readonly cpuMs: number };
   sealProgress: { readonly handoffId: string; readonly completed: number; readonly total: number };
   drainProgress: { readonly handoffId: string } & DrainProgressInfo;
+  descriptorsPending: { readonly handoffId: string; readonly pending: number; readonly successorPid: number | null };
   violation: { readonly machine: 'handoff' | 'lifecycle'; readonly error: string };
   probation: { readonly pid: number; readonly outcome: 'started' | 'passed' | 'reverted' | 'failed'; readonly reason: string | null; readonly ms: number | null };
   health: { readonly pid: number; readonly ok: boolean; readonly detail: string; readonly failuresInRow: number };

@@ -69,6 +69,11 @@ export class DescriptorChannel {
     });
   }
 
+  /** How many descriptors passed to the daemon are not yet written to its channel. */
+  get pending(): number {
+    return this.#passing.size;
+  }
+
   /** True while the daemon is alive and its end of the channel open. */
   get open(): boolean {
     return this.#child.connected;

@@ -239,6 +239,7 @@ export class HandoffRun {
         // still queued in this process when it dies after Begin would be lost to the successor,
         // and the incumbent, its lock gone, could not take its connection back.
         held = [message];
+        if (forwarding.pending > 0) publish('descriptorsPending', { handoffId: this.handoffId, pending: forwarding.pending, successorPid: this.#successor?.pid ?? null });
         void forwarding.flushed().then(() => {
           const queued = held ?? [];
           held = null;

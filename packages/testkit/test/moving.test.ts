@@ -306,4 +306,34 @@ describe('a crash during the transfer', () => {
       expect(hung).toEqual([]);
     });
   }
+
+  it('holds the seal while the successor has not taken every descriptor: one stopped mid-transfer makes the handoff roll back, never Begin, and every connection stays with the incumbent', async () => {
+    // Node keeps the handles it has not yet written in the sender's memory, one written per
+    // acknowledgement. Were the supervisor to seal and send Begin with some still there, they
+    // would die with it if it were killed then (and the incumbent, its lock gone, could not
+    // take them back). The successor is stopped at its first ConnOffer: most descriptors wait
+    // in the supervisor when the incumbent has drained, and never get written.
+    await using cluster = await startCluster({ daemon: kv() });
+    printOnFailure(cluster);
+    const agents = Array.from({ length: 100 }, () => new Agent({ keepAlive: true, maxSockets: 1 }));
+    try {
+      for (const agent of agents) expect(await getOn(cluster.port, agent)).toMatchObject({ status: 200, reused: false });
+      const incumbent = (await cluster.health())?.pid;
+      cluster.arm('successor:received-ConnOffer', 'SIGSTOP');
+      const before = cluster.events.length;
+      const reply = cluster.handoffReply({ daemon: { env: { KV_BUILD_ID: 'v2' } } });
+      const successor = await cluster.waitFor('the successor to stop at its first ConnOffer', () => cluster.fired());
+      // From now on a Begin kills the supervisor: it must never be sent.
+      cluster.arm('supervisor:sent-Begin-to-successor');
+      const r = await reply;
+      expect(cluster.fired(), 'the supervisor sent Begin while descriptors still waited in its memory').toBeNull();
+      expect(r).toMatchObject({ ok: true, value: { committed: false, outcome: 'rolledBack', abortReason: { code: 'HANDOFF_SUCCESSOR_SILENT' } } });
+      expect(cluster.events.slice(before).find((e) => e.msg === 'descriptors-pending')).toMatchObject({ successorPid: successor, pending: expect.any(Number) as unknown });
+      const answers = await Promise.all(agents.map((agent) => getOn(cluster.port, agent).catch((e: unknown) => ({ error: (e as Error).message }))));
+      const lost = answers.filter((a) => !('status' in a) || a.status !== 200 || !a.reused || a.pid !== incumbent);
+      expect(lost.length, `connections not served on by the incumbent (pid ${String(incumbent)}): ${JSON.stringify(lost.slice(0, 5))}`).toBe(0);
+    } finally {
+      for (const agent of agents) agent.destroy();
+    }
+  });
 });

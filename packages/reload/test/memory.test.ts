@@ -65,7 +65,8 @@ describe('memory over many reloads', () => {
     );
     expect(r.workersAlive).toBe(1);
     expect(r.threadsAfter).toBe(r.threadsBefore);
-    expect(r.heapAfter - r.heapBefore).toBeLessThan(5 * MiB);
+    // 1 MiB of noise, plus 4 KiB a reload (measured: 0.2-0.6 MiB in all for 50-600 reloads).
+    expect(r.heapAfter - r.heapBefore).toBeLessThan(MiB + RELOADS * 4 * 1024);
     expect(r.rssAfter - r.rssBefore).toBeLessThan(30 * MiB);
     // Closed: no worker left, and its thread gone too.
     expect(r.workersAfterClose).toBe(0);

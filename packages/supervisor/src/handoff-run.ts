@@ -229,7 +229,8 @@ export class HandoffRun {
     let held: Message[] | null = null;
     let live = true;
     const feed = (message: Message): void => {
-      if (held) {
+      // Heartbeats keep the incumbent alive while the rest waits behind Drained.
+      if (held && message.type !== 'Heartbeat') {
         held.push(message);
         return;
       }
